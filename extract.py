@@ -83,9 +83,11 @@ def _body(args) -> None:
                      seed=args.seed, split=split, max_per_class=args.max_per_class,
                      force=args.force, shard=args.shard, progress=not args.quiet)
     summary = result.as_dict()
-    what = "cache hit" if result.cache_hit else "extracted"
-    print(f"{what}: {summary['cache']}\n  images {summary['images']}, skipped {summary['skipped']}, "
-          f"{summary['seconds']:.1f} s, {summary['images_per_second']:.1f} images/s, "
+    timing = f"{summary['seconds']:.1f} s, {summary['images_per_second']:.1f} images/s"
+    if result.cache_hit:
+        timing = f"extracted earlier in {timing}"
+    print(f"{'cache hit' if result.cache_hit else 'extracted'}: {summary['cache']}\n"
+          f"  images {summary['images']}, skipped {summary['skipped']}, {timing}, "
           f"{summary['cache_bytes'] / 1e6:.1f} MB")
     for item in result.skipped:
         print(f"  skipped {item['id']}: {item['reason']}")

@@ -335,7 +335,7 @@ def encoded_images(source: DataSource, indices=None):
     if source.kind == "folder":
         paths = np.asarray(source.paths(), dtype=object)[indices]
         ds = tf.data.Dataset.from_tensor_slices((indices.astype(np.int64), list(paths)))
-        return ds.map(lambda i, p: (i, tf.io.read_file(p)), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(lambda i, p: (i, tf.io.read_file(p)), num_parallel_calls=os.cpu_count() or 2)
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(source.ids), tf.range(len(source), dtype=tf.int64)),
         default_value=-1)
@@ -353,10 +353,17 @@ def image_batches(source: DataSource, image_size: int, batch_size: int, indices=
     """
     import tensorflow as tf
 
+    workers = os.cpu_count() or 2
     ds = encoded_images(source, indices)
     ds = ds.map(lambda i, data: (i, decode_image(data, image_size)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+                num_parallel_calls=workers, deterministic=True)
+    ds = ds.ignore_errors().batch(batch_size).prefetch(2)
+    # Autotuning's optimiser thread competes with the network for the same cores, and
+    # deleting the iterator waits for its pass to end: up to 11 s measured on 2 cores.
+    # Decoding is ~8x faster than the network here, so fixed parallelism loses nothing.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def why_undecodable(source: DataSource, index: int) -> str:

@@ -1,0 +1,150 @@
+"""extract.py end to end on tiny folders: rows, labels, skips, cache hits, refusals."""
+
+import json
+
+import numpy as np
+import pytest
+
+import extract
+from conftest import make_image_folder, write_image
+from features import store
+from features.data import load_folder
+
+FAST = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]
+
+
+def run(argv, capsys):
+    code = extract.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_end_to_end_with_bad_files(image_folder, tmp_path, capsys):
+    (image_folder / "dog" / "broken.jpg").write_text("<html>a web page saved as .jpg</html>")
+    (image_folder / "cat" / "empty.jpg").write_bytes(b"")
+    out_dir = tmp_path / "emb"
+    code, out, err = run(["--data-dir", str(image_folder), "--out", str(out_dir), "--json", *FAST], capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert result["images"] == 16 and result["skipped"] == 2 and not result["cache_hit"]
+    assert {s["id"] for s in result["skipped_files"]} == {"dog/broken.jpg", "cat/empty.jpg"}
+    assert "skipped dog/broken.jpg" in out
+
+    cache = store.read_cache(result["cache"], verify=True)
+    assert cache.embeddings.shape == (16, 1280)
+    # No label shifted past the skipped files: every row's label is its folder's class.
+    assert all(cache.class_names[label] == i.split("/")[0] for i, label in zip(cache.ids, cache.labels))
+    # The recorded split is the one any later method gets by listing the folder again.
+    listing = load_folder(image_folder)
+    assert np.array_equal(cache.splits, listing.splits[cache.index])
+    assert cache.attrs["backbone"] == "efficientnet_lite0" and cache.attrs["image_size"] == 32
+    assert "tensorflow" in json.loads(cache.attrs["versions"])
+    assert {s["id"] for s in cache.skipped} == {"dog/broken.jpg", "cat/empty.jpg"}
+
+
+def test_each_row_is_its_own_files_embedding(image_folder, tmp_path, capsys):
+    """Row i of the cache is the backbone applied to file ids[i], even around skipped files."""
+    import tensorflow as tf
+
+    from features.backbones import create_backbone
+    from features.data import decode_image
+
+    (image_folder / "cat" / "img3b.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    code, out, err = run(["--data-dir", str(image_folder), "--out", str(tmp_path), "--json",
+                          "--image-size", "64", "--batch-size", "5", "-q"], capsys)
+    assert code == 0, err
+    cache = store.read_cache(last_json(out)["cache"])
+    assert [s["id"] for s in cache.skipped] == ["cat/img3b.jpg"]
+    model = create_backbone("efficientnet_lite0", "imagenet", 64)
+    images = tf.stack([decode_image(tf.io.read_file(str(image_folder / i)), 64) for i in cache.ids])
+    expected = np.asarray(model(images, training=False))
+    np.testing.assert_allclose(cache.embeddings, expected, rtol=1e-4, atol=1e-4)
+    assert np.abs(cache.embeddings[0] - cache.embeddings[1]).max() > 1e-2  # rows differ
+
+
+def test_rerun_is_a_cache_hit_and_force_or_a_changed_folder_recompute(image_folder, tmp_path, capsys):
+    args = ["--data-dir", str(image_folder), "--out", str(tmp_path), "--json", *FAST]
+    first = last_json(run(args, capsys)[1])
+    again = last_json(run(args, capsys)[1])
+    assert again["cache_hit"] and again["images"] == first["images"]
+    assert not last_json(run(args + ["--force"], capsys)[1])["cache_hit"]
+    write_image(image_folder / "cat" / "new.jpg", 99)
+    changed = last_json(run(args, capsys)[1])
+    assert not changed["cache_hit"] and changed["images"] == first["images"] + 1
+
+
+def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys):
+    import tensorflow as tf
+
+    from features.backbones import create_backbone
+
+    # Same weights in every worker: save once, load by path.
+    weights = tmp_path / "w.weights.h5"
+    create_backbone("mobilenet", "none", 32).get_layer("mobilenet").save_weights(weights)
+    base = ["--data-dir", str(image_folder), "--out", str(tmp_path / "e"), "--json", "--backbone",
+            "mobilenet", "--weights", str(weights), "--image-size", "32", "-q"]
+    whole = last_json(run(base, capsys)[1])["cache"]
+    shards = [last_json(run(base + ["--shard", f"{i}/3"], capsys)[1])["cache"] for i in range(3)]
+    assert len(set(shards)) == 3 and all(".shard" in s for s in shards)
+    merged = store.merge_shards(shards, tmp_path / "e" / "merged.h5")
+    a, b = store.read_cache(whole), store.read_cache(merged, verify=True)
+    assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.splits, b.splits)
+    np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=1e-5, atol=1e-5)
+    del tf
+
+
+def test_tfds_end_to_end_with_mock_data(tmp_path, capsys, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr("features.data._host_reachable", lambda host, timeout=3.0: True)
+    with tfds.testing.mock_data(num_examples=20):
+        code, out, err = run(["--dataset", "tf_flowers", "--out", str(tmp_path), "--json", *FAST], capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert result["images"] == 20 and result["cache"].endswith("tf_flowers/efficientnet_lite0-32-random.h5")
+    cache = store.read_cache(result["cache"])
+    assert cache.ids[0].startswith("tf_flowers-train") and cache.class_names[0] == "dandelion"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--split", "0.5,0.2,0.2"], "--split"),
+    (["--backbone", "resnet51"], "unknown backbone 'resnet51'"),
+    (["--backbone", "xception", "--image-size", "64"], "at least 71"),
+    (["--weights", "/no/such/weights.pth"], "--weights"),
+    (["--shard", "3/2"], "--shard"),
+    (["--max-per-class", "0"], "--max-per-class"),
+])
+def test_bad_flags_exit_2_with_a_message(argv, needle, image_folder, tmp_path, capsys):
+    base = ["--data-dir", str(image_folder), "--out", str(tmp_path), "--weights", "none", "-q"]
+    code, out, err = run(base + argv, capsys)
+    assert code == 2 and needle in err and not list(tmp_path.glob("**/*.h5"))
+
+
+def test_bad_data_exit_2(tmp_path, capsys):
+    make_image_folder(tmp_path / "one", classes=("solo",))
+    code, _, err = run(["--data-dir", str(tmp_path / "one"), *FAST], capsys)
+    assert code == 2 and "at least two" in err
+    code, _, err = run(["--data-dir", str(tmp_path / "missing"), *FAST], capsys)
+    assert code == 2 and "no such folder" in err
+
+
+def test_offline_tfds_and_keras_weights_exit_2(offline, tmp_path, capsys, image_folder, monkeypatch):
+    code, _, err = run(["--dataset", "tf_flowers", "--tfds-dir", str(tmp_path), *FAST], capsys)
+    assert code == 2 and "--data-dir" in err
+    import keras.src.utils.file_utils as file_utils
+
+    monkeypatch.setattr(file_utils.config, "keras_home", lambda: str(tmp_path))
+    code, _, err = run(["--data-dir", str(image_folder), "--backbone", "vgg16", "--out", str(tmp_path), "-q"], capsys)
+    assert code == 2 and "--weights PATH" in err and "efficientnet_lite0" in err
+
+
+def test_list_backbones(capsys):
+    code, out, _ = run(["--list-backbones"], capsys)
+    assert code == 0
+    assert "efficientnet_lite0" in out and "nasnetlarge" in out and "pip package" in out
+    assert len(out.strip().splitlines()) == 30  # header + 29

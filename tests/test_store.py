@@ -1,0 +1,100 @@
+"""The HDF5 cache: round trip, never half-written, refusals, shards as one file."""
+
+import h5py
+import numpy as np
+import pytest
+
+from features import store
+from features.errors import CacheError
+
+CLASSES = ["cat", "dog"]
+
+
+def _write(path, rows, dim=4, attrs=None, skipped=(), batch=3):
+    rows = np.asarray(rows)
+    emb = np.stack([np.full(dim, r, np.float32) for r in rows])
+    with store.CacheWriter(path, dim, CLASSES, chunk_rows=2) as w:
+        for s in range(0, len(rows), batch):
+            part = rows[s:s + batch]
+            w.append(emb[s:s + batch], part % 2, [f"img{r}.jpg" for r in part], part, part % 3)
+        w.finish({"backbone": "toy", "dataset": "d", "seed": 0, "split": [0.7, 0.15, 0.15],
+                  "class_names": CLASSES, **(attrs or {})}, skipped)
+    return emb
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "c.h5"
+    emb = _write(path, range(7), skipped=[(7, "bad.jpg", "Input is empty")])
+    cache = store.read_cache(path, verify=True)
+    np.testing.assert_array_equal(cache.embeddings, emb)
+    assert cache.ids.tolist() == [f"img{r}.jpg" for r in range(7)]
+    assert cache.labels.tolist() == [r % 2 for r in range(7)]
+    assert cache.class_names == CLASSES and cache.attrs["n_images"] == 7
+    assert cache.skipped == [{"index": 7, "id": "bad.jpg", "reason": "Input is empty"}]
+    x, y = cache.split("test")
+    assert len(x) == len(y) == 2  # rows 2 and 5
+    assert store.read_attrs(path)["split"] == "[0.7, 0.15, 0.15]"
+
+
+def test_an_interrupted_write_leaves_nothing(tmp_path):
+    path = tmp_path / "c.h5"
+    with pytest.raises(KeyboardInterrupt):
+        with store.CacheWriter(path, 4, CLASSES) as w:
+            w.append(np.zeros((2, 4)), [0, 1], ["a", "b"], [0, 1], [0, 0])
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_missing_incomplete_foreign_and_corrupted(tmp_path):
+    with pytest.raises(CacheError, match="no such"):
+        store.read_cache(tmp_path / "none.h5")
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    with pytest.raises(CacheError, match="not a readable"):
+        store.read_cache(junk)
+    path = tmp_path / "c.h5"
+    _write(path, range(4))
+    with h5py.File(path, "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(CacheError, match="incomplete"):
+        store.read_cache(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["complete"] = True
+        f["embeddings"][0, 0] = 42.0
+    store.read_cache(path)  # without verify the flag is trusted
+    with pytest.raises(CacheError, match="checksum"):
+        store.read_cache(path, verify=True)
+
+
+def test_shards_read_as_one_without_copying(tmp_path):
+    whole = tmp_path / "whole.h5"
+    emb = _write(whole, range(10))
+    _write(tmp_path / "s1.h5", range(5, 10), skipped=[(10, "x.jpg", "bad")])
+    _write(tmp_path / "s0.h5", range(0, 5))
+    merged = store.merge_shards([tmp_path / "s1.h5", tmp_path / "s0.h5"], tmp_path / "out" / "m.h5")
+    cache = store.read_cache(merged, verify=True)
+    np.testing.assert_array_equal(cache.embeddings, emb)
+    assert cache.index.tolist() == list(range(10)) and cache.attrs["n_images"] == 10
+    assert cache.skipped[0]["id"] == "x.jpg"
+    with h5py.File(merged) as f:
+        assert f["embeddings"].is_virtual
+    assert merged.stat().st_size < whole.stat().st_size
+
+
+def test_shards_that_overlap_or_disagree_are_refused(tmp_path):
+    _write(tmp_path / "a.h5", range(0, 5))
+    _write(tmp_path / "b.h5", range(4, 8))
+    with pytest.raises(CacheError, match="overlap"):
+        store.merge_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "m.h5")
+    _write(tmp_path / "c.h5", range(5, 8), attrs={"backbone": "other"})
+    with pytest.raises(CacheError, match="backbone"):
+        store.merge_shards([tmp_path / "a.h5", tmp_path / "c.h5"], tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_cache_path_names_the_key():
+    p = store.cache_path("emb", "flowers", "vgg19", 224)
+    assert p.as_posix() == "emb/flowers/vgg19-224.h5"
+    p = store.cache_path("emb", "flowers", "vgg19", 192, "max", "none", seed=2, split=(0.8, 0.1, 0.1))
+    assert p.name == "vgg19-192-max-random-seed2-split80-10-10.h5"
+    assert store.cache_path("e", "d", "b", 9, weights="w.h5", weights_sha256="abcdef0123").name == "b-9-wabcdef01.h5"
