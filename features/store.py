@@ -326,3 +326,59 @@ def merge_shards(shard_paths, out_path) -> Path:
         if tmp.exists():
             tmp.unlink()
     return out_path
+
+
+def newest_cache(root="embeddings") -> Path:
+    """The most recently written complete cache under ``root``.
+
+    Raises:
+        CacheError: there is none.
+    """
+    candidates = sorted(Path(root).glob("**/*.h5"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            read_attrs(path)
+            return path
+        except CacheError:
+            continue
+    raise CacheError(f"no complete feature cache under {root}/; make one with extract.py "
+                     "or name one with --features")
+
+
+def concat_caches(caches: list[FeatureCache]) -> FeatureCache:
+    """Join the embeddings of several caches of the same images, side by side.
+
+    Rows are matched by id and put in the first cache's order; labels, splits and class
+    names must agree. This is a cheap ensemble of backbones.
+
+    Raises:
+        CacheError: the caches hold different images, labels, splits or classes.
+    """
+    first = caches[0]
+    if len(caches) == 1:
+        return first
+    parts = [first.embeddings]
+    for other in caches[1:]:
+        where = {i: n for n, i in enumerate(other.ids)}
+        if set(where) != set(first.ids.tolist()) or len(where) != len(first.ids):
+            only_a = len(set(first.ids.tolist()) - set(where))
+            only_b = len(set(where) - set(first.ids.tolist()))
+            raise CacheError(f"{first.path} and {other.path} hold different images ({only_a} only in "
+                             f"the first, {only_b} only in the second); extract both from the same "
+                             "dataset with the same --split and --seed")
+        order = np.array([where[i] for i in first.ids])
+        if other.class_names != first.class_names:
+            raise CacheError(f"{other.path} has classes {other.class_names}, {first.path} has {first.class_names}")
+        if not (np.array_equal(other.labels[order], first.labels)
+                and np.array_equal(other.splits[order], first.splits)):
+            raise CacheError(f"{first.path} and {other.path} disagree on labels or splits of the same images")
+        parts.append(other.embeddings[order])
+    attrs = {**first.attrs,
+             "backbone": "+".join(str(c.attrs.get("backbone")) for c in caches),
+             "image_size": [c.attrs.get("image_size") for c in caches],
+             "weights": [c.attrs.get("weights") for c in caches],
+             "seconds": float(sum(c.attrs.get("seconds", 0.0) for c in caches)),
+             "embedding_dim": int(sum(p.shape[1] for p in parts))}
+    return FeatureCache(path=first.path, embeddings=np.hstack(parts), labels=first.labels,
+                        ids=first.ids, index=first.index, splits=first.splits,
+                        class_names=first.class_names, skipped=first.skipped, attrs=attrs)

@@ -55,3 +55,28 @@ def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "flowers").is_dir():
         pytest.skip(f"{SHARED_DATASETS} is absent (only the project's own machines have it)")
     return SHARED_DATASETS
+
+
+def write_cache(path: Path, X, y, class_names, splits=None, ids=None, attrs=None, seed=0) -> Path:
+    """A feature cache written by the store module, from arrays (synthetic embeddings)."""
+    from features import store
+    from features.data import stratified_split
+
+    X, y = np.asarray(X, np.float32), np.asarray(y)
+    splits = stratified_split(y, (0.7, 0.15, 0.15), seed) if splits is None else np.asarray(splits)
+    ids = [f"{class_names[label]}/{n}.jpg" for n, label in enumerate(y)] if ids is None else ids
+    with store.CacheWriter(path, X.shape[1], class_names) as w:
+        w.append(X, y, ids, np.arange(len(y)), splits)
+        w.finish({"dataset": "synthetic", "backbone": "toy", "image_size": 8, "pooling": "avg",
+                  "weights": "none", "weights_sha256": "", "seed": seed, "split": [0.7, 0.15, 0.15],
+                  "class_names": class_names, "seconds": 1.5, "images_per_second": 100.0,
+                  "fingerprint": "f", **(attrs or {})})
+    return path
+
+
+def blobs(n_per_class=60, classes=3, dim=16, spread=0.5, seed=0):
+    """Well-separated Gaussian blobs: an easy, real classification problem."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (classes, dim))
+    y = np.repeat(np.arange(classes), n_per_class)
+    return centres[y] + rng.normal(0, spread, (len(y), dim)), y

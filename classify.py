@@ -1,0 +1,103 @@
+"""Train a scikit-learn head on cached embeddings and score it on the cache's test split.
+
+examples:
+  python classify.py --model svm                          # the newest cache under embeddings/
+  python classify.py --model logreg --features embeddings/flowers/efficientnet_lite0-224.h5
+  python classify.py --model logreg --features a.h5 b.h5  # two backbones' embeddings side by side
+
+Hyper-parameters (C, gamma, k) are chosen by stratified cross-validation on the training
+split (--C etc. fix one), then the head is refitted on train + val and scored on test:
+the same test images that every other method is scored on. Each run writes a folder
+under --out (head.skops, metrics.json, report.txt, confusion.png) and appends one row
+to --out/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from features.cli import HelpFormatter, add_common_flags, print_json, run, setup_logging
+from features.heads import HEADS  # scikit-learn itself is imported only when a head is made
+
+log = logging.getLogger("classify")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="classify.py", description=__doc__, formatter_class=HelpFormatter)
+    data = p.add_argument_group("features")
+    data.add_argument("--features", nargs="+", metavar="H5",
+                      help="feature cache(s) made by extract.py; several are concatenated "
+                           "(default: the newest cache under --embeddings-dir)")
+    data.add_argument("--embeddings-dir", default="embeddings", metavar="DIR",
+                      help="where to look for the newest cache")
+    head = p.add_argument_group("head")
+    head.add_argument("--model", default="logreg", help=f"one of: {', '.join(HEADS)}")
+    head.add_argument("--C", type=float, help="fix the regularisation C (logreg, svm, linear_svm)")
+    head.add_argument("--gamma", help="fix the RBF kernel's gamma (svm): a number, 'scale' or 'auto'")
+    head.add_argument("--k", type=int, help="fix the number of neighbours (knn)")
+    head.add_argument("--class-weight", default="none", choices=("none", "balanced"),
+                      help="'balanced' reweights classes by inverse frequency (imbalanced folders)")
+    head.add_argument("--cv", type=int, default=5, help="folds of the hyper-parameter search")
+    head.add_argument("--n-jobs", type=int, default=-1, help="parallel jobs of the search (-1: all cores)")
+    head.add_argument("--seed", type=int, default=0, help="seed of the search folds and estimators")
+    out = p.add_argument_group("run")
+    out.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
+    add_common_flags(p)
+    return p
+
+
+def _fixed_params(args) -> dict:
+    from features.errors import UsageError
+
+    if args.C is not None and args.C <= 0:
+        raise UsageError(f"--C {args.C}: must be above zero")
+    if args.k is not None and args.k < 1:
+        raise UsageError(f"--k {args.k}: must be at least 1")
+    if args.cv < 2:
+        raise UsageError(f"--cv {args.cv}: must be at least 2")
+    gamma = args.gamma
+    if gamma is not None and gamma not in ("scale", "auto"):
+        try:
+            gamma = float(gamma)
+        except ValueError:
+            raise UsageError(f"--gamma {args.gamma}: give a positive number, 'scale' or 'auto'") from None
+    return {"C": args.C, "gamma": gamma, "k": args.k}
+
+
+def _body(args) -> None:
+    from features import store
+    from features.classification import classify
+    from features.errors import CacheError
+    from features.heads import get_head_spec
+
+    get_head_spec(args.model)
+    fixed = _fixed_params(args)
+
+    paths = args.features or [store.newest_cache(args.embeddings_dir)]
+    cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])
+    if not (cache.splits == 2).any():
+        raise CacheError(f"{paths[0]}: the cache has no test rows; extract it with a --split "
+                         "whose test fraction is above zero")
+    result = classify(cache, args.model, fixed, class_weight=None if args.class_weight == "none" else "balanced",
+                      cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, out_dir=args.out,
+                      features=[str(p) for p in paths])
+    m = result["metrics"]
+    print(f"{args.model} on {result['dataset']} / {result['backbone']}: test accuracy {m['accuracy']:.4f}, "
+          f"macro precision {m['precision_macro']:.4f}, macro F1 {m['f1_macro']:.4f} "
+          f"({m['n_test']} test images)\n  params {result['params']}, search {result['search_seconds']:.2f} s, "
+          f"fit {result['fit_seconds']:.2f} s, predict {result['predict_seconds']:.3f} s\n"
+          f"  run folder {result['run_dir']}")
+    if args.json:
+        print_json(result)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return run(lambda: _body(args), "classify.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
