@@ -1,0 +1,27 @@
+"""Seconds-long smoke runs of the benchmark scripts on tiny folders (not benchmarks)."""
+
+import importlib.util
+from pathlib import Path
+
+from conftest import make_image_folder
+from features import runs
+
+
+def _load(name):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heads_benchmark_prints_its_table(tmp_path, capsys):
+    make_image_folder(tmp_path / "root" / "pets", per_class=10)
+    code = _load("heads").main(["--root", str(tmp_path / "root"), "--datasets", "pets", "--heads", "logreg",
+                                "knn", "--embeddings", str(tmp_path / "emb"), "--out", str(tmp_path / "runs"),
+                                "--n-jobs", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    table = out[out.index("test acc"):].splitlines()[1:]
+    assert [line.split()[:2] for line in table] == [["pets", "logreg"], ["pets", "knn"]]
+    assert len(runs.read_results(tmp_path / "runs")) == 2
