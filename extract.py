@@ -17,26 +17,14 @@ import argparse
 import logging
 import sys
 
-from features.cli import HelpFormatter, add_common_flags, print_json, run, setup_logging
+from features.cli import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json, run, setup_logging
 
 log = logging.getLogger("extract")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from features.data import TFDS_DATASETS
-
     p = argparse.ArgumentParser(prog="extract.py", description=__doc__, formatter_class=HelpFormatter)
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="tf_flowers", choices=sorted(TFDS_DATASETS),
-                      help="TFDS dataset, downloaded on first use (ignored with --data-dir)")
-    data.add_argument("--data-dir", metavar="DIR",
-                      help="image folder: one sub-folder per class, or train/ val/ test/ each holding them")
-    data.add_argument("--tfds-dir", metavar="DIR", help="TFDS data folder (default: TFDS's own, ~/tensorflow_datasets)")
-    data.add_argument("--split", default="0.7,0.15,0.15",
-                      help="train,val,test fractions of the stratified split made where the source has none")
-    data.add_argument("--seed", type=int, default=0, help="seed of the split (and of --max-per-class)")
-    data.add_argument("--max-per-class", type=int, metavar="K",
-                      help="use a seeded sample of at most K images per class (quick runs)")
+    add_data_flags(p)
     model = p.add_argument_group("backbone")
     model.add_argument("--backbone", default="efficientnet_lite0", help="registry name; see --list-backbones")
     model.add_argument("--weights", default="imagenet",
@@ -64,20 +52,13 @@ def _body(args) -> None:
             print(describe(spec))
         return
     from features.backbones import get_spec, resolve_image_size
-    from features.data import load_source, parse_split
     from features.errors import UsageError
     from features.extraction import extract
 
-    split = parse_split(args.split)  # every flag is checked before any work
-    resolve_image_size(get_spec(args.backbone).name, args.image_size)
+    resolve_image_size(get_spec(args.backbone).name, args.image_size)  # flags first, then work
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.max_per_class is not None and args.max_per_class < 1:
-        raise UsageError(f"--max-per-class {args.max_per_class}: must be at least 1")
-    source = load_source(args.dataset, args.data_dir, tfds_dir=args.tfds_dir, split=split,
-                         seed=args.seed, max_per_class=args.max_per_class)
-    log.info("%s: %d images, %d classes, split %s", source.name, len(source),
-             len(source.class_names), source.split_counts())
+    source, split = load_data(args)
     result = extract(source, args.backbone, weights=args.weights, image_size=args.image_size,
                      pooling=args.pooling, batch_size=args.batch_size, out_dir=args.out,
                      seed=args.seed, split=split, max_per_class=args.max_per_class,

@@ -15,6 +15,39 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Defaults in the help, and the module docstring's examples kept as written."""
 
 
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The dataset flags. Scripts given the same values list the same images and split."""
+    from .data import TFDS_DATASETS
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="tf_flowers", choices=sorted(TFDS_DATASETS),
+                      help="TFDS dataset, downloaded on first use (ignored with --data-dir)")
+    data.add_argument("--data-dir", metavar="DIR",
+                      help="image folder: one sub-folder per class, or train/ val/ test/ each holding them")
+    data.add_argument("--tfds-dir", metavar="DIR",
+                      help="TFDS data folder (default: TFDS's own, ~/tensorflow_datasets)")
+    data.add_argument("--split", default="0.7,0.15,0.15",
+                      help="train,val,test fractions of the stratified split made where the source has none")
+    data.add_argument("--seed", type=int, default=0, help="seed of the split (and of --max-per-class)")
+    data.add_argument("--max-per-class", type=int, metavar="K",
+                      help="use a seeded sample of at most K images per class (quick runs)")
+
+
+def load_data(args):
+    """Check the data flags, then list the dataset. Returns (source, split fractions)."""
+    from .data import load_source, parse_split
+    from .errors import UsageError
+
+    split = parse_split(args.split)
+    if args.max_per_class is not None and args.max_per_class < 1:
+        raise UsageError(f"--max-per-class {args.max_per_class}: must be at least 1")
+    source = load_source(args.dataset, args.data_dir, tfds_dir=args.tfds_dir, split=split,
+                         seed=args.seed, max_per_class=args.max_per_class)
+    logging.getLogger(__name__).info("%s: %d images, %d classes, split %s", source.name, len(source),
+                                     len(source.class_names), source.split_counts())
+    return source, split
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--json", action="store_true",

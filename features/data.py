@@ -345,25 +345,36 @@ def encoded_images(source: DataSource, indices=None):
     return ds.filter(lambda i, _: tf.logical_and(i >= 0, tf.gather(wanted, tf.maximum(i, 0))))
 
 
-def image_batches(source: DataSource, image_size: int, batch_size: int, indices=None):
-    """Batches of (indices, images) with decoding in parallel and prefetching.
+def decoded_images(source: DataSource, image_size: int, indices=None):
+    """A ``tf.data.Dataset`` of (index, float32 image) with decoding in parallel.
 
-    Undecodable images are dropped; the indices say which rows each batch holds, so the
-    caller knows exactly what was skipped (see :func:`why_undecodable`).
+    Undecodable images are dropped; the index says which row each image is, so a caller
+    knows exactly what was skipped (see :func:`why_undecodable`) and labels never shift.
     """
     import tensorflow as tf
 
-    workers = os.cpu_count() or 2
     ds = encoded_images(source, indices)
-    ds = ds.map(lambda i, data: (i, decode_image(data, image_size)),
-                num_parallel_calls=workers, deterministic=True)
-    ds = ds.ignore_errors().batch(batch_size).prefetch(2)
-    # Autotuning's optimiser thread competes with the network for the same cores, and
-    # deleting the iterator waits for its pass to end: up to 11 s measured on 2 cores.
-    # Decoding is ~8x faster than the network here, so fixed parallelism loses nothing.
+    return ds.map(lambda i, data: (i, decode_image(data, image_size)),
+                  num_parallel_calls=os.cpu_count() or 2, deterministic=True).ignore_errors()
+
+
+def fixed_threads(ds):
+    """Turn tf.data autotuning off for a finished pipeline.
+
+    Autotuning's optimiser thread competes with the network for the same cores, and
+    deleting the iterator waits for its pass to end: up to 11 s measured on 2 cores.
+    Decoding is ~8x faster than the network here, so fixed parallelism loses nothing.
+    """
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)
+
+
+def image_batches(source: DataSource, image_size: int, batch_size: int, indices=None):
+    """Batches of (indices, images) in listing order, prefetched; see :func:`decoded_images`."""
+    return fixed_threads(decoded_images(source, image_size, indices).batch(batch_size).prefetch(2))
 
 
 def why_undecodable(source: DataSource, index: int) -> str:

@@ -1,0 +1,170 @@
+"""A fine-tuning (or from-scratch) run: data, training, scoring on the test split, records."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from . import metrics, runs, training
+from .backbones import get_spec, resolve_image_size
+from .data import SPLITS, DataSource, decoded_images, fixed_threads
+from .errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def _rounded(ds):
+    """Images as the cache keeps them (uint8), so train, val and test see the same pixels."""
+    import tensorflow as tf
+
+    return ds.map(lambda i, image: (i, tf.cast(tf.round(image), tf.uint8)))
+
+
+def labelled_batches(source: DataSource, indices, image_size: int, batch_size: int, sigmoid: bool,
+                     shuffle: bool = False, seed: int = 0):
+    """(image, label) batches of the given rows; decoded once, then kept in memory.
+
+    The decoded, resized images are cached by the pipeline (uint8, ~150 KB an image at
+    224 px), so epochs after the first do not decode JPEGs again.
+    """
+    import tensorflow as tf
+
+    labels = tf.constant(source.labels.astype(np.float32 if sigmoid else np.int64))
+    ds = _rounded(decoded_images(source, image_size, indices)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+
+    def pair(i, image):
+        label = tf.gather(labels, i)
+        return tf.cast(image, tf.float32), (label[None] if sigmoid else label)
+
+    return fixed_threads(ds.map(pair).batch(batch_size).prefetch(2))
+
+
+def indexed_batches(source: DataSource, indices, image_size: int, batch_size: int):
+    """(index, image) batches in listing order, for scoring."""
+    import tensorflow as tf
+
+    ds = _rounded(decoded_images(source, image_size, indices)).map(lambda i, x: (i, tf.cast(x, tf.float32)))
+    return fixed_threads(ds.batch(batch_size).prefetch(2))
+
+
+def resolve_config(config: training.TrainConfig, source: DataSource) -> training.TrainConfig:
+    """Check the settings against the dataset before any work; fill in defaults.
+
+    Raises:
+        UsageError: a setting that cannot apply (see the messages).
+    """
+    spec = get_spec(config.backbone)
+    size = resolve_image_size(spec.name, config.image_size)
+    n_classes = len(source.class_names)
+    if n_classes < 2:
+        raise UsageError(f"{source.name} has one class; a classifier needs at least two")
+    binary = config.binary_output
+    if binary is not None and n_classes != 2:
+        raise UsageError(f"--binary-output {binary} applies to two classes; {source.name} has {n_classes}")
+    for flag, value, low in (("--epochs", config.epochs, 1), ("--head-epochs", config.head_epochs, 0),
+                             ("--batch-size", config.batch_size, 1), ("--patience", config.patience, 1)):
+        if value < low:
+            raise UsageError(f"{flag} {value}: must be at least {low}")
+    for flag, value in (("--lr", config.lr), ("--head-lr", config.head_lr), ("--scratch-lr", config.scratch_lr)):
+        if not value > 0:
+            raise UsageError(f"{flag} {value}: must be above zero")
+    if config.precision not in ("float32", "mixed"):
+        raise UsageError(f"--precision {config.precision}: choose float32 or mixed")
+    counts = source.split_counts()
+    for split in ("train", "val", "test"):
+        if counts[split] == 0:
+            raise UsageError(f"{source.name} has no {split} images with this --split; give every split a share")
+    return dataclasses.replace(config, backbone=spec.name, image_size=size, binary_output=binary or "sigmoid",
+                               unfreeze=training.parse_unfreeze(str(config.unfreeze)))
+
+
+def _precision_policy(precision: str) -> str:
+    if precision == "float32":
+        return "float32"
+    import tensorflow as tf
+
+    # float16 is the GPU's fast type; this CPU family computes bfloat16 natively.
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", verbose: int = 1) -> dict:
+    """Train the course's model on ``source``'s train split and score it on its test split.
+
+    Writes a run folder (model.keras, history.csv, curves.png, metrics.json, config.json,
+    report.txt, confusion.png, predictions.csv) and appends a row to the results table.
+
+    Returns:
+        The results-table row plus "metrics".
+    """
+    import keras
+
+    config = resolve_config(config, source)
+    keras.utils.set_random_seed(config.seed)
+    policy = _precision_policy(config.precision)
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model, network = training.build_model(config, len(source.class_names), config.image_size)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    if not config.scratch:
+        training.set_trainable(network, config.unfreeze)  # refuse a count over the layers now, not later
+        network.trainable = False
+    sigmoid = model.output.shape[-1] == 1
+    rows = {name: np.flatnonzero(source.splits == i) for i, name in enumerate(SPLITS)}
+    train_ds = labelled_batches(source, rows["train"], config.image_size, config.batch_size, sigmoid,
+                                shuffle=True, seed=config.seed)
+    val_ds = labelled_batches(source, rows["val"], config.image_size, config.batch_size, sigmoid)
+    parts = [source.name, config.backbone, config.method]
+    with runs.run_folder(out_dir, *parts) as run:
+        result = training.train(model, network, config, train_ds, val_ds,
+                                run.path / "best.weights.h5", verbose=verbose)
+        index, proba = training.probabilities(model, indexed_batches(source, rows["test"], config.image_size,
+                                                                     config.batch_size))
+        y_test = source.labels[index]
+        scores = metrics.score(y_test, proba, source.class_names)
+        model.save(run.path / "model.keras")
+        os.remove(run.path / "best.weights.h5")
+        training.write_history(run.path / "history.csv", result["history"])
+        training.plot_history(run.path / "curves.png", result["history"],
+                              f"{config.method}: {config.backbone} on {source.name}")
+        metrics.plot_confusion(scores["confusion_matrix"], source.class_names, run.path / "confusion.png",
+                               f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}")
+        (run.path / "report.txt").write_text(metrics.report_text(y_test, proba, source.class_names))
+        _write_predictions(run.path / "predictions.csv", source, index, proba)
+        epochs = len(result["history"])
+        settings = {**dataclasses.asdict(config), "policy": policy, "dataset": source.name,
+                    "source": source.location, "class_names": source.class_names,
+                    "split_origin": source.split_origin, "fingerprint": source.fingerprint}
+        row = {
+            "dataset": source.name, "backbone": config.backbone, "image_size": config.image_size,
+            "method": config.method, "head": f"dense{training.HEAD_UNITS}",
+            "unfrozen_layers": result["unfrozen"], "epochs_run": epochs, "best_epoch": result["best_epoch"],
+            **{k: scores[k] for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
+                                      "f1_macro", "log_loss", "roc_auc")},
+            "train_seconds": result["train_seconds"],
+            "seconds_per_epoch": result["train_seconds"] / epochs if epochs else None,
+            "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
+            "augment": config.augment, "precision": policy,
+            "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(len(y_test)),
+            "run_dir": str(run.final),
+        }
+        runs.write_json(run.path / "config.json", settings)
+        runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": settings})
+    runs.append_result(out_dir, row)
+    return {**row, "metrics": scores}
+
+
+def _write_predictions(path, source: DataSource, index, proba) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "true", "predicted", *[f"p_{c}" for c in source.class_names]])
+        for i, p in zip(index, proba):
+            writer.writerow([source.ids[i], source.class_names[source.labels[i]],
+                             source.class_names[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])

@@ -1,0 +1,249 @@
+"""End-to-end Keras training: fine-tuning with the last N layers unfrozen, and from scratch.
+
+The model is the course's: the registry backbone (raw 0-255 in, preprocessing inside),
+then GlobalAveragePooling2D -> Dense(128, relu) -> Dropout(0.1) -> softmax (or one sigmoid
+neuron for two classes). Pretrained bases are called in inference mode and their
+BatchNormalization layers stay frozen; training from scratch trains everything.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from .errors import UsageError
+
+HEAD_UNITS = 128
+HEAD_DROPOUT = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run; saved beside its results."""
+
+    backbone: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    image_size: int | None = None
+    unfreeze: str = "20"  # a count of layers, or "all"
+    binary_output: str = "sigmoid"
+    epochs: int = 10
+    head_epochs: int = 3
+    lr: float = 1e-5
+    head_lr: float = 1e-3
+    scratch_lr: float = 1e-3
+    batch_size: int = 32
+    patience: int = 3
+    augment: bool = True
+    precision: str = "float32"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def scratch(self) -> bool:
+        return self.weights == "none"
+
+    @property
+    def method(self) -> str:
+        if self.scratch:
+            return "scratch"
+        return "frozen-in-graph" if self.unfreeze == "0" else "finetune"
+
+
+def parse_unfreeze(text: str) -> str:
+    """``--unfreeze``: a non-negative count of layers or "all"."""
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise UsageError(f"--unfreeze {text}: give a number of layers (0 or more) or 'all'")
+    return str(n)
+
+
+def base_layers(network) -> list:
+    """The network's layers that count for ``--unfreeze`` (its input layer does not)."""
+    return [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def set_trainable(network, unfreeze: str, scratch: bool = False) -> int:
+    """Freeze the network except its last ``unfreeze`` layers; return how many are unfrozen.
+
+    BatchNormalization layers stay frozen when fine-tuning: with their statistics
+    updated on a small dataset, the first epoch wrecks the pretrained features.
+    Recompile the model after calling this, or the change has no effect.
+    """
+    layers = base_layers(network)
+    network.trainable = True
+    if scratch:
+        return len(layers)
+    n = len(layers) if unfreeze == "all" else int(unfreeze)
+    if n > len(layers):
+        raise UsageError(f"--unfreeze {unfreeze}: {network.name} has only {len(layers)} layers")
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= len(layers) - n and not isinstance(layer, keras.layers.BatchNormalization)
+    return n
+
+
+def build_model(config: TrainConfig, n_classes: int, image_size: int):
+    """The course's classifier on the registry backbone.
+
+    Returns:
+        (model, network): the whole model, and the backbone network inside it (the layer
+        whose last layers ``--unfreeze`` counts).
+    """
+    from .backbones import create_backbone
+
+    backbone = create_backbone(config.backbone, weights=config.weights, image_size=image_size, pooling=None)
+    network = backbone.get_layer(config.backbone)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = inputs
+    if config.augment:
+        x = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=config.seed),
+                              keras.layers.RandomRotation(0.05, seed=config.seed),
+                              keras.layers.RandomZoom(0.1, seed=config.seed)], name="augment")(x)
+    # A pretrained base runs in inference mode even while its last layers train.
+    x = backbone(x, training=None if config.scratch else False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(HEAD_UNITS, activation="relu", name="dense")(x)
+    x = keras.layers.Dropout(HEAD_DROPOUT, name="dropout")(x)
+    if n_classes == 2 and config.binary_output == "sigmoid":
+        outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
+    else:
+        outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
+    return keras.Model(inputs, outputs, name=f"{config.backbone}_classifier"), network
+
+
+def _compile(model, lr: float, sigmoid: bool) -> None:
+
+    loss = "binary_crossentropy" if sigmoid else "sparse_categorical_crossentropy"
+    metric = "binary_accuracy" if sigmoid else "sparse_categorical_accuracy"
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[keras.metrics.get(metric)])
+
+
+def probabilities(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices, class probabilities) of a dataset of (index, image) batches."""
+    rows, probs = [], []
+    for index, images in dataset:
+        p = np.asarray(model(images, training=False), dtype=np.float64)
+        if p.shape[1] == 1:  # one sigmoid neuron: P(class 1)
+            p = np.hstack([1 - p, p])
+        rows.append(index.numpy())
+        probs.append(p)
+    return np.concatenate(rows), np.vstack(probs)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records each epoch's wall-clock seconds and metrics into ``log``."""
+
+    def __init__(self, phase: str, log: list, start: float):
+        super().__init__()
+        self.phase, self.log, self.start = phase, log, start
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        logs = logs or {}
+        acc = next((v for k, v in logs.items() if k.endswith("accuracy") and not k.startswith("val_")), None)
+        val_acc = next((v for k, v in logs.items() if k.startswith("val_") and k.endswith("accuracy")), None)
+        self.log.append({"epoch": len(self.log) + 1, "phase": self.phase, "seconds": now - self._t,
+                         "elapsed": now - self.start, "loss": logs.get("loss"), "accuracy": acc,
+                         "val_loss": logs.get("val_loss"), "val_accuracy": val_acc})
+
+
+def write_history(path, history: list[dict]) -> None:
+    """The per-epoch history as CSV."""
+    fields = ["epoch", "phase", "seconds", "elapsed", "loss", "accuracy", "val_loss", "val_accuracy"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({k: row.get(k) for k in fields} for row in history)
+
+
+def plot_history(path, history: list[dict], title: str = "") -> None:
+    """Training curves: accuracy and loss against wall-clock seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [row["elapsed"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("accuracy", "loss")):
+        ax.plot(t, [row[key] for row in history], "o-", label=f"train {key}")
+        ax.plot(t, [row[f"val_{key}"] for row in history], "o-", label=f"val {key}")
+        ax.set_xlabel("wall-clock seconds")
+        ax.set_ylabel(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path, verbose: int = 1) -> dict:
+    """Run the phases and leave the best weights (lowest validation loss) in ``model``.
+
+    Phases: from scratch, one phase with everything trainable at ``scratch_lr``.
+    Pretrained: the head alone on the frozen base at ``head_lr`` (``--unfreeze 0`` stops
+    here, for ``epochs`` epochs), then the last N layers unfrozen at ``lr`` for ``epochs``.
+    The best weights of all phases are checkpointed to ``checkpoint_path`` (.weights.h5).
+
+    Returns:
+        history (list of per-epoch rows), unfrozen (layer count), best_epoch, train_seconds,
+        seconds_to_best.
+    """
+    sigmoid = model.output.shape[-1] == 1
+    history: list[dict] = []
+    start = time.perf_counter()
+
+    def best_so_far():
+        scored = [row for row in history if row["val_loss"] is not None]
+        return min(scored, key=lambda row: row["val_loss"]) if scored else None
+
+    def fit(phase: str, epochs: int, lr: float):
+        if epochs <= 0:
+            return
+        _compile(model, lr, sigmoid)  # after any change of `trainable`, or it is ignored
+        best = best_so_far()
+        callbacks = [
+            EpochTimer(phase, history, start),
+            keras.callbacks.EarlyStopping("val_loss", patience=config.patience),
+            # Only an epoch better than every earlier phase's best replaces the checkpoint.
+            keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True,
+                                            save_weights_only=True,
+                                            initial_value_threshold=best["val_loss"] if best else None),
+        ]
+        with warnings.catch_warnings():
+            # The dataset's length is unknown (undecodable files are dropped), so Keras
+            # finds its end each epoch and says so; the dataset shuffles itself.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)
+
+    if config.scratch:
+        unfrozen = set_trainable(network, "all", scratch=True)
+        fit("scratch", config.epochs, config.scratch_lr)
+    else:
+        network.trainable = False
+        unfrozen = 0
+        fit("head", config.epochs if config.unfreeze == "0" else config.head_epochs, config.head_lr)
+        if config.unfreeze != "0":
+            unfrozen = set_trainable(network, config.unfreeze)
+            fit("finetune", config.epochs, config.lr)
+    train_seconds = time.perf_counter() - start
+    best = best_so_far()
+    with warnings.catch_warnings():  # the checkpoint's optimizer may be an earlier phase's
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(checkpoint_path)
+    return {"history": history, "unfrozen": unfrozen, "best_epoch": best["epoch"] if best else None,
+            "train_seconds": train_seconds, "seconds_to_best": best["elapsed"] if best else None}

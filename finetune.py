@@ -1,0 +1,88 @@
+"""Fine-tune a pretrained backbone end to end, or train the same network from scratch.
+
+examples:
+  python finetune.py --backbone vgg19 --unfreeze 10               # VGG19 on tf_flowers, as in the course
+  python finetune.py --data-dir ../shared/datasets/flowers --unfreeze 20
+  python finetune.py --dataset cats_vs_dogs --binary-output softmax
+  python finetune.py --data-dir ../shared/datasets/flowers --unfreeze 0    # frozen base, head only
+  python finetune.py --data-dir ../shared/datasets/flowers --weights none  # from scratch
+
+The model: backbone -> GlobalAveragePooling2D -> Dense(128, relu) -> Dropout(0.1) -> output.
+Pretrained: the head trains first on the frozen base (--head-epochs, --head-lr), then the
+last --unfreeze layers train at --lr (BatchNormalization stays frozen, the base runs in
+inference mode). --weights none trains every layer from scratch at --scratch-lr. Early
+stopping on validation loss keeps the best weights. The train/val/test split is the one
+extract.py records for the same data flags, so the test images are the same.
+Each run writes a folder under --out and appends one row to --out/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from features.cli import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json, run, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finetune.py", description=__doc__, formatter_class=HelpFormatter)
+    add_data_flags(p)
+    model = p.add_argument_group("model")
+    model.add_argument("--backbone", default="efficientnet_lite0", help="registry name; see extract.py --list-backbones")
+    model.add_argument("--weights", default="imagenet", help="'imagenet', 'none' (from scratch) or PATH of a weights file")
+    model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the backbone's own)")
+    model.add_argument("--unfreeze", default="20", metavar="N",
+                       help="train the last N layers of the base (0: head only on a frozen base; 'all')")
+    model.add_argument("--binary-output", choices=("sigmoid", "softmax"),
+                       help="two classes only: one sigmoid neuron (default) or two softmax neurons")
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=10, help="epochs of the main phase (early stopping may end it)")
+    train.add_argument("--head-epochs", type=int, default=3, help="epochs of the head alone before unfreezing")
+    train.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate while fine-tuning")
+    train.add_argument("--head-lr", type=float, default=1e-3, help="Adam learning rate of the head phase")
+    train.add_argument("--scratch-lr", type=float, default=1e-3, help="Adam learning rate from scratch")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--patience", type=int, default=3, help="epochs without a better val loss before stopping")
+    train.add_argument("--no-augment", dest="augment", action="store_false",
+                       help="no random flip, rotation and zoom of the training images")
+    train.add_argument("--precision", default="float32", choices=("float32", "mixed"),
+                       help="mixed: float16 on a GPU, bfloat16 on a CPU; outputs stay float32")
+    out = p.add_argument_group("run")
+    out.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
+    add_common_flags(p)
+    return p
+
+
+def _body(args) -> None:
+    from features.backbones import get_spec, resolve_image_size
+    from features.training import TrainConfig, parse_unfreeze
+
+    resolve_image_size(get_spec(args.backbone).name, args.image_size)  # flags first, then work
+    config = TrainConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
+                         unfreeze=parse_unfreeze(args.unfreeze), binary_output=args.binary_output,
+                         epochs=args.epochs, head_epochs=args.head_epochs, lr=args.lr, head_lr=args.head_lr,
+                         scratch_lr=args.scratch_lr, batch_size=args.batch_size, patience=args.patience,
+                         augment=args.augment, precision=args.precision, seed=args.seed)
+    source, _ = load_data(args)
+    from features.finetuning import finetune
+
+    result = finetune(source, config, out_dir=args.out, verbose=0 if args.quiet else 1)
+    m = result["metrics"]
+    print(f"{result['method']} {result['backbone']} on {result['dataset']}: test accuracy {m['accuracy']:.4f}, "
+          f"macro precision {m['precision_macro']:.4f}, macro F1 {m['f1_macro']:.4f} ({m['n_test']} test images)\n"
+          f"  {result['epochs_run']} epochs, {result['unfrozen_layers']} base layers trained, "
+          f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), "
+          f"best epoch {result['best_epoch']} at {result['seconds_to_best']:.1f} s\n"
+          f"  run folder {result['run_dir']}")
+    if args.json:
+        print_json(result)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return run(lambda: _body(args), "finetune.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""finetune.py on tiny folders: outputs, what trains and what does not, the shared split."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import extract
+import finetune
+from conftest import make_image_folder
+from features import runs, store, training
+from features.data import load_folder
+
+TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--head-epochs", "1", "-q"]
+
+
+def run(argv, capsys):
+    code = finetune.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def pets(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=10)
+
+
+def test_scratch_epoch_writes_every_output(pets, tmp_path, capsys):
+    code, out, err = run(["--data-dir", str(pets), "--backbone", "mobilenet", "--weights", "none",
+                          "--out", str(tmp_path), "--json", *TINY], capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert result["method"] == "scratch" and result["epochs_run"] == 1 and result["unfrozen_layers"] > 80
+    folder = tmp_path / result["run_dir"].split("/")[-1]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "confusion.png", "curves.png", "history.csv", "metrics.json", "model.keras",
+        "predictions.csv", "report.txt"]
+    with open(folder / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert [h["phase"] for h in history] == ["scratch"] and float(history[0]["seconds"]) > 0
+    assert set(history[0]) >= {"epoch", "seconds", "loss", "accuracy", "val_loss", "val_accuracy"}
+    rows = runs.read_results(tmp_path)
+    assert rows[-1]["method"] == "scratch" and rows[-1]["seconds_per_epoch"] > 0
+    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    assert model.output.shape[-1] == 1  # two classes: one sigmoid neuron by default
+
+
+def _network_weights(network):
+    return {layer.name: [np.array(w) for w in layer.get_weights()] for layer in training.base_layers(network)}
+
+
+def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets, tmp_path):
+    source = load_folder(pets)
+    config = training.TrainConfig(image_size=32, unfreeze="30", epochs=2, head_epochs=0, lr=1e-2, augment=False,
+                                  patience=5)
+    from features.finetuning import labelled_batches
+
+    model, network = training.build_model(config, 2, 32)
+    train_idx, val_idx = np.flatnonzero(source.splits == 0), np.flatnonzero(source.splits == 1)
+    before = _network_weights(network)
+    training.train(model, network, config, labelled_batches(source, train_idx, 32, 4, True, shuffle=True),
+                   labelled_batches(source, val_idx, 32, 4, True), tmp_path / "best.weights.h5", verbose=0)
+    after = _network_weights(network)
+    layers = training.base_layers(network)
+    last = {layer.name for layer in layers[-30:]}
+    moved = [n for n in before if any(not np.array_equal(a, b) for a, b in zip(before[n], after[n]))]
+    assert moved and set(moved) <= last
+    assert all(not isinstance(network.get_layer(n), keras.layers.BatchNormalization) for n in moved)
+    trainable_with_weights = {layer.name for layer in layers[-30:] if layer.trainable and layer.weights}
+    assert trainable_with_weights <= set(moved) | {"head_conv"} and "head_conv" in moved
+
+
+@pytest.mark.parametrize("output,units", [("sigmoid", 1), ("softmax", 2)])
+def test_binary_heads_both_score(output, units, pets, tmp_path, capsys):
+    code, out, err = run(["--data-dir", str(pets), "--binary-output", output, "--unfreeze", "5",
+                          "--out", str(tmp_path), "--json", *TINY, "--head-epochs", "0"], capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert 0 <= result["accuracy"] <= 1 and result["roc_auc"] is not None
+    folder = tmp_path / result["run_dir"].split("/")[-1]
+    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    assert model.output.shape[-1] == units
+    with open(folder / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert all(abs(float(r["p_cat"]) + float(r["p_dog"]) - 1) < 1e-5 for r in rows)
+
+
+def test_the_test_split_is_the_extract_split(pets, tmp_path, capsys):
+    (pets / "dog" / "bad.jpg").write_text("not an image")
+    try:
+        assert extract.main(["--data-dir", str(pets), "--out", str(tmp_path / "emb"), "--json", "--weights",
+                             "none", "--image-size", "32", "-q"]) == 0
+        cache = store.read_cache(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cache"])
+        code, out, err = run(["--data-dir", str(pets), "--unfreeze", "0", "--out", str(tmp_path / "r"), "--json",
+                              *TINY], capsys)
+        assert code == 0, err
+        folder = tmp_path / "r" / last_json(out)["run_dir"].split("/")[-1]
+        with open(folder / "predictions.csv") as f:
+            tested = sorted(r["id"] for r in csv.DictReader(f))
+        assert tested == sorted(cache.ids[cache.splits == 2].tolist()) and tested
+        assert last_json(out)["method"] == "frozen-in-graph" and last_json(out)["unfrozen_layers"] == 0
+    finally:
+        (pets / "dog" / "bad.jpg").unlink()
+
+
+def test_mixed_precision_runs_and_keeps_float32_outputs(pets, tmp_path, capsys):
+    code, out, err = run(["--data-dir", str(pets), "--unfreeze", "0", "--precision", "mixed",
+                          "--out", str(tmp_path), "--json", *TINY], capsys)
+    assert code == 0, err
+    assert last_json(out)["precision"] == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--backbone", "vgg20"], "unknown backbone"),
+    (["--unfreeze", "-1"], "--unfreeze -1"),
+    (["--unfreeze", "9999"], "has only"),
+    (["--epochs", "0"], "--epochs"),
+    (["--lr", "0"], "--lr"),
+])
+def test_bad_flags_exit_2_and_write_nothing(argv, needle, pets, tmp_path, capsys):
+    code, out, err = run(["--data-dir", str(pets), "--out", str(tmp_path / "r"), *TINY, *argv], capsys)
+    assert code == 2 and needle in err, err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_bad_datasets_exit_2(tmp_path, capsys):
+    make_image_folder(tmp_path / "one", classes=("solo",))
+    code, _, err = run(["--data-dir", str(tmp_path / "one"), *TINY], capsys)
+    assert code == 2 and "at least two" in err
+    three = make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8)
+    code, _, err = run(["--data-dir", str(three), "--binary-output", "sigmoid", *TINY], capsys)
+    assert code == 2 and "--binary-output sigmoid applies to two classes" in err
