@@ -51,8 +51,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
         row = {
             "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
             "image_size": attrs.get("image_size"), "method": METHOD, "head": head, "params": fitted.params,
-            **{k: scores[k] for k in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro",
-                                      "f1_macro", "log_loss", "roc_auc")},
+            **{k: scores[k] for k in metrics.SUMMARY_KEYS},
             "cv_accuracy": fitted.cv_accuracy, "extract_seconds": extract_seconds,
             "search_seconds": fitted.search_seconds, "fit_seconds": fitted.fit_seconds,
             "train_seconds": train_seconds, "total_seconds": extract_seconds + train_seconds,

@@ -67,7 +67,7 @@ def _stale_reason(path: Path, wanted: dict) -> str | None:
     except CacheError as exc:
         return str(exc)
     for key, value in wanted.items():
-        if json.dumps(store._attr_value(value)) != json.dumps(attrs.get(key)):
+        if json.dumps(store.attr_value(value)) != json.dumps(attrs.get(key)):
             return f"its {key} is {attrs.get(key)!r}, now {value!r}"
     return None
 

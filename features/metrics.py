@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The figures of :func:`score` that go into every results-table row.
+SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss",
+                "roc_auc")
+
 
 def score(y_true, proba, class_names) -> dict:
     """Metrics of predicted probabilities against true labels.

@@ -132,7 +132,7 @@ class CacheWriter:
         group.create_dataset("ids", data=[s[1] for s in skipped], dtype=h5py.string_dtype())
         group.create_dataset("reasons", data=[s[2] for s in skipped], dtype=h5py.string_dtype())
         for key, value in attrs.items():
-            f.attrs[key] = _attr_value(value)
+            f.attrs[key] = attr_value(value)
         f.attrs["n_images"] = self._rows
         f.attrs["n_skipped"] = len(skipped)
         f.attrs["embedding_dim"] = self.dim
@@ -154,7 +154,8 @@ class CacheWriter:
         return False
 
 
-def _attr_value(value):
+def attr_value(value):
+    """How a Python value is stored as an HDF5 attribute (JSON for containers, "" for None)."""
     if value is None:
         return ""
     if isinstance(value, (dict, list, tuple)):
@@ -314,7 +315,7 @@ def merge_shards(shard_paths, out_path) -> Path:
             group.create_dataset("ids", data=skipped["ids"], dtype=str_t)
             group.create_dataset("reasons", data=skipped["reasons"], dtype=str_t)
             for key, value in infos[0].items():
-                f.attrs[key] = _attr_value(value)
+                f.attrs[key] = attr_value(value)
             seconds = max(float(info.get("seconds", 0)) for info in infos)
             f.attrs.update({
                 "n_images": n, "n_skipped": len(skipped["index"]), "shard": f"merged {len(infos)}",

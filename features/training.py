@@ -30,7 +30,7 @@ class TrainConfig:
     weights: str = "imagenet"
     image_size: int | None = None
     unfreeze: str = "20"  # a count of layers, or "all"
-    binary_output: str = "sigmoid"
+    binary_output: str | None = None  # None: sigmoid for two classes; set only by the user
     epochs: int = 10
     head_epochs: int = 3
     lr: float = 1e-5

@@ -137,3 +137,11 @@ def test_bad_datasets_exit_2(tmp_path, capsys):
     three = make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8)
     code, _, err = run(["--data-dir", str(three), "--binary-output", "sigmoid", *TINY], capsys)
     assert code == 2 and "--binary-output sigmoid applies to two classes" in err
+
+
+def test_api_defaults_fit_any_class_count(tmp_path):
+    from features.finetuning import resolve_config
+
+    three = load_folder(make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8))
+    config = resolve_config(training.TrainConfig(), three)
+    assert config.binary_output == "sigmoid" and config.image_size == 224 and config.unfreeze == "20"
