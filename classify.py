@@ -71,6 +71,7 @@ def _body(args) -> None:
     from features.classification import classify
     from features.errors import CacheError
     from features.heads import get_head_spec
+    from features.metrics import summary_line
 
     get_head_spec(args.model)
     fixed = _fixed_params(args)
@@ -83,10 +84,8 @@ def _body(args) -> None:
     result = classify(cache, args.model, fixed, class_weight=None if args.class_weight == "none" else "balanced",
                       cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, out_dir=args.out,
                       features=[str(p) for p in paths])
-    m = result["metrics"]
-    print(f"{args.model} on {result['dataset']} / {result['backbone']}: test accuracy {m['accuracy']:.4f}, "
-          f"macro precision {m['precision_macro']:.4f}, macro F1 {m['f1_macro']:.4f} "
-          f"({m['n_test']} test images)\n  params {result['params']}, search {result['search_seconds']:.2f} s, "
+    print(f"{args.model} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
+          f"  params {result['params']}, search {result['search_seconds']:.2f} s, "
           f"fit {result['fit_seconds']:.2f} s, predict {result['predict_seconds']:.3f} s\n"
           f"  run folder {result['run_dir']}")
     if args.json:

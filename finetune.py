@@ -65,11 +65,10 @@ def _body(args) -> None:
                          augment=args.augment, precision=args.precision, seed=args.seed)
     source, _ = load_data(args)
     from features.finetuning import finetune
+    from features.metrics import summary_line
 
     result = finetune(source, config, out_dir=args.out, verbose=0 if args.quiet else 1)
-    m = result["metrics"]
-    print(f"{result['method']} {result['backbone']} on {result['dataset']}: test accuracy {m['accuracy']:.4f}, "
-          f"macro precision {m['precision_macro']:.4f}, macro F1 {m['f1_macro']:.4f} ({m['n_test']} test images)\n"
+    print(f"{result['method']} {result['backbone']} on {result['dataset']}: {summary_line(result['metrics'])}\n"
           f"  {result['epochs_run']} epochs, {result['unfrozen_layers']} base layers trained, "
           f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), "
           f"best epoch {result['best_epoch']} at {result['seconds_to_best']:.1f} s\n"

@@ -53,6 +53,12 @@ def score(y_true, proba, class_names) -> dict:
     }
 
 
+def summary_line(scores: dict) -> str:
+    """The headline figures of :func:`score` as one phrase, as every script prints them."""
+    return (f"test accuracy {scores['accuracy']:.4f}, macro precision {scores['precision_macro']:.4f}, "
+            f"macro F1 {scores['f1_macro']:.4f} ({scores['n_test']} test images)")
+
+
 def report_text(y_true, proba, class_names) -> str:
     """scikit-learn's per-class report, as text."""
     from sklearn.metrics import classification_report
