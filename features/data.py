@@ -138,7 +138,7 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not _is_hidden(p.name))
 
 
-def _images_under(folder: Path) -> list[str]:
+def images_under(folder: Path) -> list[str]:
     """Image files under ``folder`` (recursive, symlinks followed once), sorted."""
     found, seen = [], set()
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -157,7 +157,7 @@ def _images_under(folder: Path) -> list[str]:
 def _list_classes(root: Path, class_dirs: list[Path], class_names: list[str]):
     ids, labels = [], []
     for class_dir in class_dirs:
-        files = _images_under(class_dir)
+        files = images_under(class_dir)
         label = class_names.index(class_dir.name)
         ids += [os.path.relpath(f, root) for f in files]
         labels += [label] * len(files)

@@ -1,0 +1,65 @@
+"""Classify photos with a run folder of classify.py (a head and its backbone) or finetune.py.
+
+examples:
+  python predict.py runs/<run>/ photo.jpg more_photos/ --top-k 3
+  python predict.py runs/<run>/ more_photos/ --csv predictions.csv
+
+Folders are searched for images (jpg, jpeg, png, bmp, gif) as extract.py does; files that
+cannot be decoded are listed with the reason, and the others are still classified.
+A run folder whose model and record disagree (classes, image size, embedding width,
+weights file) is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from features.cli import HelpFormatter, add_common_flags, print_json, run, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="predict.py", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("run_dir", help="a run folder holding head.skops (classify.py) or model.keras (finetune.py)")
+    p.add_argument("inputs", nargs="+", help="image files and folders")
+    p.add_argument("--top-k", type=int, default=3, help="classes to print per image")
+    p.add_argument("--csv", metavar="PATH", help="write every image's probabilities to this CSV instead of printing")
+    p.add_argument("--batch-size", type=int, default=32)
+    add_common_flags(p)
+    return p
+
+
+def _body(args) -> None:
+    from features.errors import UsageError
+    from features.prediction import list_inputs, load_predictor, top_k, write_csv
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise UsageError("--top-k and --batch-size must be at least 1")
+    paths = list_inputs(args.inputs)
+    if not paths:
+        raise UsageError(f"no images in {', '.join(args.inputs)}")
+    predictor = load_predictor(args.run_dir)
+    rows, proba, failed = predictor.predict(paths, args.batch_size)
+    best = top_k(proba, predictor.class_names, min(args.top_k, len(predictor.class_names)))
+    if args.csv:
+        write_csv(args.csv, paths, rows, proba, predictor.class_names, failed)
+        print(f"wrote {args.csv}: {len(rows)} images classified, {len(failed)} unreadable")
+    else:
+        for i, ranked in zip(rows, best):
+            print(f"{paths[i]}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+    for path, reason in failed:
+        print(f"unreadable {path}: {reason}")
+    if args.json:
+        print_json({"predictions": [{"path": paths[i], "top": [[n, p] for n, p in ranked]}
+                                    for i, ranked in zip(rows, best)],
+                    "unreadable": [{"path": p, "reason": r} for p, r in failed]})
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    return run(lambda: _body(args), "predict.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

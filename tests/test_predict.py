@@ -1,0 +1,113 @@
+"""predict.py: the same probabilities as training saw, unreadable files listed, bad run folders refused."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+import classify
+import extract
+import finetune
+import predict
+from features import heads, store
+
+
+def run(main, argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory, image_folder_module):
+    tmp = tmp_path_factory.mktemp("head")
+    assert extract.main(["--data-dir", str(image_folder_module), "--out", str(tmp / "emb"), "--image-size", "64",
+                         "-q"]) == 0
+    cache_path = next((tmp / "emb").glob("**/*.h5"))
+    assert classify.main(["--features", str(cache_path), "--model", "logreg", "--n-jobs", "1",
+                          "--out", str(tmp / "runs"), "-q"]) == 0
+    return next(p for p in (tmp / "runs").iterdir() if p.is_dir()), cache_path
+
+
+@pytest.fixture(scope="module")
+def image_folder_module(tmp_path_factory):
+    from conftest import make_image_folder
+
+    return make_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=8)
+
+
+def test_head_predictions_equal_the_head_on_cached_embeddings(head_run, image_folder_module, capsys):
+    run_dir, cache_path = head_run
+    code, out, err = run(predict.main, [str(run_dir), str(image_folder_module), "--json", "-q"], capsys)
+    assert code == 0, err
+    got = {p["path"]: dict(p["top"]) for p in last_json(out)["predictions"]}
+    cache = store.read_cache(cache_path)
+    expected = heads.load_head(run_dir / "head.skops")["pipeline"].predict_proba(cache.embeddings)
+    for i, rel in enumerate(cache.ids):
+        probs = got[str(image_folder_module / rel)]
+        assert probs["cat"] == pytest.approx(expected[i, 0], abs=1e-4)
+
+
+def test_unreadable_files_are_listed_not_fatal(head_run, image_folder_module, tmp_path, capsys):
+    run_dir, _ = head_run
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    good = next(image_folder_module.glob("cat/*"))
+    out_csv = tmp_path / "p.csv"
+    code, out, err = run(predict.main, [str(run_dir), str(good), str(bad), "--csv", str(out_csv), "-q"], capsys)
+    assert code == 0, err
+    assert "unreadable" in out and "bad.jpg" in out
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [str(good), str(bad)]
+    assert rows[0]["predicted"] in ("cat", "dog") and rows[1]["error"]
+
+
+def test_finetuned_predictions_equal_its_own_test_predictions(image_folder_module, tmp_path, capsys):
+    code, out, err = run(finetune.main, ["--data-dir", str(image_folder_module), "--unfreeze", "0", "--epochs", "1",
+                                         "--image-size", "32", "--batch-size", "4", "--out", str(tmp_path),
+                                         "--json", "-q"], capsys)
+    assert code == 0, err
+    run_dir = tmp_path / last_json(out)["run_dir"].split("/")[-1]
+    with open(run_dir / "predictions.csv") as f:
+        tested = {r["id"]: float(r["p_dog"]) for r in csv.DictReader(f)}
+    files = [str(image_folder_module / i) for i in tested]
+    code, out, err = run(predict.main, [str(run_dir), *files, "--json", "-q"], capsys)
+    assert code == 0, err
+    for item in last_json(out)["predictions"]:
+        rel = item["path"][len(str(image_folder_module)) + 1:]
+        assert dict(item["top"])["dog"] == pytest.approx(tested[rel], abs=1e-5)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "image_size": 64}))
+    code, _, err = run(predict.main, [str(run_dir), *files, "-q"], capsys)
+    assert code == 2 and "config.json says 64" in err
+
+
+def test_refusals(head_run, image_folder_module, tmp_path, capsys):
+    run_dir, _ = head_run
+    code, _, err = run(predict.main, [str(tmp_path), str(image_folder_module), "-q"], capsys)
+    assert code == 2 and "not a run folder" in err
+    code, _, err = run(predict.main, [str(run_dir), str(tmp_path / "missing.jpg"), "-q"], capsys)
+    assert code == 2 and "no such file" in err
+    # A head whose record disagrees with the model: three class names for a two-class head.
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    head = heads.load_head(run_dir / "head.skops")
+    head["meta"]["class_names"] = ["a", "b", "c"]
+    sio.dump(head, tampered / "head.skops")
+    code, _, err = run(predict.main, [str(tampered), str(image_folder_module), "-q"], capsys)
+    assert code == 2 and "class names" in err
+    # A head on embeddings of another width than its backbone gives.
+    head["meta"]["class_names"] = ["cat", "dog"]
+    head["meta"]["backbone"] = "mobilenet"
+    head["meta"]["weights"] = "none"
+    sio.dump(head, tampered / "head.skops")
+    code, _, err = run(predict.main, [str(tampered), str(image_folder_module), "-q"], capsys)
+    assert code == 2 and "1280-d embeddings" in err and "1024" in err
+    np.testing.assert_equal(len(list(tampered.iterdir())), 1)
