@@ -51,7 +51,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
         row = {
             "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
             "image_size": attrs.get("image_size"), "method": METHOD, "head": head, "params": fitted.params,
-            **{k: scores[k] for k in metrics.SUMMARY_KEYS},
+            **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
             "cv_accuracy": fitted.cv_accuracy, "extract_seconds": extract_seconds,
             "search_seconds": fitted.search_seconds, "fit_seconds": fitted.fit_seconds,
             "train_seconds": train_seconds, "total_seconds": extract_seconds + train_seconds,

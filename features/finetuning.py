@@ -146,7 +146,7 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
             "dataset": source.name, "backbone": config.backbone, "image_size": config.image_size,
             "method": config.method, "head": f"dense{training.HEAD_UNITS}",
             "unfrozen_layers": result["unfrozen"], "epochs_run": epochs, "best_epoch": result["best_epoch"],
-            **{k: scores[k] for k in metrics.SUMMARY_KEYS},
+            **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
             "train_seconds": result["train_seconds"],
             "seconds_per_epoch": result["train_seconds"] / epochs if epochs else None,
             "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],

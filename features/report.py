@@ -1,0 +1,192 @@
+"""The results report: RESULTS.md and its plots, made only from the results table."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+from . import runs
+
+METHOD_ORDER = ("frozen-features", "frozen-in-graph", "finetune", "scratch")
+
+
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """The newest row of each (dataset, backbone, image size, method, head), in a stable order."""
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row.get("dataset"), str(row.get("backbone")), str(row.get("image_size")), row.get("method"),
+               row.get("head"))
+        latest[key] = row  # the table is in time order
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return sorted(latest.values(), key=lambda r: (str(r.get("dataset")), order.get(r.get("method"), 9),
+                                                  str(r.get("head")), str(r.get("backbone"))))
+
+
+def per_class(row: dict) -> dict:
+    """Per-class figures of a row; rows written before they carried them point to metrics.json."""
+    if "per_class" in row:
+        return row["per_class"]
+    path = Path(row.get("run_dir", "")) / "metrics.json"
+    try:
+        return json.loads(path.read_text())["metrics"]["per_class"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def label(row: dict) -> str:
+    if row.get("method") == "frozen-features":
+        return f"frozen features + {row.get('head')}"
+    return str(row.get("method"))
+
+
+def plot_accuracy_vs_time(rows: list[dict], path) -> None:
+    """Test accuracy against training seconds (extraction included for frozen features)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for row in (r for r in rows if r["dataset"] == dataset):
+            ax.scatter(row["total_seconds"], row["accuracy"], s=50, label=label(row))
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=7, loc="lower left")
+        ax.set_xlabel("training seconds (log scale; extraction included)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_per_class_precision(rows: list[dict], path) -> None:
+    """Per-class test precision of each method, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 5.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        chosen = [r for r in rows if r["dataset"] == dataset and per_class(r)]
+        if not chosen:
+            continue
+        classes = list(per_class(chosen[0]))
+        width = 0.8 / len(chosen)
+        for j, row in enumerate(chosen):
+            pc = per_class(row)
+            ax.bar(np.arange(len(classes)) + j * width, [pc.get(c, {}).get("precision", 0) for c in classes],
+                   width, label=label(row))
+        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=20)
+        ax.set_ylabel("test precision")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(dataset)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def environment() -> dict:
+    """Machine and library versions of the environment that makes the report."""
+    import sklearn
+
+    try:
+        import tensorflow as tf
+
+        tf_version, gpus = tf.__version__, len(tf.config.list_physical_devices("GPU"))
+    except ImportError:
+        tf_version, gpus = "not installed", 0
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "python": platform.python_version(),
+            "tensorflow": tf_version, "scikit-learn": sklearn.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(rows: list[dict], plots: dict, env: dict, source_note: str) -> str:
+    """RESULTS.md: the tables, the course's two answers computed from the rows, the plots."""
+    lines = ["# Results", "",
+             f"Made by `python report.py` from `runs/results.jsonl` on {env['date']}: {env['cores']} CPU cores "
+             f"({env['cpu']}), {env['gpus']} GPU, Python {env['python']}, TensorFlow {env['tensorflow']}, "
+             f"scikit-learn {env['scikit-learn']}. {source_note}", ""]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        chosen = [r for r in rows if r["dataset"] == dataset]
+        lines += [f"## {dataset}", "",
+                  "| method | backbone | px | epochs | training s | s/epoch | test accuracy | macro precision "
+                  "| macro recall | macro F1 | test images |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in chosen:
+            lines.append(f"| {label(r)} | {r.get('backbone')} | {r.get('image_size')} | "
+                         f"{r.get('epochs_run') or '-'} | {_fmt(r.get('total_seconds'), '.1f')} | "
+                         f"{_fmt(r.get('seconds_per_epoch'), '.1f')} | {r['accuracy']:.4f} | "
+                         f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | {r['f1_macro']:.4f} | "
+                         f"{r.get('n_test')} |")
+        best = max(chosen, key=lambda r: r["precision_macro"])
+        lines += ["", f"Highest macro precision: {best['precision_macro']:.4f} ({label(best)}, accuracy "
+                      f"{best['accuracy']:.4f}). Per class: "
+                  + ", ".join(f"{c} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
+        by_method = {r["method"]: r for r in chosen}
+        tuned, scratch = by_method.get("finetune"), by_method.get("scratch")
+        frozen = max((r for r in chosen if r["method"] == "frozen-features"), key=lambda r: r["accuracy"],
+                     default=None)
+        if tuned and scratch:
+            lines.append(f"Training time: fine-tuning {tuned['total_seconds']:.0f} s "
+                         f"({tuned['seconds_per_epoch']:.1f} s/epoch) against {scratch['total_seconds']:.0f} s "
+                         f"from scratch ({scratch['seconds_per_epoch']:.1f} s/epoch, "
+                         f"{scratch['seconds_per_epoch'] / tuned['seconds_per_epoch']:.1f}x per epoch), for test "
+                         f"accuracy {tuned['accuracy']:.4f} against {scratch['accuracy']:.4f}.")
+        if frozen and tuned:
+            lines.append(f"The most accurate frozen-features head, {frozen['head']}, took {frozen['total_seconds']:.0f} s, extraction "
+                         f"included ({tuned['total_seconds'] / frozen['total_seconds']:.1f}x less than "
+                         f"fine-tuning), for accuracy {frozen['accuracy']:.4f}.")
+        lines.append("")
+    lines += ["## Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
+    return "\n".join(lines)
+
+
+def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
+                 source_note: str = "") -> Path:
+    """Read the results table and write the report and its plots.
+
+    Raises:
+        UsageError: the table is missing or empty.
+    """
+    from .errors import UsageError
+
+    rows = latest_rows(runs.read_results(results_dir))
+    if not rows:
+        raise UsageError(f"{results_dir}/{runs.RESULTS_FILE} holds no results; run classify.py or finetune.py first")
+    out = Path(out)
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    accuracy_png, precision_png = plots_dir / "accuracy_vs_time.png", plots_dir / "per_class_precision.png"
+    plot_accuracy_vs_time(rows, accuracy_png)
+    plot_per_class_precision(rows, precision_png)
+    rel = {name: os.path.relpath(p, out.parent) for name, p in
+           (("accuracy against training time", accuracy_png), ("per-class precision", precision_png))}
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(markdown(rows, rel, environment(), source_note))
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,34 @@
+"""report.py: RESULTS.md and plots from the results table alone."""
+
+import report
+from features import runs
+
+
+def _row(method, head, acc, total, per_epoch=None, precision=0.9):
+    return {"dataset": "pets", "backbone": "toy", "image_size": 32, "method": method, "head": head,
+            "accuracy": acc, "precision_macro": precision, "recall_macro": acc, "f1_macro": acc,
+            "total_seconds": total, "seconds_per_epoch": per_epoch, "epochs_run": 3 if per_epoch else None,
+            "n_test": 20, "per_class": {"cat": {"precision": precision}, "dog": {"precision": 1.0}}}
+
+
+def test_report_from_the_table(tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    runs.append_result(out_dir, _row("frozen-features", "logreg", 0.5, 10.0))  # superseded by the next
+    runs.append_result(out_dir, _row("frozen-features", "logreg", 0.9, 20.0))
+    runs.append_result(out_dir, _row("finetune", "dense128", 0.95, 100.0, per_epoch=10.0, precision=0.96))
+    runs.append_result(out_dir, _row("scratch", "dense128", 0.6, 300.0, per_epoch=40.0, precision=0.5))
+    md, plots = tmp_path / "R.md", tmp_path / "plots"
+    assert report.main(["--results", str(out_dir), "--out", str(md), "--plots-dir", str(plots),
+                        "--note", "Data: tiny."]) == 0
+    text = md.read_text()
+    assert "Data: tiny." in text and "| frozen features + logreg | toy | 32 | - | 20.0 |" in text
+    assert "| 10.0 |" not in text  # the older row of the same method and head is not shown
+    assert "Highest macro precision: 0.9600 (finetune" in text
+    assert "4.0x per epoch" in text and "5.0x less than fine-tuning" in text
+    assert (plots / "accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](plots/per_class_precision.png)" in text
+
+
+def test_empty_table_exits_2(tmp_path, capsys):
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
+    assert "holds no results" in capsys.readouterr().err and not (tmp_path / "R.md").exists()
