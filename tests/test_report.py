@@ -13,7 +13,7 @@ def _row(method, head, acc, total, per_epoch=None, precision=0.9):
 
 def test_report_from_the_table(tmp_path, capsys):
     out_dir = tmp_path / "runs"
-    runs.append_result(out_dir, _row("frozen-features", "logreg", 0.5, 10.0))  # superseded by the next
+    runs.append_result(out_dir, _row("frozen-features", "logreg", 0.5, 12.5))  # superseded by the next
     runs.append_result(out_dir, _row("frozen-features", "logreg", 0.9, 20.0))
     runs.append_result(out_dir, _row("finetune", "dense128", 0.95, 100.0, per_epoch=10.0, precision=0.96))
     runs.append_result(out_dir, _row("scratch", "dense128", 0.6, 300.0, per_epoch=40.0, precision=0.5))
@@ -22,7 +22,7 @@ def test_report_from_the_table(tmp_path, capsys):
                         "--note", "Data: tiny."]) == 0
     text = md.read_text()
     assert "Data: tiny." in text and "| frozen features + logreg | toy | 32 | - | 20.0 |" in text
-    assert "| 10.0 |" not in text  # the older row of the same method and head is not shown
+    assert "| 12.5 |" not in text  # the older row of the same method and head is not shown
     assert "Highest macro precision: 0.9600 (finetune" in text
     assert "4.0x per epoch" in text and "5.0x less than fine-tuning" in text
     assert (plots / "accuracy_vs_time.png").read_bytes()[:4] == b"\x89PNG"
