@@ -46,6 +46,8 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     with runs.run_folder(out_dir, str(attrs.get("dataset")), str(attrs.get("backbone")), head) as run:
         heads.save_head(run.path / "head.skops", fitted, meta)
         (run.path / "report.txt").write_text(metrics.report_text(y_test, proba, cache.class_names))
+        metrics.write_predictions(run.path / "predictions.csv", cache.ids[cache.splits == 2], y_test, proba,
+                                  cache.class_names)
         metrics.plot_confusion(scores["confusion_matrix"], cache.class_names, run.path / "confusion.png",
                                f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}")
         row = {

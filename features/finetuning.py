@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import os
@@ -137,7 +136,8 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
         metrics.plot_confusion(scores["confusion_matrix"], source.class_names, run.path / "confusion.png",
                                f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}")
         (run.path / "report.txt").write_text(metrics.report_text(y_test, proba, source.class_names))
-        _write_predictions(run.path / "predictions.csv", source, index, proba)
+        metrics.write_predictions(run.path / "predictions.csv", [source.ids[i] for i in index], y_test, proba,
+                                  source.class_names)
         epochs = len(result["history"])
         settings = {**dataclasses.asdict(config), "policy": policy, "dataset": source.name,
                     "source": source.location, "class_names": source.class_names,
@@ -158,12 +158,3 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
         runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": settings})
     runs.append_result(out_dir, row)
     return {**row, "metrics": scores}
-
-
-def _write_predictions(path, source: DataSource, index, proba) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "true", "predicted", *[f"p_{c}" for c in source.class_names]])
-        for i, p in zip(index, proba):
-            writer.writerow([source.ids[i], source.class_names[source.labels[i]],
-                             source.class_names[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])

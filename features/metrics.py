@@ -70,17 +70,25 @@ def report_text(y_true, proba, class_names) -> str:
 
 def plot_confusion(confusion, class_names, path, title: str = "") -> None:
     """Save the confusion matrix as a PNG (counts, rows true, columns predicted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
     from sklearn.metrics import ConfusionMatrixDisplay
 
     size = max(4.0, 0.6 * len(class_names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ConfusionMatrixDisplay(np.asarray(confusion), display_labels=list(class_names)).plot(
         ax=ax, colorbar=False, xticks_rotation=45)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+
+def write_predictions(path, ids, y_true, proba, class_names) -> None:
+    """Every scored image with its true and predicted class and its probabilities, as CSV."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "true", "predicted", *[f"p_{c}" for c in class_names]])
+        for i, y, p in zip(ids, y_true, np.asarray(proba)):
+            writer.writerow([i, class_names[int(y)], class_names[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])

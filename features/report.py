@@ -44,14 +44,12 @@ def label(row: dict) -> str:
 
 def plot_accuracy_vs_time(rows: list[dict], path) -> None:
     """Test accuracy against training seconds (extraction included for frozen features)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     datasets = sorted({r["dataset"] for r in rows})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    fig = Figure(figsize=(6 * len(datasets), 4.5))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for row in (r for r in rows if r["dataset"] == dataset):
             ax.scatter(row["total_seconds"], row["accuracy"], s=50, label=label(row))
@@ -65,19 +63,16 @@ def plot_accuracy_vs_time(rows: list[dict], path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_per_class_precision(rows: list[dict], path) -> None:
     """Per-class test precision of each method, one panel per dataset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     datasets = sorted({r["dataset"] for r in rows})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 5.5), squeeze=False)
+    fig = Figure(figsize=(6 * len(datasets), 5.5))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         chosen = [r for r in rows if r["dataset"] == dataset and per_class(r)]
         if not chosen:
@@ -95,7 +90,6 @@ def plot_per_class_precision(rows: list[dict], path) -> None:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def environment() -> dict:

@@ -170,13 +170,11 @@ def write_history(path, history: list[dict]) -> None:
 
 def plot_history(path, history: list[dict], title: str = "") -> None:
     """Training curves: accuracy and loss against wall-clock seconds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     t = [row["elapsed"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ("accuracy", "loss")):
         ax.plot(t, [row[key] for row in history], "o-", label=f"train {key}")
         ax.plot(t, [row[f"val_{key}"] for row in history], "o-", label=f"val {key}")
@@ -187,7 +185,6 @@ def plot_history(path, history: list[dict], title: str = "") -> None:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path, verbose: int = 1) -> dict:
