@@ -1,7 +1,7 @@
 """Train a scikit-learn head on cached embeddings and score it on the cache's test split.
 
 examples:
-  python classify.py --model svm                          # the newest cache under embeddings/
+  python classify.py --model svm                          # the cache extract.py made or re-used last
   python classify.py --model logreg --features embeddings/flowers/efficientnet_lite0-224.h5
   python classify.py --model logreg --features a.h5 b.h5  # two backbones' embeddings side by side
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("features")
     data.add_argument("--features", nargs="+", metavar="H5",
                       help="feature cache(s) made by extract.py; several are concatenated "
-                           "(default: the newest cache under --embeddings-dir)")
+                           "(default: the cache extract.py made or re-used last, under --embeddings-dir)")
     data.add_argument("--embeddings-dir", default="embeddings", metavar="DIR",
                       help="where to look for the newest cache")
     head = p.add_argument_group("head")

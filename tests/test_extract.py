@@ -69,8 +69,12 @@ def test_each_row_is_its_own_files_embedding(image_folder, tmp_path, capsys):
 def test_rerun_is_a_cache_hit_and_force_or_a_changed_folder_recompute(image_folder, tmp_path, capsys):
     args = ["--data-dir", str(image_folder), "--out", str(tmp_path), "--json", *FAST]
     first = last_json(run(args, capsys)[1])
+    import os
+
+    os.utime(first["cache"], (0, 0))
     again = last_json(run(args, capsys)[1])
     assert again["cache_hit"] and again["images"] == first["images"]
+    assert os.path.getmtime(first["cache"]) > 0  # a hit counts as use: classify.py's default
     assert not last_json(run(args + ["--force"], capsys)[1])["cache_hit"]
     write_image(image_folder / "cat" / "new.jpg", 99)
     changed = last_json(run(args, capsys)[1])
