@@ -15,13 +15,11 @@ to --out/results.jsonl.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from features.cli import HelpFormatter, add_common_flags, print_json, run, setup_logging
+from features import cli
+from features.cli import HelpFormatter, add_common_flags, print_json
 from features.heads import HEADS  # scikit-learn itself is imported only when a head is made
-
-log = logging.getLogger("classify")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,9 +91,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args)
-    return run(lambda: _body(args), "classify.py")
+    return cli.main(build_parser, _body, argv)
 
 
 if __name__ == "__main__":

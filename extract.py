@@ -14,12 +14,10 @@ The cache goes to OUT/<dataset>/<backbone>-<size>.h5; its schema is in features/
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from features.cli import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json, run, setup_logging
-
-log = logging.getLogger("extract")
+from features import cli
+from features.cli import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,9 +75,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args)
-    return run(lambda: _body(args), "extract.py")
+    return cli.main(build_parser, _body, argv)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json, run, setup_logging
+from features import cli
+from features.cli import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,9 +79,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args)
-    return run(lambda: _body(args), "finetune.py")
+    return cli.main(build_parser, _body, argv)
 
 
 if __name__ == "__main__":

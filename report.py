@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import HelpFormatter, add_common_flags, run, setup_logging
+from features import cli
+from features.cli import HelpFormatter, add_common_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,9 +35,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args)
-    return run(lambda: _body(args), "report.py")
+    return cli.main(build_parser, _body, argv)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,11 @@ def run(main_body, prog: str) -> int:
 
 def print_json(obj) -> None:
     print(json.dumps(obj, sort_keys=True))
+
+
+def main(build_parser, body, argv=None) -> int:
+    """A script's ``main``: parse ``argv``, set up logging, run ``body(args)`` with :func:`run`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args)
+    return run(lambda: body(args), parser.prog)

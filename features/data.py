@@ -351,8 +351,6 @@ def decoded_images(source: DataSource, image_size: int, indices=None):
     Undecodable images are dropped; the index says which row each image is, so a caller
     knows exactly what was skipped (see :func:`why_undecodable`) and labels never shift.
     """
-    import tensorflow as tf
-
     ds = encoded_images(source, indices)
     return ds.map(lambda i, data: (i, decode_image(data, image_size)),
                   num_parallel_calls=os.cpu_count() or 2, deterministic=True).ignore_errors()
