@@ -69,10 +69,11 @@ def _body(args) -> None:
     from features.metrics import summary_line
 
     result = finetune(source, config, out_dir=args.out, verbose=0 if args.quiet else 1)
+    best = (f"best epoch {result['best_epoch']} at {result['seconds_to_best']:.1f} s" if result["best_epoch"]
+            else "no epoch had a finite validation loss")
     print(f"{result['method']} {result['backbone']} on {result['dataset']}: {summary_line(result['metrics'])}\n"
           f"  {result['epochs_run']} epochs, {result['unfrozen_layers']} base layers trained, "
-          f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), "
-          f"best epoch {result['best_epoch']} at {result['seconds_to_best']:.1f} s\n"
+          f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), {best}\n"
           f"  run folder {result['run_dir']}")
     if args.json:
         print_json(result)

@@ -129,7 +129,8 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
         y_test = source.labels[index]
         scores = metrics.score(y_test, proba, source.class_names)
         model.save(run.path / "model.keras")
-        os.remove(run.path / "best.weights.h5")
+        if (run.path / "best.weights.h5").exists():
+            os.remove(run.path / "best.weights.h5")
         training.write_history(run.path / "history.csv", result["history"])
         training.plot_history(run.path / "curves.png", result["history"],
                               f"{config.method}: {config.backbone} on {source.name}")

@@ -9,6 +9,7 @@ BatchNormalization layers stay frozen; training from scratch trains everything.
 from __future__ import annotations
 
 import csv
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def build_model(config: TrainConfig, n_classes: int, image_size: int):
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(HEAD_UNITS, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(HEAD_DROPOUT, name="dropout")(x)
-    if n_classes == 2 and config.binary_output == "sigmoid":
+    if n_classes == 2 and config.binary_output != "softmax":  # unset means the default, sigmoid
         outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
     else:
         outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
@@ -204,7 +205,7 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
     start = time.perf_counter()
 
     def best_so_far():
-        scored = [row for row in history if row["val_loss"] is not None]
+        scored = [row for row in history if row["val_loss"] is not None and np.isfinite(row["val_loss"])]
         return min(scored, key=lambda row: row["val_loss"]) if scored else None
 
     def fit(phase: str, epochs: int, lr: float):
@@ -239,8 +240,9 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
             fit("finetune", config.epochs, config.lr)
     train_seconds = time.perf_counter() - start
     best = best_so_far()
-    with warnings.catch_warnings():  # the checkpoint's optimizer may be an earlier phase's
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(checkpoint_path)
+    if os.path.exists(checkpoint_path):  # none when no epoch had a finite validation loss
+        with warnings.catch_warnings():  # the checkpoint's optimizer may be an earlier phase's
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(checkpoint_path)
     return {"history": history, "unfrozen": unfrozen, "best_epoch": best["epoch"] if best else None,
             "train_seconds": train_seconds, "seconds_to_best": best["elapsed"] if best else None}

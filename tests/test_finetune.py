@@ -145,3 +145,18 @@ def test_api_defaults_fit_any_class_count(tmp_path):
     three = load_folder(make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8))
     config = resolve_config(training.TrainConfig(), three)
     assert config.binary_output == "sigmoid" and config.image_size == 224 and config.unfreeze == "20"
+
+
+def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_path):
+    import tensorflow as tf
+
+    from features.finetuning import labelled_batches
+
+    source = load_folder(pets)
+    config = training.TrainConfig(image_size=32, unfreeze="0", epochs=1, augment=False)
+    model, network = training.build_model(config, 2, 32)
+    train_ds = labelled_batches(source, np.flatnonzero(source.splits == 0), 32, 4, True)
+    nan_val = tf.data.Dataset.from_tensors((tf.zeros((2, 32, 32, 3)), tf.fill((2, 1), float("nan")))).repeat(2)
+    result = training.train(model, network, config, train_ds, nan_val, tmp_path / "best.weights.h5", verbose=0)
+    assert result["best_epoch"] is None and result["seconds_to_best"] is None and len(result["history"]) == 1
+    assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
