@@ -335,14 +335,22 @@ def encoded_images(source: DataSource, indices=None):
     if source.kind == "folder":
         paths = np.asarray(source.paths(), dtype=object)[indices]
         ds = tf.data.Dataset.from_tensor_slices((indices.astype(np.int64), list(paths)))
-        return ds.map(lambda i, p: (i, tf.io.read_file(p)), num_parallel_calls=os.cpu_count() or 2)
+        def read(i, path):
+            return i, tf.io.read_file(path)
+
+        return ds.map(read, num_parallel_calls=os.cpu_count() or 2)
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(source.ids), tf.range(len(source), dtype=tf.int64)),
         default_value=-1)
     wanted = tf.constant(np.isin(np.arange(len(source)), indices))
     ds, _ = _tfds_records(source.location, source.tfds_dir)
-    ds = ds.map(lambda ex: (table.lookup(ex["tfds_id"]), ex["image"]))
-    return ds.filter(lambda i, _: tf.logical_and(i >= 0, tf.gather(wanted, tf.maximum(i, 0))))
+    def indexed(example):
+        return table.lookup(example["tfds_id"]), example["image"]
+
+    def is_wanted(i, _):
+        return tf.logical_and(i >= 0, tf.gather(wanted, tf.maximum(i, 0)))
+
+    return ds.map(indexed).filter(is_wanted)
 
 
 def decoded_images(source: DataSource, image_size: int, indices=None):
@@ -351,9 +359,11 @@ def decoded_images(source: DataSource, image_size: int, indices=None):
     Undecodable images are dropped; the index says which row each image is, so a caller
     knows exactly what was skipped (see :func:`why_undecodable`) and labels never shift.
     """
+    def decode(i, data):  # named: AutoGraph cannot find the source of lambdas on nearby lines
+        return i, decode_image(data, image_size)
+
     ds = encoded_images(source, indices)
-    return ds.map(lambda i, data: (i, decode_image(data, image_size)),
-                  num_parallel_calls=os.cpu_count() or 2, deterministic=True).ignore_errors()
+    return ds.map(decode, num_parallel_calls=os.cpu_count() or 2, deterministic=True).ignore_errors()
 
 
 def fixed_threads(ds):

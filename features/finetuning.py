@@ -20,7 +20,10 @@ def _rounded(ds):
     """Images as the cache keeps them (uint8), so train, val and test see the same pixels."""
     import tensorflow as tf
 
-    return ds.map(lambda i, image: (i, tf.cast(tf.round(image), tf.uint8)))
+    def to_uint8(i, image):
+        return i, tf.cast(tf.round(image), tf.uint8)
+
+    return ds.map(to_uint8)
 
 
 def labelled_batches(source: DataSource, indices, image_size: int, batch_size: int, sigmoid: bool,
@@ -48,7 +51,10 @@ def indexed_batches(source: DataSource, indices, image_size: int, batch_size: in
     """(index, image) batches in listing order, for scoring."""
     import tensorflow as tf
 
-    ds = _rounded(decoded_images(source, image_size, indices)).map(lambda i, x: (i, tf.cast(x, tf.float32)))
+    def to_float(i, image):
+        return i, tf.cast(image, tf.float32)
+
+    ds = _rounded(decoded_images(source, image_size, indices)).map(to_float)
     return fixed_threads(ds.batch(batch_size).prefetch(2))
 
 
