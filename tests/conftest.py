@@ -1,5 +1,6 @@
 """Fixtures: tiny real image folders made in tmp_path, and the shared datasets when present."""
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -10,6 +11,11 @@ import numpy as np
 import pytest
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def last_json(out: str) -> dict:
+    """The JSON object a script printed on its last line (--json)."""
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def write_image(path: Path, seed: int, size=(24, 32), fmt=None) -> Path:

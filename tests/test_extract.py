@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import extract
-from conftest import make_image_folder, write_image
+from conftest import last_json, make_image_folder, write_image
 from features import store
 from features.data import load_folder
 
@@ -18,9 +18,6 @@ def run(argv, capsys):
     out, err = capsys.readouterr()
     return code, out, err
 
-
-def last_json(out):
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_end_to_end_with_bad_files(image_folder, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 
 import extract
 import finetune
-from conftest import make_image_folder
+from conftest import last_json, make_image_folder
 from features import runs, store, training
 from features.data import load_folder
 
@@ -21,9 +21,6 @@ def run(argv, capsys):
     out, err = capsys.readouterr()
     return code, out, err
 
-
-def last_json(out):
-    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +93,7 @@ def test_the_test_split_is_the_extract_split(pets, tmp_path, capsys):
     try:
         assert extract.main(["--data-dir", str(pets), "--out", str(tmp_path / "emb"), "--json", "--weights",
                              "none", "--image-size", "32", "-q"]) == 0
-        cache = store.read_cache(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cache"])
+        cache = store.read_cache(last_json(capsys.readouterr().out)["cache"])
         code, out, err = run(["--data-dir", str(pets), "--unfreeze", "0", "--out", str(tmp_path / "r"), "--json",
                               *TINY], capsys)
         assert code == 0, err

@@ -11,6 +11,7 @@ import classify
 import extract
 import finetune
 import predict
+from conftest import last_json
 from features import heads, store
 
 
@@ -19,9 +20,6 @@ def run(main, argv, capsys):
     out, err = capsys.readouterr()
     return code, out, err
 
-
-def last_json(out):
-    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
