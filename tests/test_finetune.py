@@ -1,7 +1,6 @@
 """finetune.py on tiny folders: outputs, what trains and what does not, the shared split."""
 
 import csv
-import json
 
 import keras
 import numpy as np
