@@ -61,16 +61,16 @@ def _parse_shard(shard: str) -> tuple[int, int]:
     return i, k
 
 
-def _stale_reason(path: Path, wanted: dict) -> str | None:
-    """None when the cache at ``path`` was made with ``wanted``; else why it cannot be used."""
+def _stale_reason(path: Path, wanted: dict) -> tuple[str | None, dict]:
+    """(None, its attributes) when the cache at ``path`` was made with ``wanted``; else (why not, {})."""
     try:
         attrs = store.read_attrs(path)
     except CacheError as exc:
-        return str(exc)
+        return str(exc), {}
     for key, value in wanted.items():
         if json.dumps(store.attr_value(value)) != json.dumps(attrs.get(key)):
-            return f"its {key} is {attrs.get(key)!r}, now {value!r}"
-    return None
+            return f"its {key} is {attrs.get(key)!r}, now {value!r}", {}
+    return None, attrs
 
 
 def extract(source: DataSource, backbone: str, weights: str = "imagenet",
@@ -104,9 +104,8 @@ def extract(source: DataSource, backbone: str, weights: str = "imagenet",
               "weights_sha256": wsha, "image_size": size, "pooling": pooling, "seed": seed,
               "split": list(split), "shard": f"{shard_i}/{shard_k}"}
     if path.exists() and not force:
-        reason = _stale_reason(path, wanted)
+        reason, attrs = _stale_reason(path, wanted)
         if reason is None:
-            attrs = store.read_attrs(path)
             os.utime(path)  # "the newest cache" (classify.py's default) is the one used last
             log.info("cache hit: %s", path)
             return ExtractionResult(path, True, int(attrs["n_images"]), int(attrs["n_skipped"]),

@@ -119,8 +119,7 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
     finally:
         keras.mixed_precision.set_global_policy(previous)
     if not config.scratch:
-        training.set_trainable(network, config.unfreeze)  # refuse a count over the layers now, not later
-        network.trainable = False
+        training.unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
     sigmoid = model.output.shape[-1] == 1
     rows = {name: np.flatnonzero(source.splits == i) for i, name in enumerate(SPLITS)}
     train_ds = labelled_batches(source, rows["train"], config.image_size, config.batch_size, sigmoid,

@@ -95,13 +95,10 @@ def plot_per_class_precision(rows: list[dict], path) -> None:
 def environment() -> dict:
     """Machine and library versions of the environment that makes the report."""
     import sklearn
+    import tensorflow as tf
 
-    try:
-        import tensorflow as tf
+    from .extraction import library_versions
 
-        tf_version, gpus = tf.__version__, len(tf.config.list_physical_devices("GPU"))
-    except ImportError:
-        tf_version, gpus = "not installed", 0
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -110,8 +107,8 @@ def environment() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "python": platform.python_version(),
-            "tensorflow": tf_version, "scikit-learn": sklearn.__version__,
+    return {**library_versions(), "scikit-learn": sklearn.__version__, "cpu": cpu, "cores": os.cpu_count(),
+            "gpus": len(tf.config.list_physical_devices("GPU")),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 

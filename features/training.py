@@ -73,6 +73,15 @@ def base_layers(network) -> list:
     return [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
+def unfrozen_count(network, unfreeze: str) -> int:
+    """How many of the network's last layers ``--unfreeze`` names; refuses more than it has."""
+    layers = base_layers(network)
+    n = len(layers) if unfreeze == "all" else int(unfreeze)
+    if n > len(layers):
+        raise UsageError(f"--unfreeze {unfreeze}: {network.name} has only {len(layers)} layers")
+    return n
+
+
 def set_trainable(network, unfreeze: str, scratch: bool = False) -> int:
     """Freeze the network except its last ``unfreeze`` layers; return how many are unfrozen.
 
@@ -84,9 +93,7 @@ def set_trainable(network, unfreeze: str, scratch: bool = False) -> int:
     network.trainable = True
     if scratch:
         return len(layers)
-    n = len(layers) if unfreeze == "all" else int(unfreeze)
-    if n > len(layers):
-        raise UsageError(f"--unfreeze {unfreeze}: {network.name} has only {len(layers)} layers")
+    n = unfrozen_count(network, unfreeze)
     for i, layer in enumerate(layers):
         layer.trainable = i >= len(layers) - n and not isinstance(layer, keras.layers.BatchNormalization)
     return n
