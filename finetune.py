@@ -6,6 +6,7 @@ examples:
   python finetune.py --dataset cats_vs_dogs --binary-output softmax
   python finetune.py --data-dir ../shared/datasets/flowers --unfreeze 0    # frozen base, head only
   python finetune.py --data-dir ../shared/datasets/flowers --weights none  # from scratch
+  python finetune.py --data-dir ../shared/datasets/flowers --no-augment --cache-frozen
 
 The model: backbone -> GlobalAveragePooling2D -> Dense(128, relu) -> Dropout(0.1) -> output.
 Pretrained: the head trains first on the frozen base (--head-epochs, --head-lr), then the
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=3, help="epochs without a better val loss before stopping")
     train.add_argument("--no-augment", dest="augment", action="store_false",
                        help="no random flip, rotation and zoom of the training images")
+    train.add_argument("--cache-frozen", action="store_true",
+                       help="run the frozen layers once and train the rest on their cached activations "
+                            "(in memory, or on disk under the run folder when they do not fit): same "
+                            "result, several times faster per epoch. Applies to a pretrained base "
+                            "with --no-augment and --unfreeze below 'all'")
     train.add_argument("--precision", default="float32", choices=("float32", "mixed"),
                        help="mixed: float16 on a GPU, bfloat16 on a CPU; outputs stay float32")
     out = p.add_argument_group("run")
@@ -63,7 +69,7 @@ def _body(args) -> None:
                          unfreeze=parse_unfreeze(args.unfreeze), binary_output=args.binary_output,
                          epochs=args.epochs, head_epochs=args.head_epochs, lr=args.lr, head_lr=args.head_lr,
                          scratch_lr=args.scratch_lr, batch_size=args.batch_size, patience=args.patience,
-                         augment=args.augment, precision=args.precision, seed=args.seed)
+                         augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision, seed=args.seed)
     source, _ = load_data(args)
     from features.finetuning import finetune
     from features.metrics import summary_line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 
 import numpy as np
 
@@ -58,6 +59,64 @@ def indexed_batches(source: DataSource, indices, image_size: int, batch_size: in
     return fixed_threads(ds.batch(batch_size).prefetch(2))
 
 
+def _free_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux: assume 4 GB
+        return 4 << 30
+
+
+def frozen_activations(prefix, source: DataSource, indices, image_size: int, batch_size: int,
+                       spill_dir, memory_limit: int | None = None):
+    """Run the frozen prefix once over the given rows.
+
+    Activations go to memory, or to a file under ``spill_dir`` (deleted with it) when they
+    would take more than ``memory_limit`` bytes (default: half the free memory).
+
+    Returns:
+        (rows, activations): the listing indices that decoded, and their activations.
+    """
+    shape = tuple(int(d) for d in prefix.output.shape[1:])
+    nbytes = len(indices) * int(np.prod(shape)) * 4
+    limit = _free_memory() // 2 if memory_limit is None else memory_limit
+    if nbytes > limit:
+        os.makedirs(spill_dir, exist_ok=True)
+        path = os.path.join(spill_dir, f"activations-{len(os.listdir(spill_dir))}.f32")
+        log.info("frozen activations (%.1f GB) go to %s", nbytes / 1e9, path)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(indices), *shape))
+    else:
+        out = np.empty((len(indices), *shape), dtype=np.float32)
+    rows, n = [], 0
+    for index, images in indexed_batches(source, indices, image_size, batch_size):
+        batch = np.asarray(prefix(images, training=False), dtype=np.float32)
+        out[n:n + len(batch)] = batch
+        rows.append(index.numpy())
+        n += len(batch)
+    return (np.concatenate(rows) if rows else np.zeros(0, np.int64)), out[:n]
+
+
+def activation_batches(activations, labels, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """(activations, label) batches from an array (or memory-mapped file) of activations."""
+    import tensorflow as tf
+
+    n, shape = len(activations), activations.shape[1:]
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+
+    def gather(idx):
+        idx = np.sort(idx)  # memory-mapped rows read in file order
+        return activations[idx], labels[idx]
+
+    def load(idx):
+        x, y = tf.numpy_function(gather, [idx], (tf.float32, tf.as_dtype(labels.dtype)))
+        x.set_shape((None, *shape))
+        y.set_shape((None, *labels.shape[1:]))
+        return x, y
+
+    return fixed_threads(ds.batch(batch_size).map(load).prefetch(2))
+
+
 def resolve_config(config: training.TrainConfig, source: DataSource) -> training.TrainConfig:
     """Check the settings against the dataset before any work; fill in defaults.
 
@@ -81,6 +140,13 @@ def resolve_config(config: training.TrainConfig, source: DataSource) -> training
             raise UsageError(f"{flag} {value}: must be above zero")
     if config.precision not in ("float32", "mixed"):
         raise UsageError(f"--precision {config.precision}: choose float32 or mixed")
+    if config.cache_frozen and config.scratch:
+        raise UsageError("--cache-frozen applies to a pretrained base; from scratch every layer trains")
+    if config.cache_frozen and config.augment:
+        raise UsageError("--cache-frozen needs --no-augment: augmented images change every epoch, "
+                         "so the frozen layers' output cannot be computed once")
+    if config.cache_frozen and config.unfreeze == "all":
+        raise UsageError("--cache-frozen with --unfreeze all: no layer is frozen, so nothing can be cached")
     counts = source.split_counts()
     for split in ("train", "val", "test"):
         if counts[split] == 0:
@@ -96,6 +162,36 @@ def _precision_policy(precision: str) -> str:
 
     # float16 is the GPU's fast type; this CPU family computes bfloat16 natively.
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def _train_on_activations(model, network, config, source, rows, sigmoid, folder, verbose):
+    """``--cache-frozen``: the frozen prefix runs once; the rest trains on its activations."""
+    import time
+
+    n = training.unfrozen_count(network, config.unfreeze)
+    prefix, trainable, suffix = training.frozen_prefix_models(model, network, n)
+    start = time.perf_counter()
+    data = {}
+    for split in ("train", "val"):
+        index, x = frozen_activations(prefix, source, rows[split], config.image_size, config.batch_size,
+                                      folder / "activations")
+        y = source.labels[index].astype(np.float32 if sigmoid else np.int64)
+        data[split] = (x, y[:, None] if sigmoid else y)
+    cache_seconds = time.perf_counter() - start
+    log.info("frozen prefix (%s) ran once over %d images in %.1f s", prefix.output.shape[1:],
+             sum(len(d[0]) for d in data.values()), cache_seconds)
+    train_ds = activation_batches(*data["train"], config.batch_size, shuffle=True, seed=config.seed)
+    val_ds = activation_batches(*data["val"], config.batch_size)
+    result = training.train(trainable, suffix, config, train_ds, val_ds, folder / "best.weights.h5", verbose)
+    data.clear()
+    shutil.rmtree(folder / "activations", ignore_errors=True)
+    for row in result["history"]:
+        row["elapsed"] += cache_seconds
+    if result["seconds_to_best"] is not None:
+        result["seconds_to_best"] += cache_seconds
+    result["train_seconds"] += cache_seconds
+    result["cache_seconds"] = cache_seconds
+    return result
 
 
 def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", verbose: int = 1) -> dict:
@@ -122,13 +218,17 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
         training.unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
     sigmoid = model.output.shape[-1] == 1
     rows = {name: np.flatnonzero(source.splits == i) for i, name in enumerate(SPLITS)}
-    train_ds = labelled_batches(source, rows["train"], config.image_size, config.batch_size, sigmoid,
-                                shuffle=True, seed=config.seed)
-    val_ds = labelled_batches(source, rows["val"], config.image_size, config.batch_size, sigmoid)
     parts = [source.name, config.backbone, config.method]
     with runs.run_folder(out_dir, *parts) as run:
-        result = training.train(model, network, config, train_ds, val_ds,
-                                run.path / "best.weights.h5", verbose=verbose)
+        if config.cache_frozen:
+            result = _train_on_activations(model, network, config, source, rows, sigmoid, run.path, verbose)
+        else:
+            train_ds = labelled_batches(source, rows["train"], config.image_size, config.batch_size, sigmoid,
+                                        shuffle=True, seed=config.seed)
+            val_ds = labelled_batches(source, rows["val"], config.image_size, config.batch_size, sigmoid)
+            result = training.train(model, network, config, train_ds, val_ds,
+                                    run.path / "best.weights.h5", verbose=verbose)
+            result["cache_seconds"] = 0.0
         index, proba = training.probabilities(model, indexed_batches(source, rows["test"], config.image_size,
                                                                      config.batch_size))
         y_test = source.labels[index]
@@ -154,7 +254,8 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
             "unfrozen_layers": result["unfrozen"], "epochs_run": epochs, "best_epoch": result["best_epoch"],
             **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
             "train_seconds": result["train_seconds"],
-            "seconds_per_epoch": result["train_seconds"] / epochs if epochs else None,
+            "seconds_per_epoch": sum(h["seconds"] for h in result["history"]) / epochs if epochs else None,
+            "cache_frozen": config.cache_frozen, "cache_seconds": result["cache_seconds"],
             "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
             "augment": config.augment, "precision": policy,
             "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(len(y_test)),

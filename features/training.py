@@ -40,6 +40,7 @@ class TrainConfig:
     batch_size: int = 32
     patience: int = 3
     augment: bool = True
+    cache_frozen: bool = False  # run the frozen prefix once and train the rest on its activations
     precision: str = "float32"
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -99,6 +100,35 @@ def set_trainable(network, unfreeze: str, scratch: bool = False) -> int:
     return n
 
 
+def split_frozen_prefix(network, n_unfrozen: int):
+    """Cut ``network`` into a frozen prefix and the rest, at a single tensor.
+
+    The cut is the latest point at or before the first of the last ``n_unfrozen`` layers
+    where one tensor carries everything the later layers need (a residual block is never
+    cut inside). Both parts share the network's layer objects: training the suffix trains
+    the network.
+
+    Returns:
+        (prefix, suffix): ``keras.Model`` from the network's input to the cut tensor, and
+        from the cut tensor to the network's output. The suffix holds at least
+        ``n_unfrozen`` layers; (None, network) when nothing before them can be cut off.
+    """
+    layers = base_layers(network)
+    first = len(layers) - n_unfrozen
+    for k in range(min(first, len(layers) - 1), 0, -1):
+        cut = layers[k].input
+        if not isinstance(cut, keras.KerasTensor):  # a layer of several inputs: no single-tensor cut
+            continue
+        try:
+            suffix = keras.Model(cut, network.output, name=f"{network.name}_suffix")
+        except ValueError:  # the later layers need a tensor from before the cut
+            continue
+        if len(base_layers(suffix)) != len(layers) - k:
+            continue
+        return keras.Model(network.input, cut, name=f"{network.name}_prefix"), suffix
+    return None, network
+
+
 def build_model(config: TrainConfig, n_classes: int, image_size: int):
     """The course's classifier on the registry backbone.
 
@@ -126,6 +156,47 @@ def build_model(config: TrainConfig, n_classes: int, image_size: int):
     else:
         outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=f"{config.backbone}_classifier"), network
+
+
+def frozen_prefix_models(model, network, n_unfrozen: int):
+    """The classifier cut where its frozen prefix ends, for training on cached activations.
+
+    Only valid without augmentation: the prefix (preprocessing and the frozen first layers
+    of the base, run in inference mode) then maps each image to the same activations every
+    epoch, so they are computed once. With no layer unfrozen the cut is after pooling.
+
+    Returns:
+        (prefix, trainable, suffix): ``prefix`` maps images to activations; ``trainable``
+        maps activations to class probabilities through the same layer objects as
+        ``model`` (training it trains ``model``); ``suffix`` is the part of the base inside
+        it, the network whose last layers ``--unfreeze`` counts.
+
+    Raises:
+        UsageError: every layer of the base is unfrozen, so nothing can be cached.
+    """
+    if any(layer.name == "augment" for layer in model.layers):
+        raise UsageError("--cache-frozen needs --no-augment: augmented images change every epoch, "
+                         "so the frozen layers' output cannot be computed once")
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    image = keras.Input(model.input.shape[1:], name="image")
+    x = backbone.get_layer("preprocess")(image)
+    head = [model.get_layer(name) for name in ("pool", "dense", "dropout", "output")]
+    if n_unfrozen == 0:
+        prefix = keras.Model(image, head[0](network(x, training=False)), name="frozen_prefix")
+        suffix, head = network, head[1:]
+        activations = keras.Input(prefix.output.shape[1:], name="activations")
+        y = activations
+    else:
+        cut_prefix, suffix = split_frozen_prefix(network, n_unfrozen)
+        if cut_prefix is None:
+            raise UsageError(f"--cache-frozen: with --unfreeze {n_unfrozen} no frozen layers come before "
+                             "the unfrozen ones, so there is nothing to cache; unfreeze fewer layers")
+        prefix = keras.Model(image, cut_prefix(x, training=False), name="frozen_prefix")
+        activations = keras.Input(prefix.output.shape[1:], name="activations")
+        y = suffix(activations, training=False)
+    for layer in head:
+        y = layer(y)
+    return prefix, keras.Model(activations, y, name=f"{model.name}_on_activations"), suffix
 
 
 def _compile(model, lr: float, sigmoid: bool) -> None:

@@ -156,3 +156,59 @@ def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_pa
     result = training.train(model, network, config, train_ds, nan_val, tmp_path / "best.weights.h5", verbose=0)
     assert result["best_epoch"] is None and result["seconds_to_best"] is None and len(result["history"]) == 1
     assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+
+
+@pytest.mark.parametrize("backbone,unfreeze", [("efficientnet_lite0", 0), ("efficientnet_lite0", 20),
+                                                ("mobilenetv2", 12), ("resnet50", 15)])
+def test_frozen_prefix_then_trainable_part_is_the_whole_model(backbone, unfreeze):
+    config = training.TrainConfig(backbone=backbone, weights="none", image_size=32, augment=False)
+    model, network = training.build_model(config, 3, 32)
+    n = training.unfrozen_count(network, str(unfreeze))
+    prefix, trainable, suffix = training.frozen_prefix_models(model, network, n)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    whole = np.asarray(model(images, training=False))
+    parts = np.asarray(trainable(prefix(images, training=False), training=False))
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+    assert len(training.base_layers(suffix)) >= n
+    if n:  # the unfrozen layers are the suffix's own layer objects: training it trains the model
+        assert all(layer in suffix.layers for layer in training.base_layers(network)[-n:])
+    assert {l.name for l in trainable.layers} >= {"dense", "output"}
+
+
+@pytest.mark.parametrize("memory_limit", [None, 0])  # 0: the activations spill to a file
+def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, memory_limit):
+    from features.finetuning import activation_batches, frozen_activations
+
+    source = load_folder(pets)
+    config = training.TrainConfig(image_size=32, augment=False)
+    model, network = training.build_model(config, 2, 32)
+    prefix, _, _ = training.frozen_prefix_models(model, network, 10)
+    rows, x = frozen_activations(prefix, source, np.arange(len(source)), 32, 4, tmp_path / "spill",
+                                 memory_limit=memory_limit)
+    assert list(rows) == list(range(len(source))) and x.shape[0] == len(source)
+    assert isinstance(x, np.memmap) == (memory_limit == 0)
+    assert (tmp_path / "spill").exists() == (memory_limit == 0)
+    seen = np.concatenate([y.numpy() for _, y in activation_batches(x, np.arange(len(x)), 4, shuffle=True)])
+    assert sorted(seen) == list(range(len(x)))  # every row once per epoch
+
+
+def test_cache_frozen_flag_trains_and_scores(pets, tmp_path, capsys):
+    code, out, err = run(["--data-dir", str(pets), "--unfreeze", "10", "--no-augment", "--cache-frozen",
+                          "--out", str(tmp_path), "--json", *TINY], capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert result["cache_frozen"] and result["cache_seconds"] > 0 and result["unfrozen_layers"] == 10
+    folder = tmp_path / result["run_dir"].split("/")[-1]
+    assert not (folder / "activations").exists()
+    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    assert model.input.shape[1:] == (32, 32, 3)  # the whole model is saved, not the part that trained
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--cache-frozen"], "needs --no-augment"),
+    (["--cache-frozen", "--no-augment", "--weights", "none"], "pretrained base"),
+    (["--cache-frozen", "--no-augment", "--unfreeze", "all"], "nothing can be cached"),
+])
+def test_cache_frozen_refuses_where_it_cannot_apply(argv, needle, pets, tmp_path, capsys):
+    code, _, err = run(["--data-dir", str(pets), "--out", str(tmp_path / "r"), *TINY, *argv], capsys)
+    assert code == 2 and needle in err, err
