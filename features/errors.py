@@ -21,3 +21,16 @@ class DatasetUnavailableError(ToolkitError):
 
 class CacheError(ToolkitError):
     """A feature cache is missing, incomplete or does not match what was asked."""
+
+
+class DiskFullError(ToolkitError):
+    """The disk filled up while writing; what was complete is kept."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for "no space left on device" (or over quota), however the library words it."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "errno = 28" in str(exc)

@@ -25,7 +25,14 @@ Schema (version 1)::
 
 Rows are the images that decoded, in listing order. Files are written under a temporary
 name in the same folder and renamed when complete, so a file under its final name is
-never half-written. A dataset split across workers is written as shard files (each holds
+never half-written.
+
+While an extraction runs, its rows are checkpointed in ``<cache>.parts/``: ``key.json``
+(the settings) and ``rows-<first index>.npz`` files (``index`` int64 (n,), ``embeddings``
+float32 (n, D)), each a whole number of batches, each written under a temporary name and
+renamed. An interrupted extraction (Ctrl-C, ``kill -9``, a full disk) leaves them; the
+same command resumes after the last one and deletes the folder once the cache is whole.
+``<cache>.lock`` is the writers' lock: one extraction per cache at a time. A dataset split across workers is written as shard files (each holds
 the rows of its own slice of the listing) and :func:`merge_shards` joins them as one file
 of HDF5 virtual datasets, without copying the embeddings.
 """
@@ -34,13 +41,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CacheError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SPLIT_NAMES = ("train", "val", "test")
@@ -71,6 +83,104 @@ def _h5py():
     import h5py
 
     return h5py
+
+
+@contextmanager
+def writer_lock(path, wait_message: bool = True):
+    """Hold the lock on a cache's ``.lock`` file; a second writer waits for the first.
+
+    The lock is the operating system's (``flock``): a killed holder releases it at once.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if wait_message:
+                log.warning("%s is being written by another run (pid %s); waiting for it to finish", path, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Checkpoints:
+    """The rows an extraction has finished, kept in ``<cache>.parts/`` until the cache is whole.
+
+    Args:
+        path: the cache's final path.
+        key: the settings the rows are made with; parts made with others are discarded.
+    """
+
+    def __init__(self, path, key: dict):
+        self.dir = Path(str(path) + ".parts")
+        self.key = json.dumps({k: attr_value(v) for k, v in key.items()}, sort_keys=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def resume(self) -> tuple[int, int]:
+        """Keep the parts made with this key, readable and in order; drop the rest.
+
+        Returns:
+            (rows kept, the last listing index they cover, or -1).
+        """
+        key_file = self.dir / "key.json"
+        if not key_file.is_file() or key_file.read_text() != self.key:
+            self.clear()
+            self.dir.mkdir(parents=True)
+            tmp = key_file.with_name(f".key.{os.getpid()}.tmp")
+            tmp.write_text(self.key)
+            os.replace(tmp, key_file)
+            return 0, -1
+        rows, last, good = 0, -1, True
+        for part in self._files():
+            if good:
+                try:
+                    with np.load(part) as data:
+                        index = data["index"]
+                        ok = len(index) == len(data["embeddings"]) and len(index) and index[0] > last
+                except (OSError, ValueError, KeyError, EOFError):
+                    ok = False
+                if ok:
+                    rows, last = rows + len(index), int(index[-1])
+                    continue
+                good = False  # everything after a bad part is redone
+            part.unlink()
+        for stray in self.dir.glob(".*.tmp"):
+            stray.unlink()
+        return rows, last
+
+    def _files(self) -> list[Path]:
+        return sorted(self.dir.glob("rows-*.npz"))
+
+    def write(self, index, embeddings) -> None:
+        """Add one part: rows ``index`` (ascending, after every earlier part's)."""
+        index = np.asarray(index, dtype=np.int64)
+        final = self.dir / f"rows-{int(index[0]):012d}.npz"
+        tmp = self.dir / f".rows-{int(index[0]):012d}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, index=index, embeddings=np.asarray(embeddings, dtype=np.float32))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def parts(self):
+        """(index, embeddings) of each part, in listing order."""
+        for part in self._files():
+            with np.load(part) as data:
+                yield data["index"], data["embeddings"]
 
 
 class CacheWriter:
