@@ -35,6 +35,8 @@ class ExtractionResult:
     resumed: int = 0
     ignored: dict = field(default_factory=dict)
     empty_classes: list = field(default_factory=list)
+    first_batch_seconds: float = 0.0  # set-up: tracing and optimising the graph, then one batch
+    steady_images_per_second: float = 0.0  # after the first batch
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
@@ -49,7 +51,9 @@ class ExtractionResult:
                 "skipped": self.n_skipped, "seconds": round(self.seconds, 3),
                 "images_per_second": round(self.images_per_second, 2), "cache_bytes": size,
                 "skipped_files": self.skipped, "skipped_by_kind": self.skipped_by_kind(),
-                "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes}
+                "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes,
+                "first_batch_seconds": round(self.first_batch_seconds, 3),
+                "steady_images_per_second": round(self.steady_images_per_second, 2)}
 
 
 def library_versions() -> dict:
@@ -81,6 +85,10 @@ def _stale_reason(path: Path, wanted: dict) -> tuple[str | None, dict]:
     for key, value in wanted.items():
         if json.dumps(store.attr_value(value)) != json.dumps(attrs.get(key)):
             return f"its {key} is {attrs.get(key)!r}, now {value!r}", {}
+    try:
+        store.verify(path)
+    except CacheError as exc:
+        return str(exc), {}
     return None, attrs
 
 
@@ -148,8 +156,8 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
     start = time.perf_counter()
     todo = indices[indices > last]
     try:
-        _embed_all(model, source, todo, size, batch_size, checkpoints, headers, checkpoint_batches, progress,
-                   done=len(indices) - len(todo))
+        first = _embed_all(model, source, todo, size, batch_size, checkpoints, headers, checkpoint_batches,
+                           progress, done=len(indices) - len(todo))
     except KeyboardInterrupt:
         log.warning("interrupted: the images embedded so far are kept in %s; run the same command again "
                     "to resume", checkpoints.dir)
@@ -159,7 +167,10 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
             raise DiskFullError(f"no space left on the device while writing {checkpoints.dir}: free some "
                                 "space and run the same command again; it resumes where it stopped") from None
         raise
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
+    seconds = end - start
+    # Set-up (tracing, optimising the graph, the first batch) against the steady rate after it.
+    first_batch = (first[0] - start, first[1]) if first else (seconds, 0)
     skipped, seen = [], np.zeros(len(source), dtype=bool)
     try:
         with store.CacheWriter(path, spec.width, source.class_names) as writer:
@@ -178,7 +189,7 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
                 "split_origin": source.split_origin, "max_per_class": max_per_class or 0,
                 "batch_size": batch_size, "seconds": seconds, "resumed_rows": resumed,
                 "images_per_second": (n - resumed) / seconds if seconds else 0.0,
-                "max_pixels": source.max_pixels or 0, "ignored": source.ignored,
+                "first_batch_seconds": first_batch[0], "max_pixels": source.max_pixels or 0, "ignored": source.ignored,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "versions": library_versions(),
             }
@@ -196,14 +207,20 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
                     "fix or remove those files", ", ".join(empty))
     return ExtractionResult(path, False, n, len(skipped), seconds, (n - resumed) / seconds if seconds else 0.0,
                             [{"id": s[1], "reason": s[2]} for s in skipped], resumed=resumed,
-                            ignored=dict(source.ignored), empty_classes=empty)
+                            ignored=dict(source.ignored), empty_classes=empty, first_batch_seconds=first_batch[0],
+                            steady_images_per_second=(n - resumed - first_batch[1]) / (seconds - first_batch[0])
+                            if seconds > first_batch[0] else 0.0)
 
 
-def embedding_function(model, image_size: int):
-    """``model`` in inference mode as a graph traced once, for batches of any length.
+def embedding_function(model, image_size: int, freeze: bool = True):
+    """``model`` in inference mode as one graph, traced once, for batches of any length.
 
-    A fixed signature with a free batch dimension: the short last batch reuses the
-    trace instead of tracing again (0.6 s on 2 cores for EfficientNet-Lite0).
+    A fixed signature with a free batch dimension: the short last batch reuses the trace
+    instead of tracing again (0.6 s on 2 cores for EfficientNet-Lite0). With ``freeze``
+    the weights become constants of the graph, so TensorFlow's graph optimiser folds each
+    BatchNormalization into its convolution and fuses the activations: 1.45x the images
+    per second of the same model called as a Keras model (EfficientNet-Lite0, 2 cores),
+    outputs equal to within 1e-5.
     """
     import tensorflow as tf
 
@@ -211,7 +228,16 @@ def embedding_function(model, image_size: int):
     def embed(images):
         return model(images, training=False)
 
-    return embed
+    if not freeze:
+        return embed
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(embed.get_concrete_function())
+
+    def run(images):
+        return frozen(images)[0]
+
+    return run
 
 
 def _embed_all(model, source, indices, size, batch_size, checkpoints, headers, checkpoint_batches, progress,
@@ -220,18 +246,20 @@ def _embed_all(model, source, indices, size, batch_size, checkpoints, headers, c
     from tqdm.auto import tqdm
 
     batches = iter(image_batches(source, size, batch_size, indices, headers))  # decoding starts now ...
-    embed = embedding_function(model, size)
-    embed.get_concrete_function()  # ... while the graph is traced
-    rows, chunks = [], []
+    embed = embedding_function(model, size)  # ... while the graph is traced and optimised
+    rows, chunks, first = [], [], None
     with tqdm(total=len(indices) + done, initial=done, unit="img", desc=f"{model.name}", disable=not progress,
               dynamic_ncols=True) as bar:
         for batch_index, images in batches:
             rows.append(batch_index.numpy())
             chunks.append(embed(images).numpy())
             bar.update(len(rows[-1]))
+            if first is None:
+                first = (time.perf_counter(), len(rows[-1]))
             if len(chunks) == checkpoint_batches:
                 checkpoints.write(np.concatenate(rows), np.concatenate(chunks))
                 rows, chunks = [], []
         if chunks:
             checkpoints.write(np.concatenate(rows), np.concatenate(chunks))
         bar.update(len(indices) + done - bar.n)  # the undecodable ones, reported after the bar
+    return first

@@ -86,9 +86,12 @@ def frozen_activations(prefix, source: DataSource, indices, image_size: int, bat
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(indices), *shape))
     else:
         out = np.empty((len(indices), *shape), dtype=np.float32)
+    from .extraction import embedding_function
+
+    run = embedding_function(prefix, image_size)  # one traced graph: eager calls are 2x slower
     rows, n = [], 0
     for index, images in indexed_batches(source, indices, image_size, batch_size):
-        batch = np.asarray(prefix(images, training=False), dtype=np.float32)
+        batch = np.asarray(run(images), dtype=np.float32)
         out[n:n + len(batch)] = batch
         rows.append(index.numpy())
         n += len(batch)
@@ -105,7 +108,6 @@ def activation_batches(activations, labels, batch_size: int, shuffle: bool = Fal
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
 
     def gather(idx):
-        idx = np.sort(idx)  # memory-mapped rows read in file order
         return activations[idx], labels[idx]
 
     def load(idx):

@@ -326,11 +326,32 @@ class FeatureCache:
         return self.embeddings[mask], self.labels[mask]
 
 
-def read_cache(path, verify: bool = False) -> FeatureCache:
+def verify(path, rows_per_read: int = 4096) -> None:
+    """Recompute a complete cache's embeddings checksum, reading a block of rows at a time.
+
+    Raises:
+        CacheError: missing, incomplete, unreadable, or the embeddings do not match.
+    """
+    h5py = _h5py()
+    attrs = read_attrs(path)
+    sha = hashlib.sha256()
+    try:
+        with h5py.File(path, "r") as f:
+            data = f["embeddings"]
+            for start in range(0, data.shape[0], rows_per_read):
+                sha.update(np.ascontiguousarray(data[start:start + rows_per_read], dtype=np.float32).tobytes())
+    except (OSError, KeyError) as exc:
+        raise CacheError(f"{path}: cannot read the feature cache ({exc})") from None
+    if sha.hexdigest() != attrs.get("embeddings_sha256"):
+        raise CacheError(f"{path}: embeddings do not match their checksum; run extract.py again with --force")
+
+
+def read_cache(path, verify: bool = True) -> FeatureCache:
     """Load a complete cache (a single file or a merged shard file).
 
     Args:
-        verify: recompute the embeddings checksum and refuse a mismatch.
+        verify: recompute the embeddings checksum and refuse a mismatch (on by default:
+            a corrupted cache is never read as complete; it costs well under a second).
 
     Raises:
         CacheError: missing, incomplete, unreadable or (with ``verify``) corrupted.

@@ -61,9 +61,11 @@ def test_refuses_missing_incomplete_foreign_and_corrupted(tmp_path):
     with h5py.File(path, "r+") as f:
         f.attrs["complete"] = True
         f["embeddings"][0, 0] = 42.0
-    store.read_cache(path)  # without verify the flag is trusted
+    store.read_cache(path, verify=False)  # only when asked is the flag trusted
     with pytest.raises(CacheError, match="checksum"):
-        store.read_cache(path, verify=True)
+        store.read_cache(path)
+    with pytest.raises(CacheError, match="checksum"):
+        store.verify(path)
 
 
 def test_shards_read_as_one_without_copying(tmp_path):

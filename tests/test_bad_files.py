@@ -1,0 +1,207 @@
+"""Messy photo folders: every kind of bad or odd file is used correctly, or skipped and listed."""
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import extract
+from conftest import last_json, write_image
+from features import store
+from features.data import decode_image, decoded_images, load_folder, read_headers, skip_kind
+from features.errors import DatasetUnavailableError
+
+FAST = ["--weights", "none", "--backbone", "mobilenet", "--image-size", "32", "--batch-size", "4", "-q"]
+RED, GREEN, BLUE, YELLOW = (220, 20, 20), (20, 200, 20), (20, 20, 220), (230, 230, 20)
+
+
+def quadrants(size=32) -> np.ndarray:
+    """Four coloured quadrants: any rotation or mirror of it is a different image."""
+    h = size // 2
+    image = np.zeros((size, size, 3), np.uint8)
+    image[:h, :h], image[:h, h:], image[h:, :h], image[h:, h:] = RED, GREEN, BLUE, YELLOW
+    return image
+
+
+def with_orientation(path: Path, orientation: int) -> Path:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(quadrants()).save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+def png_bomb(path: Path, side: int = 20_000) -> Path:
+    """A real PNG of side x side 1-bit pixels (400 megapixels) in about 50 KB."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + side // 8)
+    z = zlib.compressobj(9)
+    body = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory) -> Path:
+    """Class "odd" holds one of each kind; "plain" ordinary photos; "linked" is a symlink."""
+    root = tmp_path_factory.mktemp("messy") / "photos"
+    odd, plain = root / "odd", root / "plain"
+    for i in range(8):
+        write_image(plain / f"p{i}.jpg", seed=i)
+    odd.mkdir(parents=True)
+    (odd / "empty.jpg").write_bytes(b"")
+    good = write_image(odd / "good.jpg", seed=50, size=(40, 60)).read_bytes()
+    (odd / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (odd / "page.jpg").write_text("<!DOCTYPE html><html><body>404 Not Found</body></html>")
+    write_image(odd / "png_inside.jpg", seed=51, fmt="PNG")
+    Image.fromarray(np.full((20, 20, 3), RED, np.uint8)).convert("CMYK").save(odd / "cmyk.jpg", quality=95)
+    Image.fromarray(np.full((20, 20), 90, np.uint8)).save(odd / "gray.jpg")
+    Image.fromarray(np.full((20, 20), 32768, np.uint16)).save(odd / "gray16.png")
+    Image.fromarray(np.full((20, 20, 4), (*GREEN, 128), np.uint8)).save(odd / "rgba.png")
+    Image.fromarray(np.full((20, 20, 3), BLUE, np.uint8)).convert("P").save(odd / "palette.png")
+    frames = [Image.fromarray(np.full((20, 20, 3), c, np.uint8)) for c in (RED, BLUE)]
+    frames[0].save(odd / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    write_image(odd / "bitmap.bmp", seed=52)
+    write_image(odd / "UPPER.JPG", seed=53)
+    write_image(odd / "long.jpeg", seed=54)
+    write_image(odd / "space and é ü.jpg", seed=55)
+    write_image(odd / "one_pixel.png", seed=56, size=(1, 1))
+    write_image(odd / "wide.png", seed=57, size=(20, 4000))
+    with_orientation(odd / "rotated.jpg", 6)
+    png_bomb(odd / "bomb.png")
+    (odd / "._good.jpg").write_bytes(b"\0\x05\x16\x07 resource fork")
+    (odd / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (odd / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    write_image(odd / ".hidden" / "secret.jpg", seed=58)
+    write_image(odd / "nested" / "deeper.jpg", seed=59)
+    (odd / "notes.txt").write_text("shot on a phone")
+    outside = root.parent / "elsewhere" / "linked"
+    for i in range(6):
+        write_image(outside / f"l{i}.png", seed=70 + i)
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    return root
+
+
+BAD = {"odd/empty.jpg": "empty file", "odd/truncated.jpg": "truncated or corrupt",
+       "odd/page.jpg": "not an image", "odd/bomb.png": "over the pixel limit"}
+
+
+def test_every_kind_is_used_or_skipped_with_its_reason(messy, tmp_path, capsys):
+    code = extract.main(["--data-dir", str(messy), "--out", str(tmp_path), "--json", *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = last_json(out)
+    cache = store.read_cache(result["cache"])
+    skipped = {s["id"]: s["reason"] for s in cache.skipped}
+    assert set(skipped) == set(BAD)
+    assert {i: skip_kind(r) for i, r in skipped.items()} == BAD
+    assert "--max-pixels" in skipped["odd/bomb.png"]
+    assert result["skipped_by_kind"] == {kind: 1 for kind in BAD.values()}
+    assert result["ignored_files"] == {"hidden": 4, "not an image extension": 1}
+    assert "skipped by kind:" in out and "ignored files: hidden 4, not an image extension 1" in out
+    used = set(cache.ids.tolist())
+    odd_used = {i for i in used if i.startswith("odd/")}
+    assert len(odd_used) == 16 and "odd/nested/deeper.jpg" in used and "odd/space and é ü.jpg" in used
+    assert not any("/." in i or i.split("/")[-1].startswith(".") for i in used)
+    assert {i for i in used if i.startswith("linked/")} == {f"linked/l{i}.png" for i in range(6)}
+    for row_id, label in zip(cache.ids, cache.labels):  # no label shifted by a skipped file
+        assert cache.class_names[label] == row_id.split("/")[0]
+
+
+def _decoded(messy, name, size=16):
+    source = load_folder(messy)
+    row = source.ids.index(f"odd/{name}")
+    return next(iter(decoded_images(source, size, [row])))[1].numpy()
+
+
+@pytest.mark.parametrize("name,colour", [("cmyk.jpg", RED), ("gray.jpg", (90, 90, 90)),
+                                         ("gray16.png", (128, 128, 128)), ("rgba.png", GREEN),
+                                         ("palette.png", BLUE), ("animated.gif", RED)])
+def test_odd_formats_decode_to_the_right_colours(messy, name, colour):
+    image = _decoded(messy, name)
+    assert image.shape == (16, 16, 3)
+    np.testing.assert_allclose(image.reshape(-1, 3).mean(0), colour, atol=6)
+
+
+def test_tiny_and_extreme_aspect_ratio_images_are_resized(messy):
+    assert _decoded(messy, "one_pixel.png").shape == (16, 16, 3)
+    wide = _decoded(messy, "wide.png")
+    assert wide.shape == (16, 16, 3) and np.isfinite(wide).all()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_honoured_as_a_photo_viewer_does(tmp_path, orientation):
+    path = with_orientation(tmp_path / f"o{orientation}.jpg", orientation)
+    source = load_folder(_two_classes(tmp_path, path))
+    row = source.ids.index(f"a/{path.name}")
+    headers = read_headers(source, [row], 32)
+    assert headers.orientation[row] == orientation
+    import tensorflow as tf
+
+    ours = decode_image(tf.io.read_file(str(path)), 32, int(headers.orientation[row])).numpy()
+    with Image.open(path) as im:
+        viewer = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32)
+    assert np.abs(ours - viewer).mean() < 8  # two JPEG decoders; a wrong turn differs by ~100
+
+
+def _two_classes(tmp_path, path):
+    root = tmp_path / "two"
+    (root / "a").mkdir(parents=True, exist_ok=True)
+    (root / "a" / path.name).write_bytes(path.read_bytes())
+    write_image(root / "b" / "b.jpg", seed=1)
+    return root
+
+
+def test_the_bomb_is_refused_by_its_header_before_decoding(messy):
+    source = load_folder(messy)
+    row = source.ids.index("odd/bomb.png")
+    headers = read_headers(source, [row], 224)
+    assert "20000x20000 = 400,000,000 pixels" in headers.refused[row]
+    rows = [i for i, _ in decoded_images(source, 16, [row, row + 1])]
+    assert [int(i) for i in rows] == [row + 1]
+
+
+def test_max_pixels_flag_sets_the_limit(tmp_path, capsys):
+    root = tmp_path / "small"
+    for c in ("a", "b"):
+        for i in range(4):
+            write_image(root / c / f"{i}.png", seed=i, size=(20, 30))
+    write_image(root / "a" / "big.png", seed=9, size=(60, 80))
+    code = extract.main(["--data-dir", str(root), "--out", str(tmp_path / "e"), "--max-pixels", "1000",
+                         "--json", *FAST])
+    result = last_json(capsys.readouterr().out)
+    assert code == 0 and [s["id"] for s in result["skipped_files"]] == ["a/big.png"]
+    code = extract.main(["--data-dir", str(root), "--out", str(tmp_path / "e2"), "--max-pixels", "0",
+                         "--json", *FAST])
+    assert code == 0 and last_json(capsys.readouterr().out)["skipped"] == 0
+    code = extract.main(["--data-dir", str(root), "--max-pixels", "-5", *FAST])
+    assert code == 2 and "--max-pixels -5" in capsys.readouterr().err
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
+    root = tmp_path / "d"
+    write_image(root / "a" / "1.jpg", seed=1)
+    write_image(root / "b" / "1.jpg", seed=2)
+    (root / "c").mkdir()
+    (root / "c" / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(DatasetUnavailableError, match="class folder.s. c hold no images"):
+        load_folder(root)
+
+
+def test_a_class_whose_every_file_is_bad_is_warned_about(tmp_path, capsys):
+    root = tmp_path / "d"
+    for i in range(4):
+        write_image(root / "a" / f"{i}.jpg", seed=i)
+        write_image(root / "b" / f"{i}.jpg", seed=10 + i)
+        (root / "c" / f"{i}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (root / "c" / f"{i}.jpg").write_text("not a photo")
+    code = extract.main(["--data-dir", str(root), "--out", str(tmp_path / "e"), "--json", *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert last_json(out)["empty_classes"] == ["c"]
+    assert "every image of class c was skipped" in out

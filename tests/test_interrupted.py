@@ -1,0 +1,197 @@
+"""Interrupted, concurrent and disk-full runs: nothing lost, nothing corrupted, resumed."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import extract
+import finetune
+from conftest import last_json, make_image_folder
+from features import store
+from features.errors import DiskFullError, is_disk_full
+
+ROOT = Path(__file__).resolve().parents[1]
+# Real weights (the pip package), so every process computes the same embeddings;
+# one image a batch and a checkpoint every 8 batches, so there is time to stop it midway.
+SLOW = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--batch-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = make_image_folder(tmp_path_factory.mktemp("data") / "photos", per_class=150)
+    (root / "cat" / "img7.png").write_text("broken")  # a skipped row must survive resuming too
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    assert extract.main(["--data-dir", str(photos), "--out", str(out), "-q", *SLOW]) == 0
+    return store.read_cache(next(out.glob("**/*.h5")))
+
+
+def _start(photos, out):
+    return subprocess.Popen([sys.executable, "extract.py", "--data-dir", str(photos), "--out", str(out), "-q", *SLOW],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop_after_first_parts(proc, out, sig, parts=2, timeout=120):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if len(list(out.glob("**/*.parts/rows-*.npz"))) >= parts:
+            proc.send_signal(sig)
+            return proc.wait(60)
+        if proc.poll() is not None:
+            pytest.fail(f"extraction ended before it could be stopped: {proc.communicate()}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("no checkpoint appeared")
+
+
+def _resume_and_compare(photos, out, uninterrupted, capsys):
+    assert not list(out.glob("**/*.h5")), "a file under its final name after the interruption"
+    assert list(out.glob("**/*.parts/rows-*.npz"))
+    code = extract.main(["--data-dir", str(photos), "--out", str(out), "--json", "-q", *SLOW])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    result = last_json(stdout)
+    assert 0 < result["resumed_rows"] < result["images"], result
+    assert "resumed:" in stdout
+    resumed = store.read_cache(result["cache"])
+    assert resumed.ids.tolist() == uninterrupted.ids.tolist()
+    assert np.array_equal(resumed.index, uninterrupted.index)
+    assert np.array_equal(resumed.embeddings, uninterrupted.embeddings)
+    assert [s["id"] for s in resumed.skipped] == [s["id"] for s in uninterrupted.skipped] == ["cat/img7.png"]
+    assert resumed.attrs["embeddings_sha256"] == uninterrupted.attrs["embeddings_sha256"]
+    assert not list(out.glob("**/*.parts")), "checkpoints left after the cache was whole"
+
+
+def test_kill_9_then_the_same_command_resumes_to_the_identical_cache(photos, uninterrupted, tmp_path, capsys):
+    proc = _start(photos, tmp_path)
+    assert _stop_after_first_parts(proc, tmp_path, signal.SIGKILL) == -signal.SIGKILL
+    _resume_and_compare(photos, tmp_path, uninterrupted, capsys)
+
+
+def test_ctrl_c_exits_cleanly_with_a_message_and_resumes(photos, uninterrupted, tmp_path, capsys):
+    proc = _start(photos, tmp_path)
+    assert _stop_after_first_parts(proc, tmp_path, signal.SIGINT) == 130
+    err = proc.stderr.read()
+    assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
+    _resume_and_compare(photos, tmp_path, uninterrupted, capsys)
+
+
+def test_parts_made_with_other_settings_are_not_used(photos, tmp_path, capsys):
+    proc = _start(photos, tmp_path)
+    _stop_after_first_parts(proc, tmp_path, signal.SIGKILL)
+    code = extract.main(["--data-dir", str(photos), "--out", str(tmp_path), "--json", "-q", *SLOW[:-2],
+                         "--batch-size", "2"])
+    assert code == 0 and last_json(capsys.readouterr().out)["resumed_rows"] == 0
+
+
+def test_a_second_writer_waits_for_the_first_then_finds_the_cache(photos, tmp_path, caplog, monkeypatch):
+    from features import extraction
+    from features.data import load_folder
+
+    source = load_folder(photos, max_per_class=4)
+    building, real = threading.Event(), extraction.create_backbone
+
+    def slow_build(*args, **kwargs):  # the first run holds the lock while it builds and extracts
+        building.set()
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(extraction, "create_backbone", slow_build)
+    args = dict(backbone="efficientnet_lite0", image_size=32, out_dir=tmp_path, progress=False)
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", extraction.extract(source, **args)))
+    first.start()
+    assert building.wait(60)
+    second = extraction.extract(source, **args)
+    first.join()
+    assert not results["first"].cache_hit and second.cache_hit
+    assert "being written by another run" in caplog.text
+
+
+def test_writer_lock_is_released_when_its_holder_dies(tmp_path):
+    path = tmp_path / "c.h5"
+    code = f"from features import store\nwith store.writer_lock({str(path)!r}):\n    import os; os._exit(9)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 9
+    start = time.monotonic()
+    with store.writer_lock(path, wait_message=False):
+        pass
+    assert time.monotonic() - start < 1
+
+
+def test_a_cache_that_fails_its_checksum_is_recomputed(photos, tmp_path, capsys, caplog):
+    argv = ["--data-dir", str(photos), "--max-per-class", "3", "--out", str(tmp_path), "--json", "-q",
+            "--image-size", "32"]
+    assert extract.main(argv) == 0
+    path = last_json(capsys.readouterr().out)["cache"]
+    with h5py.File(path, "r+") as f:
+        f["embeddings"][0, 0] += 1.0  # flipped on disk; the flag still says complete
+    assert extract.main(argv) == 0
+    assert not last_json(capsys.readouterr().out)["cache_hit"]
+    assert "do not match their checksum" in caplog.text
+    store.read_cache(path)
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "cache"])
+def test_a_full_disk_during_extraction_says_so_and_leaves_no_final_file(where, photos, tmp_path, capsys,
+                                                                        monkeypatch):
+    if where == "checkpoint":
+        monkeypatch.setattr(store.Checkpoints, "write", _enospc)
+    else:
+        monkeypatch.setattr(store.CacheWriter, "append", _enospc)
+    code = extract.main(["--data-dir", str(photos), "--max-per-class", "3", "--out", str(tmp_path),
+                         "--image-size", "32", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no space left on the device" in err and "run the same command again" in err
+    assert not list(tmp_path.glob("**/*.h5")) and not list(tmp_path.glob("**/*.partial"))
+
+
+def test_a_full_disk_during_finetuning_says_so_and_leaves_no_run_folder(photos, tmp_path, capsys, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(keras.Model, "save", _enospc)
+    code = finetune.main(["--data-dir", str(photos), "--max-per-class", "10", "--image-size", "32", "--unfreeze",
+                          "0", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no space left on the device" in err
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["results.jsonl"]) and not runs_rows(tmp_path)
+
+
+def runs_rows(out):
+    from features import runs
+
+    return runs.read_results(out) if (out / "results.jsonl").exists() else []
+
+
+def test_disk_full_is_recognised_however_it_is_worded():
+    assert is_disk_full(OSError(errno.ENOSPC, "x"))
+    assert is_disk_full(OSError("Can't write data (file write failed: errno = 28, error message = 'No space "
+                                "left on device')"))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert issubclass(DiskFullError, Exception)
+
+
+def test_no_path_reaches_a_shell():
+    """Paths from flags and cache attributes are data: no shell, no os.system, anywhere."""
+    sources = [*ROOT.glob("*.py"), *ROOT.glob("features/*.py"), *ROOT.glob("benchmarks/*.py")]
+    for path in sources:
+        text = path.read_text()
+        for needle in ("shell=True", "os.system(", "os.popen(", "commands.getoutput"):
+            assert needle not in text, f"{path.name} uses {needle}"
+    assert os.path.exists(ROOT / "extract.py")
