@@ -11,6 +11,9 @@ Sections (each prints its figures as it goes; the table at the end marks every t
                (image_dataset_from_directory + model.predict) and a per-image loop (PIL +
                predict on one image); how much of the gap decoding is; DCT-scaled decoding
                of large JPEGs
+  resize       the resize filter: antialiased only when shrinking over 2x (the toolkit's)
+               against always antialiased: decoding speed and 5-fold cross-validated
+               logistic-regression accuracy on the whole folder
   memory       peak resident memory and seconds per image of extract.py over 500 and 2,500
                images, each in a fresh process
   heads        logistic-regression fit time against the number of embeddings
@@ -43,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from features.cli import HelpFormatter  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers"
-SECTIONS = ("extraction", "memory", "heads", "accuracy", "prefix", "precision")
+SECTIONS = ("extraction", "resize", "memory", "heads", "accuracy", "prefix", "precision")
 
 
 def build_parser():
@@ -58,12 +61,16 @@ def build_parser():
                    help="images for the extraction section (0: the whole folder)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the extraction measurements")
     p.add_argument("--loop-images", type=int, default=200, help="images for the per-image loop")
+    p.add_argument("--dct-images", type=int, default=120,
+                   help="photos enlarged to 2000x1500 for the DCT-scaling figure (0: skip it)")
     p.add_argument("--memory-images", type=int, nargs=2, default=(500, 2500), metavar=("SMALL", "LARGE"))
     p.add_argument("--unfreeze", default="20", help="--unfreeze of the prefix and precision sections")
     p.add_argument("--epochs", type=int, default=3, help="epochs of the prefix and precision sections")
     p.add_argument("--accuracy-epochs", type=int, default=10,
                    help="epochs of finetune.py --unfreeze 0 (its default is 10)")
     p.add_argument("--out", default="BENCHMARKS.md", help="report to write")
+    p.add_argument("--gpu-log", nargs="*", default=[], metavar="FILE",
+                   help="outputs of benchmarks/gpu_precision.py on a GPU, copied into the report as printed")
     p.add_argument("--no-write", action="store_true", help="print only; leave the report as it is")
     p.add_argument("--json", action="store_true", help="also print every figure as one JSON line")
     return p
@@ -226,10 +233,11 @@ def section_extraction(b: Bench):
     b.target("1a extraction / compute ceiling", f"{pipeline / ceiling:.3f}", ">= 0.90", pipeline / ceiling >= 0.90)
     b.target("1b extraction / Keras tutorial", f"{pipeline / tutorial:.2f}x", ">= 1.05x", pipeline / tutorial >= 1.05)
     b.target("1c extraction / per-image loop", f"{pipeline / loop:.1f}x", ">= 7x", pipeline / loop >= 7)
-    _dct(b, source)
+    if a.dct_images:
+        _dct(b, source, a.dct_images)
 
 
-def _dct(b: Bench, source, count: int = 120, side: int = 2000):
+def _dct(b: Bench, source, count: int, side: int = 2000):
     """Decoding of large JPEGs with and without DCT scaling (the same photos, enlarged)."""
     from PIL import Image
 
@@ -255,6 +263,49 @@ def _dct(b: Bench, source, count: int = 120, side: int = 2000):
              f"{timings['dct'][0]:.0f} img/s vs full {timings['full'][0]:.0f} img/s ({speed:.1f}x); "
              f"mean |pixel difference| after resizing {diff:.2f} of 255")
     b.record("dct_pixel_diff", diff)
+
+
+def section_resize(b: Bench):
+    import tensorflow as tf
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from features import data
+    from features.backbones import create_backbone
+    from features.extraction import embedding_function
+
+    print(f"resize: conditional antialiasing against always, {len(b.full)} images", flush=True)
+    toolkit = data.decode_image
+
+    def always_antialiased(raw, image_size, orientation=1, dct_shift=0):
+        image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
+        image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
+        return tf.clip_by_value(image, 0.0, 255.0)
+
+    embed = embedding_function(create_backbone(b.spec.name, image_size=b.size), b.size)
+    scores = {}
+    try:
+        for name, decode in (("toolkit", toolkit), ("always", always_antialiased)):
+            data.decode_image = decode
+            start = time.perf_counter()
+            for _ in data.decoded_images(b.full, b.size):
+                pass
+            rate = len(b.full) / (time.perf_counter() - start)
+            x = np.concatenate([embed(images).numpy() for _, images in data.image_batches(b.full, b.size, 32)])
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
+            cv = cross_val_score(clf, x, b.full.labels, cv=StratifiedKFold(5, shuffle=True, random_state=0))
+            scores[name] = (rate, cv.mean(), cv.std())
+            label = "antialiased over 2x only" if name == "toolkit" else "always antialiased"
+            b.record(f"resize_{name}", {"decode_img_s": rate, "cv_accuracy": cv.mean()},
+                     f"{label:25s}: decoding {rate:.0f} img/s, 5-fold logreg accuracy {cv.mean():.4f} "
+                     f"(+- {cv.std():.4f})")
+    finally:
+        data.decode_image = toolkit
+    gain = scores["toolkit"][0] / scores["always"][0]
+    delta = (scores["toolkit"][1] - scores["always"][1]) * 100
+    b.record("resize_gain", gain, f"decoding {gain:.2f}x faster, accuracy {delta:+.2f} points")
 
 
 def section_memory(b: Bench):
@@ -301,7 +352,7 @@ def section_heads(b: Bench):
             continue
         idx = np.random.default_rng(0).permutation(len(x))[:n]
         start = time.perf_counter()
-        fit_head("logreg", x[idx], y[idx], None, None)
+        fit_head("logreg", x[idx], y[idx], None, None, n_jobs=-1)  # as classify.py does
         seconds = time.perf_counter() - start
         rows.append((n, seconds))
         b.record(f"logreg_fit_s_{n}", seconds, f"{n} embeddings: logreg fit (search included) {seconds:.2f} s")
@@ -449,6 +500,11 @@ def write_report(path: Path, b: Bench, info: dict, text: str, log: list[str]) ->
             "rerun it to refresh them). Ratios compare figures measured in one run on one machine; "
             "absolute times on shared machines are noise.", "", "```", text, "```", "",
             "## Every figure, as printed", "", "```", *log, "```", ""]
+    for gpu_log in b.args.gpu_log:
+        body += [f"## On a GPU: `benchmarks/gpu_precision.py` ({Path(gpu_log).name})", "",
+                 "Printed on the lent GPU machine, which has JAX but no TensorFlow: Keras 3 ran the "
+                 "toolkit's models on the JAX backend, images decoded with Pillow.", "",
+                 "```", Path(gpu_log).read_text().rstrip(), "```", ""]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.write_text("\n".join(body))
     os.replace(tmp, path)

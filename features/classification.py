@@ -12,7 +12,7 @@ METHOD = "frozen-features"
 
 
 def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_weight: str | None = None,
-             cv: int = 5, n_jobs: int | None = None, seed: int = 0, out_dir="runs",
+             cv: int = 5, n_jobs: int | None = -1, seed: int = 0, out_dir="runs",
              features=None) -> dict:
     """Train ``head`` on the cache's train (+ val) rows and score it on its test rows.
 

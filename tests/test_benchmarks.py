@@ -40,3 +40,23 @@ def test_finetune_benchmark_prints_its_table(tmp_path, capsys):
                                                      ["pets", "frozen-in-graph", "32"]]
     methods = [row["method"] for row in runs.read_results(tmp_path / "runs")]
     assert methods == ["frozen-features", "frozen-in-graph"]
+
+
+def test_performance_benchmark_smoke_run_prints_every_target(tmp_path, capsys):
+    make_image_folder(tmp_path / "pets", per_class=12)
+    gpu_log = tmp_path / "gpu.log"
+    gpu_log.write_text("extraction speed-up at batch 256: 1.00x")
+    report = tmp_path / "BENCH.md"
+    code = _load("performance").main([
+        "--data-dir", str(tmp_path / "pets"), "--sections", "extraction", "resize", "heads", "prefix",
+        "--image-size", "32", "--batch-size", "4", "--rounds", "1", "--loop-images", "3", "--dct-images", "4",
+        "--epochs", "1", "--unfreeze", "5", "--out", str(report), "--gpu-log", str(gpu_log)])
+    out = capsys.readouterr().out
+    assert code == 0
+    table = out[out.index("| target"):]
+    for name in ("1a extraction / compute ceiling", "1b extraction / Keras tutorial", "1c extraction / per-image",
+                 "4a --cache-frozen seconds/epoch", "4b --cache-frozen test accuracy"):
+        assert name in table
+    text = report.read_text()
+    assert "machine: " in text and "versions: " in text and "DCT-scaled decoding" in text
+    assert "5-fold logreg accuracy" in text and "extraction speed-up at batch 256" in text
