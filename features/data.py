@@ -14,8 +14,14 @@ Folder layouts (``--data-dir``):
   test split is carved, stratified, out of train.
 
 Loose files at any root are ignored, and so are hidden files and folders (``.DS_Store``,
-macOS ``._`` forks). Images in sub-folders of a class folder belong to that class.
-Extensions: jpg, jpeg, png, bmp, gif, in any case. Classes are sorted by name.
+macOS ``._`` forks, ``Thumbs.db``); :attr:`DataSource.ignored` counts them. Images in
+sub-folders of a class folder belong to that class; symbolic links are followed, a folder
+reached twice is read once. Extensions: jpg, jpeg, png, bmp, gif, in any case. Classes
+are sorted by name.
+
+Before decoding, :func:`read_headers` reads each file's header: its EXIF orientation
+(applied), its pixel count (files over the limit are refused, never decoded) and, for
+large JPEGs, the DCT scale to decode at.
 """
 
 from __future__ import annotations
@@ -149,7 +155,7 @@ def images_under(folder: Path, ignored: dict | None = None) -> list[str]:
 
     Args:
         ignored: if given, counts what is left out, by kind ("hidden", "not an image
-            extension", "symlink loop").
+            extension", "folder reached twice through a link").
     """
     found, seen = [], set()
     ignored = {} if ignored is None else ignored
@@ -342,7 +348,7 @@ def load_source(dataset: str | None = None, data_dir: str | None = None, **kwarg
     return load_tfds(dataset or "tf_flowers", **kwargs)
 
 
-def decode_image(data, image_size: int, orientation=1, dct_shift=0):
+def decode_image(data, image_size: int, orientation=1, dct_shift=0, antialias=None):
     """Decode encoded bytes to float32 RGB 0-255, upright, resized to a square.
 
     Args:
@@ -353,6 +359,8 @@ def decode_image(data, image_size: int, orientation=1, dct_shift=0):
         dct_shift: decode a JPEG at 1/2**dct_shift of its size (0-3), with the DCT doing
             the first downscaling for almost nothing; :func:`read_headers` picks it so
             that both sides stay at least ``image_size``.
+        antialias: whether the resize filters (it matters when shrinking more than 2x);
+            None decides from the decoded size, at some cost per image.
     """
     import tensorflow as tf
 
@@ -376,12 +384,15 @@ def decode_image(data, image_size: int, orientation=1, dct_shift=0):
             lambda: tf.image.rot90(image, 1),                      # 8 rotated: turn anticlockwise
         ])
     # Antialiasing (a wider filter) matters when shrinking more than 2x; below that plain
-    # bilinear differs little and costs 2.7x less to decode on 2 cores (measured).
-    shrink = tf.reduce_max(tf.cast(tf.shape(image)[:2], tf.float32)) / float(image_size)
-    image = tf.cond(shrink > 2.0,
-                    lambda: tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True),
-                    lambda: tf.image.resize(image, (image_size, image_size), method="bilinear"))
-    return tf.clip_by_value(image, 0.0, 255.0)
+    # bilinear decodes 1.7x faster with the same 5-fold accuracy (BENCHMARKS.md, "resize").
+    # Both filters have non-negative weights that sum to one: values stay within 0-255.
+    def resize(filtered):
+        return lambda: tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=filtered)
+
+    if antialias is None:
+        shrink = tf.reduce_max(tf.cast(tf.shape(image)[:2], tf.float32)) / float(image_size)
+        return tf.cond(shrink > 2.0, resize(True), resize(False))
+    return resize(bool(antialias))()
 
 
 @dataclass
@@ -392,11 +403,14 @@ class Headers:
         orientation: uint8 EXIF orientation, 1 (upright) when absent.
         dct_shift: uint8, JPEGs at least twice ``image_size`` on their short side are
             decoded at 1/2**shift (0 for any other file).
+        antialias: uint8, 1 when the resize shrinks the (DCT-scaled) image more than 2x,
+            0 when not, 2 when the header could not tell.
         refused: {row: reason} for files over the pixel limit: never decoded.
     """
 
     orientation: np.ndarray
     dct_shift: np.ndarray
+    antialias: np.ndarray
     refused: dict
 
 
@@ -411,7 +425,7 @@ def read_headers(source: DataSource, indices, image_size: int, dct_scaling: bool
     from PIL import Image, UnidentifiedImageError
 
     n = len(source)
-    headers = Headers(np.ones(n, np.uint8), np.zeros(n, np.uint8), {})
+    headers = Headers(np.ones(n, np.uint8), np.zeros(n, np.uint8), np.full(n, 2, np.uint8), {})
     if source.kind != "folder":
         return headers
     paths, max_pixels = source.paths(), source.max_pixels
@@ -434,6 +448,7 @@ def read_headers(source: DataSource, indices, image_size: int, dct_scaling: bool
                 while shift < 3 and min(width, height) >> (shift + 1) >= image_size:
                     shift += 1
                 headers.dct_shift[i] = shift
+            headers.antialias[i] = max(width, height) / 2 ** headers.dct_shift[i] > 2 * image_size
     finally:
         Image.MAX_IMAGE_PIXELS = limit
     return headers
@@ -485,13 +500,26 @@ def decoded_images(source: DataSource, image_size: int, indices=None, headers: H
     # Per-image branches cost throughput: only when some file needs them.
     orientation = tf.constant(headers.orientation) if (headers.orientation[indices] != 1).any() else None
     dct_shift = tf.constant(headers.dct_shift) if headers.dct_shift[indices].any() else None
+    # One filter for all when the headers agree; else decided per image from its decoded size.
+    filters = set(headers.antialias[indices].tolist())
+    antialias = bool(min(filters)) if len(filters) == 1 and 2 not in filters else None
 
     def decode(i, data):  # named: AutoGraph cannot find the source of lambdas on nearby lines
         return i, decode_image(data, image_size, 1 if orientation is None else tf.gather(orientation, i),
-                               0 if dct_shift is None else tf.gather(dct_shift, i))
+                               0 if dct_shift is None else tf.gather(dct_shift, i), antialias)
 
-    ds = encoded_images(source, indices)
-    return ds.map(decode, num_parallel_calls=os.cpu_count() or 2, deterministic=True).ignore_errors()
+    if source.kind == "folder":  # read and decode in one step: a second stage costs ~4%
+        paths = np.asarray(source.paths(), dtype=object)[indices]
+        ds = tf.data.Dataset.from_tensor_slices((indices, list(paths)))
+
+        def read_and_decode(i, path):
+            return decode(i, tf.io.read_file(path))
+
+        ds = ds.map(read_and_decode, num_parallel_calls=os.cpu_count() or 2, deterministic=True)
+    else:
+        ds = encoded_images(source, indices).map(decode, num_parallel_calls=os.cpu_count() or 2,
+                                                 deterministic=True)
+    return ds.ignore_errors()
 
 
 SKIP_KINDS = ("empty file", "over the pixel limit", "truncated or corrupt", "not an image", "unreadable")

@@ -151,7 +151,8 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
     if resumed:
         log.warning("resuming %s: %d images were embedded before the run stopped", path, resumed)
     headers = read_headers(source, indices, size)
-    keras.utils.set_random_seed(wanted["seed"])  # --weights none: the same random network every run
+    if weights == "none":  # the same random network in every run, so a resumed run matches
+        keras.utils.set_random_seed(wanted["seed"])
     model = create_backbone(spec.name, weights=weights, image_size=size, pooling=pooling)
     start = time.perf_counter()
     todo = indices[indices > last]
@@ -167,10 +168,9 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
             raise DiskFullError(f"no space left on the device while writing {checkpoints.dir}: free some "
                                 "space and run the same command again; it resumes where it stopped") from None
         raise
-    end = time.perf_counter()
-    seconds = end - start
-    # Set-up (tracing, optimising the graph, the first batch) against the steady rate after it.
-    first_batch = (first[0] - start, first[1]) if first else (seconds, 0)
+    seconds = time.perf_counter() - start
+    # The one-time set-up (tracing and optimising the graph, the first batch), and the rate after it.
+    setup, setup_rows = (first[0] - start, first[1]) if first else (seconds, 0)
     skipped, seen = [], np.zeros(len(source), dtype=bool)
     try:
         with store.CacheWriter(path, spec.width, source.class_names) as writer:
@@ -183,13 +183,14 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
                 skipped.append((int(i), source.ids[i], reason))
                 log.warning("skipped %s: %s", source.ids[i], reason)
             n = int(seen.sum())
+            rate = (n - resumed) / seconds if seconds else 0.0
+            steady = (n - resumed - setup_rows) / (seconds - setup) if seconds > setup else 0.0
             attrs = {
                 **wanted, "dataset": source.name, "source_kind": source.kind,
                 "class_names": source.class_names, "n_listed": len(source), "preprocessing": spec.preprocessing,
                 "split_origin": source.split_origin, "max_per_class": max_per_class or 0,
                 "batch_size": batch_size, "seconds": seconds, "resumed_rows": resumed,
-                "images_per_second": (n - resumed) / seconds if seconds else 0.0,
-                "first_batch_seconds": first_batch[0], "max_pixels": source.max_pixels or 0, "ignored": source.ignored,
+                "images_per_second": rate, "first_batch_seconds": setup, "max_pixels": source.max_pixels or 0, "ignored": source.ignored,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "versions": library_versions(),
             }
@@ -205,11 +206,10 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
     if empty:
         log.warning("every image of class %s was skipped: a classifier cannot learn it; "
                     "fix or remove those files", ", ".join(empty))
-    return ExtractionResult(path, False, n, len(skipped), seconds, (n - resumed) / seconds if seconds else 0.0,
+    return ExtractionResult(path, False, n, len(skipped), seconds, rate,
                             [{"id": s[1], "reason": s[2]} for s in skipped], resumed=resumed,
-                            ignored=dict(source.ignored), empty_classes=empty, first_batch_seconds=first_batch[0],
-                            steady_images_per_second=(n - resumed - first_batch[1]) / (seconds - first_batch[0])
-                            if seconds > first_batch[0] else 0.0)
+                            ignored=dict(source.ignored), empty_classes=empty, first_batch_seconds=setup,
+                            steady_images_per_second=steady)
 
 
 def embedding_function(model, image_size: int, freeze: bool = True):
@@ -218,9 +218,9 @@ def embedding_function(model, image_size: int, freeze: bool = True):
     A fixed signature with a free batch dimension: the short last batch reuses the trace
     instead of tracing again (0.6 s on 2 cores for EfficientNet-Lite0). With ``freeze``
     the weights become constants of the graph, so TensorFlow's graph optimiser folds each
-    BatchNormalization into its convolution and fuses the activations: 1.45x the images
-    per second of the same model called as a Keras model (EfficientNet-Lite0, 2 cores),
-    outputs equal to within 1e-5.
+    BatchNormalization into its convolution and fuses the activations: about 1.4x the
+    images per second of the same Keras model on 2 cores, outputs equal to within 1e-5
+    (``benchmarks/performance.py``, BENCHMARKS.md).
     """
     import tensorflow as tf
 
@@ -235,7 +235,7 @@ def embedding_function(model, image_size: int, freeze: bool = True):
     frozen = convert_variables_to_constants_v2(embed.get_concrete_function())
 
     def run(images):
-        return frozen(images)[0]
+        return frozen(tf.convert_to_tensor(images, tf.float32))[0]
 
     return run
 

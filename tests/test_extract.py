@@ -149,3 +149,21 @@ def test_list_backbones(capsys):
     assert code == 0
     assert "efficientnet_lite0" in out and "nasnetlarge" in out and "pip package" in out
     assert len(out.strip().splitlines()) == 30  # header + 29
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "mobilenetv2", "resnet50", "densenet121"])
+def test_the_frozen_graph_computes_what_the_keras_model_does(backbone):
+    import keras
+
+    from features.backbones import create_backbone
+    from features.extraction import embedding_function
+
+    keras.utils.set_random_seed(0)
+    model = create_backbone(backbone, weights="none", image_size=32)
+    images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
+    frozen = np.asarray(embedding_function(model, 32)(images))
+    plain = np.asarray(model(images, training=False))
+    assert frozen.shape == plain.shape == (5, model.output.shape[-1])
+    np.testing.assert_allclose(frozen, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+    three = np.asarray(embedding_function(model, 32)(images[:3]))  # any batch length, one trace
+    np.testing.assert_allclose(three, frozen[:3], rtol=1e-4, atol=1e-4 * np.abs(plain).max())
