@@ -286,7 +286,7 @@ def section_resize(b: Bench):
     print(f"resize: conditional antialiasing against always, {len(b.full)} images", flush=True)
     toolkit = data.decode_image
 
-    def always_antialiased(raw, image_size, orientation=1, dct_shift=0):
+    def always_antialiased(raw, image_size, orientation=1, dct_shift=0, antialias=None):
         image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
         image = tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True)
         return tf.clip_by_value(image, 0.0, 255.0)

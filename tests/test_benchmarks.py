@@ -48,7 +48,8 @@ def test_performance_benchmark_smoke_run_prints_every_target(tmp_path, capsys):
     gpu_log.write_text("extraction speed-up at batch 256: 1.00x")
     report = tmp_path / "BENCH.md"
     code = _load("performance").main([
-        "--data-dir", str(tmp_path / "pets"), "--sections", "extraction", "resize", "heads", "prefix",
+        "--data-dir", str(tmp_path / "pets"), "--sections", "extraction", "resize", "heads", "accuracy", "prefix",
+        "precision", "--images", "24", "--accuracy-epochs", "1",
         "--image-size", "32", "--batch-size", "4", "--rounds", "1", "--loop-images", "3", "--dct-images", "4",
         "--epochs", "1", "--unfreeze", "5", "--out", str(report), "--gpu-log", str(gpu_log)])
     out = capsys.readouterr().out
