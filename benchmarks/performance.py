@@ -510,8 +510,9 @@ def write_report(path: Path, b: Bench, info: dict, text: str, log: list[str]) ->
             "## Every figure, as printed", "", "```", *log, "```", ""]
     for gpu_log in b.args.gpu_log:
         body += [f"## On a GPU: `benchmarks/gpu_precision.py` ({Path(gpu_log).name})", "",
-                 "Printed on the lent GPU machine, which has JAX but no TensorFlow: Keras 3 ran the "
-                 "toolkit's models on the JAX backend, images decoded with Pillow.", "",
+                 "Printed on a GPU machine by `benchmarks/gpu_precision.py` (the lent one has JAX but no "
+                 "TensorFlow: Keras 3 ran the toolkit's models on the JAX backend, images decoded with "
+                 "Pillow).", "",
                  "```", Path(gpu_log).read_text().rstrip(), "```", ""]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.write_text("\n".join(body))
