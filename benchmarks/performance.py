@@ -134,10 +134,6 @@ def machine() -> dict:
             "date": datetime.date.today().isoformat()}
 
 
-def _ratio(a, b):
-    return a / b if b else float("nan")
-
-
 def _in_memory_batches(source, size, batch_size):
     """The toolkit's own decoding, done up front: batches of float32 tensors in memory."""
     from features.data import image_batches
