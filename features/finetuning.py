@@ -60,9 +60,17 @@ def indexed_batches(source: DataSource, indices, image_size: int, batch_size: in
 
 
 def _free_memory() -> int:
+    """Bytes of memory available without swapping (Linux's MemAvailable counts reclaimable cache)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not Linux: assume 4 GB
+    except (ValueError, OSError, AttributeError):  # neither: assume 4 GB
         return 4 << 30
 
 
