@@ -454,18 +454,14 @@ def read_headers(source: DataSource, indices, image_size: int, dct_scaling: bool
     return headers
 
 
-def encoded_images(source: DataSource, indices=None):
-    """A ``tf.data.Dataset`` of (index, encoded bytes) for the given rows (all by default)."""
+def _tfds_encoded(source: DataSource, indices):
+    """A ``tf.data.Dataset`` of (index, encoded bytes) of the given rows of a TFDS source.
+
+    (Folder sources read and decode each file in one step, in :func:`decoded_images`.)
+    """
     import tensorflow as tf
 
-    indices = np.arange(len(source)) if indices is None else np.asarray(indices)
-    if source.kind == "folder":
-        paths = np.asarray(source.paths(), dtype=object)[indices]
-        ds = tf.data.Dataset.from_tensor_slices((indices.astype(np.int64), list(paths)))
-        def read(i, path):
-            return i, tf.io.read_file(path)
-
-        return ds.map(read, num_parallel_calls=os.cpu_count() or 2)
+    indices = np.asarray(indices)
     table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(tf.constant(source.ids), tf.range(len(source), dtype=tf.int64)),
         default_value=-1)
@@ -517,7 +513,7 @@ def decoded_images(source: DataSource, image_size: int, indices=None, headers: H
 
         ds = ds.map(read_and_decode, num_parallel_calls=os.cpu_count() or 2, deterministic=True)
     else:
-        ds = encoded_images(source, indices).map(decode, num_parallel_calls=os.cpu_count() or 2,
+        ds = _tfds_encoded(source, indices).map(decode, num_parallel_calls=os.cpu_count() or 2,
                                                  deterministic=True)
     return ds.ignore_errors()
 
@@ -572,7 +568,7 @@ def why_undecodable(source: DataSource, index: int) -> str:
                 return "empty file (0 bytes)"
             data = tf.io.read_file(source.paths()[index])
         else:
-            for i, data in encoded_images(source, [index]):
+            for i, data in _tfds_encoded(source, [index]):
                 break
             else:
                 return "record not found"

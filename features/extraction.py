@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,10 +41,7 @@ class ExtractionResult:
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
-        kinds: dict[str, int] = {}
-        for item in self.skipped:
-            kinds[skip_kind(item["reason"])] = kinds.get(skip_kind(item["reason"]), 0) + 1
-        return kinds
+        return dict(Counter(skip_kind(item["reason"]) for item in self.skipped))
 
     def as_dict(self) -> dict:
         size = self.path.stat().st_size if self.path.exists() else 0
