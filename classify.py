@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--embeddings-dir", default="embeddings", metavar="DIR",
                       help="where to look for the newest cache")
     head = p.add_argument_group("head")
-    head.add_argument("--model", default="logreg", help=f"one of: {', '.join(HEADS)}")
+    head.add_argument("--model", dest="head", default="logreg", help=f"one of: {', '.join(HEADS)}")
     head.add_argument("--C", type=float, help="fix the regularisation C (logreg, svm, linear_svm)")
     head.add_argument("--gamma", help="fix the RBF kernel's gamma (svm): a number, 'scale' or 'auto'")
     head.add_argument("--k", type=int, help="fix the number of neighbours (knn)")
@@ -50,39 +50,35 @@ def _fixed_params(args) -> dict:
     from features.errors import UsageError
 
     if args.C is not None and args.C <= 0:
-        raise UsageError(f"--C {args.C}: must be above zero")
+        raise UsageError(f"{{C}} {args.C}: must be above zero")
     if args.k is not None and args.k < 1:
-        raise UsageError(f"--k {args.k}: must be at least 1")
+        raise UsageError(f"{{k}} {args.k}: must be at least 1")
     if args.cv < 2:
-        raise UsageError(f"--cv {args.cv}: must be at least 2")
+        raise UsageError(f"{{cv}} {args.cv}: must be at least 2")
     gamma = args.gamma
     if gamma is not None and gamma not in ("scale", "auto"):
         try:
             gamma = float(gamma)
         except ValueError:
-            raise UsageError(f"--gamma {args.gamma}: give a positive number, 'scale' or 'auto'") from None
+            raise UsageError(f"{{gamma}} {args.gamma}: give a positive number, 'scale' or 'auto'") from None
     return {"C": args.C, "gamma": gamma, "k": args.k}
 
 
 def _body(args) -> None:
     from features import store
     from features.classification import classify
-    from features.errors import CacheError
     from features.heads import get_head_spec
     from features.metrics import summary_line
 
-    get_head_spec(args.model)
+    get_head_spec(args.head)
     fixed = _fixed_params(args)
 
     paths = args.features or [store.newest_cache(args.embeddings_dir)]
     cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])
-    if not (cache.splits == 2).any():
-        raise CacheError(f"{paths[0]}: the cache has no test rows; extract it with a --split "
-                         "whose test fraction is above zero")
-    result = classify(cache, args.model, fixed, class_weight=None if args.class_weight == "none" else "balanced",
+    result = classify(cache, args.head, fixed, class_weight=None if args.class_weight == "none" else "balanced",
                       cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, out_dir=args.out,
                       features=[str(p) for p in paths])
-    print(f"{args.model} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
+    print(f"{args.head} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
           f"  params {result['params']}, search {result['search_seconds']:.2f} s, "
           f"fit {result['fit_seconds']:.2f} s, predict {result['predict_seconds']:.3f} s\n"
           f"  run folder {result['run_dir']}")

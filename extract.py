@@ -52,16 +52,15 @@ def _body(args) -> None:
         for spec in REGISTRY.values():
             print(describe(spec))
         return
-    from features.backbones import get_spec, resolve_image_size
+    from features.backbones import resolve_backbone
     from features.errors import UsageError
     from features.extraction import extract
 
-    resolve_image_size(get_spec(args.backbone).name, args.image_size)  # flags first, then work
+    backbone = resolve_backbone(args.backbone, args.image_size, args.weights)  # flags first, then work
     if args.batch_size < 1:
-        raise UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+        raise UsageError(f"{{batch_size}} {args.batch_size}: must be at least 1")
     source, split = load_data(args)
-    result = extract(source, args.backbone, weights=args.weights, image_size=args.image_size,
-                     pooling=args.pooling, batch_size=args.batch_size, out_dir=args.out,
+    result = extract(source, backbone, pooling=args.pooling, batch_size=args.batch_size, out_dir=args.out,
                      seed=args.seed, split=split, max_per_class=args.max_per_class,
                      force=args.force, shard=args.shard, progress=not args.quiet)
     summary = result.as_dict()
@@ -76,7 +75,10 @@ def _body(args) -> None:
     for item in result.skipped:
         print(f"  skipped {item['id']}: {item['reason']}")
     if result.skipped:
-        print("  skipped by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(result.skipped_by_kind().items())))
+        by_kind = result.skipped_by_kind()
+        print("  skipped by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
+        if "over the pixel limit" in by_kind:
+            print("  files over the pixel limit are never decoded; raise --max-pixels if they are genuine")
     if result.ignored:
         print("  ignored files: " + ", ".join(f"{k} {n}" for k, n in sorted(result.ignored.items())))
     for name in result.empty_classes:

@@ -61,15 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features.backbones import get_spec, resolve_image_size
-    from features.training import TrainConfig, parse_unfreeze
+    from features.backbones import resolve_backbone
+    from features.train_config import TrainConfig, check_settings
 
-    resolve_image_size(get_spec(args.backbone).name, args.image_size)  # flags first, then work
-    config = TrainConfig(backbone=args.backbone, weights=args.weights, image_size=args.image_size,
-                         unfreeze=parse_unfreeze(args.unfreeze), binary_output=args.binary_output,
-                         epochs=args.epochs, head_epochs=args.head_epochs, lr=args.lr, head_lr=args.head_lr,
-                         scratch_lr=args.scratch_lr, batch_size=args.batch_size, patience=args.patience,
-                         augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision, seed=args.seed)
+    backbone = resolve_backbone(args.backbone, args.image_size, args.weights)  # flags first, then work
+    config = check_settings(TrainConfig(
+        backbone=backbone.name, weights=args.weights, image_size=backbone.image_size, unfreeze=args.unfreeze,
+        binary_output=args.binary_output, epochs=args.epochs, head_epochs=args.head_epochs, lr=args.lr,
+        head_lr=args.head_lr, scratch_lr=args.scratch_lr, batch_size=args.batch_size, patience=args.patience,
+        augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision, seed=args.seed))
     source, _ = load_data(args)
     from features.finetuning import finetune
     from features.metrics import summary_line

@@ -64,13 +64,15 @@ def main(argv=None) -> int:
     import keras
 
     from features.backbones import create_backbone, get_spec, resolve_image_size
-    from features.training import TrainConfig, build_model, set_trainable
+    from features.data import TEST
+    from features.train_config import TrainConfig
+    from features.training import build_model, set_trainable
     from sklearn.linear_model import LogisticRegression
 
     spec = get_spec(args.backbone)
-    size = resolve_image_size(spec.name, None)
+    size = resolve_image_size(spec, None)
     source, images = load(args.data_dir, args.images, size)
-    train, test = source.splits != 2, source.splits == 2
+    train, test = source.splits != TEST, source.splits == TEST
     y = source.labels
     print(f"backend {keras.backend.backend()} {keras.__version__}; {len(source)} images "
           f"({train.sum()} train+val, {test.sum()} test); {spec.name} at {size} px", flush=True)
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(0)
         config = TrainConfig(backbone=spec.name, image_size=size, unfreeze=args.unfreeze, augment=False)
-        model, network = build_model(config, len(source.class_names), size)
+        model, network = build_model(config, spec, len(source.class_names))
         set_trainable(network, args.unfreeze)
         model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
                       metrics=["sparse_categorical_accuracy"])

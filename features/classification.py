@@ -6,7 +6,9 @@ import json
 import time
 
 from . import heads, metrics, runs
-from .store import SPLIT_NAMES, FeatureCache
+from .data.splits import SPLITS, TEST
+from .errors import CacheError
+from .store import FeatureCache
 
 METHOD = "frozen-features"
 
@@ -22,6 +24,9 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     Returns:
         The row appended to the results table, plus "metrics" (see :func:`features.metrics.score`).
     """
+    if not (cache.splits == TEST).any():
+        raise CacheError(f"{cache.path}: the cache has no test rows; extract it with a {{split}} "
+                         "whose test fraction is above zero")
     X_train, y_train = cache.split("train")
     X_val, y_val = cache.split("val")
     X_test, y_test = cache.split("test")
@@ -46,7 +51,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     with runs.run_folder(out_dir, str(attrs.get("dataset")), str(attrs.get("backbone")), head) as run:
         heads.save_head(run.path / "head.skops", fitted, meta)
         (run.path / "report.txt").write_text(metrics.report_text(y_test, proba, cache.class_names))
-        metrics.write_predictions(run.path / "predictions.csv", cache.ids[cache.splits == 2], y_test, proba,
+        metrics.write_predictions(run.path / "predictions.csv", cache.ids[cache.splits == TEST], y_test, proba,
                                   cache.class_names)
         metrics.plot_confusion(scores["confusion_matrix"], cache.class_names, run.path / "confusion.png",
                                f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}")
@@ -59,7 +64,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
             "train_seconds": train_seconds, "total_seconds": extract_seconds + train_seconds,
             "predict_seconds": predict_seconds,
             "n_train": int(len(y_train) + len(y_val)), "n_test": int(len(y_test)),
-            "split_counts": {name: int((cache.splits == i).sum()) for i, name in enumerate(SPLIT_NAMES)},
+            "split_counts": {name: int((cache.splits == i).sum()) for i, name in enumerate(SPLITS)},
             "run_dir": str(run.final), "features": meta["features"],
         }
         runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": config})

@@ -1,23 +1,36 @@
-"""What every script's command line shares: logging, error exits, the JSON last line."""
+"""What every script's command line shares: logging, error exits, the JSON last line.
+
+The library names its parameters in errors (``image_size``); here they become the
+script's flags (``--image-size``), see :func:`flag_renderer`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import sys
 
 from .errors import ToolkitError, is_disk_full
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, and the module docstring's examples kept as written."""
+    """Defaults in the help, said once and right, and the module docstring's examples kept as written.
+
+    A switch (``--force``, ``--no-augment``) has no default to print, and neither has an
+    option whose default is None: its help says in words what happens without it.
+    """
+
+    def _get_help_string(self, action):
+        if (action.default is None or isinstance(action.default, bool) or action.nargs == 0
+                or "default" in (action.help or "")):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """The dataset flags. Scripts given the same values list the same images and split."""
-    from .data import DEFAULT_MAX_PIXELS, TFDS_DATASETS
+    from .data import DEFAULT_MAX_PIXELS, DEFAULT_SPLIT_TEXT, TFDS_DATASETS
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="tf_flowers", choices=sorted(TFDS_DATASETS),
@@ -26,7 +39,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                       help="image folder: one sub-folder per class, or train/ val/ test/ each holding them")
     data.add_argument("--tfds-dir", metavar="DIR",
                       help="TFDS data folder (default: TFDS's own, ~/tensorflow_datasets)")
-    data.add_argument("--split", default="0.7,0.15,0.15",
+    data.add_argument("--split", default=DEFAULT_SPLIT_TEXT,
                       help="train,val,test fractions of the stratified split made where the source has none")
     data.add_argument("--seed", type=int, default=0, help="seed of the split (and of --max-per-class)")
     data.add_argument("--max-per-class", type=int, metavar="K",
@@ -43,9 +56,9 @@ def load_data(args):
 
     split = parse_split(args.split)
     if args.max_per_class is not None and args.max_per_class < 1:
-        raise UsageError(f"--max-per-class {args.max_per_class}: must be at least 1")
+        raise UsageError(f"{{max_per_class}} {args.max_per_class}: must be at least 1")
     if args.max_pixels < 0:
-        raise UsageError(f"--max-pixels {args.max_pixels}: give a number of pixels, or 0 for no limit")
+        raise UsageError(f"{{max_pixels}} {args.max_pixels}: give a number of pixels, or 0 for no limit")
     source = load_source(args.dataset, args.data_dir, tfds_dir=args.tfds_dir, split=split,
                          seed=args.seed, max_per_class=args.max_per_class, max_pixels=args.max_pixels or None)
     logging.getLogger(__name__).info("%s: %d images, %d classes, split %s", source.name, len(source),
@@ -65,15 +78,48 @@ def setup_logging(args) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:  # TensorFlow's C++ start-up chatter drowns the messages that matter
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from .device import quiet_tensorflow
+
+        quiet_tensorflow()
 
 
-def run(main_body, prog: str) -> int:
-    """Call ``main_body()``; a :class:`ToolkitError` becomes one line on stderr and exit code 2."""
+def flag_renderer(parser: argparse.ArgumentParser):
+    """Render the library's ``{param}`` and ``{param=value}`` as this script's flags.
+
+    ``{image_size}`` becomes ``--image-size``, ``{weights=PATH}`` ``--weights PATH``, and a
+    switch's own value its flag alone (``{force=True}``: ``--force``; ``{augment=False}``:
+    ``--no-augment``). A parameter the script has no flag for keeps the toolkit's
+    spelling of flags (``--name-with-dashes``); a positional argument its upper-case name.
+    """
+    actions = {a.dest: a for a in parser._actions}
+
+    def flag(name: str, value: str | None) -> str:
+        action = actions.get(name)
+        if action is not None and not action.option_strings:
+            option = name.upper()
+        elif action is not None:
+            option = max(action.option_strings, key=len)
+        else:
+            option = "--" + name.replace("_", "-")
+        if value is None:
+            return option
+        if action is not None and action.nargs == 0:  # a switch
+            return option if value == str(action.const) else f"without {option}"
+        return f"{option} {value}"
+
+    return flag
+
+
+def run(main_body, prog: str, flag=None) -> int:
+    """Call ``main_body()``; a :class:`ToolkitError` becomes one line on stderr and exit code 2.
+
+    Args:
+        flag: renders the error's parameters (see :func:`flag_renderer`).
+    """
     try:
         main_body()
     except ToolkitError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc.render(flag)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was written under a final name", file=sys.stderr)
@@ -96,4 +142,4 @@ def main(build_parser, body, argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)
-    return run(lambda: body(args), parser.prog)
+    return run(lambda: body(args), parser.prog, flag_renderer(parser))

@@ -1,4 +1,18 @@
-"""Errors a user can fix. Scripts print their message and exit with code 2."""
+"""Errors a user can fix. Scripts print their message and exit with code 2.
+
+The library speaks in its callers' terms: a message names a parameter as ``{name}`` (or
+``{name=value}`` for a setting such as ``{force=True}``), and the placeholder is
+rendered for whoever reads it. ``str(error)`` gives the Python parameter
+(``image_size 16: ...``, ``run again with force=True``), what an API user (the notebook)
+typed; the command line renders the same error with its flags (``--image-size 16: ...``,
+``run again with --force``), see :meth:`ToolkitError.render`.
+"""
+
+from __future__ import annotations
+
+import re
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)(?:=([^{}\s]*))?\}")
 
 
 class ToolkitError(Exception):
@@ -6,9 +20,31 @@ class ToolkitError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.template = message
+
+    def render(self, flag=None) -> str:
+        """The message with each ``{param}`` rendered by ``flag(name, value)``.
+
+        Args:
+            flag: maps a parameter name and its value (None for a bare ``{name}``) to the
+                words the reader knows; None renders the Python parameter names.
+        """
+        def replace(match):
+            name, value = match.group(1), match.group(2)
+            if flag is not None:
+                return flag(name, value)
+            return name if value is None else f"{name}={value}"
+
+        return _PLACEHOLDER.sub(replace, self.template)
+
+    def __str__(self) -> str:
+        return self.render()
+
 
 class UsageError(ToolkitError):
-    """A flag or argument cannot be used as given."""
+    """A parameter or argument cannot be used as given."""
 
 
 class WeightsUnavailableError(ToolkitError):

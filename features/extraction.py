@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .backbones import create_backbone, file_sha256, get_spec, resolve_image_size, weights_file
-from .data import RESIZE_METHOD, DataSource, image_batches, read_headers, skip_kind, why_undecodable
+from .backbones import Backbone, create_backbone, resolve_backbone
+from .data import DEFAULT_SPLIT, RESIZE_METHOD, DataSource, headers_for, image_batches, why_skipped
 from .errors import CacheError, DiskFullError, UsageError, is_disk_full
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ExtractionResult:
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
-        return dict(Counter(skip_kind(item["reason"]) for item in self.skipped))
+        return dict(Counter(item["kind"] for item in self.skipped))
 
     def as_dict(self) -> dict:
         size = self.path.stat().st_size if self.path.exists() else 0
@@ -70,7 +70,7 @@ def _parse_shard(shard: str) -> tuple[int, int]:
     except ValueError:
         i, k = -1, 0
     if not (k >= 1 and 0 <= i < k):
-        raise UsageError(f"--shard {shard}: give INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")
+        raise UsageError(f"{{shard}} {shard}: give INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")
     return i, k
 
 
@@ -90,9 +90,9 @@ def _stale_reason(path: Path, wanted: dict) -> tuple[str | None, dict]:
     return None, attrs
 
 
-def extract(source: DataSource, backbone: str, weights: str = "imagenet",
+def extract(source: DataSource, backbone, weights: str = "imagenet",
             image_size: int | None = None, pooling: str = "avg", batch_size: int = 32,
-            out_dir="embeddings", seed: int = 0, split=(0.7, 0.15, 0.15),
+            out_dir="embeddings", seed: int = 0, split=DEFAULT_SPLIT,
             max_per_class: int | None = None, force: bool = False, shard: str = "0/1",
             progress: bool = True, checkpoint_batches: int = 8) -> ExtractionResult:
     """Embed every image of ``source`` with a frozen backbone, or return the cached result.
@@ -105,22 +105,26 @@ def extract(source: DataSource, backbone: str, weights: str = "imagenet",
     only every image whose listing position is in the i-th of k contiguous slices is
     embedded, into a shard file; :func:`features.store.merge_shards` joins the shards.
 
+    Args:
+        backbone: a :class:`~features.backbones.Backbone` from ``resolve_backbone``, or a
+            registry name resolved here with ``weights`` and ``image_size``.
+
     Raises:
         UsageError, WeightsUnavailableError: bad settings, or weights that cannot be had.
         DiskFullError: the disk filled up (the finished rows are kept for a rerun).
     """
-    spec = get_spec(backbone)
-    size = resolve_image_size(spec.name, image_size)
+    backbone = resolve_backbone(backbone, image_size, weights)
     if batch_size < 1:
-        raise UsageError(f"--batch-size {batch_size}: must be at least 1")
+        raise UsageError(f"{{batch_size}} {batch_size}: must be at least 1")
+    if pooling not in ("avg", "max"):
+        raise UsageError(f"{{pooling}} {pooling}: choose avg or max")
     shard_i, shard_k = _parse_shard(shard)
-    wfile = weights_file(spec.name, weights)
-    wsha = file_sha256(wfile) if wfile is not None else ""
-    path = store.cache_path(out_dir, source.name, spec.name, size, pooling, weights, wsha, seed,
+    weights, wfile, wsha, size = backbone.weights, backbone.weights_file, backbone.weights_sha256, backbone.image_size
+    path = store.cache_path(out_dir, source.name, backbone.name, size, pooling, weights, wsha, seed,
                             split, max_per_class)
     if shard_k > 1:
         path = path.with_name(f"{path.stem}.shard{shard_i}of{shard_k}.h5")
-    wanted = {"fingerprint": source.fingerprint, "source": source.location, "backbone": spec.name,
+    wanted = {"fingerprint": source.fingerprint, "source": source.location, "backbone": backbone.name,
               "weights": weights if wfile is None or weights == "imagenet" else str(wfile),
               "weights_sha256": wsha, "image_size": size, "pooling": pooling, "seed": seed,
               "split": list(split), "shard": f"{shard_i}/{shard_k}", "resize_method": RESIZE_METHOD}
@@ -133,14 +137,15 @@ def extract(source: DataSource, backbone: str, weights: str = "imagenet",
                 return ExtractionResult(path, True, int(attrs["n_images"]), int(attrs["n_skipped"]),
                                         float(attrs["seconds"]), float(attrs["images_per_second"]))
             log.warning("recomputing %s: %s", path, reason)
-        return _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max_per_class,
+        return _extract(source, backbone, pooling, batch_size, path, wanted, max_per_class,
                         shard_i, shard_k, force, progress, checkpoint_batches)
 
 
-def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max_per_class, shard_i, shard_k,
+def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_per_class, shard_i, shard_k,
              force, progress, checkpoint_batches) -> ExtractionResult:
     import keras
 
+    spec, size = backbone.spec, backbone.image_size
     indices = np.array_split(np.arange(len(source)), shard_k)[shard_i]
     checkpoints = store.Checkpoints(path, {**wanted, "batch_size": batch_size, "max_pixels": source.max_pixels})
     if force:
@@ -148,10 +153,10 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
     resumed, last = checkpoints.resume()
     if resumed:
         log.warning("resuming %s: %d images were embedded before the run stopped", path, resumed)
-    headers = read_headers(source, indices, size)
-    if weights == "none":  # the same random network in every run, so a resumed run matches
+    headers = headers_for(source, size, indices)
+    if backbone.weights == "none":  # the same random network in every run, so a resumed run matches
         keras.utils.set_random_seed(wanted["seed"])
-    model = create_backbone(spec.name, weights=weights, image_size=size, pooling=pooling)
+    model = create_backbone(backbone, pooling=pooling)
     start = time.perf_counter()
     todo = indices[indices > last]
     try:
@@ -177,9 +182,9 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
                               source.splits[rows])
                 seen[rows] = True
             for i in indices[~seen[indices]]:
-                reason = headers.refused.get(int(i)) or why_undecodable(source, int(i))
-                skipped.append((int(i), source.ids[i], reason))
-                log.warning("skipped %s: %s", source.ids[i], reason)
+                skip = headers.refused.get(int(i)) or why_skipped(source, int(i))
+                skipped.append((int(i), source.ids[i], skip.reason, skip.kind))
+                log.warning("skipped %s: %s", source.ids[i], skip.reason)
             n = int(seen.sum())
             rate = (n - resumed) / seconds if seconds else 0.0
             steady = (n - resumed - setup_rows) / (seconds - setup) if seconds > setup else 0.0
@@ -205,7 +210,8 @@ def _extract(source, spec, weights, size, pooling, batch_size, path, wanted, max
         log.warning("every image of class %s was skipped: a classifier cannot learn it; "
                     "fix or remove those files", ", ".join(empty))
     return ExtractionResult(path, False, n, len(skipped), seconds, rate,
-                            [{"id": s[1], "reason": s[2]} for s in skipped], resumed=resumed,
+                            [{"id": s[1], "reason": s[2], "kind": s[3]} for s in skipped],
+                            resumed=resumed,
                             ignored=dict(source.ignored), empty_classes=empty, first_batch_seconds=setup,
                             steady_images_per_second=steady)
 

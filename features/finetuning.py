@@ -1,4 +1,10 @@
-"""A fine-tuning (or from-scratch) run: data, training, scoring on the test split, records."""
+"""A fine-tuning (or from-scratch) run, step by step: settle, build, train, score, record.
+
+:func:`finetune` calls each step once: :func:`~features.train_config.resolve_config`
+(every check, before any work), :func:`build`, :func:`fit` (on images, or on the frozen
+prefix's cached activations), :func:`score`, :func:`write_run_files` and
+:func:`results_row`.
+"""
 
 from __future__ import annotations
 
@@ -6,57 +12,16 @@ import dataclasses
 import logging
 import os
 import shutil
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import metrics, runs, training
-from .backbones import get_spec, resolve_image_size
-from .data import SPLITS, DataSource, decoded_images, fixed_threads
-from .errors import UsageError
+from .data import DataSource, activation_batches, indexed_batches, labelled_batches
+from .train_config import HEAD_UNITS, TrainConfig, resolve_config
 
 log = logging.getLogger(__name__)
-
-
-def _rounded(ds):
-    """Images as the cache keeps them (uint8), so train, val and test see the same pixels."""
-    import tensorflow as tf
-
-    def to_uint8(i, image):
-        return i, tf.cast(tf.round(image), tf.uint8)
-
-    return ds.map(to_uint8)
-
-
-def labelled_batches(source: DataSource, indices, image_size: int, batch_size: int, sigmoid: bool,
-                     shuffle: bool = False, seed: int = 0):
-    """(image, label) batches of the given rows; decoded once, then kept in memory.
-
-    The decoded, resized images are cached by the pipeline (uint8, ~150 KB an image at
-    224 px), so epochs after the first do not decode JPEGs again.
-    """
-    import tensorflow as tf
-
-    labels = tf.constant(source.labels.astype(np.float32 if sigmoid else np.int64))
-    ds = _rounded(decoded_images(source, image_size, indices)).cache()
-    if shuffle:
-        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-
-    def pair(i, image):
-        label = tf.gather(labels, i)
-        return tf.cast(image, tf.float32), (label[None] if sigmoid else label)
-
-    return fixed_threads(ds.map(pair).batch(batch_size).prefetch(2))
-
-
-def indexed_batches(source: DataSource, indices, image_size: int, batch_size: int):
-    """(index, image) batches in listing order, for scoring."""
-    import tensorflow as tf
-
-    def to_float(i, image):
-        return i, tf.cast(image, tf.float32)
-
-    ds = _rounded(decoded_images(source, image_size, indices)).map(to_float)
-    return fixed_threads(ds.batch(batch_size).prefetch(2))
 
 
 def _free_memory() -> int:
@@ -106,65 +71,6 @@ def frozen_activations(prefix, source: DataSource, indices, image_size: int, bat
     return (np.concatenate(rows) if rows else np.zeros(0, np.int64)), out[:n]
 
 
-def activation_batches(activations, labels, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """(activations, label) batches from an array (or memory-mapped file) of activations."""
-    import tensorflow as tf
-
-    n, shape = len(activations), activations.shape[1:]
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-
-    def gather(idx):
-        return activations[idx], labels[idx]
-
-    def load(idx):
-        x, y = tf.numpy_function(gather, [idx], (tf.float32, tf.as_dtype(labels.dtype)))
-        x.set_shape((None, *shape))
-        y.set_shape((None, *labels.shape[1:]))
-        return x, y
-
-    return fixed_threads(ds.batch(batch_size).map(load).prefetch(2))
-
-
-def resolve_config(config: training.TrainConfig, source: DataSource) -> training.TrainConfig:
-    """Check the settings against the dataset before any work; fill in defaults.
-
-    Raises:
-        UsageError: a setting that cannot apply (see the messages).
-    """
-    spec = get_spec(config.backbone)
-    size = resolve_image_size(spec.name, config.image_size)
-    n_classes = len(source.class_names)
-    if n_classes < 2:
-        raise UsageError(f"{source.name} has one class; a classifier needs at least two")
-    binary = config.binary_output
-    if binary is not None and n_classes != 2:
-        raise UsageError(f"--binary-output {binary} applies to two classes; {source.name} has {n_classes}")
-    for flag, value, low in (("--epochs", config.epochs, 1), ("--head-epochs", config.head_epochs, 0),
-                             ("--batch-size", config.batch_size, 1), ("--patience", config.patience, 1)):
-        if value < low:
-            raise UsageError(f"{flag} {value}: must be at least {low}")
-    for flag, value in (("--lr", config.lr), ("--head-lr", config.head_lr), ("--scratch-lr", config.scratch_lr)):
-        if not value > 0:
-            raise UsageError(f"{flag} {value}: must be above zero")
-    if config.precision not in ("float32", "mixed"):
-        raise UsageError(f"--precision {config.precision}: choose float32 or mixed")
-    if config.cache_frozen and config.scratch:
-        raise UsageError("--cache-frozen applies to a pretrained base; from scratch every layer trains")
-    if config.cache_frozen and config.augment:
-        raise UsageError("--cache-frozen needs --no-augment: augmented images change every epoch, "
-                         "so the frozen layers' output cannot be computed once")
-    if config.cache_frozen and config.unfreeze == "all":
-        raise UsageError("--cache-frozen with --unfreeze all: no layer is frozen, so nothing can be cached")
-    counts = source.split_counts()
-    for split in ("train", "val", "test"):
-        if counts[split] == 0:
-            raise UsageError(f"{source.name} has no {split} images with this --split; give every split a share")
-    return dataclasses.replace(config, backbone=spec.name, image_size=size, binary_output=binary or "sigmoid",
-                               unfreeze=training.parse_unfreeze(str(config.unfreeze)))
-
-
 def _precision_policy(precision: str) -> str:
     if precision == "float32":
         return "float32"
@@ -174,19 +80,44 @@ def _precision_policy(precision: str) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
-def _train_on_activations(model, network, config, source, rows, sigmoid, folder, verbose):
-    """``--cache-frozen``: the frozen prefix runs once; the rest trains on its activations."""
-    import time
+@dataclass
+class Built:
+    """The model of a run and what was settled while building it."""
 
-    n = training.unfrozen_count(network, config.unfreeze)
-    prefix, trainable, suffix = training.frozen_prefix_models(model, network, n)
+    model: object
+    network: object  # the backbone network inside ``model`` (its last layers are unfrozen)
+    policy: str  # the Keras dtype policy it was built under
+    sigmoid: bool  # one sigmoid output for two classes
+
+
+def build(config: TrainConfig, backbone, n_classes: int) -> Built:
+    """Seed, then build the classifier under the config's precision policy."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    policy = _precision_policy(config.precision)
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model, network = training.build_model(config, backbone, n_classes)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    if not config.scratch:
+        training.unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
+    return Built(model, network, policy, model.output.shape[-1] == 1)
+
+
+def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, folder, verbose):
+    """``cache_frozen``: the frozen prefix runs once; the rest trains on its activations."""
+    n = training.unfrozen_count(built.network, config.unfreeze)
+    prefix, trainable, suffix = training.frozen_prefix_models(built.model, built.network, n)
     start = time.perf_counter()
     data = {}
     for split in ("train", "val"):
         index, x = frozen_activations(prefix, source, rows[split], config.image_size, config.batch_size,
                                       folder / "activations")
-        y = source.labels[index].astype(np.float32 if sigmoid else np.int64)
-        data[split] = (x, y[:, None] if sigmoid else y)
+        y = source.labels[index].astype(np.float32 if built.sigmoid else np.int64)
+        data[split] = (x, y[:, None] if built.sigmoid else y)
     cache_seconds = time.perf_counter() - start
     log.info("frozen prefix (%s) ran once over %d images in %.1f s", prefix.output.shape[1:],
              sum(len(d[0]) for d in data.values()), cache_seconds)
@@ -204,7 +135,78 @@ def _train_on_activations(model, network, config, source, rows, sigmoid, folder,
     return result
 
 
-def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", verbose: int = 1) -> dict:
+def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folder, verbose: int = 1) -> dict:
+    """Train on the train rows, choose the best epoch on the val rows; see :func:`training.train`.
+
+    Returns:
+        :func:`training.train`'s record plus ``cache_seconds`` (the frozen prefix's pass).
+    """
+    if config.cache_frozen:
+        return _fit_on_activations(built, config, source, rows, folder, verbose)
+    train_ds = labelled_batches(source, rows["train"], config.image_size, config.batch_size, built.sigmoid,
+                                shuffle=True, seed=config.seed)
+    val_ds = labelled_batches(source, rows["val"], config.image_size, config.batch_size, built.sigmoid)
+    result = training.train(built.model, built.network, config, train_ds, val_ds, folder / "best.weights.h5",
+                            verbose=verbose)
+    result["cache_seconds"] = 0.0
+    return result
+
+
+def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Score the model once on the test rows.
+
+    Returns:
+        (rows, probabilities, scores): the test rows that decoded, their class
+        probabilities, and :func:`metrics.score`'s figures.
+    """
+    index, proba = training.probabilities(model, indexed_batches(source, test_rows, config.image_size,
+                                                                 config.batch_size))
+    return index, proba, metrics.score(source.labels[index], proba, source.class_names)
+
+
+def write_run_files(folder, built: Built, config: TrainConfig, source: DataSource, history: list,
+                    index, proba, scores: dict) -> None:
+    """The run folder's model and records (the best-epoch checkpoint is removed)."""
+    y_test = source.labels[index]
+    built.model.save(folder / "model.keras")
+    if (folder / "best.weights.h5").exists():
+        os.remove(folder / "best.weights.h5")
+    training.write_history(folder / "history.csv", history)
+    training.plot_history(folder / "curves.png", history, f"{config.method}: {config.backbone} on {source.name}")
+    metrics.plot_confusion(scores["confusion_matrix"], source.class_names, folder / "confusion.png",
+                           f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}")
+    (folder / "report.txt").write_text(metrics.report_text(y_test, proba, source.class_names))
+    metrics.write_predictions(folder / "predictions.csv", [source.ids[i] for i in index], y_test, proba,
+                              source.class_names)
+
+
+def settings(config: TrainConfig, source: DataSource, policy: str) -> dict:
+    """The resolved configuration, saved beside the results (config.json)."""
+    return {**dataclasses.asdict(config), "policy": policy, "dataset": source.name,
+            "source": source.location, "class_names": source.class_names,
+            "split_origin": source.split_origin, "fingerprint": source.fingerprint}
+
+
+def results_row(config: TrainConfig, source: DataSource, result: dict, scores: dict, rows: dict, n_test: int,
+                policy: str, run_dir) -> dict:
+    """The run's row of the results table."""
+    epochs = len(result["history"])
+    return {
+        "dataset": source.name, "backbone": config.backbone, "image_size": config.image_size,
+        "method": config.method, "head": f"dense{HEAD_UNITS}",
+        "unfrozen_layers": result["unfrozen"], "epochs_run": epochs, "best_epoch": result["best_epoch"],
+        **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
+        "train_seconds": result["train_seconds"],
+        "seconds_per_epoch": sum(h["seconds"] for h in result["history"]) / epochs if epochs else None,
+        "cache_frozen": config.cache_frozen, "cache_seconds": result["cache_seconds"],
+        "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
+        "augment": config.augment, "precision": policy,
+        "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(n_test),
+        "run_dir": str(run_dir),
+    }
+
+
+def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: int = 1) -> dict:
     """Train the course's model on ``source``'s train split and score it on its test split.
 
     Writes a run folder (model.keras, history.csv, curves.png, metrics.json, config.json,
@@ -213,65 +215,16 @@ def finetune(source: DataSource, config: training.TrainConfig, out_dir="runs", v
     Returns:
         The results-table row plus "metrics".
     """
-    import keras
-
-    config = resolve_config(config, source)
-    keras.utils.set_random_seed(config.seed)
-    policy = _precision_policy(config.precision)
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model, network = training.build_model(config, len(source.class_names), config.image_size)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    if not config.scratch:
-        training.unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
-    sigmoid = model.output.shape[-1] == 1
-    rows = {name: np.flatnonzero(source.splits == i) for i, name in enumerate(SPLITS)}
-    parts = [source.name, config.backbone, config.method]
-    with runs.run_folder(out_dir, *parts) as run:
-        if config.cache_frozen:
-            result = _train_on_activations(model, network, config, source, rows, sigmoid, run.path, verbose)
-        else:
-            train_ds = labelled_batches(source, rows["train"], config.image_size, config.batch_size, sigmoid,
-                                        shuffle=True, seed=config.seed)
-            val_ds = labelled_batches(source, rows["val"], config.image_size, config.batch_size, sigmoid)
-            result = training.train(model, network, config, train_ds, val_ds,
-                                    run.path / "best.weights.h5", verbose=verbose)
-            result["cache_seconds"] = 0.0
-        index, proba = training.probabilities(model, indexed_batches(source, rows["test"], config.image_size,
-                                                                     config.batch_size))
-        y_test = source.labels[index]
-        scores = metrics.score(y_test, proba, source.class_names)
-        model.save(run.path / "model.keras")
-        if (run.path / "best.weights.h5").exists():
-            os.remove(run.path / "best.weights.h5")
-        training.write_history(run.path / "history.csv", result["history"])
-        training.plot_history(run.path / "curves.png", result["history"],
-                              f"{config.method}: {config.backbone} on {source.name}")
-        metrics.plot_confusion(scores["confusion_matrix"], source.class_names, run.path / "confusion.png",
-                               f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}")
-        (run.path / "report.txt").write_text(metrics.report_text(y_test, proba, source.class_names))
-        metrics.write_predictions(run.path / "predictions.csv", [source.ids[i] for i in index], y_test, proba,
-                                  source.class_names)
-        epochs = len(result["history"])
-        settings = {**dataclasses.asdict(config), "policy": policy, "dataset": source.name,
-                    "source": source.location, "class_names": source.class_names,
-                    "split_origin": source.split_origin, "fingerprint": source.fingerprint}
-        row = {
-            "dataset": source.name, "backbone": config.backbone, "image_size": config.image_size,
-            "method": config.method, "head": f"dense{training.HEAD_UNITS}",
-            "unfrozen_layers": result["unfrozen"], "epochs_run": epochs, "best_epoch": result["best_epoch"],
-            **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
-            "train_seconds": result["train_seconds"],
-            "seconds_per_epoch": sum(h["seconds"] for h in result["history"]) / epochs if epochs else None,
-            "cache_frozen": config.cache_frozen, "cache_seconds": result["cache_seconds"],
-            "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
-            "augment": config.augment, "precision": policy,
-            "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(len(y_test)),
-            "run_dir": str(run.final),
-        }
-        runs.write_json(run.path / "config.json", settings)
-        runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": settings})
+    config, backbone = resolve_config(config, source)
+    built = build(config, backbone, len(source.class_names))
+    rows = {name: source.rows(name) for name in ("train", "val", "test")}
+    with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
+        result = fit(built, config, source, rows, run.path, verbose)
+        index, proba, scores = score(built.model, config, source, rows["test"])
+        write_run_files(run.path, built, config, source, result["history"], index, proba, scores)
+        saved = settings(config, source, built.policy)
+        row = results_row(config, source, result, scores, rows, len(index), built.policy, run.final)
+        runs.write_json(run.path / "config.json", saved)
+        runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": saved})
     runs.append_result(out_dir, row)
     return {**row, "metrics": scores}

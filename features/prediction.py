@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataSource, images_under, why_undecodable
+from .data import image_batches, images_under, indexed_batches, why_skipped
 from .errors import UsageError
 
 
@@ -38,13 +38,6 @@ def list_inputs(inputs) -> list[str]:
     return [p for p in paths if not (p in seen or seen.add(p))]
 
 
-def _source(paths: list[str]) -> DataSource:
-    n = len(paths)
-    return DataSource(name="predict", kind="folder", location="", class_names=[], ids=list(paths),
-                      labels=np.zeros(n, np.int64), splits=np.zeros(n, np.uint8), fingerprint="",
-                      split_origin="")
-
-
 @dataclass
 class Predictor:
     """A loaded run folder; :meth:`predict` maps image paths to class probabilities."""
@@ -58,24 +51,20 @@ class Predictor:
 
     def predict(self, paths: list[str], batch_size: int = 32):
         """Probabilities for every decodable path, and (path, reason) for the others."""
-        source = _source(paths)
         if self.kind == "finetune":
-            from .finetuning import indexed_batches
             from .training import probabilities
 
-            rows, proba = probabilities(self.model, indexed_batches(source, None, self.image_size, batch_size))
+            rows, proba = probabilities(self.model, indexed_batches(paths, None, self.image_size, batch_size))
         else:
-            rows, proba = self._head_predict(source, batch_size)
+            rows, proba = self._head_predict(paths, batch_size)
         failed = sorted(set(range(len(paths))) - set(rows.tolist()))
-        return rows, proba, [(paths[i], why_undecodable(source, i)) for i in failed]
+        return rows, proba, [(paths[i], why_skipped(paths, i).reason) for i in failed]
 
-    def _head_predict(self, source, batch_size):
-        from .data import image_batches
-
+    def _head_predict(self, paths, batch_size):
         parts, rows = [], None
         for model, size in self.backbones:
             index, emb = [], []
-            for batch_index, images in image_batches(source, size, batch_size):
+            for batch_index, images in image_batches(paths, size, batch_size):
                 index.append(batch_index.numpy())
                 emb.append(np.asarray(model(images, training=False)))
             got = np.concatenate(index) if index else np.zeros(0, np.int64)
@@ -127,7 +116,7 @@ def _load_finetuned(run_dir: Path) -> Predictor:
 
 
 def _load_head(run_dir: Path) -> Predictor:
-    from .backbones import create_backbone, file_sha256, weights_file
+    from .backbones import create_backbone, resolve_backbone
     from .heads import load_head
 
     head = load_head(run_dir / "head.skops")
@@ -147,12 +136,12 @@ def _load_head(run_dir: Path) -> Predictor:
         _refuse(run_dir, "the head's record does not say the image size and weights of each backbone")
     models, width = [], 0
     for name, size, w in zip(backbones, sizes, weights):
-        w = w or "imagenet"
-        if w not in ("imagenet", "none"):
-            path = weights_file(name, w)
-            if len(backbones) == 1 and meta.get("weights_sha256") and file_sha256(path) != meta["weights_sha256"]:
-                _refuse(run_dir, f"the weights file {path} changed since the head was trained (checksum differs)")
-        model = create_backbone(name, weights=w, image_size=int(size), pooling=meta.get("pooling") or "avg")
+        backbone = resolve_backbone(name, int(size), w or "imagenet")
+        if backbone.weights not in ("imagenet", "none") and len(backbones) == 1 and meta.get("weights_sha256") \
+                and backbone.weights_sha256 != meta["weights_sha256"]:
+            _refuse(run_dir, f"the weights file {backbone.weights_file} changed since the head was trained "
+                             "(checksum differs)")
+        model = create_backbone(backbone, pooling=meta.get("pooling") or "avg")
         models.append((model, int(size)))
         width += int(model.output.shape[-1])
     expected = int(pipeline.named_steps["scale"].n_features_in_)

@@ -15,6 +15,8 @@ Schema (version 1)::
     /skipped/ids         str (K,)        images that could not be decoded ...
     /skipped/index       int64 (K,)      ... their position in the listing ...
     /skipped/reasons     str (K,)        ... and why
+    /skipped/kinds       str (K,)        ... and the kind of reason (features.data.SKIP_KINDS;
+                                         absent from caches written before it was added)
     attributes: schema_version, complete (True only once every row is written),
         embeddings_sha256 (of the embedding bytes in row order), dataset, source_kind,
         source, fingerprint (of the source listing), class_names, n_listed, n_images,
@@ -50,18 +52,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.splits import DEFAULT_SPLIT, SPLITS, split_code
 from .errors import CacheError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-SPLIT_NAMES = ("train", "val", "test")
 _ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
 
 
 def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: str = "avg",
                weights: str = "imagenet", weights_sha256: str | None = None, seed: int = 0,
-               split=(0.7, 0.15, 0.15), max_per_class: int | None = None) -> Path:
+               split=DEFAULT_SPLIT, max_per_class: int | None = None) -> Path:
     """Where the cache for this key lives; defaults leave the name short."""
     name = f"{backbone}-{image_size}"
     if pooling != "avg":
@@ -72,7 +74,7 @@ def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: s
         name += f"-w{(weights_sha256 or 'file')[:8]}"
     if seed != 0:
         name += f"-seed{seed}"
-    if not np.allclose(split, (0.7, 0.15, 0.15)):
+    if not np.allclose(split, DEFAULT_SPLIT):
         name += "-split" + "-".join(f"{round(f * 100):d}" for f in split)
     if max_per_class:
         name += f"-max{max_per_class}per-class"
@@ -209,7 +211,7 @@ class CacheWriter:
                          chunks=(self.chunk_rows, self.dim))
         for name, dtype in (("labels", np.int64), ("ids", str_t), ("index", np.int64), ("splits", np.uint8)):
             f.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(self.chunk_rows * 4,))
-        f["splits"].attrs["names"] = list(SPLIT_NAMES)
+        f["splits"].attrs["names"] = list(SPLITS)
         f.create_dataset("class_names", data=self.class_names, dtype=str_t)
         return self
 
@@ -232,7 +234,8 @@ class CacheWriter:
 
         Args:
             attrs: scalar (or JSON-able) attributes, see the module docstring.
-            skipped: (index, id, reason) of every image that could not be decoded.
+            skipped: (index, id, reason, kind) of every image that could not be decoded (the
+                kind may be left out: it is then recorded as "").
         """
         h5py = _h5py()
         f = self._file
@@ -241,6 +244,8 @@ class CacheWriter:
         group.create_dataset("index", data=np.asarray([s[0] for s in skipped], dtype=np.int64))
         group.create_dataset("ids", data=[s[1] for s in skipped], dtype=h5py.string_dtype())
         group.create_dataset("reasons", data=[s[2] for s in skipped], dtype=h5py.string_dtype())
+        group.create_dataset("kinds", data=[s[3] if len(s) > 3 else "" for s in skipped],
+                             dtype=h5py.string_dtype())
         for key, value in attrs.items():
             f.attrs[key] = attr_value(value)
         f.attrs["n_images"] = self._rows
@@ -302,7 +307,7 @@ def read_attrs(path) -> dict:
         raise CacheError(f"{path}: not a feature cache of schema version {SCHEMA_VERSION}")
     if not attrs.get("complete"):
         raise CacheError(f"{path}: the cache is incomplete (its extraction did not finish); "
-                         "run extract.py again with --force")
+                         "run the extraction again with {force=True}")
     return attrs
 
 
@@ -322,7 +327,7 @@ class FeatureCache:
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, labels) of one split: "train", "val" or "test"."""
-        mask = self.splits == SPLIT_NAMES.index(name)
+        mask = self.splits == split_code(name)
         return self.embeddings[mask], self.labels[mask]
 
 
@@ -343,7 +348,8 @@ def verify(path, rows_per_read: int = 4096) -> None:
     except (OSError, KeyError) as exc:
         raise CacheError(f"{path}: cannot read the feature cache ({exc})") from None
     if sha.hexdigest() != attrs.get("embeddings_sha256"):
-        raise CacheError(f"{path}: embeddings do not match their checksum; run extract.py again with --force")
+        raise CacheError(f"{path}: embeddings do not match their checksum; run the extraction again with "
+                         "{force=True}")
 
 
 def read_cache(path, verify: bool = True) -> FeatureCache:
@@ -364,9 +370,7 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
                 path=Path(path), embeddings=f["embeddings"][:], labels=f["labels"][:],
                 ids=f["ids"].asstr()[:], index=f["index"][:], splits=f["splits"][:],
                 class_names=list(f["class_names"].asstr()[:]),
-                skipped=[{"index": int(i), "id": s, "reason": r} for i, s, r in zip(
-                    f["skipped/index"][:], f["skipped/ids"].asstr()[:], f["skipped/reasons"].asstr()[:])],
-                attrs=attrs)
+                skipped=_read_skipped(f), attrs=attrs)
     except (OSError, KeyError) as exc:
         raise CacheError(f"{path}: cannot read the feature cache ({exc}); "
                          "for a merged shard file, every shard must sit beside it") from None
@@ -374,8 +378,16 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
         digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings).tobytes()).hexdigest()
         if digest != attrs.get("embeddings_sha256"):
             raise CacheError(f"{path}: embeddings do not match their checksum; "
-                             "run extract.py again with --force")
+                             "run the extraction again with {force=True}")
     return cache
+
+
+def _read_skipped(f) -> list[dict]:
+    group = f["skipped"]
+    n = len(group["index"])
+    kinds = group["kinds"].asstr()[:] if "kinds" in group else [None] * n
+    return [{"index": int(i), "id": s, "reason": r, "kind": k} for i, s, r, k in zip(
+        group["index"][:], group["ids"].asstr()[:], group["reasons"].asstr()[:], kinds)]
 
 
 _SHARED_ATTRS = ("dataset", "source", "fingerprint", "backbone", "weights", "weights_sha256",
@@ -431,25 +443,23 @@ def merge_shards(shard_paths, out_path) -> Path:
                         layout[start:start + count] = h5py.VirtualSource(rel, name, shape=(count,) + shape[1:])
                     start += count
                 f.create_virtual_dataset(name, layout)
-            f["splits"].attrs["names"] = list(SPLIT_NAMES)
+            f["splits"].attrs["names"] = list(SPLITS)
             with h5py.File(shard_paths[0], "r") as s:
                 f.create_dataset("class_names", data=list(s["class_names"].asstr()[:]), dtype=str_t)
-            skipped = {"index": [], "ids": [], "reasons": []}
+            skipped = []
             for p in shard_paths:
                 with h5py.File(p, "r") as s:
-                    for key in skipped:
-                        data = s[f"skipped/{key}"]
-                        skipped[key] += list(data.asstr()[:] if key != "index" else data[:])
+                    skipped += _read_skipped(s)
                     sha.update(np.ascontiguousarray(s["embeddings"][:]).tobytes())
             group = f.create_group("skipped")
-            group.create_dataset("index", data=np.asarray(skipped["index"], dtype=np.int64))
-            group.create_dataset("ids", data=skipped["ids"], dtype=str_t)
-            group.create_dataset("reasons", data=skipped["reasons"], dtype=str_t)
+            group.create_dataset("index", data=np.asarray([s["index"] for s in skipped], dtype=np.int64))
+            for key, name in (("id", "ids"), ("reason", "reasons"), ("kind", "kinds")):
+                group.create_dataset(name, data=[s[key] or "" for s in skipped], dtype=str_t)
             for key, value in infos[0].items():
                 f.attrs[key] = attr_value(value)
             seconds = max(float(info.get("seconds", 0)) for info in infos)
             f.attrs.update({
-                "n_images": n, "n_skipped": len(skipped["index"]), "shard": f"merged {len(infos)}",
+                "n_images": n, "n_skipped": len(skipped), "shard": f"merged {len(infos)}",
                 "shards": json.dumps([p.name for p in shard_paths]), "seconds": seconds,
                 "images_per_second": n / seconds if seconds else 0.0,
                 "embeddings_sha256": sha.hexdigest(), "complete": True})
@@ -474,7 +484,7 @@ def newest_cache(root="embeddings") -> Path:
         except CacheError:
             continue
     raise CacheError(f"no complete feature cache under {root}/; make one with extract.py "
-                     "or name one with --features")
+                     "or name one with {features}")
 
 
 def concat_caches(caches: list[FeatureCache]) -> FeatureCache:
@@ -497,7 +507,7 @@ def concat_caches(caches: list[FeatureCache]) -> FeatureCache:
             only_b = len(set(where) - set(first.ids.tolist()))
             raise CacheError(f"{first.path} and {other.path} hold different images ({only_a} only in "
                              f"the first, {only_b} only in the second); extract both from the same "
-                             "dataset with the same --split and --seed")
+                             "dataset with the same {split} and {seed}")
         order = np.array([where[i] for i in first.ids])
         if other.class_names != first.class_names:
             raise CacheError(f"{other.path} has classes {other.class_names}, {first.path} has {first.class_names}")

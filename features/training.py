@@ -12,74 +12,25 @@ import csv
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
 from .errors import UsageError
-
-HEAD_UNITS = 128
-HEAD_DROPOUT = 0.1
-
-
-@dataclass
-class TrainConfig:
-    """Everything that shapes a training run; saved beside its results."""
-
-    backbone: str = "efficientnet_lite0"
-    weights: str = "imagenet"
-    image_size: int | None = None
-    unfreeze: str = "20"  # a count of layers, or "all"
-    binary_output: str | None = None  # None: sigmoid for two classes; set only by the user
-    epochs: int = 10
-    head_epochs: int = 3
-    lr: float = 1e-5
-    head_lr: float = 1e-3
-    scratch_lr: float = 1e-3
-    batch_size: int = 32
-    patience: int = 3
-    augment: bool = True
-    cache_frozen: bool = False  # run the frozen prefix once and train the rest on its activations
-    precision: str = "float32"
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def scratch(self) -> bool:
-        return self.weights == "none"
-
-    @property
-    def method(self) -> str:
-        if self.scratch:
-            return "scratch"
-        return "frozen-in-graph" if self.unfreeze == "0" else "finetune"
-
-
-def parse_unfreeze(text: str) -> str:
-    """``--unfreeze``: a non-negative count of layers or "all"."""
-    if text == "all":
-        return text
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise UsageError(f"--unfreeze {text}: give a number of layers (0 or more) or 'all'")
-    return str(n)
+from .train_config import HEAD_DROPOUT, HEAD_UNITS, TrainConfig
 
 
 def base_layers(network) -> list:
-    """The network's layers that count for ``--unfreeze`` (its input layer does not)."""
+    """The network's layers that count for ``unfreeze`` (its input layer does not)."""
     return [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
 def unfrozen_count(network, unfreeze: str) -> int:
-    """How many of the network's last layers ``--unfreeze`` names; refuses more than it has."""
+    """How many of the network's last layers ``unfreeze`` names; refuses more than it has."""
     layers = base_layers(network)
     n = len(layers) if unfreeze == "all" else int(unfreeze)
     if n > len(layers):
-        raise UsageError(f"--unfreeze {unfreeze}: {network.name} has only {len(layers)} layers")
+        raise UsageError(f"{{unfreeze}} {unfreeze}: {network.name} has only {len(layers)} layers")
     return n
 
 
@@ -129,17 +80,23 @@ def split_frozen_prefix(network, n_unfrozen: int):
     return None, network
 
 
-def build_model(config: TrainConfig, n_classes: int, image_size: int):
+def build_model(config: TrainConfig, backbone, n_classes: int):
     """The course's classifier on the registry backbone.
+
+    Args:
+        backbone: the :class:`~features.backbones.Backbone` (or a registry name, resolved
+            with the config's weights and image size).
 
     Returns:
         (model, network): the whole model, and the backbone network inside it (the layer
-        whose last layers ``--unfreeze`` counts).
+        whose last layers ``unfreeze`` counts).
     """
-    from .backbones import create_backbone
+    from .backbones import create_backbone, resolve_backbone
 
-    backbone = create_backbone(config.backbone, weights=config.weights, image_size=image_size, pooling=None)
-    network = backbone.get_layer(config.backbone)
+    backbone = resolve_backbone(backbone, config.image_size, config.weights)
+    image_size = backbone.image_size
+    base = create_backbone(backbone, pooling=None)
+    network = base.get_layer(backbone.name)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     if config.augment:
@@ -147,7 +104,7 @@ def build_model(config: TrainConfig, n_classes: int, image_size: int):
                               keras.layers.RandomRotation(0.05, seed=config.seed),
                               keras.layers.RandomZoom(0.1, seed=config.seed)], name="augment")(x)
     # A pretrained base runs in inference mode even while its last layers train.
-    x = backbone(x, training=None if config.scratch else False)
+    x = base(x, training=None if config.scratch else False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(HEAD_UNITS, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(HEAD_DROPOUT, name="dropout")(x)
@@ -155,28 +112,26 @@ def build_model(config: TrainConfig, n_classes: int, image_size: int):
         outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
     else:
         outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
-    return keras.Model(inputs, outputs, name=f"{config.backbone}_classifier"), network
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier"), network
 
 
 def frozen_prefix_models(model, network, n_unfrozen: int):
     """The classifier cut where its frozen prefix ends, for training on cached activations.
 
-    Only valid without augmentation: the prefix (preprocessing and the frozen first layers
-    of the base, run in inference mode) then maps each image to the same activations every
-    epoch, so they are computed once. With no layer unfrozen the cut is after pooling.
+    Only valid for a model built without augmentation (:func:`~features.train_config.check_settings`
+    refuses the combination): the prefix (preprocessing and the frozen first layers of the
+    base, run in inference mode) then maps each image to the same activations every epoch,
+    so they are computed once. With no layer unfrozen the cut is after pooling.
 
     Returns:
         (prefix, trainable, suffix): ``prefix`` maps images to activations; ``trainable``
         maps activations to class probabilities through the same layer objects as
         ``model`` (training it trains ``model``); ``suffix`` is the part of the base inside
-        it, the network whose last layers ``--unfreeze`` counts.
+        it, the network whose last layers ``unfreeze`` counts.
 
     Raises:
-        UsageError: every layer of the base is unfrozen, so nothing can be cached.
+        UsageError: no frozen layer comes before the unfrozen ones, so nothing can be cached.
     """
-    if any(layer.name == "augment" for layer in model.layers):
-        raise UsageError("--cache-frozen needs --no-augment: augmented images change every epoch, "
-                         "so the frozen layers' output cannot be computed once")
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     image = keras.Input(model.input.shape[1:], name="image")
     x = backbone.get_layer("preprocess")(image)
@@ -189,7 +144,7 @@ def frozen_prefix_models(model, network, n_unfrozen: int):
     else:
         cut_prefix, suffix = split_frozen_prefix(network, n_unfrozen)
         if cut_prefix is None:
-            raise UsageError(f"--cache-frozen: with --unfreeze {n_unfrozen} no frozen layers come before "
+            raise UsageError(f"{{cache_frozen}}: with {{unfreeze}} {n_unfrozen} no frozen layers come before "
                              "the unfrozen ones, so there is nothing to cache; unfreeze fewer layers")
         prefix = keras.Model(image, cut_prefix(x, training=False), name="frozen_prefix")
         activations = keras.Input(prefix.output.shape[1:], name="activations")
@@ -270,7 +225,7 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
     """Run the phases and leave the best weights (lowest validation loss) in ``model``.
 
     Phases: from scratch, one phase with everything trainable at ``scratch_lr``.
-    Pretrained: the head alone on the frozen base at ``head_lr`` (``--unfreeze 0`` stops
+    Pretrained: the head alone on the frozen base at ``head_lr`` (``unfreeze`` "0" stops
     here, for ``epochs`` epochs), then the last N layers unfrozen at ``lr`` for ``epochs``.
     The best weights of all phases are checkpointed to ``checkpoint_path`` (.weights.h5).
 

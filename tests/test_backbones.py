@@ -62,7 +62,7 @@ def test_keras_imagenet_weights_offline_fail_fast_with_a_way_on(offline, monkeyp
     with pytest.raises(WeightsUnavailableError) as err:
         create_backbone("mobilenet", weights="imagenet", image_size=64)
     message = str(err.value)
-    assert "--weights PATH" in message and "efficientnet_lite0" in message
+    assert "weights=PATH" in message and "efficientnet_lite0" in message
 
 
 @pytest.mark.parametrize("name", ["mobilenet", "efficientnet_lite0"])

@@ -96,7 +96,7 @@ def test_bad_inputs_exit_2_and_write_nothing(cache, tmp_path, capsys):
         (["--features", str(no_test)], "no test rows"),
         (["--features", str(half)], "incomplete"),
         (["--features", str(tmp_path / "missing.h5")], "no such feature cache"),
-        (["--features", str(cache), "--model", "forest"], "unknown head 'forest'"),
+        (["--features", str(cache), "--model", "forest"], "--model forest: unknown head"),
         (["--features", str(cache), "--C", "-1"], "--C"),
         (["--features", str(cache), "--gamma", "wide"], "--gamma"),
         (["--embeddings-dir", str(tmp_path / "none")], "no complete feature cache"),

@@ -101,7 +101,7 @@ def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys
 def test_tfds_end_to_end_with_mock_data(tmp_path, capsys, monkeypatch):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr("features.data._host_reachable", lambda host, timeout=3.0: True)
+    monkeypatch.setattr("features.data.listing._host_reachable", lambda host, timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=20):
         code, out, err = run(["--dataset", "tf_flowers", "--out", str(tmp_path), "--json", *FAST], capsys)
     assert code == 0, err
@@ -114,7 +114,7 @@ def test_tfds_end_to_end_with_mock_data(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("argv,needle", [
     (["--batch-size", "0"], "--batch-size"),
     (["--split", "0.5,0.2,0.2"], "--split"),
-    (["--backbone", "resnet51"], "unknown backbone 'resnet51'"),
+    (["--backbone", "resnet51"], "--backbone resnet51: unknown backbone"),
     (["--backbone", "xception", "--image-size", "64"], "at least 71"),
     (["--weights", "/no/such/weights.pth"], "--weights"),
     (["--shard", "3/2"], "--shard"),

@@ -11,6 +11,7 @@ import finetune
 from conftest import last_json, make_image_folder
 from features import runs, store, training
 from features.data import load_folder
+from features.train_config import TrainConfig
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--head-epochs", "1", "-q"]
 
@@ -53,11 +54,11 @@ def _network_weights(network):
 
 def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets, tmp_path):
     source = load_folder(pets)
-    config = training.TrainConfig(image_size=32, unfreeze="30", epochs=2, head_epochs=0, lr=1e-2, augment=False,
+    config = TrainConfig(image_size=32, unfreeze="30", epochs=2, head_epochs=0, lr=1e-2, augment=False,
                                   patience=5)
-    from features.finetuning import labelled_batches
+    from features.data import labelled_batches
 
-    model, network = training.build_model(config, 2, 32)
+    model, network = training.build_model(config, config.backbone, 2)
     train_idx, val_idx = np.flatnonzero(source.splits == 0), np.flatnonzero(source.splits == 1)
     before = _network_weights(network)
     training.train(model, network, config, labelled_batches(source, train_idx, 32, 4, True, shuffle=True),
@@ -136,21 +137,22 @@ def test_bad_datasets_exit_2(tmp_path, capsys):
 
 
 def test_api_defaults_fit_any_class_count(tmp_path):
-    from features.finetuning import resolve_config
+    from features.train_config import resolve_config
 
     three = load_folder(make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8))
-    config = resolve_config(training.TrainConfig(), three)
+    config, backbone = resolve_config(TrainConfig(), three)
+    assert backbone.name == "efficientnet_lite0" and backbone.image_size == 224
     assert config.binary_output == "sigmoid" and config.image_size == 224 and config.unfreeze == "20"
 
 
 def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_path):
     import tensorflow as tf
 
-    from features.finetuning import labelled_batches
+    from features.data import labelled_batches
 
     source = load_folder(pets)
-    config = training.TrainConfig(image_size=32, unfreeze="0", epochs=1, augment=False)
-    model, network = training.build_model(config, 2, 32)
+    config = TrainConfig(image_size=32, unfreeze="0", epochs=1, augment=False)
+    model, network = training.build_model(config, config.backbone, 2)
     train_ds = labelled_batches(source, np.flatnonzero(source.splits == 0), 32, 4, True)
     nan_val = tf.data.Dataset.from_tensors((tf.zeros((2, 32, 32, 3)), tf.fill((2, 1), float("nan")))).repeat(2)
     result = training.train(model, network, config, train_ds, nan_val, tmp_path / "best.weights.h5", verbose=0)
@@ -161,8 +163,8 @@ def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_pa
 @pytest.mark.parametrize("backbone,unfreeze", [("efficientnet_lite0", 0), ("efficientnet_lite0", 20),
                                                 ("mobilenetv2", 12), ("resnet50", 15)])
 def test_frozen_prefix_then_trainable_part_is_the_whole_model(backbone, unfreeze):
-    config = training.TrainConfig(backbone=backbone, weights="none", image_size=32, augment=False)
-    model, network = training.build_model(config, 3, 32)
+    config = TrainConfig(backbone=backbone, weights="none", image_size=32, augment=False)
+    model, network = training.build_model(config, config.backbone, 3)
     n = training.unfrozen_count(network, str(unfreeze))
     prefix, trainable, suffix = training.frozen_prefix_models(model, network, n)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
@@ -177,11 +179,12 @@ def test_frozen_prefix_then_trainable_part_is_the_whole_model(backbone, unfreeze
 
 @pytest.mark.parametrize("memory_limit", [None, 0])  # 0: the activations spill to a file
 def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, memory_limit):
-    from features.finetuning import activation_batches, frozen_activations
+    from features.data import activation_batches
+    from features.finetuning import frozen_activations
 
     source = load_folder(pets)
-    config = training.TrainConfig(image_size=32, augment=False)
-    model, network = training.build_model(config, 2, 32)
+    config = TrainConfig(image_size=32, augment=False)
+    model, network = training.build_model(config, config.backbone, 2)
     prefix, _, _ = training.frozen_prefix_models(model, network, 10)
     rows, x = frozen_activations(prefix, source, np.arange(len(source)), 32, 4, tmp_path / "spill",
                                  memory_limit=memory_limit)

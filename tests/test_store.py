@@ -24,13 +24,13 @@ def _write(path, rows, dim=4, attrs=None, skipped=(), batch=3):
 
 def test_round_trip(tmp_path):
     path = tmp_path / "c.h5"
-    emb = _write(path, range(7), skipped=[(7, "bad.jpg", "Input is empty")])
+    emb = _write(path, range(7), skipped=[(7, "bad.jpg", "Input is empty", "empty file")])
     cache = store.read_cache(path, verify=True)
     np.testing.assert_array_equal(cache.embeddings, emb)
     assert cache.ids.tolist() == [f"img{r}.jpg" for r in range(7)]
     assert cache.labels.tolist() == [r % 2 for r in range(7)]
     assert cache.class_names == CLASSES and cache.attrs["n_images"] == 7
-    assert cache.skipped == [{"index": 7, "id": "bad.jpg", "reason": "Input is empty"}]
+    assert cache.skipped == [{"index": 7, "id": "bad.jpg", "reason": "Input is empty", "kind": "empty file"}]
     x, y = cache.split("test")
     assert len(x) == len(y) == 2  # rows 2 and 5
     assert store.read_attrs(path)["split"] == "[0.7, 0.15, 0.15]"
