@@ -53,12 +53,10 @@ def _body(args) -> None:
             print(describe(spec))
         return
     from features.backbones import resolve_backbone
-    from features.errors import UsageError
-    from features.extraction import extract
+    from features.extraction import check_settings, extract
 
     backbone = resolve_backbone(args.backbone, args.image_size, args.weights)  # flags first, then work
-    if args.batch_size < 1:
-        raise UsageError(f"{{batch_size}} {args.batch_size}: must be at least 1")
+    check_settings(args.batch_size, args.pooling, args.shard)
     source, split = load_data(args)
     result = extract(source, backbone, pooling=args.pooling, batch_size=args.batch_size, out_dir=args.out,
                      seed=args.seed, split=split, max_per_class=args.max_per_class,

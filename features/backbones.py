@@ -12,6 +12,7 @@ EfficientNet-Lite wants (x - 127) / 128 ("lite").
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -239,10 +240,16 @@ def _build_base(backbone: Backbone, pooling: str | None):
 
         base = build_efficientnet_lite(spec.name, (size, size, 3), pooling=pooling)
         if path is not None:
-            if path.suffix == ".pth":
-                load_torch_weights(base, path)
-            else:
-                base.load_weights(path)
+            try:
+                if path.suffix == ".pth":
+                    load_torch_weights(base, path)
+                else:
+                    base.load_weights(path)
+            except (ValueError, OSError, pickle.UnpicklingError) as exc:
+                if backbone.weights == "imagenet":  # the packaged file: not the user's to fix
+                    raise
+                raise UsageError(f"{{weights}} {path}: cannot load it as {spec.name} weights: "
+                                 f"{str(exc).removeprefix(f'{path}: ')}") from None
         return base
 
     import keras

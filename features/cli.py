@@ -105,6 +105,8 @@ def flag_renderer(parser: argparse.ArgumentParser):
             return option
         if action is not None and action.nargs == 0:  # a switch
             return option if value == str(action.const) else f"without {option}"
+        if action is None and value in ("True", "False"):  # another script's switch
+            return option if value == "True" else "--no-" + option[2:]
         return f"{option} {value}"
 
     return flag

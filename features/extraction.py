@@ -64,9 +64,21 @@ def library_versions() -> dict:
             "keras": keras.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
 
 
-def _parse_shard(shard: str) -> tuple[int, int]:
+def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1") -> tuple[int, int]:
+    """Check the extraction's own settings (the backbone's are ``resolve_backbone``'s).
+
+    Returns:
+        The shard as (index, count).
+
+    Raises:
+        UsageError: a setting out of range.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"{{batch_size}} {batch_size}: must be at least 1")
+    if pooling not in ("avg", "max"):
+        raise UsageError(f"{{pooling}} {pooling}: choose avg or max")
     try:
-        i, k = (int(x) for x in shard.split("/"))
+        i, k = (int(x) for x in str(shard).split("/"))
     except ValueError:
         i, k = -1, 0
     if not (k >= 1 and 0 <= i < k):
@@ -114,11 +126,7 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
         DiskFullError: the disk filled up (the finished rows are kept for a rerun).
     """
     backbone = resolve_backbone(backbone, image_size, weights)
-    if batch_size < 1:
-        raise UsageError(f"{{batch_size}} {batch_size}: must be at least 1")
-    if pooling not in ("avg", "max"):
-        raise UsageError(f"{{pooling}} {pooling}: choose avg or max")
-    shard_i, shard_k = _parse_shard(shard)
+    shard_i, shard_k = check_settings(batch_size, pooling, shard)
     weights, wfile, wsha, size = backbone.weights, backbone.weights_file, backbone.weights_sha256, backbone.image_size
     path = store.cache_path(out_dir, source.name, backbone.name, size, pooling, weights, wsha, seed,
                             split, max_per_class)
@@ -160,8 +168,10 @@ def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_
     start = time.perf_counter()
     todo = indices[indices > last]
     try:
-        first = _embed_all(model, source, todo, size, batch_size, checkpoints, headers, checkpoint_batches,
-                           progress, done=len(indices) - len(todo))
+        first = None  # every row may have been checkpointed before the run stopped (a full disk)
+        if len(todo):
+            first = _embed_all(model, source, todo, size, batch_size, checkpoints, headers, checkpoint_batches,
+                               progress, done=len(indices) - len(todo))
     except KeyboardInterrupt:
         log.warning("interrupted: the images embedded so far are kept in %s; run the same command again "
                     "to resume", checkpoints.dir)

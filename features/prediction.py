@@ -9,7 +9,6 @@ match what it needs.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,11 +159,12 @@ def write_csv(path, paths, rows, proba, class_names, failed) -> None:
     """One line per input: path, predicted class, each class's probability (or the error)."""
     import csv
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from .runs import write_output
+
     by_row = dict(zip(rows.tolist(), proba))
     reasons = dict(failed)
-    with open(tmp, "w", newline="") as f:
+
+    def write(f):
         writer = csv.writer(f)
         writer.writerow(["path", "predicted", *[f"p_{c}" for c in class_names], "error"])
         for i, p in enumerate(paths):
@@ -173,4 +173,5 @@ def write_csv(path, paths, rows, proba, class_names, failed) -> None:
                 writer.writerow([p, class_names[int(np.argmax(q))], *[f"{v:.6f}" for v in q], ""])
             else:
                 writer.writerow([p, "", *[""] * len(class_names), reasons.get(p, "unreadable")])
-    os.replace(tmp, path)
+
+    write_output(path, write, param="csv")

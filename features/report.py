@@ -170,6 +170,8 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     if not rows:
         raise UsageError(f"{results_dir}/{runs.RESULTS_FILE} holds no results; run classify.py or finetune.py first")
     out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"{{out}} {out}: is a folder; give a file name")
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     accuracy_png, precision_png = plots_dir / "accuracy_vs_time.png", plots_dir / "per_class_precision.png"
@@ -177,7 +179,5 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     plot_per_class_precision(rows, precision_png)
     rel = {name: os.path.relpath(p, out.parent) for name, p in
            (("accuracy against training time", accuracy_png), ("per-class precision", precision_png))}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(markdown(rows, rel, environment(), source_note))
-    os.replace(tmp, out)
-    return out
+    text = markdown(rows, rel, environment(), source_note)
+    return runs.write_output(out, lambda f: f.write(text), param="out")

@@ -6,19 +6,33 @@ Layout under the outputs folder (default ``runs/``)::
     runs/<time>-<dataset>-<backbone>-<method>/   a run folder: config.json, metrics.json, ...
 
 A run folder is built under a hidden temporary name and renamed when everything in it is
-written, so a folder under its final name is complete. Rows are appended to the table
-with a single ``write`` on a file opened in append mode, so concurrent runs do not
-interleave their lines.
+written, so a folder under its final name is complete; its final name is claimed first
+(an exclusive ``mkdir``), so runs started in the same second never collide. Rows are
+appended whole under the table's lock: a write the disk cuts short is undone and the run
+fails with the disk-full message, so a row is in the table entirely or not at all. A
+table damaged by other means is read up to its damage, with a warning naming the line.
+
+Output files the user names (:func:`write_output`) are written to a temporary name and
+renamed, except where the path is not a regular file (``/dev/stdout``, a FIFO, a link to
+either): there the text is written through, and the device stays a device.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
+import stat
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import DiskFullError, UsageError
+
+log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 
@@ -34,27 +48,44 @@ class RunFolder:
         self.path, self.final = path, final
 
 
+def _claim(out_dir: Path, stem: str) -> Path:
+    """Create ``out_dir/stem`` (or ``stem-2``, ``stem-3``, ...) exclusively and return it."""
+    n = 1
+    while True:
+        final = out_dir / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            final.mkdir()
+            return final
+        except FileExistsError:
+            n += 1
+
+
 @contextmanager
 def run_folder(out_dir, *parts: str):
     """Yield a :class:`RunFolder`; on success ``path`` is renamed to ``final``,
-    ``out_dir/<time>-<parts>``. On an error the temporary folder is removed."""
+    ``out_dir/<time>-<parts>``. On an error the temporary folder is removed.
+
+    The final name is claimed at the start with an exclusive ``mkdir`` (an empty folder,
+    replaced by the finished one), so two runs never pick the same name.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = "-".join([_now().strftime("%Y%m%d-%H%M%S"), *(p.replace("/", "_") for p in parts if p)])
-    final = out_dir / stem
-    n = 1
-    while final.exists():
-        n += 1
-        final = out_dir / f"{stem}-{n}"
+    final = _claim(out_dir, stem)
     tmp = out_dir / f".{final.name}.{os.getpid()}.partial"
-    tmp.mkdir()
-    holder = RunFolder(tmp, final)
+    done = False
     try:
-        yield holder
-        os.replace(tmp, final)
+        tmp.mkdir()
+        yield RunFolder(tmp, final)
+        os.replace(tmp, final)  # over the empty claimed folder
+        done = True
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if not done:
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                final.rmdir()  # the claim, still empty
+            except OSError:
+                pass
 
 
 def write_json(path, obj) -> None:
@@ -65,22 +96,106 @@ def write_json(path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may take fewer than it is given)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+
+
 def append_result(out_dir, row: dict) -> Path:
-    """Append one row (with the time) to the results table and return its path."""
+    """Append one row (with the time) to the results table and return its path.
+
+    The row is written whole or not at all: under the table's lock, a write cut short
+    (a full disk) is truncated away again before the error is raised.
+
+    Raises:
+        DiskFullError: the disk is full; the table is as it was.
+    """
     path = Path(out_dir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"time": _now().isoformat(timespec="seconds"), **row}, sort_keys=True) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, line.encode())
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one appender at a time, so an undo cuts only its own bytes
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, line.encode())
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space left on the device while adding this run's row to {path}; "
+                                    "the table is as it was. Free some space and run again") from None
+            raise
     finally:
         os.close(fd)
     return path
 
 
 def read_results(out_dir) -> list[dict]:
-    """Every row of the results table, oldest first (empty if there is none)."""
+    """Every row of the results table, oldest first (empty if there is none).
+
+    A line that is not a whole JSON object (a table damaged by hand, or by a run from
+    before rows were appended whole) is left out with a warning naming it.
+    """
     path = Path(out_dir) / RESULTS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict):
+                log.warning("%s line %d is damaged (not one JSON row); it is left out", path, number)
+                continue
+            rows.append(row)
+    return rows
+
+
+def write_output(path, write, param: str = "out") -> Path:
+    """Write a file the user named, without ever leaving it half-written or replacing a device.
+
+    Args:
+        write: ``write(f)`` writes the content to the open text file ``f``.
+        param: the parameter that named ``path``, for the messages.
+
+    A regular file (or a new name) is written under a temporary name beside it, then
+    renamed (through a link, the file it points to is replaced and the link kept); a
+    path that is not a regular file (``/dev/stdout``, ``/dev/null``, a FIFO) is written
+    through; a folder is refused.
+
+    Raises:
+        UsageError: the path is a folder, or its folder does not exist.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{{{param}}} {path}: is a folder; give a file name")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, "w", newline="") as f:
+            write(f)
+        return path
+    target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():
+        raise UsageError(f"{{{param}}} {path}: the folder {target.parent} does not exist")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

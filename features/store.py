@@ -201,8 +201,16 @@ class CacheWriter:
         self._sha = hashlib.sha256()
 
     def __enter__(self):
-        h5py = _h5py()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._create()
+        except BaseException:  # a full disk while creating: no .partial file is left behind
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _create(self) -> None:
+        h5py = _h5py()
         f = self._file = h5py.File(self.tmp_path, "w")
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["complete"] = False
@@ -213,7 +221,6 @@ class CacheWriter:
             f.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(self.chunk_rows * 4,))
         f["splits"].attrs["names"] = list(SPLITS)
         f.create_dataset("class_names", data=self.class_names, dtype=str_t)
-        return self
 
     def append(self, embeddings, labels, ids, index, splits) -> None:
         """Append one batch of rows."""
@@ -261,9 +268,12 @@ class CacheWriter:
         return self.path
 
     def __exit__(self, exc_type, exc, tb):
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        try:
+            if self._file is not None:
+                self._file.close()  # may fail itself on a full disk
+        except Exception:  # noqa: BLE001 - the file is deleted below either way
+            pass
+        self._file = None
         if self.tmp_path.exists():
             self.tmp_path.unlink()
         return False

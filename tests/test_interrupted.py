@@ -189,9 +189,137 @@ def test_disk_full_is_recognised_however_it_is_worded():
 
 def test_no_path_reaches_a_shell():
     """Paths from flags and cache attributes are data: no shell, no os.system, anywhere."""
-    sources = [*ROOT.glob("*.py"), *ROOT.glob("features/*.py"), *ROOT.glob("benchmarks/*.py")]
+    sources = [*ROOT.glob("*.py"), *ROOT.glob("features/**/*.py"), *ROOT.glob("benchmarks/*.py")]
     for path in sources:
         text = path.read_text()
         for needle in ("shell=True", "os.system(", "os.popen(", "commands.getoutput"):
             assert needle not in text, f"{path.name} uses {needle}"
     assert os.path.exists(ROOT / "extract.py")
+
+
+# --- Reliability, round two: what a hostile user broke --------------------------------------
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs, where the test may mount one (root); the caller fills it."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here; the injected-ENOSPC tests cover the same code")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_row_cut_short_by_a_full_disk_is_undone(tmp_path, monkeypatch):
+    from features import runs
+
+    runs.append_result(tmp_path, {"run": 1})
+    before = (tmp_path / "results.jsonl").read_bytes()
+    real_write, calls = os.write, []
+
+    def short_then_full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))  # the disk takes half the row ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then nothing
+
+    monkeypatch.setattr(runs.os, "write", short_then_full)
+    with pytest.raises(DiskFullError, match="no space left"):
+        runs.append_result(tmp_path, {"run": 2})
+    monkeypatch.undo()
+    assert (tmp_path / "results.jsonl").read_bytes() == before and len(calls) == 2
+    runs.append_result(tmp_path, {"run": 3})
+    assert [r["run"] for r in runs.read_results(tmp_path)] == [1, 3]
+
+
+def test_a_full_tmpfs_leaves_the_table_whole(tiny_disk):
+    from features import runs
+
+    runs.append_result(tiny_disk, {"run": 1, "pad": "x" * 200})
+    _fill(tiny_disk)
+    with pytest.raises(DiskFullError):
+        runs.append_result(tiny_disk, {"run": 2, "pad": "y" * 5000})
+    assert [r["run"] for r in runs.read_results(tiny_disk)] == [1]
+
+
+def test_a_damaged_table_is_read_up_to_its_damage_with_a_warning(tmp_path, caplog):
+    from features import runs
+
+    (tmp_path / "results.jsonl").write_text('{"run": 1}\n{"run": 2, "acc\n{"run": 3}{"run": 4}\n{"run": 5}\n')
+    assert [r["run"] for r in runs.read_results(tmp_path)] == [1, 5]
+    assert "results.jsonl line 2 is damaged" in caplog.text and "line 3 is damaged" in caplog.text
+
+
+def test_run_folders_started_in_the_same_second_get_their_own_names(tmp_path, monkeypatch):
+    import datetime
+
+    from features import runs
+
+    fixed = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    monkeypatch.setattr(runs, "_now", lambda: fixed)
+    with runs.run_folder(tmp_path, "flowers", "lite0", "logreg") as a:
+        with runs.run_folder(tmp_path, "flowers", "lite0", "logreg") as b:  # a second run, same second
+            (b.path / "head.skops").write_text("b")
+        (a.path / "head.skops").write_text("a")
+    assert a.final != b.final
+    assert (a.final / "head.skops").read_text() == "a" and (b.final / "head.skops").read_text() == "b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.final.name, b.final.name])
+
+
+def test_concurrent_classify_runs_each_keep_their_folder_and_row(tmp_path):
+    from conftest import blobs, write_cache
+
+    X, y = blobs(classes=2)
+    cache = write_cache(tmp_path / "c.h5", X, y, ["cat", "dog"])
+    argv = [sys.executable, "classify.py", "--features", str(cache), "--out", str(tmp_path / "runs"),
+            "--n-jobs", "1", "-q"]
+    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    from features import runs
+
+    rows = runs.read_results(tmp_path / "runs")
+    folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert len(rows) == 3 and len({r["run_dir"] for r in rows}) == 3 and len(folders) == 3
+    assert all((f / "head.skops").exists() for f in folders)
+
+
+def test_a_rerun_after_a_full_disk_finishes_when_every_row_was_checkpointed(photos, tmp_path, capsys,
+                                                                             monkeypatch):
+    argv = ["--data-dir", str(photos), "--max-per-class", "3", "--out", str(tmp_path), "--image-size", "32", "-q"]
+    monkeypatch.setattr(store.CacheWriter, "append", _enospc)  # every row checkpointed, then the disk fills
+    assert extract.main(argv) == 2
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert extract.main(argv + ["--json"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["resumed_rows"] == result["images"] > 0
+    store.read_cache(result["cache"])
+    assert not list(tmp_path.glob("**/*.partial")) and not list(tmp_path.glob("**/*.parts"))
+
+
+def test_a_cache_writer_that_cannot_even_start_leaves_no_partial_file(tmp_path, monkeypatch):
+    def full_on_create(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full_on_create)
+    with pytest.raises(OSError):
+        with store.CacheWriter(tmp_path / "c.h5", 4, ["a", "b"]):
+            pass
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,86 @@
+"""The structure the next capabilities build on: one-way imports, parameters in the library, flags in the CLI."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "features"
+SCRIPTS = {p.stem for p in ROOT.glob("*.py")}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module this file imports, at the top or inside a function (lazy imports count)."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from . import store`
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in LIBRARY.rglob("*.py")}
+    return {name: {m for m in _imports(path) if m in files and m != name} for name, path in files.items()}
+
+
+def test_no_library_module_imports_a_script():
+    for path in LIBRARY.rglob("*.py"):
+        assert not (_imports(path) & SCRIPTS), f"{path} imports a script"
+
+
+def test_library_imports_run_one_way():
+    graph = _graph()
+    state = {}
+
+    def visit(node, trail):
+        if state.get(node) == "done":
+            return
+        assert state.get(node) != "open", "import loop: " + " -> ".join(trail + [node])
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if not (node.startswith(nxt + ".") or nxt.startswith(node + ".")):  # a package and its own modules
+                visit(nxt, trail + [node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        visit(node, [])
+
+
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+
+
+def _non_docstring_strings(path: Path):
+    tree = ast.parse(path.read_text())
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def test_the_library_names_parameters_not_flags():
+    """Flags belong to the command line (features/cli.py); the library's messages name parameters."""
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {text!r}"
+                 for path in LIBRARY.rglob("*.py") if path.name != "cli.py"
+                 for line, text in _non_docstring_strings(path) if FLAG.search(text)]
+    assert not offenders, "\n".join(offenders)
+
