@@ -29,7 +29,7 @@ def list_inputs(inputs) -> list[str]:
         path = Path(item)
         if path.is_dir():
             paths += images_under(path)
-        elif path.is_file():
+        elif path.exists():  # a file, or a special one: reported as skipped, never read
             paths.append(str(path))
         else:
             raise UsageError(f"{item}: no such file or folder")

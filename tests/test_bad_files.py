@@ -224,3 +224,50 @@ def test_a_worker_decodes_a_batch_of_paths_as_the_pipeline_does(messy):
     kinds = {source.ids[rows[r]]: skip.kind for r, skip in skipped.items()}
     assert kinds == BAD
     assert all(skip == why_skipped(source, rows[r]) for r, skip in skipped.items())
+
+
+def test_special_files_in_a_class_folder_are_skipped_with_their_reason(tmp_path, capsys):
+    import os
+
+    root = tmp_path / "d"
+    for c in ("a", "b"):
+        for i in range(4):
+            write_image(root / c / f"{i}.jpg", seed=i)
+    (root / "a" / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(root / "b" / "pipe.jpg")
+    code = extract.main(["--data-dir", str(root), "--out", str(tmp_path / "e"), "--json", *FAST])
+    result = last_json(capsys.readouterr().out)
+    assert code == 0 and result["images"] == 8
+    assert {s["id"]: s["kind"] for s in result["skipped_files"]} == {"a/zero.jpg": "not a regular file",
+                                                                     "b/pipe.jpg": "not a regular file"}
+
+
+def test_a_link_from_one_class_folder_into_another_is_not_followed(tmp_path, caplog):
+    root = tmp_path / "d"
+    for i in range(3):
+        write_image(root / "daisy" / f"{i}.jpg", seed=i)
+        write_image(root / "roses" / f"{i}.jpg", seed=10 + i)
+    (root / "daisy" / "more").symlink_to("../roses", target_is_directory=True)
+    (root / "daisy" / "one.jpg").symlink_to("../roses/0.jpg")
+    source = load_folder(root)
+    assert sorted(source.ids) == [f"daisy/{i}.jpg" for i in range(3)] + [f"roses/{i}.jpg" for i in range(3)]
+    for row_id, label in zip(source.ids, source.labels):
+        assert source.class_names[label] == row_id.split("/")[0]
+    assert source.ignored == {"link into another class folder": 2}
+    assert "daisy/more links into another class folder" in caplog.text
+
+
+def test_a_file_name_that_is_not_utf8_never_blocks_the_dataset(tmp_path, capsys):
+    import os
+
+    root = tmp_path / "d"
+    for c in ("a", "b"):
+        for i in range(4):
+            write_image(root / c / f"{i}.jpg", seed=i)
+    bad = os.path.join(os.fsencode(root / "a"), b"caf\xe9.jpg")  # Latin-1, as an old camera wrote it
+    with open(bad, "wb") as f:
+        f.write((root / "a" / "0.jpg").read_bytes())
+    code = extract.main(["--data-dir", str(root), "--out", str(tmp_path / "e"), "--json", *FAST])
+    result = last_json(capsys.readouterr().out)
+    assert code == 0 and result["images"] == 8
+    assert result["ignored_files"] == {"name not valid UTF-8": 1}

@@ -109,3 +109,52 @@ def test_refusals(head_run, image_folder_module, tmp_path, capsys):
     code, _, err = run(predict.main, [str(tampered), str(image_folder_module), "-q"], capsys)
     assert code == 2 and "1280-d embeddings" in err and "1024" in err
     np.testing.assert_equal(len(list(tampered.iterdir())), 1)
+
+
+def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_folder_module, tmp_path, capsys):
+    """A .jpg linked to /dev/zero read without end, and a FIFO named .jpg hung: both are skipped."""
+    import os
+
+    run_dir, _ = head_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = next(image_folder_module.glob("cat/*.jpg"))
+    (photos / "good.jpg").write_bytes(good.read_bytes())
+    (photos / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(photos / "pipe.jpg")
+    code, out, err = run(predict.main, [str(run_dir), str(photos), str(photos / "pipe.jpg"), "--json", "-q"],
+                         capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert [p["path"] for p in result["predictions"]] == [str(photos / "good.jpg")]
+    reasons = {p["path"]: p["reason"] for p in result["unreadable"]}
+    assert "a device" in reasons[str(photos / "zero.jpg")] and "FIFO" in reasons[str(photos / "pipe.jpg")]
+
+
+def test_csv_to_a_device_or_a_pipe_writes_through_and_a_folder_is_refused(head_run, image_folder_module, tmp_path,
+                                                                          capsys):
+    import os
+    import stat
+    import threading
+
+    run_dir, _ = head_run
+    good = str(next(image_folder_module.glob("cat/*.jpg")))
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    link = tmp_path / "out.csv"
+    link.symlink_to(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    code, out, err = run(predict.main, [str(run_dir), good, "--csv", str(link), "-q"], capsys)
+    reader.join(60)
+    assert code == 0, err
+    assert got and got[0].startswith("path,predicted") and good in got[0]
+    assert link.is_symlink() and stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a link to a FIFO
+    regular = tmp_path / "real.csv"
+    regular.write_text("old")
+    (tmp_path / "to_real.csv").symlink_to(regular)
+    assert run(predict.main, [str(run_dir), good, "--csv", str(tmp_path / "to_real.csv"), "-q"], capsys)[0] == 0
+    assert (tmp_path / "to_real.csv").is_symlink() and regular.read_text().startswith("path,predicted")
+    code, out, err = run(predict.main, [str(run_dir), good, "--csv", str(tmp_path), "-q"], capsys)
+    assert code == 2 and "--csv" in err and "is a folder" in err and len(err.strip().splitlines()) == 1

@@ -32,3 +32,28 @@ def test_report_from_the_table(tmp_path, capsys):
 def test_empty_table_exits_2(tmp_path, capsys):
     assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
     assert "holds no results" in capsys.readouterr().err and not (tmp_path / "R.md").exists()
+
+
+def test_out_may_be_a_device_never_a_folder(tmp_path, capsys):
+    import os
+    import stat
+
+    out_dir = tmp_path / "runs"
+    runs.append_result(out_dir, _row("frozen-features", "logreg", 0.9, 20.0))
+    assert report.main(["--results", str(out_dir), "--out", "/dev/null", "--plots-dir", str(tmp_path / "p")]) == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    code = report.main(["--results", str(out_dir), "--out", str(tmp_path), "--plots-dir", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--out" in err and "is a folder" in err and "Traceback" not in err
+
+
+def test_a_damaged_table_still_gives_a_report(tmp_path, capsys, caplog):
+    out_dir = tmp_path / "runs"
+    runs.append_result(out_dir, _row("frozen-features", "logreg", 0.9, 20.0))
+    with open(out_dir / "results.jsonl", "a") as f:
+        f.write('{"dataset": "pets", "acc')  # a row cut short by an old full disk
+    runs.append_result(out_dir, _row("finetune", "dense128", 0.95, 100.0, per_epoch=10.0))
+    assert report.main(["--results", str(out_dir), "--out", str(tmp_path / "R.md"),
+                        "--plots-dir", str(tmp_path / "p")]) == 0
+    assert "line 2 is damaged" in caplog.text
+    assert "frozen features + logreg" in (tmp_path / "R.md").read_text()

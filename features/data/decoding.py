@@ -24,7 +24,8 @@ from .listing import DEFAULT_MAX_PIXELS
 
 RESIZE_METHOD = ("EXIF orientation applied; JPEGs at least twice the size DCT-downscaled while decoding; "
                  "bilinear (antialiased when shrinking over 2x), whole image squashed to a square")
-SKIP_KINDS = ("empty file", "over the pixel limit", "truncated or corrupt", "not an image", "unreadable")
+SKIP_KINDS = ("empty file", "over the pixel limit", "truncated or corrupt", "not an image", "not a regular file",
+              "unreadable")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,26 @@ class Headers:
         return None if value == 2 else bool(value)
 
 
+def _not_regular(path) -> str | None:
+    """Why ``path`` is not a regular file to read (None when it is one).
+
+    A device (a link to ``/dev/zero`` reads without end), a FIFO (a read waits for a
+    writer forever) or a socket is never opened as an image.
+    """
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # the reader reports why it cannot be read
+    if stat.S_ISREG(mode):
+        return None
+    what = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder"
+            if stat.S_ISDIR(mode) else "a special file")
+    return f"not a regular file but {what}; only regular files are read as images"
+
+
 def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, rows=None,
                  dct_scaling: bool = True) -> Headers:
     """Read the headers of ``paths[i]`` for each i in ``rows`` (default: all); no pixel is decoded.
@@ -129,6 +150,10 @@ def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PI
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the limit below is ours
     try:
         for i in rows:
+            special = _not_regular(paths[i])
+            if special:
+                headers.refused[i] = Skip("not a regular file", special)
+                continue
             try:
                 with Image.open(paths[i]) as im:
                     width, height, fmt = im.width, im.height, im.format
@@ -210,6 +235,9 @@ def why_undecodable(path=None, data: bytes | None = None) -> Skip:
     import tensorflow as tf
 
     if data is None:
+        special = _not_regular(path)
+        if special:
+            return Skip("not a regular file", special)
         try:
             if os.path.getsize(path) == 0:
                 return Skip("empty file", "empty file (0 bytes)")

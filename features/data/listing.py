@@ -21,6 +21,7 @@ are sorted by name.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetUnavailableError, UsageError
-from .splits import DEFAULT_SPLIT, SPLITS, complete_splits, split_code, describe_split, stratified_split, subsample
+from .splits import DEFAULT_SPLIT, SPLITS, complete_splits, describe_split, split_code, stratified_split, subsample
+
+log = logging.getLogger(__name__)
 
 SPLIT_DIRS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
@@ -89,17 +92,37 @@ def _is_hidden(name: str) -> bool:
 
 
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not _is_hidden(p.name))
+    return sorted(p for p in path.iterdir() if p.is_dir() and not _is_hidden(p.name) and _valid_name(p.name))
 
 
-def images_under(folder: Path, ignored: dict | None = None) -> list[str]:
+def _valid_name(name: str) -> bool:
+    """Whether a file name decodes as UTF-8 (others come back from the OS with surrogates)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _inside(path: str, folders) -> bool:
+    return any(path == f or path.startswith(f + os.sep) for f in folders)
+
+
+def images_under(folder: Path, ignored: dict | None = None, seen: set | None = None,
+                 other_classes=()) -> list[str]:
     """Image files under ``folder`` (recursive, symlinks followed once), sorted.
 
     Args:
         ignored: if given, counts what is left out, by kind ("hidden", "not an image
-            extension", "folder reached twice through a link").
+            extension", "folder reached twice through a link", "link into another class
+            folder", "name not valid UTF-8").
+        seen: real paths of folders already read (shared across class folders, so a
+            folder reached twice is read once).
+        other_classes: real paths of the other class folders: a link into one of them
+            would put its images under two labels, so it is not followed.
     """
-    found, seen = [], set()
+    found = []
+    seen = set() if seen is None else seen
     ignored = {} if ignored is None else ignored
 
     def count(kind, n=1):
@@ -108,27 +131,43 @@ def images_under(folder: Path, ignored: dict | None = None) -> list[str]:
 
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
+        if _inside(real, other_classes):
+            log.warning("%s links into another class folder (%s); its images keep their own label and are "
+                        "not read here", root, real)
+            count("link into another class folder")
+            dirs[:] = []
+            continue
         if real in seen:  # a symlink loop, or a folder linked twice
             count("folder reached twice through a link")
             dirs[:] = []
             continue
         seen.add(real)
         count("hidden", sum(_is_hidden(d) for d in dirs))
-        dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+        bad = [d for d in dirs if not _valid_name(d)]
+        count("name not valid UTF-8", len(bad))
+        dirs[:] = sorted(d for d in dirs if not _is_hidden(d) and _valid_name(d))
         for name in files:
             if _is_hidden(name):
                 count("hidden")
             elif os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 count("not an image extension")
+            elif not _valid_name(name):
+                log.warning("%r in %s: the file name is not valid UTF-8; rename it to use it", name, root)
+                count("name not valid UTF-8")
+            elif _inside(os.path.realpath(os.path.join(root, name)), other_classes):
+                log.warning("%s links into another class folder; it keeps its own label", os.path.join(root, name))
+                count("link into another class folder")
             else:
                 found.append(os.path.join(root, name))
     return sorted(found)
 
 
 def _list_classes(root: Path, class_dirs: list[Path], class_names: list[str], ignored: dict):
-    ids, labels = [], []
+    ids, labels, seen = [], [], set()
+    reals = {d: os.path.realpath(d) for d in class_dirs}
     for class_dir in class_dirs:
-        files = images_under(class_dir, ignored)
+        others = [r for d, r in reals.items() if r != reals[class_dir] and not _inside(reals[class_dir], [r])]
+        files = images_under(class_dir, ignored, seen, others)
         label = class_names.index(class_dir.name)
         ids += [os.path.relpath(f, root) for f in files]
         labels += [label] * len(files)
