@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from .errors import ToolkitError, is_disk_full
+from .errors import DiskFullError, ToolkitError, disk_full_path, is_disk_full
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -121,6 +121,10 @@ def run(main_body, prog: str, flag=None) -> int:
     try:
         main_body()
     except ToolkitError as exc:
+        if isinstance(exc, DiskFullError):
+            from .store import close_open_files
+
+            close_open_files()
         print(f"{prog}: error: {exc.render(flag)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -129,8 +133,13 @@ def run(main_body, prog: str, flag=None) -> int:
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        print(f"{prog}: error: no space left on the device ({exc.filename or exc}); free some space and run "
-              "the same command again. Nothing was written under a final name.", file=sys.stderr)
+        from .store import close_open_files
+
+        close_open_files()  # a write cut short may have left one open: closing it at exit crashed
+        where = disk_full_path(exc)
+        print(f"{prog}: error: no space left on the device{f' while writing {where}' if where else ''}; free "
+              "some space and run the same command again. Nothing was written under a final name.",
+              file=sys.stderr)
         return 2
     return 0
 

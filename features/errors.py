@@ -63,6 +63,14 @@ class DiskFullError(ToolkitError):
     """The disk filled up while writing; what was complete is kept."""
 
 
+def disk_full_path(exc: BaseException) -> str | None:
+    """The file a disk-full error was writing, where the error says (HDF5 says it in its text)."""
+    if getattr(exc, "filename", None):
+        return str(exc.filename)
+    match = re.search(r"filename = '([^']*)'", str(exc))
+    return match.group(1) if match else None
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """True for "no space left on device" (or over quota), however the library words it."""
     import errno

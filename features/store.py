@@ -87,6 +87,32 @@ def _h5py():
     return h5py
 
 
+def close_open_files() -> int:
+    """Close every HDF5 file this process still has open; return how many.
+
+    An error in the middle of a write (a full disk under Keras' checkpoint writer) can
+    leave a file open; HDF5 then closes it at interpreter exit, where the failing close
+    crashed the process (exit 139) after the error had been reported. Called when such
+    an error is handled, so the process ends cleanly.
+    """
+    import gc
+    import sys
+
+    if "h5py" not in sys.modules:
+        return 0
+    h5py = sys.modules["h5py"]
+    gc.collect()  # frames of the failed write may still hold File objects
+    closed = 0
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            fid._close_open_objects(h5py.h5f.OBJ_LOCAL | ~h5py.h5f.OBJ_FILE)
+            fid._close_open_objects(h5py.h5f.OBJ_LOCAL | h5py.h5f.OBJ_FILE)
+            closed += 1
+        except Exception:  # noqa: BLE001 - a close that fails on a full disk has still released the file
+            closed += 1
+    return closed
+
+
 @contextmanager
 def writer_lock(path, wait_message: bool = True):
     """Hold the lock on a cache's ``.lock`` file; a second writer waits for the first.

@@ -199,18 +199,29 @@ def test_no_path_reaches_a_shell():
 
 # --- Reliability, round two: what a hostile user broke --------------------------------------
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MB tmpfs, where the test may mount one (root); the caller fills it."""
-    mount = tmp_path / "disk"
+def _tmpfs(tmp_path, size: str):
+    """A small tmpfs, where the test may mount one (root); else the test is skipped."""
+    mount = tmp_path / f"disk-{size}"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         pytest.skip("cannot mount a tmpfs here; the injected-ENOSPC tests cover the same code")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs; the caller fills it."""
+    yield from _tmpfs(tmp_path, "1m")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 20 MB tmpfs: room for the first checkpoint of a fine-tune, not for the second."""
+    yield from _tmpfs(tmp_path, "20m")
 
 
 def _fill(folder: Path) -> None:
@@ -323,3 +334,14 @@ def test_a_cache_writer_that_cannot_even_start_leaves_no_partial_file(tmp_path, 
         with store.CacheWriter(tmp_path / "c.h5", 4, ["a", "b"]):
             pass
     assert not list(tmp_path.iterdir())
+
+
+def test_finetuning_onto_a_disk_that_fills_mid_checkpoint_exits_2_not_a_crash(photos, small_disk):
+    """Keras' checkpoint writer left an HDF5 file open; closing it at exit crashed (exit 139)."""
+    argv = [sys.executable, "finetune.py", "--data-dir", str(photos), "--max-per-class", "8", "--image-size", "32",
+            "--batch-size", "4", "--epochs", "2", "--head-epochs", "1", "--out", str(small_disk / "runs"), "-q"]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("finetune.py: error: no space left on the device") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not any((small_disk / "runs").iterdir())
