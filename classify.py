@@ -46,32 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fixed_params(args) -> dict:
-    from features.errors import UsageError
-
-    if args.C is not None and args.C <= 0:
-        raise UsageError(f"{{C}} {args.C}: must be above zero")
-    if args.k is not None and args.k < 1:
-        raise UsageError(f"{{k}} {args.k}: must be at least 1")
-    if args.cv < 2:
-        raise UsageError(f"{{cv}} {args.cv}: must be at least 2")
-    gamma = args.gamma
-    if gamma is not None and gamma not in ("scale", "auto"):
-        try:
-            gamma = float(gamma)
-        except ValueError:
-            raise UsageError(f"{{gamma}} {args.gamma}: give a positive number, 'scale' or 'auto'") from None
-    return {"C": args.C, "gamma": gamma, "k": args.k}
-
-
 def _body(args) -> None:
     from features import store
     from features.classification import classify
-    from features.heads import get_head_spec
+    from features.heads import check_params, check_search, get_head_spec
     from features.metrics import summary_line
 
-    get_head_spec(args.head)
-    fixed = _fixed_params(args)
+    get_head_spec(args.head)  # flags first, then work
+    fixed = check_params({"C": args.C, "gamma": args.gamma, "k": args.k})
+    check_search(args.cv, args.n_jobs, args.seed)
 
     paths = args.features or [store.newest_cache(args.embeddings_dir)]
     cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])

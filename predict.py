@@ -31,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
+    from features.backbones import check_batch_size
     from features.errors import UsageError
     from features.prediction import list_inputs, load_predictor, top_k, write_csv
 
-    if args.top_k < 1 or args.batch_size < 1:
-        raise UsageError("--top-k and --batch-size must be at least 1")
+    if args.top_k < 1:
+        raise UsageError(f"{{top_k}} {args.top_k}: must be at least 1")
+    check_batch_size(args.batch_size)
     paths = list_inputs(args.inputs)
     if not paths:
         raise UsageError(f"no images in {', '.join(args.inputs)}")

@@ -75,6 +75,15 @@ def _specs():
 
 
 REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _specs()}
+MAX_IMAGE_SIZE = 1024
+MAX_BATCH_SIZE = 4096  # a billion made tf.data spin for minutes, deaf to Ctrl-C
+
+
+def check_batch_size(batch_size, param: str = "batch_size") -> int:
+    """A batch size from 1 to :data:`MAX_BATCH_SIZE`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UsageError(f"{{{param}}} {batch_size}: give a whole number from 1 to {MAX_BATCH_SIZE}")
+    return batch_size
 
 
 def get_spec(name) -> BackboneSpec:
@@ -95,6 +104,9 @@ def resolve_image_size(spec, image_size: int | None) -> int:
     """The backbone's default size where none is given; refuse sizes it cannot take."""
     spec = get_spec(spec)
     size = spec.default_size if image_size is None else int(image_size)
+    if size > MAX_IMAGE_SIZE:  # far past any backbone's training size; 100,000 px crashed TensorFlow
+        raise UsageError(f"{{image_size}} {size}: at most {MAX_IMAGE_SIZE} pixels "
+                         f"({spec.name} was trained at {spec.default_size})")
     if size < spec.min_size:
         raise UsageError(f"{{image_size}} {size}: {spec.name} needs at least {spec.min_size} pixels "
                          f"(its default is {spec.default_size})")

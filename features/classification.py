@@ -24,6 +24,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     Returns:
         The row appended to the results table, plus "metrics" (see :func:`features.metrics.score`).
     """
+    runs.check_output_folder(out_dir)
     if not (cache.splits == TEST).any():
         raise CacheError(f"{cache.path}: the cache has no test rows; extract it with a {{split}} "
                          "whose test fraction is above zero")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
-from .backbones import Backbone, create_backbone, resolve_backbone
+from . import runs, store
+from .backbones import Backbone, check_batch_size, create_backbone, resolve_backbone
 from .data import DEFAULT_SPLIT, RESIZE_METHOD, DataSource, headers_for, image_batches, why_skipped
 from .errors import CacheError, DiskFullError, UsageError, is_disk_full
 
@@ -73,8 +73,7 @@ def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1
     Raises:
         UsageError: a setting out of range.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"{{batch_size}} {batch_size}: must be at least 1")
+    check_batch_size(batch_size)
     if pooling not in ("avg", "max"):
         raise UsageError(f"{{pooling}} {pooling}: choose avg or max")
     try:
@@ -127,6 +126,7 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
     """
     backbone = resolve_backbone(backbone, image_size, weights)
     shard_i, shard_k = check_settings(batch_size, pooling, shard)
+    runs.check_output_folder(out_dir)
     weights, wfile, wsha, size = backbone.weights, backbone.weights_file, backbone.weights_sha256, backbone.image_size
     path = store.cache_path(out_dir, source.name, backbone.name, size, pooling, weights, wsha, seed,
                             split, max_per_class)
@@ -143,7 +143,7 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
                 os.utime(path)  # "the newest cache" (classify.py's default) is the one used last
                 log.info("cache hit: %s", path)
                 return ExtractionResult(path, True, int(attrs["n_images"]), int(attrs["n_skipped"]),
-                                        float(attrs["seconds"]), float(attrs["images_per_second"]))
+                                        float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)))
             log.warning("recomputing %s: %s", path, reason)
         return _extract(source, backbone, pooling, batch_size, path, wanted, max_per_class,
                         shard_i, shard_k, force, progress, checkpoint_batches)

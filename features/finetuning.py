@@ -19,6 +19,7 @@ import numpy as np
 
 from . import metrics, runs, training
 from .data import DataSource, activation_batches, indexed_batches, labelled_batches
+from .errors import UsageError
 from .train_config import HEAD_UNITS, TrainConfig, resolve_config
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,10 @@ def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np
     """
     index, proba = training.probabilities(model, indexed_batches(source, test_rows, config.image_size,
                                                                  config.batch_size))
+    if not np.isfinite(proba).all():
+        rates = "{scratch_lr}" if config.scratch else "{lr} and {head_lr}"
+        raise UsageError(f"training diverged: the model's outputs are NaN or infinite; lower {rates} "
+                         f"(now {config.scratch_lr if config.scratch else f'{config.lr:g} and {config.head_lr:g}'})")
     return index, proba, metrics.score(source.labels[index], proba, source.class_names)
 
 
@@ -216,6 +221,7 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
         The results-table row plus "metrics".
     """
     config, backbone = resolve_config(config, source)
+    runs.check_output_folder(out_dir)
     built = build(config, backbone, len(source.class_names))
     rows = {name: source.rows(name) for name in ("train", "val", "test")}
     with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:

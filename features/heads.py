@@ -111,6 +111,52 @@ def get_head_spec(name: str) -> HeadSpec:
         raise UsageError(f"{{head}} {name}: unknown head; choose one of: {', '.join(HEADS)}") from None
 
 
+def check_params(fixed: dict | None) -> dict:
+    """Check values the caller fixed (``C``, ``gamma``, ``k``); return those given, cleaned.
+
+    Raises:
+        UsageError: a value no head can take (NaN, infinite, zero or negative).
+    """
+    import math
+
+    out = {}
+    for key, value in (fixed or {}).items():
+        if value is None:
+            continue
+        if key == "gamma" and value in ("scale", "auto"):
+            out[key] = value
+            continue
+        if key == "k":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise UsageError(f"{{k}} {value}: give a whole number of neighbours, at least 1")
+            out[key] = int(value)
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number > 0):
+            also = ", 'scale' or 'auto'" if key == "gamma" else ""
+            raise UsageError(f"{{{key}}} {value}: give a finite number above zero{also}")
+        out[key] = number
+    return out
+
+
+def check_search(cv: int = 5, n_jobs: int | None = None, seed: int = 0) -> None:
+    """Check the search's settings: folds, parallel jobs and seed.
+
+    Raises:
+        UsageError: fewer than two folds, zero jobs, or a seed out of range.
+    """
+    from .data.splits import check_seed
+
+    check_seed(seed)
+    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise UsageError(f"{{cv}} {cv}: give a whole number of folds, at least 2")
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0):
+        raise UsageError(f"{{n_jobs}} {n_jobs}: give a number of parallel jobs, or -1 for every core")
+
+
 def make_head(name: str, params: dict | None = None, class_weight: str | None = None,
               seed: int = 0, probability: bool = True, n_jobs: int | None = None):
     """An unfitted head pipeline: ``Pipeline(StandardScaler(), the entry's estimator)``.
@@ -160,9 +206,14 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     spec = get_head_spec(name)
-    fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
+    fixed = check_params(fixed)
+    check_search(cv, n_jobs, seed)
     if len(np.unique(y_train)) < 2:
         raise UsageError("the training split holds fewer than two classes; nothing to classify")
+    n_fit = len(y_train) + (len(y_val) if y_val is not None else 0)
+    if fixed.get("k", 0) > n_fit:
+        raise UsageError(f"{{k}} {fixed['k']}: the training and validation splits hold only {n_fit} images; "
+                         f"give at most {n_fit} neighbours")
     grid = {k: v for k, v in spec.grid.items() if k not in fixed and len(v) > 1}
     folds = min(cv, int(np.bincount(y_train)[np.unique(y_train)].min()))
     if spec.max_grid is not None:

@@ -103,8 +103,17 @@ def _load_finetuned(run_dir: Path) -> Predictor:
     try:
         config = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError):
-        _refuse(run_dir, "config.json is missing or unreadable; it records the classes and image size")
-    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+        config = None
+    if not isinstance(config, dict):
+        _refuse(run_dir, "config.json is missing, unreadable or not a record of a run; it records the classes "
+                         "and image size")
+    try:
+        model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - whatever Keras says, the file is refused, never run
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Lambda" in reason:
+            reason = "it holds a Lambda layer, whose Python code safe loading never runs"
+        _refuse(run_dir, f"model.keras cannot be loaded safely: {reason[:300]}")
     names, size = config.get("class_names") or [], config.get("image_size")
     if tuple(model.input_shape[1:3]) != (size, size):
         _refuse(run_dir, f"model.keras takes {model.input_shape[1:3]} images but config.json says {size}")
@@ -120,8 +129,10 @@ def _load_head(run_dir: Path) -> Predictor:
 
     head = load_head(run_dir / "head.skops")
     meta = head.get("meta") or {}
+    if not isinstance(meta, dict):
+        _refuse(run_dir, "head.skops holds no record of its classes and backbone")
     names = meta.get("class_names") or []
-    pipeline = head["pipeline"]
+    pipeline = head.get("pipeline")
     classes = getattr(pipeline, "classes_", None)
     if len(names) < 2 or classes is None or len(classes) != len(names):
         _refuse(run_dir, f"the head predicts {0 if classes is None else len(classes)} classes but records "
@@ -131,7 +142,8 @@ def _load_head(run_dir: Path) -> Predictor:
     sizes = sizes if isinstance(sizes, list) else [sizes]
     weights = meta.get("weights")
     weights = weights if isinstance(weights, list) else [weights] * len(backbones)
-    if len(sizes) != len(backbones) or len(weights) != len(backbones):
+    if len(sizes) != len(backbones) or len(weights) != len(backbones) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in sizes):
         _refuse(run_dir, "the head's record does not say the image size and weights of each backbone")
     models, width = [], 0
     for name, size, w in zip(backbones, sizes, weights):
@@ -143,7 +155,10 @@ def _load_head(run_dir: Path) -> Predictor:
         model = create_backbone(backbone, pooling=meta.get("pooling") or "avg")
         models.append((model, int(size)))
         width += int(model.output.shape[-1])
-    expected = int(pipeline.named_steps["scale"].n_features_in_)
+    try:
+        expected = int(pipeline.named_steps["scale"].n_features_in_)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        _refuse(run_dir, "head.skops does not hold a fitted scaler and classifier of classify.py")
     if width != expected:
         _refuse(run_dir, f"the head takes {expected}-d embeddings but {meta.get('backbone')} gives {width}")
     return Predictor(run_dir, "head", names, int(sizes[0]), pipeline, models)

@@ -172,8 +172,7 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"{{out}} {out}: is a folder; give a file name")
-    plots_dir = Path(plots_dir)
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir = runs.check_output_folder(plots_dir, param="plots_dir")
     accuracy_png, precision_png = plots_dir / "accuracy_vs_time.png", plots_dir / "per_class_precision.png"
     plot_accuracy_vs_time(rows, accuracy_png)
     plot_per_class_precision(rows, precision_png)

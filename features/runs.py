@@ -88,6 +88,43 @@ def run_folder(out_dir, *parts: str):
                 pass
 
 
+def check_output_folder(folder, param: str = "out") -> Path:
+    """Make sure ``folder`` exists and takes a file, before any work is done for it.
+
+    A read-only mount, a file in the folder's place or a full device is found here, in a
+    second, not after a fit of minutes.
+
+    Raises:
+        UsageError: the path is a file, or the folder cannot be created or written.
+        DiskFullError: the folder's device is full.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{{{param}}} {folder}: is a file, not a folder; give a folder")
+    probe = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check.{os.getpid()}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left on the device of {folder}; free some space first") from None
+        raise UsageError(f"{{{param}}} {folder}: cannot write there ({exc.strerror or exc}); "
+                         "give a folder you can write to") from None
+    finally:
+        if probe is not None:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
+    return folder
+
+
 def write_json(path, obj) -> None:
     """Write JSON under a temporary name, then rename."""
     path = Path(path)

@@ -344,7 +344,46 @@ def read_attrs(path) -> dict:
     if not attrs.get("complete"):
         raise CacheError(f"{path}: the cache is incomplete (its extraction did not finish); "
                          "run the extraction again with {force=True}")
+    missing = [key for key in REQUIRED_ATTRS if key not in attrs]
+    if missing:
+        raise CacheError(f"{path}: the cache lacks the attribute(s) {', '.join(missing)}; it was not written "
+                         "by extract.py or was edited: run the extraction again with {force=True}")
     return attrs
+
+
+REQUIRED_ATTRS = ("n_images", "n_skipped", "embedding_dim", "embeddings_sha256", "class_names", "dataset",
+                  "backbone")  # what reading a cache and training a head on it need
+
+
+def _check_schema(path, cache: "FeatureCache") -> None:
+    """Refuse a cache whose arrays disagree with the schema or with each other, naming what is wrong."""
+    attrs, n = cache.attrs, len(cache.embeddings)
+    problems = []
+    if cache.embeddings.ndim != 2 or cache.embeddings.shape[1] != attrs["embedding_dim"]:
+        problems.append(f"embeddings have shape {cache.embeddings.shape}, not (rows, {attrs['embedding_dim']})")
+    if n != attrs["n_images"]:
+        problems.append(f"{n} embedding rows, but n_images says {attrs['n_images']}")
+    for name in ("labels", "ids", "index", "splits"):
+        length = len(getattr(cache, name))
+        if length != n or getattr(cache, name).ndim != 1:
+            problems.append(f"{length} {name} for {n} embedding rows")
+    recorded = attrs["class_names"]
+    try:
+        recorded = json.loads(recorded) if isinstance(recorded, str) else recorded  # containers are JSON
+    except ValueError:
+        pass
+    if not isinstance(recorded, list) or list(cache.class_names) != recorded:
+        problems.append(f"class names {cache.class_names} differ from the recorded {recorded}")
+    if len(cache.labels) and (cache.labels.min() < 0 or cache.labels.max() >= len(cache.class_names)):
+        problems.append(f"labels outside 0..{len(cache.class_names) - 1}")
+    if len(cache.splits) and not np.isin(cache.splits, np.arange(len(SPLITS))).all():
+        problems.append(f"split codes outside 0..{len(SPLITS) - 1}")
+    if cache.embeddings.size and not np.isfinite(cache.embeddings).all():
+        problems.append(f"{int((~np.isfinite(cache.embeddings)).any(axis=-1).sum())} rows hold NaN or "
+                        "infinite embeddings")
+    if problems:
+        raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction again "
+                         "with {force=True}")
 
 
 @dataclass
@@ -407,9 +446,10 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
                 ids=f["ids"].asstr()[:], index=f["index"][:], splits=f["splits"][:],
                 class_names=list(f["class_names"].asstr()[:]),
                 skipped=_read_skipped(f), attrs=attrs)
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CacheError(f"{path}: cannot read the feature cache ({exc}); "
                          "for a merged shard file, every shard must sit beside it") from None
+    _check_schema(path, cache)
     if verify:
         digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings).tobytes()).hexdigest()
         if digest != attrs.get("embeddings_sha256"):

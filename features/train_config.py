@@ -68,7 +68,12 @@ def check_settings(config: TrainConfig) -> TrainConfig:
     Raises:
         UsageError: a setting out of range, or two that cannot go together.
     """
-    for name, low in (("epochs", 1), ("head_epochs", 0), ("batch_size", 1), ("patience", 1)):
+    from .backbones import check_batch_size
+    from .data.splits import check_seed
+
+    check_batch_size(config.batch_size)
+    check_seed(config.seed)
+    for name, low in (("epochs", 1), ("head_epochs", 0), ("patience", 1)):
         value = getattr(config, name)
         if not isinstance(value, int) or value < low:
             raise UsageError(f"{{{name}}} {value}: must be a whole number, at least {low}")

@@ -114,3 +114,124 @@ def test_binary_cache_reports_roc_auc(tmp_path, capsys):
                         "--n-jobs", "1", "-q"], capsys)
     result = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and result["roc_auc"] > 0.95
+
+
+def _edit_labels_out_of_range(f):
+    f["labels"][0] = 7
+
+
+def _edit_nan_embedding(f):
+    f["embeddings"][3, 2] = np.nan
+
+
+def _edit_inf_embedding(f):
+    f["embeddings"][1, 0] = np.inf
+
+
+def _edit_row_counts(f):
+    f["labels"].resize((len(f["labels"]) - 1,))
+
+
+def _edit_shape(f):
+    del f["embeddings"]
+    f.create_dataset("embeddings", data=np.zeros((180,), np.float32))
+
+
+def _edit_class_names(f):
+    del f["class_names"]
+    f.create_dataset("class_names", data=["a", "b"], dtype=h5py.string_dtype())
+
+
+def _edit_missing_attribute(f):
+    del f.attrs["n_images"]
+
+
+def _edit_split_codes(f):
+    f["splits"][5] = 9
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (_edit_labels_out_of_range, "labels outside 0..2"),
+    (_edit_nan_embedding, "1 rows hold NaN or infinite embeddings"),
+    (_edit_inf_embedding, "1 rows hold NaN or infinite embeddings"),
+    (_edit_row_counts, "179 labels for 180 embedding rows"),
+    (_edit_shape, "embeddings have shape (180,)"),
+    (_edit_class_names, "class names ['a', 'b'] differ"),
+    (_edit_missing_attribute, "lacks the attribute(s) n_images"),
+    (_edit_split_codes, "split codes outside 0..2"),
+])
+def test_a_damaged_or_edited_cache_is_refused_in_one_line(edit, needle, tmp_path, capsys):
+    X, y = blobs()
+    path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    code, out, err = run(["--features", str(path), "--out", str(tmp_path / "runs"), "-q", "--n-jobs", "1"], capsys)
+    assert code == 2 and needle in err and "--force" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--seed", "-1"], "--seed -1: give a whole number from 0 to 4294967295"),
+    (["--seed", "100000000000000000000000"], "--seed 100000000000000000000000"),
+    (["--C", "nan"], "--C nan: give a finite number above zero"),
+    (["--C", "inf"], "--C inf"),
+    (["--model", "svm", "--gamma", "-1"], "--gamma -1"),
+    (["--model", "svm", "--gamma", "nan"], "--gamma nan"),
+    (["--model", "knn", "--k", "1000000"], "--k 1000000: the training and validation splits hold only"),
+    (["--n-jobs", "0"], "--n-jobs 0"),
+    (["--cv", "1"], "--cv 1"),
+])
+def test_flags_that_gave_tracebacks_are_refused_before_the_fit(argv, needle, tmp_path, capsys, monkeypatch):
+    X, y = blobs()
+    path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    code, out, err = run(["--features", str(path), "--out", str(tmp_path / "runs"), "-q", *argv], capsys)
+    assert code == 2 and needle in err and "Traceback" not in err, err
+
+
+def _no_fit(*args, **kwargs):
+    raise AssertionError("the head was fitted before the output folder was checked")
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
+    X, y = blobs()
+    path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.setattr(heads, "fit_head", _no_fit)
+    code, out, err = run(["--features", str(path), "--out", str(tmp_path / "taken"), "-q"], capsys)
+    assert code == 2 and "--out" in err and "is a file" in err
+
+
+def _mount(tmp_path, name, options):
+    import subprocess
+
+    mount = tmp_path / name
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    return mount
+
+
+@pytest.mark.parametrize("options,needle", [("ro,size=1m", "cannot write there"),
+                                            ("size=64k", "no space left on the device")])
+def test_a_read_only_or_full_output_device_is_found_before_the_fit(options, needle, tmp_path, capsys, monkeypatch):
+    import os
+    import subprocess
+
+    X, y = blobs()
+    path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    mount = _mount(tmp_path, "disk", options)
+    try:
+        if "ro" not in options.split(","):
+            fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+            try:
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            os.close(fd)
+        monkeypatch.setattr(heads, "fit_head", _no_fit)
+        code, out, err = run(["--features", str(path), "--out", str(mount / "runs"), "-q"], capsys)
+        assert code == 2 and needle in err and "Traceback" not in err, err
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -158,3 +158,51 @@ def test_csv_to_a_device_or_a_pipe_writes_through_and_a_folder_is_refused(head_r
     assert (tmp_path / "to_real.csv").is_symlink() and regular.read_text().startswith("path,predicted")
     code, out, err = run(predict.main, [str(run_dir), good, "--csv", str(tmp_path), "-q"], capsys)
     assert code == 2 and "--csv" in err and "is a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def _lambda_model(folder):
+    import keras
+
+    image = keras.Input((64, 64, 3))
+    x = keras.layers.Lambda(lambda t: t * 2)(image)
+    x = keras.layers.Dense(1, activation="sigmoid")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(image, x).save(folder / "model.keras")
+
+
+def _rewrite_head(key, value):
+    def edit(folder):
+        path = folder / "head.skops"
+        obj = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+        if key == "meta":
+            obj["meta"] = value
+        else:
+            obj["meta"][key] = value
+        sio.dump(obj, path)
+    return edit
+
+
+@pytest.mark.parametrize("kind,edit,needle", [
+    ("finetune", _lambda_model, "Lambda layer"),
+    ("finetune", lambda d: (d / "config.json").write_text("[1, 2]"), "not a record of a run"),
+    ("finetune", lambda d: (d / "model.keras").write_bytes(b"PK\x03\x04 not a zip"), "cannot be loaded safely"),
+    ("head", _rewrite_head("meta", "oops"), "no record of its classes"),
+    ("head", _rewrite_head("image_size", "x"), "image size and weights"),
+])
+def test_refused_artifacts_are_refused_in_one_line(kind, edit, needle, head_run, finetuned_run, image_folder_module,
+                                                   tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(finetuned_run if kind == "finetune" else head_run[0], folder)
+    edit(folder)
+    code, out, err = run(predict.main, [str(folder), str(image_folder_module), "-q"], capsys)
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def finetuned_run(tmp_path_factory, image_folder_module):
+    out = tmp_path_factory.mktemp("ft")
+    assert finetune.main(["--data-dir", str(image_folder_module), "--image-size", "64", "--unfreeze", "0",
+                          "--epochs", "1", "--batch-size", "4", "--out", str(out), "-q"]) == 0
+    return next(p for p in out.iterdir() if p.is_dir())

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetUnavailableError, UsageError
-from .splits import DEFAULT_SPLIT, SPLITS, complete_splits, describe_split, split_code, stratified_split, subsample
+from .splits import (DEFAULT_SPLIT, SPLITS, check_seed, complete_splits, describe_split, split_code,
+                     stratified_split, subsample)
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def load_folder(data_dir: str | Path, split=DEFAULT_SPLIT, seed: int = 0,
     Raises:
         DatasetUnavailableError: missing folder, fewer than two classes, or a class with no images.
     """
+    check_seed(seed)
     root = Path(data_dir).expanduser().resolve()
     if not root.is_dir():
         raise DatasetUnavailableError(f"{{data_dir}} {data_dir}: no such folder")
@@ -259,6 +261,7 @@ def load_tfds(name: str, tfds_dir: str | None = None, split=DEFAULT_SPLIT, seed:
     Raises:
         DatasetUnavailableError: offline and not prepared; the message says what to do.
     """
+    check_seed(seed)
     if name not in TFDS_DATASETS:
         raise UsageError(f"{{dataset}} {name}: choose one of {', '.join(TFDS_DATASETS)}, "
                          "or give an image folder with {data_dir}")
