@@ -112,6 +112,14 @@ def flag_renderer(parser: argparse.ArgumentParser):
     return flag
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: control characters (a newline or carriage return in a path the user
+    typed, say) are shown escaped, as Python writes them in a string."""
+    import unicodedata
+
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
 def run(main_body, prog: str, flag=None) -> int:
     """Call ``main_body()``; a :class:`ToolkitError` becomes one line on stderr and exit code 2.
 
@@ -125,7 +133,7 @@ def run(main_body, prog: str, flag=None) -> int:
             from .store import close_open_files
 
             close_open_files()
-        print(f"{prog}: error: {exc.render(flag)}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(exc.render(flag))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was written under a final name", file=sys.stderr)
@@ -137,8 +145,8 @@ def run(main_body, prog: str, flag=None) -> int:
 
         close_open_files()  # a write cut short may have left one open: closing it at exit crashed
         where = disk_full_path(exc)
-        print(f"{prog}: error: no space left on the device{f' while writing {where}' if where else ''}; free "
-              "some space and run the same command again. Nothing was written under a final name.",
+        print(one_line(f"{prog}: error: no space left on the device{f' while writing {where}' if where else ''}; "
+                       "free some space and run the same command again. Nothing was written under a final name."),
               file=sys.stderr)
         return 2
     return 0

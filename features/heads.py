@@ -205,9 +205,13 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
     """
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
+    import os
+
     spec = get_head_spec(name)
     fixed = check_params(fixed)
     check_search(cv, n_jobs, seed)
+    if n_jobs is not None and n_jobs > (os.cpu_count() or 1):  # more workers than cores only costs memory
+        n_jobs = os.cpu_count() or 1
     if len(np.unique(y_train)) < 2:
         raise UsageError("the training split holds fewer than two classes; nothing to classify")
     n_fit = len(y_train) + (len(y_val) if y_val is not None else 0)

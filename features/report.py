@@ -13,6 +13,29 @@ from . import runs
 METHOD_ORDER = ("frozen-features", "frozen-in-graph", "finetune", "scratch")
 
 
+REPORTED = ("dataset", "accuracy", "precision_macro", "recall_macro", "f1_macro", "total_seconds")
+
+
+def usable_rows(rows: list[dict]) -> list[dict]:
+    """The rows that hold every figure the report shows; others are left out with a warning.
+
+    A row edited by hand, or written by another tool, must not make the whole report fail.
+    """
+    import logging
+    import math
+
+    kept = []
+    for n, row in enumerate(rows, 1):
+        bad = [k for k in REPORTED if k != "dataset" and not (
+            isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) and math.isfinite(row[k]))]
+        if not isinstance(row.get("dataset"), str) or bad:
+            logging.getLogger(__name__).warning("results row %d lacks %s; it is left out of the report", n,
+                                                ", ".join(bad) or "its dataset")
+            continue
+        kept.append(row)
+    return kept
+
+
 def latest_rows(rows: list[dict]) -> list[dict]:
     """The newest row of each (dataset, backbone, image size, method, head), in a stable order."""
     latest: dict[tuple, dict] = {}
@@ -166,7 +189,7 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     """
     from .errors import UsageError
 
-    rows = latest_rows(runs.read_results(results_dir))
+    rows = latest_rows(usable_rows(runs.read_results(results_dir)))
     if not rows:
         raise UsageError(f"{results_dir}/{runs.RESULTS_FILE} holds no results; run classify.py or finetune.py first")
     out = Path(out)

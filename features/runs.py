@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 from contextlib import contextmanager
@@ -46,6 +47,58 @@ class RunFolder:
 
     def __init__(self, path: Path, final: Path):
         self.path, self.final = path, final
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a run's temporary names carry its pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+_ABANDONED = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:partial|tmp)$")
+
+
+def remove_abandoned(folder) -> list[Path]:
+    """Remove the temporary files and folders that runs killed mid-way left in ``folder``.
+
+    A temporary name is ``.<name>.<pid>.partial`` or ``.<name>.<pid>.tmp``; it is
+    provably abandoned when no process with that pid runs any more (a run's own, or a
+    concurrent live run's, are left alone). The empty folder a killed run had claimed as
+    its final name goes with its ``.partial``. Each removal is logged.
+
+    Returns:
+        What was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _ABANDONED.match(entry.name)
+        if not match or pid_alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            claim = folder / match["name"]
+            try:
+                claim.rmdir()  # only when empty: the claim of the killed run
+            except OSError:
+                pass
+        else:
+            try:
+                entry.unlink()
+            except OSError:
+                continue
+        log.warning("removed %s, left by process %s, which is gone (killed or crashed)", entry, match["pid"])
+        removed.append(entry)
+    return removed
 
 
 def _claim(out_dir: Path, stem: str) -> Path:
@@ -70,6 +123,7 @@ def run_folder(out_dir, *parts: str):
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(out_dir)
     stem = "-".join([_now().strftime("%Y%m%d-%H%M%S"), *(p.replace("/", "_") for p in parts if p)])
     final = _claim(out_dir, stem)
     tmp = out_dir / f".{final.name}.{os.getpid()}.partial"
@@ -220,8 +274,9 @@ def write_output(path, write, param: str = "out") -> Path:
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{{{param}}} {path}: is a folder; give a file name")
+    # surrogateescape: text from the command line that was not valid UTF-8 goes out as the bytes it came in as
     if st is not None and not stat.S_ISREG(st.st_mode):
-        with open(path, "w", newline="") as f:
+        with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
             write(f)
         return path
     target = Path(os.path.realpath(path))
@@ -229,7 +284,7 @@ def write_output(path, write, param: str = "out") -> Path:
         raise UsageError(f"{{{param}}} {path}: the folder {target.parent} does not exist")
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
             write(f)
         os.replace(tmp, target)
     finally:

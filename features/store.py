@@ -118,13 +118,17 @@ def writer_lock(path, wait_message: bool = True):
     """Hold the lock on a cache's ``.lock`` file; a second writer waits for the first.
 
     The lock is the operating system's (``flock``): a killed holder releases it at once.
+    The holder deletes the lock file when it is done, so none outlives its run; a writer
+    that waited on a file deleted meanwhile finds that out and locks the new one. The
+    holder also removes the ``.partial`` cache files of writers that were killed.
     """
     import fcntl
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -132,11 +136,35 @@ def writer_lock(path, wait_message: bool = True):
             if wait_message:
                 log.warning("%s is being written by another run (pid %s); waiting for it to finish", path, holder)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder we waited for deleted this file: lock the one there now
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _remove_abandoned_partials(path)
         yield
     finally:
+        try:
+            os.unlink(lock)  # while still holding it: a waiter re-checks the inode
+        except OSError:
+            pass
         os.close(fd)
+
+
+def _remove_abandoned_partials(path: Path) -> None:
+    """Delete ``<cache>.<pid>.partial`` files whose writer process is gone."""
+    from .runs import pid_alive
+
+    for partial in path.parent.glob(f"{path.name}.*.partial"):
+        pid = partial.name[len(path.name) + 1:-len(".partial")]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+            log.warning("removed %s, left by process %s, which is gone (killed or crashed)", partial, pid)
 
 
 class Checkpoints:

@@ -70,6 +70,7 @@ def _resume_and_compare(photos, out, uninterrupted, capsys):
     assert resumed.ids.tolist() == uninterrupted.ids.tolist()
     assert np.array_equal(resumed.index, uninterrupted.index)
     assert np.array_equal(resumed.embeddings, uninterrupted.embeddings)
+    assert not list(out.glob("**/*.lock")) and not list(out.glob("**/*.partial"))  # nothing outlives the run
     assert [s["id"] for s in resumed.skipped] == [s["id"] for s in uninterrupted.skipped] == ["cat/img7.png"]
     assert resumed.attrs["embeddings_sha256"] == uninterrupted.attrs["embeddings_sha256"]
     assert not list(out.glob("**/*.parts")), "checkpoints left after the cache was whole"
@@ -160,6 +161,7 @@ def test_a_full_disk_during_extraction_says_so_and_leaves_no_final_file(where, p
     err = capsys.readouterr().err
     assert code == 2 and "no space left on the device" in err and "run the same command again" in err
     assert not list(tmp_path.glob("**/*.h5")) and not list(tmp_path.glob("**/*.partial"))
+    assert not list(tmp_path.glob("**/*.lock"))
 
 
 def test_a_full_disk_during_finetuning_says_so_and_leaves_no_run_folder(photos, tmp_path, capsys, monkeypatch):
@@ -345,3 +347,35 @@ def test_finetuning_onto_a_disk_that_fills_mid_checkpoint_exits_2_not_a_crash(ph
     assert proc.stderr.startswith("finetune.py: error: no space left on the device") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not any((small_disk / "runs").iterdir())
+
+
+def test_what_a_killed_finetune_left_is_removed_by_the_next_run_and_said(photos, tmp_path, caplog):
+    from conftest import blobs, write_cache
+
+    import classify
+
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "finetune.py", "--data-dir", str(photos), "--image-size", "32",
+                             "--batch-size", "4", "--epochs", "50", "--patience", "50", "--out", str(out), "-q"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start = time.monotonic()
+    while not list(out.glob(".*.partial/best.weights.h5")) and time.monotonic() - start < 240:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(60)
+    left = list(out.glob(".*.partial"))
+    assert len(left) == 1 and len([p for p in out.iterdir() if not p.name.startswith(".")]) == 1  # and its claim
+    X, y = blobs()
+    cache = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    assert classify.main(["--features", str(cache), "--out", str(out), "--n-jobs", "1", "-q"]) == 0
+    assert not list(out.glob(".*.partial")) and len([p for p in out.iterdir() if p.is_dir()]) == 1
+    assert f"removed {left[0]}, left by process {proc.pid}, which is gone" in caplog.text
+
+
+def test_a_live_runs_temporary_folder_is_left_alone(tmp_path):
+    from features import runs
+
+    mine = tmp_path / f".20261126-120000-x.{os.getpid()}.partial"
+    mine.mkdir()
+    assert runs.remove_abandoned(tmp_path) == [] and mine.exists()
