@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument("--force", action="store_true", help="recompute even when the cache is up to date")
     run_.add_argument("--shard", default="0/1", metavar="I/K",
                       help="embed only the I-th of K slices of the listing (one worker of K)")
+    run_.add_argument("--engine", default="local", choices=("local", "ray"),
+                      help="local: this process, every core; ray: a pool of actors on a Ray cluster, one per GPU "
+                           "(pip install -r requirements-distributed.txt); both write the same cache")
+    run_.add_argument("--ray-address", metavar="ADDR",
+                      help="with --engine ray: 'auto' joins the cluster this machine belongs to, HOST:6379 a head "
+                           "node, ray://HOST:10001 a Ray client server (default: a local Ray, started here)")
     add_common_flags(p)
     return p
 
@@ -56,9 +62,10 @@ def _body(args) -> None:
     from features.extraction import check_settings, extract
 
     backbone = resolve_backbone(args.backbone, args.image_size, args.weights)  # flags first, then work
-    check_settings(args.batch_size, args.pooling, args.shard)
+    check_settings(args.batch_size, args.pooling, args.shard, args.engine)
     source, split = load_data(args)
     result = extract(source, backbone, pooling=args.pooling, batch_size=args.batch_size, out_dir=args.out,
+                     engine=args.engine, ray_address=args.ray_address,
                      seed=args.seed, split=split, max_per_class=args.max_per_class,
                      force=args.force, shard=args.shard, progress=not args.quiet)
     summary = result.as_dict()
@@ -68,6 +75,8 @@ def _body(args) -> None:
     print(f"{'cache hit' if result.cache_hit else 'extracted'}: {summary['cache']}\n"
           f"  images {summary['images']}, skipped {summary['skipped']}, {timing}, "
           f"{summary['cache_bytes'] / 1e6:.1f} MB")
+    if result.engine != "local" and not result.cache_hit:
+        print(f"  engine: {result.engine}")
     if result.resumed:
         print(f"  resumed: {result.resumed} images were embedded by the interrupted run")
     for item in result.skipped:

@@ -166,9 +166,9 @@ def section_extraction(b: Bench):
     import keras
     import tensorflow as tf
 
-    from features.backbones import create_backbone
+    from features.backbones import create_backbone, embedding_function
     from features.data import decoded_images
-    from features.extraction import embedding_function, extract
+    from features.extraction import extract
 
     a = b.args
     source = b.subset(a.images)
@@ -278,7 +278,7 @@ def section_resize(b: Bench):
     from features import data
     from features.backbones import create_backbone
     from features.data import pipelines
-    from features.extraction import embedding_function
+    from features.backbones import embedding_function
 
     print(f"resize: conditional antialiasing against always, {len(b.full)} images", flush=True)
     toolkit = data.decode_image
@@ -429,7 +429,7 @@ def section_precision(b: Bench):
     import tensorflow as tf
 
     from features.backbones import create_backbone
-    from features.extraction import embedding_function
+    from features.backbones import embedding_function
     from features.heads import fit_head
     from features.metrics import score
 

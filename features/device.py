@@ -26,7 +26,7 @@ _reported = False
 
 
 @contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """Send file descriptor 2 to /dev/null for the duration (C++ writes go there too)."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -48,7 +48,7 @@ class _QuietLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         try:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 self.loader.exec_module(module)
         finally:  # the module keeps its own loader, as if imported plainly
             module.__loader__ = module.__spec__.loader = self.loader

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import runs, store
-from .backbones import Backbone, check_batch_size, create_backbone, resolve_backbone
-from .data import DEFAULT_SPLIT, RESIZE_METHOD, DataSource, headers_for, image_batches, why_skipped
+from .backbones import Backbone, check_batch_size, create_backbone, embedding_function, resolve_backbone
+from .data import DEFAULT_SPLIT, RESIZE_METHOD, DataSource, Headers, headers_for, image_batches, why_skipped
 from .errors import CacheError, DiskFullError, UsageError, is_disk_full
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ExtractionResult:
     empty_classes: list = field(default_factory=list)
     first_batch_seconds: float = 0.0  # set-up: tracing and optimising the graph, then one batch
     steady_images_per_second: float = 0.0  # after the first batch
+    engine: str = "local"
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
@@ -51,7 +52,7 @@ class ExtractionResult:
                 "skipped_files": self.skipped, "skipped_by_kind": self.skipped_by_kind(),
                 "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes,
                 "first_batch_seconds": round(self.first_batch_seconds, 3),
-                "steady_images_per_second": round(self.steady_images_per_second, 2)}
+                "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine}
 
 
 def library_versions() -> dict:
@@ -64,7 +65,11 @@ def library_versions() -> dict:
             "keras": keras.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
 
 
-def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1") -> tuple[int, int]:
+ENGINES = ("local", "ray")
+
+
+def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1",
+                   engine: str = "local") -> tuple[int, int]:
     """Check the extraction's own settings (the backbone's are ``resolve_backbone``'s).
 
     Returns:
@@ -74,6 +79,8 @@ def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1
         UsageError: a setting out of range.
     """
     check_batch_size(batch_size)
+    if engine not in ENGINES:
+        raise UsageError(f"{{engine}} {engine}: choose {' or '.join(ENGINES)}")
     if pooling not in ("avg", "max"):
         raise UsageError(f"{{pooling}} {pooling}: choose avg or max")
     try:
@@ -105,7 +112,8 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
             image_size: int | None = None, pooling: str = "avg", batch_size: int = 32,
             out_dir="embeddings", seed: int = 0, split=DEFAULT_SPLIT,
             max_per_class: int | None = None, force: bool = False, shard: str = "0/1",
-            progress: bool = True, checkpoint_batches: int = 8) -> ExtractionResult:
+            progress: bool = True, checkpoint_batches: int = 8, engine: str = "local",
+            ray_address: str | None = None) -> ExtractionResult:
     """Embed every image of ``source`` with a frozen backbone, or return the cached result.
 
     A cache with the same key whose settings and source fingerprint match is a hit and
@@ -119,13 +127,17 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
     Args:
         backbone: a :class:`~features.backbones.Backbone` from ``resolve_backbone``, or a
             registry name resolved here with ``weights`` and ``image_size``.
+        engine: "local" (this process, every core) or "ray" (a pool of actors on a Ray
+            cluster, see :mod:`features.ray_engine`); both write the same cache.
+        ray_address: the Ray cluster to use (see :func:`features.ray_engine.connect`);
+            None starts a local Ray.
 
     Raises:
         UsageError, WeightsUnavailableError: bad settings, or weights that cannot be had.
         DiskFullError: the disk filled up (the finished rows are kept for a rerun).
     """
     backbone = resolve_backbone(backbone, image_size, weights)
-    shard_i, shard_k = check_settings(batch_size, pooling, shard)
+    shard_i, shard_k = check_settings(batch_size, pooling, shard, engine)
     runs.check_output_folder(out_dir)
     weights, wfile, wsha, size = backbone.weights, backbone.weights_file, backbone.weights_sha256, backbone.image_size
     path = store.cache_path(out_dir, source.name, backbone.name, size, pooling, weights, wsha, seed,
@@ -146,11 +158,11 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
                                         float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)))
             log.warning("recomputing %s: %s", path, reason)
         return _extract(source, backbone, pooling, batch_size, path, wanted, max_per_class,
-                        shard_i, shard_k, force, progress, checkpoint_batches)
+                        shard_i, shard_k, force, progress, checkpoint_batches, engine, ray_address)
 
 
 def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_per_class, shard_i, shard_k,
-             force, progress, checkpoint_batches) -> ExtractionResult:
+             force, progress, checkpoint_batches, engine="local", ray_address=None) -> ExtractionResult:
     import keras
 
     spec, size = backbone.spec, backbone.image_size
@@ -161,15 +173,23 @@ def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_
     resumed, last = checkpoints.resume()
     if resumed:
         log.warning("resuming %s: %d images were embedded before the run stopped", path, resumed)
-    headers = headers_for(source, size, indices)
-    if backbone.weights == "none":  # the same random network in every run, so a resumed run matches
-        keras.utils.set_random_seed(wanted["seed"])
-    model = create_backbone(backbone, pooling=pooling)
-    start = time.perf_counter()
     todo = indices[indices > last]
+    headers = Headers.unread(len(source))  # the Ray engine's actors read the headers of their own files
+    start = time.perf_counter()  # the Ray engine's set-up (Ray, its actors) counts; the local one's model not
     try:
         first = None  # every row may have been checkpointed before the run stopped (a full disk)
-        if len(todo):
+        if len(todo) and engine == "ray":
+            from . import ray_engine
+
+            first = ray_engine.embed_all(source, backbone, pooling, wanted["seed"], batch_size, todo, checkpoints,
+                                         checkpoint_batches, progress, done=len(indices) - len(todo),
+                                         address=ray_address)
+        elif len(todo):
+            headers = headers_for(source, size, indices)
+            if backbone.weights == "none":  # the same random network in every run, so a resumed run matches
+                keras.utils.set_random_seed(wanted["seed"])
+            model = create_backbone(backbone, pooling=pooling)
+            start = time.perf_counter()
             first = _embed_all(model, source, todo, size, batch_size, checkpoints, headers, checkpoint_batches,
                                progress, done=len(indices) - len(todo))
     except KeyboardInterrupt:
@@ -203,7 +223,8 @@ def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_
                 "class_names": source.class_names, "n_listed": len(source), "preprocessing": spec.preprocessing,
                 "split_origin": source.split_origin, "max_per_class": max_per_class or 0,
                 "batch_size": batch_size, "seconds": seconds, "resumed_rows": resumed,
-                "images_per_second": rate, "first_batch_seconds": setup, "max_pixels": source.max_pixels or 0, "ignored": source.ignored,
+                "images_per_second": rate, "first_batch_seconds": setup, "max_pixels": source.max_pixels or 0,
+                "ignored": source.ignored, "engine": engine,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "versions": library_versions(),
             }
@@ -223,35 +244,7 @@ def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_
                             [{"id": s[1], "reason": s[2], "kind": s[3]} for s in skipped],
                             resumed=resumed,
                             ignored=dict(source.ignored), empty_classes=empty, first_batch_seconds=setup,
-                            steady_images_per_second=steady)
-
-
-def embedding_function(model, image_size: int, freeze: bool = True):
-    """``model`` in inference mode as one graph, traced once, for batches of any length.
-
-    A fixed signature with a free batch dimension: the short last batch reuses the trace
-    instead of tracing again (0.6 s on 2 cores for EfficientNet-Lite0). With ``freeze``
-    the weights become constants of the graph, so TensorFlow's graph optimiser folds each
-    BatchNormalization into its convolution and fuses the activations: about 1.4x the
-    images per second of the same Keras model on 2 cores, outputs equal to within 1e-5
-    (``benchmarks/performance.py``, BENCHMARKS.md).
-    """
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)])
-    def embed(images):
-        return model(images, training=False)
-
-    if not freeze:
-        return embed
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    frozen = convert_variables_to_constants_v2(embed.get_concrete_function())
-
-    def run(images):
-        return frozen(tf.convert_to_tensor(images, tf.float32))[0]
-
-    return run
+                            steady_images_per_second=steady, engine=engine)
 
 
 def _embed_all(model, source, indices, size, batch_size, checkpoints, headers, checkpoint_batches, progress,

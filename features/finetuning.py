@@ -60,7 +60,7 @@ def frozen_activations(prefix, source: DataSource, indices, image_size: int, bat
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(indices), *shape))
     else:
         out = np.empty((len(indices), *shape), dtype=np.float32)
-    from .extraction import embedding_function
+    from .backbones import embedding_function
 
     run = embedding_function(prefix, image_size)  # one traced graph: eager calls are 2x slower
     rows, n = [], 0

@@ -156,7 +156,7 @@ def test_the_frozen_graph_computes_what_the_keras_model_does(backbone):
     import keras
 
     from features.backbones import create_backbone
-    from features.extraction import embedding_function
+    from features.backbones import embedding_function
 
     keras.utils.set_random_seed(0)
     model = create_backbone(backbone, weights="none", image_size=32)

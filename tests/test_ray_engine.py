@@ -1,0 +1,163 @@
+"""extract.py --engine ray: the same cache as the local engine, through faults, on a local Ray cluster."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import extract
+from conftest import last_json, make_image_folder
+from features import store
+from features.errors import DatasetUnavailableError
+
+ray = pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--image-size", "48", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster(tmp_path_factory):
+    """One local Ray for the module: 2 logical CPUs, so the pool's single actor takes one of them."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = make_image_folder(tmp_path_factory.mktemp("data") / "photos", per_class=60)
+    (root / "cat" / "broken.jpg").write_text("<html>not a photo</html>")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local(photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    assert extract.main(["--data-dir", str(photos), "--out", str(out), "-q", *ARGS]) == 0
+    return store.read_cache(next(out.glob("**/*.h5")))
+
+
+def _same(cache, local):
+    assert cache.ids.tolist() == local.ids.tolist()
+    assert np.array_equal(cache.labels, local.labels) and np.array_equal(cache.splits, local.splits)
+    assert np.array_equal(cache.index, local.index)
+    np.testing.assert_allclose(cache.embeddings, local.embeddings, atol=1e-4)
+    assert [(s["id"], s["kind"]) for s in cache.skipped] == [(s["id"], s["kind"]) for s in local.skipped]
+
+
+def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, capsys):
+    assert extract.main(["--data-dir", str(photos), "--out", str(tmp_path), "--engine", "ray", "--json", "-q",
+                         *ARGS]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["engine"] == "ray" and result["skipped_by_kind"] == {"not an image": 1}
+    cache = store.read_cache(result["cache"])
+    _same(cache, local)
+    assert cache.attrs["engine"] == "ray"
+    assert not list(tmp_path.glob("**/*.parts")) and not list(tmp_path.glob("**/*.lock"))
+
+
+def _actor_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"MapWorker" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, local, tmp_path, capsys):
+    killed = []
+
+    def kill_when_rows_arrive():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            if list(tmp_path.glob("**/*.parts/rows-*.npz")):
+                for pid in _actor_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_rows_arrive)
+    killer.start()
+    from features.data import load_folder
+    from features.extraction import extract as run_extract
+
+    result = run_extract(load_folder(photos), "efficientnet_lite0", image_size=48, batch_size=4, out_dir=tmp_path,
+                         engine="ray", progress=False, checkpoint_batches=1)
+    killer.join()
+    assert killed, "no actor process was found to kill"
+    _same(store.read_cache(result.path), local)
+
+
+def test_a_killed_driver_resumes_on_the_same_command(photos, local, tmp_path, capsys):
+    argv = [sys.executable, "extract.py", "--data-dir", str(photos), "--out", str(tmp_path), "--engine", "ray",
+            "-q", *ARGS]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("**/*.parts/rows-*.npz")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(60)
+    assert not list(tmp_path.glob("**/*.h5"))
+    assert extract.main(["--data-dir", str(photos), "--out", str(tmp_path), "--engine", "ray", "--json", "-q",
+                         *ARGS]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert 0 < result["resumed_rows"] <= result["images"]
+    _same(store.read_cache(result["cache"]), local)
+
+
+def test_a_path_a_worker_cannot_read_is_named_with_its_node(tmp_path):
+    import socket
+
+    from features.data import load_folder
+    from features.extraction import extract as run_extract
+
+    root = make_image_folder(tmp_path / "photos", per_class=3)
+    source = load_folder(root)
+    gone = Path(source.paths()[2])
+    gone.unlink()  # listed here, absent where the worker looks: a path not on a shared mount
+    with pytest.raises(DatasetUnavailableError) as err:
+        run_extract(source, "efficientnet_lite0", image_size=48, out_dir=tmp_path / "emb", engine="ray",
+                    progress=False)
+    assert str(gone) in str(err.value) and socket.gethostname() in str(err.value)
+    assert "shared mount" in str(err.value)
+
+
+def test_an_address_where_no_cluster_answers_fails_in_seconds(photos, tmp_path):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "extract.py", "--data-dir", str(photos), "--out", str(tmp_path),
+                           "--engine", "ray", "--ray-address", "127.0.0.1:1", "-q", *ARGS],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - start < 60
+    assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in proc.stderr
+    assert "ray start --head" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_without_ray_installed_the_message_names_the_install(photos, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails, as where it is not installed
+    code = extract.main(["--data-dir", str(photos), "--out", str(tmp_path), "--engine", "ray", "-q", *ARGS])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install -r requirements-distributed.txt" in err and "--engine ray" in err
+
+
+def test_the_pool_never_takes_every_cpu_and_puts_one_actor_on_each_gpu():
+    from features.ray_engine import plan
+
+    two = plan({"CPU": 2.0}, [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    assert two["actors"] == 1 and two["num_cpus"] == 1.0 and two["threads"] == 2 and not two["num_gpus"]
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0}}] * 3
+    assert plan({"CPU": 48.0}, nodes)["actors"] == 3
+    gpus = plan({"CPU": 16.0, "GPU": 4.0}, nodes[:1])
+    assert gpus["actors"] == 4 and gpus["num_gpus"] == 1
