@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -518,6 +519,9 @@ def write_report(path: Path, b: Bench, info: dict, text: str, log: list[str]) ->
                  "TensorFlow: Keras 3 ran the toolkit's models on the JAX backend, images decoded with "
                  "Pillow).", "",
                  "```", Path(gpu_log).read_text().rstrip(), "```", ""]
+    if path.exists():  # sections other benchmarks wrote (scaleout.py) stay
+        body += [m.group(0) + "\n" for m in re.finditer(r"<!-- section:(\w+) -->.*?<!-- /section:\1 -->",
+                                                        path.read_text(), re.S)]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.write_text("\n".join(body))
     os.replace(tmp, path)

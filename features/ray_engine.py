@@ -157,6 +157,7 @@ class Embedder:
             keras.utils.set_random_seed(seed)
         model = create_backbone(resolved, pooling=pooling)
         self.size, self.max_pixels, self.width = image_size, max_pixels, int(model.output.shape[-1])
+        self.threads = threads or None  # decoding threads: the node's cores, as the local engine's tf.data
         self.embed = embedding_function(model, image_size)
 
     def __call__(self, batch: dict) -> dict:
@@ -168,7 +169,7 @@ class Embedder:
             raise FileNotFoundError(
                 f"node {socket.gethostname()} cannot read {missing[0]} (no such file there); on a cluster every "
                 "node must read the images at the same path, from a shared mount such as NFS")
-        rows, images, _ = decode_paths(paths, self.size, self.max_pixels)
+        rows, images, _ = decode_paths(paths, self.size, self.max_pixels, threads=self.threads)
         embeddings = np.asarray(self.embed(images), np.float32) if len(rows) else np.zeros((0, self.width),
                                                                                           np.float32)
         return {"index": np.asarray(batch["index"], np.int64)[rows], "embedding": embeddings}
