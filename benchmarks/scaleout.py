@@ -58,18 +58,6 @@ def replace_section(path: Path, name: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _actor_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"MapWorker" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from features.device import quiet_tensorflow
@@ -80,6 +68,7 @@ def main(argv=None) -> int:
     from features import store
     from features.data import load_folder
     from features.extraction import extract
+    from features.ray_engine import local_actor_pids
 
     source = load_folder(args.data_dir, max_per_class=args.max_per_class)
     lines = [f"engines: {args.backbone}, batch {args.batch_size}, data "
@@ -122,7 +111,7 @@ def main(argv=None) -> int:
             def kill_first_actor():
                 while not killed:
                     if list((Path(work) / "fault").glob("**/*.parts/rows-*.npz")):
-                        for pid in _actor_pids():
+                        for pid in local_actor_pids():
                             os.kill(pid, signal.SIGKILL)
                             killed.append(pid)
                     time.sleep(0.05)

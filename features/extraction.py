@@ -155,7 +155,8 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
                 os.utime(path)  # "the newest cache" (classify.py's default) is the one used last
                 log.info("cache hit: %s", path)
                 return ExtractionResult(path, True, int(attrs["n_images"]), int(attrs["n_skipped"]),
-                                        float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)))
+                                        float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)),
+                                        engine=str(attrs.get("engine", "local")))
             log.warning("recomputing %s: %s", path, reason)
         return _extract(source, backbone, pooling, batch_size, path, wanted, max_per_class,
                         shard_i, shard_k, force, progress, checkpoint_batches, engine, ray_address)

@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the scripts run: no cuInit error line
@@ -86,3 +87,30 @@ def blobs(n_per_class=60, classes=3, dim=16, spread=0.5, seed=0):
     centres = rng.normal(0, 3, (classes, dim))
     y = np.repeat(np.arange(classes), n_per_class)
     return centres[y] + rng.normal(0, spread, (len(y), dim)), y
+
+
+@contextmanager
+def tmpfs(folder: Path, options: str):
+    """A small tmpfs mounted at ``folder`` (made here), where the test may mount one (root); else a skip."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here; the injected-ENOSPC tests cover the same code")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path) -> None:
+    """Write into ``folder`` until its device is full."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

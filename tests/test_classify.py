@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import classify
-from conftest import blobs, write_cache
+from conftest import blobs, fill, tmpfs, write_cache
 from features import heads, runs, store
 
 
@@ -201,37 +201,14 @@ def test_an_output_folder_that_is_a_file_is_refused_before_the_fit(tmp_path, cap
     assert code == 2 and "--out" in err and "is a file" in err
 
 
-def _mount(tmp_path, name, options):
-    import subprocess
-
-    mount = tmp_path / name
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    return mount
-
-
 @pytest.mark.parametrize("options,needle", [("ro,size=1m", "cannot write there"),
                                             ("size=64k", "no space left on the device")])
 def test_a_read_only_or_full_output_device_is_found_before_the_fit(options, needle, tmp_path, capsys, monkeypatch):
-    import os
-    import subprocess
-
     X, y = blobs()
     path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
-    mount = _mount(tmp_path, "disk", options)
-    try:
+    with tmpfs(tmp_path / "disk", options) as mount:
         if "ro" not in options.split(","):
-            fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
-            try:
-                while os.write(fd, b"\0" * 4096):
-                    pass
-            except OSError:
-                pass
-            os.close(fd)
+            fill(mount)
         monkeypatch.setattr(heads, "fit_head", _no_fit)
         code, out, err = run(["--features", str(path), "--out", str(mount / "runs"), "-q"], capsys)
         assert code == 2 and needle in err and "Traceback" not in err, err
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

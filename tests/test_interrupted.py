@@ -15,7 +15,7 @@ import pytest
 
 import extract
 import finetune
-from conftest import last_json, make_image_folder
+from conftest import fill, last_json, make_image_folder, tmpfs
 from features import store
 from features.errors import DiskFullError, is_disk_full
 
@@ -201,40 +201,18 @@ def test_no_path_reaches_a_shell():
 
 # --- Reliability, round two: what a hostile user broke --------------------------------------
 
-def _tmpfs(tmp_path, size: str):
-    """A small tmpfs, where the test may mount one (root); else the test is skipped."""
-    mount = tmp_path / f"disk-{size}"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here; the injected-ENOSPC tests cover the same code")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 1 MB tmpfs; the caller fills it."""
-    yield from _tmpfs(tmp_path, "1m")
+    with tmpfs(tmp_path / "disk", "size=1m") as mount:
+        yield mount
 
 
 @pytest.fixture
 def small_disk(tmp_path):
     """A 20 MB tmpfs: room for the first checkpoint of a fine-tune, not for the second."""
-    yield from _tmpfs(tmp_path, "20m")
-
-
-def _fill(folder: Path) -> None:
-    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with tmpfs(tmp_path / "disk", "size=20m") as mount:
+        yield mount
 
 
 def test_a_row_cut_short_by_a_full_disk_is_undone(tmp_path, monkeypatch):
@@ -263,7 +241,7 @@ def test_a_full_tmpfs_leaves_the_table_whole(tiny_disk):
     from features import runs
 
     runs.append_result(tiny_disk, {"run": 1, "pad": "x" * 200})
-    _fill(tiny_disk)
+    fill(tiny_disk)
     with pytest.raises(DiskFullError):
         runs.append_result(tiny_disk, {"run": 2, "pad": "y" * 5000})
     assert [r["run"] for r in runs.read_results(tiny_disk)] == [1]

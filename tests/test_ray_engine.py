@@ -15,6 +15,7 @@ import extract
 from conftest import last_json, make_image_folder
 from features import store
 from features.errors import DatasetUnavailableError
+from features.ray_engine import local_actor_pids
 
 ray = pytest.importorskip("ray")
 
@@ -64,18 +65,6 @@ def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, 
     assert not list(tmp_path.glob("**/*.parts")) and not list(tmp_path.glob("**/*.lock"))
 
 
-def _actor_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"MapWorker" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, local, tmp_path, capsys):
     killed = []
 
@@ -83,7 +72,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, loc
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             if list(tmp_path.glob("**/*.parts/rows-*.npz")):
-                for pid in _actor_pids():
+                for pid in local_actor_pids():
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
             time.sleep(0.05)
