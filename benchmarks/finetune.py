@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     from features.data import load_folder
     from features.extraction import extract
     from features.finetuning import finetune
-    from features.training import TrainConfig
+    from features.train_config import TrainConfig
 
     table = []
     for name in args.datasets:
