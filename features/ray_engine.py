@@ -103,21 +103,23 @@ def _init(ray, address, temp_dir) -> None:
     how = ("start one with 'ray start --head' on this machine (then use 'auto'), or leave "
            "{ray_address} out to run a local Ray")
     quiet = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
-    if address in (None, "", "local"):
-        ray.init(_temp_dir=temp_dir or os.path.join(tempfile.gettempdir(), "ray"), **quiet)
-        return
-    if address.startswith("ray://"):
+    local = address in (None, "", "local")
+    if address and address.startswith("ray://"):
         if not _reachable(address[len("ray://"):], 10001):
             raise DatasetUnavailableError(f"{{ray_address}} {address}: no Ray client server answers there; {how}")
-        ray.init(address, log_to_driver=False)
-        return
-    if address != "auto" and not _reachable(address, 6379):
+        quiet = {"log_to_driver": False}
+    elif not local and address != "auto" and not _reachable(address, 6379):
         raise DatasetUnavailableError(f"{{ray_address}} {address}: no Ray cluster answers there; {how}")
+    temp_dir = temp_dir or os.path.join(tempfile.gettempdir(), "ray")
     try:
-        ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise DatasetUnavailableError(f"{{ray_address}} {address}: cannot join a Ray cluster "
-                                      f"({str(exc).splitlines()[0][:200]}); {how}") from None
+        if local:
+            ray.init(_temp_dir=temp_dir, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+        what = "could not start a local Ray" if local else f"{{ray_address}} {address}: cannot join a Ray cluster"
+        raise DatasetUnavailableError(f"{what} ({(str(exc).splitlines() or [type(exc).__name__])[0][:200]}); "
+                                      f"{f'its logs are under {temp_dir}' if local else how}") from None
 
 
 def plan(resources: dict, nodes: list[dict]) -> dict:

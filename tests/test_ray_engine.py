@@ -150,3 +150,17 @@ def test_the_pool_never_takes_every_cpu_and_puts_one_actor_on_each_gpu():
     assert plan({"CPU": 48.0}, nodes)["actors"] == 3
     gpus = plan({"CPU": 16.0, "GPU": 4.0}, nodes[:1])
     assert gpus["actors"] == 4 and gpus["num_gpus"] == 1
+
+
+def test_a_ray_that_cannot_start_or_join_says_so_in_one_message(monkeypatch):
+    from features.ray_engine import connect
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Failed to start the GCS server\nmore detail")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(DatasetUnavailableError, match=r"could not start a local Ray \(Failed to start the GCS"):
+        connect(None, temp_dir="/tmp/ray-test")
+    with pytest.raises(DatasetUnavailableError, match="ray_address auto: cannot join a Ray cluster"):
+        connect("auto")
