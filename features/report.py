@@ -193,8 +193,7 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     if not rows:
         raise UsageError(f"{results_dir}/{runs.RESULTS_FILE} holds no results; run classify.py or finetune.py first")
     out = Path(out)
-    if out.is_dir():
-        raise UsageError(f"{{out}} {out}: is a folder; give a file name")
+    runs.check_output_file(out)  # before the plots are drawn
     plots_dir = runs.check_output_folder(plots_dir, param="plots_dir")
     accuracy_png, precision_png = plots_dir / "accuracy_vs_time.png", plots_dir / "per_class_precision.png"
     plot_accuracy_vs_time(rows, accuracy_png)

@@ -63,13 +63,14 @@ def pid_alive(pid: int) -> bool:
 _ABANDONED = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:partial|tmp)$")
 
 
-def remove_abandoned(folder) -> list[Path]:
+def remove_abandoned(folder, pattern: re.Pattern = _ABANDONED) -> list[Path]:
     """Remove the temporary files and folders that runs killed mid-way left in ``folder``.
 
-    A temporary name is ``.<name>.<pid>.partial`` or ``.<name>.<pid>.tmp``; it is
-    provably abandoned when no process with that pid runs any more (a run's own, or a
-    concurrent live run's, are left alone). The empty folder a killed run had claimed as
-    its final name goes with its ``.partial``. Each removal is logged.
+    A temporary name is ``.<name>.<pid>.partial`` or ``.<name>.<pid>.tmp`` (or what
+    ``pattern`` matches, with groups ``name`` and ``pid``); it is provably abandoned when
+    no process with that pid runs any more (a run's own, or a concurrent live run's, are
+    left alone). The empty folder a killed run had claimed as its final name goes with its
+    ``.partial``. Each removal is logged.
 
     Returns:
         What was removed.
@@ -81,7 +82,7 @@ def remove_abandoned(folder) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        match = _ABANDONED.match(entry.name)
+        match = pattern.match(entry.name)
         if not match or pid_alive(int(match["pid"])):
             continue
         if entry.is_dir() and not entry.is_symlink():
@@ -252,6 +253,21 @@ def read_results(out_dir) -> list[dict]:
     return rows
 
 
+def check_output_file(path, param: str = "out") -> os.stat_result | None:
+    """Refuse a folder where a file is to be written; return the path's status (None: not there yet).
+
+    Raises:
+        UsageError: the path is a folder.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{{{param}}} {path}: is a folder; give a file name")
+    return st
+
+
 def write_output(path, write, param: str = "out") -> Path:
     """Write a file the user named, without ever leaving it half-written or replacing a device.
 
@@ -268,12 +284,7 @@ def write_output(path, write, param: str = "out") -> Path:
         UsageError: the path is a folder, or its folder does not exist.
     """
     path = Path(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{{{param}}} {path}: is a folder; give a file name")
+    st = check_output_file(path, param)
     # surrogateescape: text from the command line that was not valid UTF-8 goes out as the bytes it came in as
     if st is not None and not stat.S_ISREG(st.st_mode):
         with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:

@@ -45,6 +45,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,7 +147,10 @@ def writer_lock(path, wait_message: bool = True):
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _remove_abandoned_partials(path)
+        from .runs import remove_abandoned
+
+        # Cache files of writers that were killed (CacheWriter's ``<cache>.<pid>.partial``).
+        remove_abandoned(path.parent, re.compile(rf"^(?P<name>{re.escape(path.name)})\.(?P<pid>\d+)\.partial$"))
         yield
     finally:
         try:
@@ -154,17 +158,6 @@ def writer_lock(path, wait_message: bool = True):
         except OSError:
             pass
         os.close(fd)
-
-
-def _remove_abandoned_partials(path: Path) -> None:
-    """Delete ``<cache>.<pid>.partial`` files whose writer process is gone."""
-    from .runs import pid_alive
-
-    for partial in path.parent.glob(f"{path.name}.*.partial"):
-        pid = partial.name[len(path.name) + 1:-len(".partial")]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            partial.unlink(missing_ok=True)
-            log.warning("removed %s, left by process %s, which is gone (killed or crashed)", partial, pid)
 
 
 class Checkpoints:

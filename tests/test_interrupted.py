@@ -357,3 +357,18 @@ def test_a_live_runs_temporary_folder_is_left_alone(tmp_path):
     mine = tmp_path / f".20261126-120000-x.{os.getpid()}.partial"
     mine.mkdir()
     assert runs.remove_abandoned(tmp_path) == [] and mine.exists()
+
+
+def test_the_writers_lock_removes_a_dead_writers_partial_cache_and_not_a_live_ones(tmp_path, caplog):
+    from features.runs import pid_alive
+
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not pid_alive(pid))
+    cache = tmp_path / "flowers" / "lite0-224.h5"
+    cache.parent.mkdir()
+    (cache.parent / f"{cache.name}.{dead}.partial").write_bytes(b"half")
+    mine = cache.parent / f"{cache.name}.{os.getpid()}.partial"
+    mine.write_bytes(b"mine")
+    with store.writer_lock(cache):
+        pass
+    assert sorted(p.name for p in cache.parent.iterdir()) == [mine.name]
+    assert f"left by process {dead}, which is gone" in caplog.text

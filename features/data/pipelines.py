@@ -27,13 +27,16 @@ def _paths(images: Images) -> list[str] | None:
     return [str(p) for p in images]
 
 
+def _max_pixels(images: Images) -> int | None:
+    return images.max_pixels if isinstance(images, DataSource) else DEFAULT_MAX_PIXELS
+
+
 def headers_for(images: Images, image_size: int, indices=None) -> Headers:
     """The headers of the given rows (all when None); a TFDS source has none to read."""
     paths = _paths(images)
     if paths is None:
         return Headers.unread(len(images))
-    max_pixels = images.max_pixels if isinstance(images, DataSource) else DEFAULT_MAX_PIXELS
-    return read_headers(paths, image_size, max_pixels, rows=indices)
+    return read_headers(paths, image_size, _max_pixels(images), rows=indices)
 
 
 def _tfds_encoded(source: DataSource, indices):
@@ -99,13 +102,20 @@ def decoded_images(images: Images, image_size: int, indices=None, headers: Heade
 
 
 def why_skipped(images: Images, index: int) -> Skip:
-    """Why one row is not in the pipeline's output (re-tried eagerly, for the report)."""
-    refused = headers_for(images, 8, [index]).refused
-    if index in refused:
-        return refused[index]
-    paths = _paths(images)
-    if paths is not None:
-        return why_undecodable(path=paths[index])
+    """Why one row is not in the pipeline's output (re-tried eagerly, for the report).
+
+    Only that row's file is looked at: called once per skipped image, it must not list
+    the whole dataset each time.
+    """
+    if isinstance(images, DataSource) and images.kind == "folder":
+        path = os.path.join(images.location, images.ids[index])
+    elif not isinstance(images, DataSource):
+        path = str(images[index])
+    else:
+        path = None
+    if path is not None:
+        refused = read_headers([path], 8, _max_pixels(images)).refused
+        return refused[0] if 0 in refused else why_undecodable(path=path)
     for _, data in _tfds_encoded(images, [index]):
         return why_undecodable(data=data.numpy())
     return Skip("unreadable", "record not found")
