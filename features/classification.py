@@ -5,12 +5,41 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
+
 from . import heads, metrics, runs
-from .data.splits import SPLITS, TEST
-from .errors import CacheError
+from .data.splits import SPLITS, TEST, TRAIN, VAL
+from .errors import CacheError, UsageError
 from .store import FeatureCache
 
 METHOD = "frozen-features"
+
+
+# Bytes an in-memory head needs per byte of embeddings: the matrix, its split copies,
+# train + val stacked for the refit and the scaler's output.
+MEMORY_FACTOR = 4
+
+
+def check_fits_in_memory(paths, head: str, available: int | None = None) -> None:
+    """Refuse to load caches whose embeddings an in-memory head could not hold.
+
+    Raises:
+        UsageError: naming the size, the memory available and the head that streams.
+    """
+    import psutil
+
+    from .store import read_attrs
+
+    attrs = [read_attrs(p) for p in paths]
+    rows = int(attrs[0]["n_images"])
+    size = rows * sum(int(a["embedding_dim"]) for a in attrs) * 4
+    available = psutil.virtual_memory().available if available is None else available
+    if size * MEMORY_FACTOR > available:
+        streaming = [name for name, spec in heads.HEADS.items() if spec.streaming]
+        raise UsageError(f"{paths[0]}: {rows} rows of embeddings take {size / 1e9:.1f} GB; {{head}} {head} holds "
+                         f"them in memory, about {size * MEMORY_FACTOR / 1e9:.1f} GB with its copies, and "
+                         f"{available / 1e9:.1f} GB is available: train {{head={streaming[0]}}}, which reads them "
+                         "a block at a time")
 
 
 def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_weight: str | None = None,
@@ -25,9 +54,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
         The row appended to the results table, plus "metrics" (see :func:`features.metrics.score`).
     """
     runs.check_output_folder(out_dir)
-    if not (cache.splits == TEST).any():
-        raise CacheError(f"{cache.path}: the cache has no test rows; extract it with a {{split}} "
-                         "whose test fraction is above zero")
+    _require_test_rows(cache.path, cache.splits)
     X_train, y_train = cache.split("train")
     X_val, y_val = cache.split("val")
     X_test, y_test = cache.split("test")
@@ -36,24 +63,57 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     start = time.perf_counter()
     proba = fitted.predict_proba(X_test)
     predict_seconds = time.perf_counter() - start
+    return _record(fitted, cache, proba, y_test, cache.ids[cache.splits == TEST], predict_seconds,
+                   {"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed}, out_dir, features)
+
+
+def classify_streaming(rows, head: str, fixed: dict | None = None, class_weight: str | None = None,
+                       seed: int = 0, epochs: int | None = None, out_dir="runs", features=None) -> dict:
+    """:func:`classify` for a head that streams (:mod:`features.streaming`), on a
+    :class:`features.store.CacheRows`: settings chosen on the validation split, memory
+    independent of the number of rows.
+    """
+    from . import streaming
+
+    runs.check_output_folder(out_dir)
+    _require_test_rows(rows.path, rows.splits)
+    fitted = streaming.fit_streaming_head(head, rows, fixed=fixed, class_weight=class_weight, seed=seed,
+                                          epochs=epochs)
+    start = time.perf_counter()
+    proba, y_test, ids = streaming.predict_split(fitted, rows, TEST)
+    predict_seconds = time.perf_counter() - start
+    return _record(fitted, rows, proba, y_test, ids, predict_seconds,
+                   {"fixed": fixed, "class_weight": class_weight, "epochs": epochs, "seed": seed}, out_dir, features)
+
+
+def _require_test_rows(path, splits) -> None:
+    if not (splits == TEST).any():
+        raise CacheError(f"{path}: the cache has no test rows; extract it with a {{split}} "
+                         "whose test fraction is above zero")
+
+
+def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: dict, out_dir, features) -> dict:
+    """Score the test predictions, write the run folder and append the results row."""
+    head = fitted.name
+    fixed = settings.get("fixed")
     scores = metrics.score(y_test, proba, cache.class_names)
     attrs = cache.attrs
     meta = {
         "class_names": cache.class_names, "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
         "image_size": attrs.get("image_size"), "pooling": attrs.get("pooling"),
         "weights": attrs.get("weights"), "weights_sha256": attrs.get("weights_sha256"),
-        "embedding_dim": int(cache.embeddings.shape[1]), "features": features or [str(cache.path)],
+        "embedding_dim": int(attrs.get("embedding_dim")), "features": features or [str(cache.path)],
         "fingerprint": attrs.get("fingerprint"), "seed": attrs.get("seed"), "split": attrs.get("split"),
     }
-    config = {"head": head, "params": fitted.params, "fixed": {k: v for k, v in (fixed or {}).items() if v is not None},
-              "class_weight": class_weight, "cv": cv, "seed": seed, **meta}
+    config = {"head": head, "params": fitted.params, **settings,
+              "fixed": {k: v for k, v in (fixed or {}).items() if v is not None}, **meta}
     extract_seconds = float(attrs.get("seconds", 0.0))
     train_seconds = fitted.search_seconds + fitted.fit_seconds
+    n_fit = int(np.isin(cache.splits, (TRAIN, VAL)).sum())
     with runs.run_folder(out_dir, str(attrs.get("dataset")), str(attrs.get("backbone")), head) as run:
         heads.save_head(run.path / "head.skops", fitted, meta)
         (run.path / "report.txt").write_text(metrics.report_text(y_test, proba, cache.class_names))
-        metrics.write_predictions(run.path / "predictions.csv", cache.ids[cache.splits == TEST], y_test, proba,
-                                  cache.class_names)
+        metrics.write_predictions(run.path / "predictions.csv", test_ids, y_test, proba, cache.class_names)
         metrics.plot_confusion(scores["confusion_matrix"], cache.class_names, run.path / "confusion.png",
                                f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}")
         row = {
@@ -64,10 +124,12 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
             "search_seconds": fitted.search_seconds, "fit_seconds": fitted.fit_seconds,
             "train_seconds": train_seconds, "total_seconds": extract_seconds + train_seconds,
             "predict_seconds": predict_seconds,
-            "n_train": int(len(y_train) + len(y_val)), "n_test": int(len(y_test)),
+            "n_train": n_fit, "n_test": int(len(y_test)),
             "split_counts": {name: int((cache.splits == i).sum()) for i, name in enumerate(SPLITS)},
             "run_dir": str(run.final), "features": meta["features"],
         }
+        if fitted.val_accuracy is not None:
+            row["val_accuracy"] = fitted.val_accuracy
         runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": config})
         runs.write_json(run.path / "config.json", config)
     runs.append_result(out_dir, row)

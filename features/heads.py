@@ -34,6 +34,8 @@ class HeadSpec:
             a softmax or sigmoid (so it folds into one Dense layer, see the export).
         max_grid: optional ``max_grid(grid, rows_per_fold)``, trimming candidates that
             cannot apply to so few rows.
+        streaming: the estimator learns with ``partial_fit``: it is trained a block of rows
+            at a time (:mod:`features.streaming`) and never holds the matrix in memory.
     """
 
     name: str
@@ -43,17 +45,18 @@ class HeadSpec:
     search_keys: dict
     linear: bool
     max_grid: Callable | None = None
+    streaming: bool = False
 
 
 HEADS: dict[str, HeadSpec] = {}
 
 
 def register_head(name: str, description: str, grid: dict, linear: bool, search_keys: dict | None = None,
-                  max_grid: Callable | None = None):
+                  max_grid: Callable | None = None, streaming: bool = False):
     """Decorator: the decorated factory becomes the registry entry ``name``."""
     def register(factory):
         keys = search_keys or {k: k for k in grid}
-        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid)
+        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid, streaming)
         return factory
 
     return register
@@ -102,6 +105,16 @@ def _knn(p, class_weight, seed, probability, n_jobs):  # no class weights: knn i
     from sklearn.neighbors import KNeighborsClassifier
 
     return KNeighborsClassifier(n_neighbors=int(p.get("k", 5)), weights="distance", n_jobs=n_jobs)
+
+
+@register_head("sgd", "logistic regression by SGD, trained a block of rows at a time (for caches "
+               "larger than memory)", {"alpha": [1e-5, 1e-4, 1e-3, 1e-2]}, linear=True, streaming=True)
+def _sgd(p, class_weight, seed, probability, n_jobs):
+    from sklearn.linear_model import SGDClassifier
+
+    # average=True (averaged SGD) settles where plain SGD keeps jumping with each block.
+    return SGDClassifier(loss="log_loss", alpha=p.get("alpha", 1e-4), average=True, class_weight=class_weight,
+                         random_state=seed)
 
 
 def get_head_spec(name: str) -> HeadSpec:
@@ -157,6 +170,21 @@ def check_search(cv: int = 5, n_jobs: int | None = None, seed: int = 0) -> None:
         raise UsageError(f"{{n_jobs}} {n_jobs}: give a number of parallel jobs, or -1 for every core")
 
 
+def check_epochs(epochs: int | None, spec: HeadSpec | None = None) -> None:
+    """Check a number of passes given for a head that streams.
+
+    Raises:
+        UsageError: not a whole number from 1 to 1000, or given for a head that has no epochs.
+    """
+    if epochs is None:
+        return
+    if spec is not None and not spec.streaming:
+        raise UsageError(f"{{epochs}} {epochs}: head {spec.name} fits in one call and has no epochs; "
+                         f"{{epochs}} is for {', '.join(n for n, s in HEADS.items() if s.streaming)}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 1 <= epochs <= 1000:
+        raise UsageError(f"{{epochs}} {epochs}: give a whole number of passes from 1 to 1000")
+
+
 def make_head(name: str, params: dict | None = None, class_weight: str | None = None,
               seed: int = 0, probability: bool = True, n_jobs: int | None = None):
     """An unfitted head pipeline: ``Pipeline(StandardScaler(), the entry's estimator)``.
@@ -186,6 +214,7 @@ class FittedHead:
     cv_accuracy: float | None
     search_seconds: float
     fit_seconds: float
+    val_accuracy: float | None = None  # where the settings were chosen on the validation split
 
     def predict_proba(self, X) -> np.ndarray:
         return self.pipeline.predict_proba(X)

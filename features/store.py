@@ -377,7 +377,12 @@ REQUIRED_ATTRS = ("n_images", "n_skipped", "embedding_dim", "embeddings_sha256",
 
 
 def _check_schema(path, cache: "FeatureCache") -> None:
-    """Refuse a cache whose arrays disagree with the schema or with each other, naming what is wrong."""
+    """Refuse a cache whose arrays disagree with the schema or with each other, naming what is wrong.
+
+    ``cache`` may hold HDF5 datasets instead of arrays for the embeddings, ids and index
+    (:class:`CacheRows`): their shapes are checked without reading them, and the embeddings'
+    values are then checked block by block as they are read.
+    """
     attrs, n = cache.attrs, len(cache.embeddings)
     problems = []
     if cache.embeddings.ndim != 2 or cache.embeddings.shape[1] != attrs["embedding_dim"]:
@@ -399,7 +404,7 @@ def _check_schema(path, cache: "FeatureCache") -> None:
         problems.append(f"labels outside 0..{len(cache.class_names) - 1}")
     if len(cache.splits) and not np.isin(cache.splits, np.arange(len(SPLITS))).all():
         problems.append(f"split codes outside 0..{len(SPLITS) - 1}")
-    if cache.embeddings.size and not np.isfinite(cache.embeddings).all():
+    if isinstance(cache.embeddings, np.ndarray) and cache.embeddings.size and not np.isfinite(cache.embeddings).all():
         problems.append(f"{int((~np.isfinite(cache.embeddings)).any(axis=-1).sum())} rows hold NaN or "
                         "infinite embeddings")
     if problems:
@@ -479,6 +484,136 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
     return cache
 
 
+def _join_attrs(attrs: list[dict], dims: list[int]) -> dict:
+    """The attributes of several caches' embeddings side by side (one backbone after another)."""
+    if len(attrs) == 1:
+        return attrs[0]
+    return {**attrs[0],
+            "backbone": "+".join(str(a.get("backbone")) for a in attrs),
+            "image_size": [a.get("image_size") for a in attrs],
+            "weights": [a.get("weights") for a in attrs],
+            "seconds": float(sum(float(a.get("seconds", 0.0)) for a in attrs)),
+            "embedding_dim": int(sum(dims))}
+
+
+class CacheRows:
+    """One or several complete caches, read a block of rows at a time instead of whole.
+
+    What a head that streams (``classify.py --model sgd``) trains on: only the labels and
+    split codes are held in memory (9 bytes a row), so memory does not grow with the
+    embeddings. Several caches of the same images are joined side by side, as
+    :func:`concat_caches` does, block by block. Use it as a context manager (it holds the
+    files open).
+
+    Raises:
+        CacheError: a cache is missing, incomplete, corrupted (checksum, schema, NaN rows
+            found while reading), or the caches hold different images.
+    """
+
+    def __init__(self, paths, verify_checksum: bool = True):
+        h5py = _h5py()
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise CacheError("no feature cache given")
+        self._files, self._data, self._orders = [], [], []
+        attrs = []
+        try:
+            for path in self.paths:
+                info = read_attrs(path)
+                if verify_checksum:
+                    verify(path)
+                try:
+                    f = h5py.File(path, "r")
+                    self._files.append(f)
+                    view = _RowsView(f["embeddings"], f["labels"][:], f["ids"], f["index"], f["splits"][:],
+                                     list(f["class_names"].asstr()[:]), info)
+                except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+                    raise CacheError(f"{path}: cannot read the feature cache ({exc})") from None
+                _check_schema(path, view)
+                self._data.append(view.embeddings)
+                attrs.append(info)
+                if len(self._data) == 1:
+                    first = view
+                    self.labels, self.splits, self.class_names = view.labels, view.splits, view.class_names
+                    self._first_ids = None
+                    self._orders.append(None)
+                else:
+                    self._orders.append(self._align(first, view, path))
+        except BaseException:
+            self.close()
+            raise
+        self.n = len(self.labels)
+        self.dim = int(sum(d.shape[1] for d in self._data))
+        self.attrs = _join_attrs(attrs, [d.shape[1] for d in self._data])
+        self.path = self.paths[0]
+
+    def _align(self, first: "_RowsView", other: "_RowsView", path) -> np.ndarray | None:
+        """Where each of the first cache's rows sits in ``other`` (None: the same place)."""
+        if self._first_ids is None:
+            self._first_ids = first.ids.asstr()[:]
+        ids = other.ids.asstr()[:]
+        if np.array_equal(ids, self._first_ids):
+            order = None
+        else:
+            where = {i: n for n, i in enumerate(ids)}
+            if len(where) != len(ids) or set(where) != set(self._first_ids.tolist()):
+                raise CacheError(f"{self.paths[0]} and {path} hold different images; extract both from the "
+                                 "same dataset with the same {split} and {seed}")
+            order = np.array([where[i] for i in self._first_ids], dtype=np.int64)
+        aligned = other.labels if order is None else other.labels[order]
+        splits = other.splits if order is None else other.splits[order]
+        if other.class_names != first.class_names:
+            raise CacheError(f"{path} has classes {other.class_names}, {self.paths[0]} has {first.class_names}")
+        if not (np.array_equal(aligned, first.labels) and np.array_equal(splits, first.splits)):
+            raise CacheError(f"{self.paths[0]} and {path} disagree on labels or splits of the same images")
+        return order
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """The embeddings of rows ``start:stop`` (float32, the caches side by side)."""
+        parts = []
+        for path, data, order in zip(self.paths, self._data, self._orders):
+            if order is None:
+                block = data[start:stop]
+            else:
+                wanted = order[start:stop]
+                by_position = np.argsort(wanted)
+                block = np.empty((len(wanted), data.shape[1]), np.float32)
+                block[by_position] = data[wanted[by_position]]  # HDF5 reads rows in increasing order
+            if not np.isfinite(block).all():
+                raise CacheError(f"{path}: a damaged or edited cache: rows {start}..{stop - 1} hold NaN or "
+                                 "infinite embeddings; run the extraction again with {force=True}")
+            parts.append(np.asarray(block, np.float32))
+        return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+    def ids(self, start: int, stop: int) -> np.ndarray:
+        """The ids of rows ``start:stop``."""
+        return self._files[0]["ids"].asstr()[start:stop]
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class _RowsView:
+    """The fields :func:`_check_schema` looks at, with the big ones left in the file."""
+
+    embeddings: object
+    labels: np.ndarray
+    ids: object
+    index: object
+    splits: np.ndarray
+    class_names: list[str]
+    attrs: dict
+
+
 def _read_skipped(f) -> list[dict]:
     group = f["skipped"]
     n = len(group["index"])
@@ -491,24 +626,66 @@ _SHARED_ATTRS = ("dataset", "source", "fingerprint", "backbone", "weights", "wei
                  "image_size", "pooling", "seed", "split", "embedding_dim", "class_names")
 
 
-def merge_shards(shard_paths, out_path) -> Path:
+def _check_whole(shard_paths, infos) -> None:
+    """Refuse shards that are not exactly the slices 0..K-1 of one ``--shard I/K`` split."""
+    parts = []
+    for p, info in zip(shard_paths, infos):
+        try:
+            i, k = (int(x) for x in str(info.get("shard")).split("/"))
+        except ValueError:
+            raise CacheError(f"{p}: not a shard (its shard attribute is {info.get('shard')!r}); merge only "
+                             "the files an extraction with {shard=I/K} wrote") from None
+        parts.append((i, k, p))
+    counts = sorted({k for _, k, _ in parts})
+    if len(counts) > 1:
+        raise CacheError(f"the shards come from splits into {' and '.join(map(str, counts))} slices; "
+                         "merge the shards of one split")
+    k = counts[0]
+    seen: dict[int, Path] = {}
+    for i, _, p in parts:
+        if i in seen:
+            raise CacheError(f"{seen[i]} and {p} are both shard {i}/{k}; give each shard once")
+        seen[i] = p
+    missing = [f"{i}/{k}" for i in range(k) if i not in seen]
+    if missing:
+        raise CacheError(f"the set is not whole: {len(seen)} of {k} shards given, missing {', '.join(missing)}; "
+                         f"extract the missing ones with {{shard}} and merge all {k}")
+
+
+def merged_path(shard_path) -> Path:
+    """Where the merge of a shard's set goes by default: the single-process cache's own name."""
+    shard_path = Path(shard_path)
+    stem = re.sub(r"\.shard\d+of\d+$", "", shard_path.stem)
+    return shard_path.with_name(f"{stem}.h5")
+
+
+def merge_shards(shard_paths, out_path=None) -> Path:
     """Join shard caches into one file of virtual datasets (no embedding is copied).
 
-    The shards must share the extraction settings and hold disjoint rows of one listing.
-    Rows are ordered by their listing index, as in a single-process cache. The merged file
-    refers to the shards by file name, so keep them beside it.
+    The shards must share the extraction settings and be the whole set 0..K-1 of one
+    ``shard="I/K"`` split. Rows are ordered by their listing index, as in a single-process
+    cache. The merged file refers to the shards by relative path, so move them together.
+
+    Args:
+        out_path: default :func:`merged_path` of the first shard (the name the
+            single-process extraction would have given the cache).
 
     Raises:
-        CacheError: a shard is incomplete, or shards disagree or overlap.
+        CacheError: a shard is incomplete or missing, or shards disagree or overlap.
     """
     h5py = _h5py()
     shard_paths = [Path(p) for p in shard_paths]
-    out_path = Path(out_path)
+    if not shard_paths:
+        raise CacheError("no shards to merge")
     infos = [read_attrs(p) for p in shard_paths]
     for key in _SHARED_ATTRS:
         values = {json.dumps(info.get(key)) for info in infos}
         if len(values) > 1:
             raise CacheError(f"shards disagree on {key}: {sorted(values)}; they are not one extraction")
+    _check_whole(shard_paths, infos)
+    out_path = Path(out_path) if out_path is not None else merged_path(shard_paths[0])
+    if out_path.resolve() in {p.resolve() for p in shard_paths}:
+        raise CacheError(f"{out_path}: the merged cache would replace one of its shards; name another file")
     indices = []
     for p in shard_paths:
         with h5py.File(p, "r") as f:
@@ -612,12 +789,7 @@ def concat_caches(caches: list[FeatureCache]) -> FeatureCache:
                 and np.array_equal(other.splits[order], first.splits)):
             raise CacheError(f"{first.path} and {other.path} disagree on labels or splits of the same images")
         parts.append(other.embeddings[order])
-    attrs = {**first.attrs,
-             "backbone": "+".join(str(c.attrs.get("backbone")) for c in caches),
-             "image_size": [c.attrs.get("image_size") for c in caches],
-             "weights": [c.attrs.get("weights") for c in caches],
-             "seconds": float(sum(c.attrs.get("seconds", 0.0) for c in caches)),
-             "embedding_dim": int(sum(p.shape[1] for p in parts))}
+    attrs = _join_attrs([c.attrs for c in caches], [p.shape[1] for p in parts])
     return FeatureCache(path=first.path, embeddings=np.hstack(parts), labels=first.labels,
                         ids=first.ids, index=first.index, splits=first.splits,
                         class_names=first.class_names, skipped=first.skipped, attrs=attrs)

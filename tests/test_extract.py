@@ -88,13 +88,18 @@ def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys
     create_backbone("mobilenet", "none", 32).get_layer("mobilenet").save_weights(weights)
     base = ["--data-dir", str(image_folder), "--out", str(tmp_path / "e"), "--json", "--backbone",
             "mobilenet", "--weights", str(weights), "--image-size", "32", "-q"]
-    whole = last_json(run(base, capsys)[1])["cache"]
+    whole_path = last_json(run(base, capsys)[1])["cache"]
+    whole = store.read_cache(whole_path)
     shards = [last_json(run(base + ["--shard", f"{i}/3"], capsys)[1])["cache"] for i in range(3)]
     assert len(set(shards)) == 3 and all(".shard" in s for s in shards)
-    merged = store.merge_shards(shards, tmp_path / "e" / "merged.h5")
-    a, b = store.read_cache(whole), store.read_cache(merged, verify=True)
-    assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.splits, b.splits)
-    np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=1e-5, atol=1e-5)
+    assert extract.main(["--merge", shards[0], shards[2]]) == 2  # not the whole set: one line, exit 2
+    err = capsys.readouterr().err
+    assert "missing 1/3" in err and "Traceback" not in err
+    merged = last_json(run(["--merge", *shards, "--json"], capsys)[1])["cache"]
+    assert merged == whole_path  # the single-process cache's name, beside the shards
+    b = store.read_cache(merged, verify=True)
+    assert whole.ids.tolist() == b.ids.tolist() and np.array_equal(whole.splits, b.splits)
+    np.testing.assert_allclose(whole.embeddings, b.embeddings, rtol=1e-5, atol=1e-5)
     del tf
 
 

@@ -85,7 +85,7 @@ DATA_FLAGS = ["--split", "--seed", "--max-per-class", "--max-pixels", "--tfds-di
 
 @SETTINGS
 @given(flags=_flags(DATA_FLAGS + ["--backbone", "--weights", "--image-size", "--pooling", "--batch-size",
-                                  "--shard"]))
+                                  "--shard", "--merge"]))
 def test_extract_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("features.extraction._extract", _reach)
@@ -105,7 +105,8 @@ def test_finetune_flags(flags, photos, tmp_path, capsys, monkeypatch):
 
 
 @SETTINGS
-@given(flags=_flags(["--model", "--C", "--gamma", "--k", "--class-weight", "--cv", "--n-jobs", "--seed",
+@given(flags=_flags(["--model", "--C", "--gamma", "--k", "--alpha", "--epochs", "--class-weight", "--cv",
+                     "--n-jobs", "--seed",
                      "--embeddings-dir"]))
 def test_classify_flags(flags, cache, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -90,7 +90,7 @@ def test_head_file_round_trip_and_refusals(tmp_path):
 def test_every_head_is_one_registry_entry():
     from sklearn.pipeline import Pipeline
 
-    assert {name for name, spec in heads.HEADS.items() if spec.linear} == {"logreg", "linear_svm"}
+    assert {name for name, spec in heads.HEADS.items() if spec.linear} == {"logreg", "linear_svm", "sgd"}
     for name, spec in heads.HEADS.items():
         assert spec.name == name and set(spec.search_keys) == set(spec.grid)
         assert isinstance(heads.make_head(name), Pipeline)

@@ -71,8 +71,8 @@ def test_refuses_missing_incomplete_foreign_and_corrupted(tmp_path):
 def test_shards_read_as_one_without_copying(tmp_path):
     whole = tmp_path / "whole.h5"
     emb = _write(whole, range(10))
-    _write(tmp_path / "s1.h5", range(5, 10), skipped=[(10, "x.jpg", "bad")])
-    _write(tmp_path / "s0.h5", range(0, 5))
+    _write(tmp_path / "s1.h5", range(5, 10), skipped=[(10, "x.jpg", "bad")], attrs={"shard": "1/2"})
+    _write(tmp_path / "s0.h5", range(0, 5), attrs={"shard": "0/2"})
     merged = store.merge_shards([tmp_path / "s1.h5", tmp_path / "s0.h5"], tmp_path / "out" / "m.h5")
     cache = store.read_cache(merged, verify=True)
     np.testing.assert_array_equal(cache.embeddings, emb)
@@ -84,14 +84,34 @@ def test_shards_read_as_one_without_copying(tmp_path):
 
 
 def test_shards_that_overlap_or_disagree_are_refused(tmp_path):
-    _write(tmp_path / "a.h5", range(0, 5))
-    _write(tmp_path / "b.h5", range(4, 8))
+    _write(tmp_path / "a.h5", range(0, 5), attrs={"shard": "0/2"})
+    _write(tmp_path / "b.h5", range(4, 8), attrs={"shard": "1/2"})
     with pytest.raises(CacheError, match="overlap"):
         store.merge_shards([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "m.h5")
-    _write(tmp_path / "c.h5", range(5, 8), attrs={"backbone": "other"})
+    _write(tmp_path / "c.h5", range(5, 8), attrs={"backbone": "other", "shard": "1/2"})
     with pytest.raises(CacheError, match="backbone"):
         store.merge_shards([tmp_path / "a.h5", tmp_path / "c.h5"], tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_a_set_of_shards_that_is_not_whole_is_refused(tmp_path):
+    for i, rows in enumerate((range(0, 3), range(3, 6), range(6, 9), range(9, 12))):
+        _write(tmp_path / f"c.shard{i}of4.h5", rows, attrs={"shard": f"{i}/4"})
+    shards = [tmp_path / f"c.shard{i}of4.h5" for i in range(4)]
+    with pytest.raises(CacheError, match=r"not whole: 3 of 4 shards given, missing 2/4"):
+        store.merge_shards(shards[:2] + shards[3:])
+    with pytest.raises(CacheError, match="both shard 1/4"):
+        store.merge_shards(shards + [shards[1]])
+    _write(tmp_path / "other.h5", range(12, 14), attrs={"shard": "1/2"})
+    with pytest.raises(CacheError, match="splits into 2 and 4 slices"):
+        store.merge_shards(shards + [tmp_path / "other.h5"])
+    _write(tmp_path / "single.h5", range(3), attrs={"shard": "0/1"})
+    _write(tmp_path / "plain.h5", range(3))
+    with pytest.raises(CacheError, match="plain.h5: not a shard"):
+        store.merge_shards([tmp_path / "single.h5", tmp_path / "plain.h5"])
+    assert not (tmp_path / "c.h5").exists()
+    merged = store.merge_shards(shards)  # the whole set, by default under the single-process name
+    assert merged == tmp_path / "c.h5" and store.read_cache(merged).index.tolist() == list(range(12))
 
 
 def test_cache_path_names_the_key():
