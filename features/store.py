@@ -443,6 +443,7 @@ def verify(path, rows_per_read: int = 4096) -> None:
     sha = hashlib.sha256()
     try:
         with h5py.File(path, "r") as f:
+            _check_sources(path, f)
             data = f["embeddings"]
             for start in range(0, data.shape[0], rows_per_read):
                 sha.update(np.ascontiguousarray(data[start:start + rows_per_read], dtype=np.float32).tobytes())
@@ -467,6 +468,7 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
     attrs = read_attrs(path)
     try:
         with h5py.File(path, "r") as f:
+            _check_sources(path, f)
             cache = FeatureCache(
                 path=Path(path), embeddings=f["embeddings"][:], labels=f["labels"][:],
                 ids=f["ids"].asstr()[:], index=f["index"][:], splits=f["splits"][:],
@@ -525,6 +527,7 @@ class CacheRows:
                 try:
                     f = h5py.File(path, "r")
                     self._files.append(f)
+                    _check_sources(path, f)
                     view = _RowsView(f["embeddings"], f["labels"][:], f["ids"], f["index"], f["splits"][:],
                                      list(f["class_names"].asstr()[:]), info)
                 except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
@@ -612,6 +615,18 @@ class _RowsView:
     splits: np.ndarray
     class_names: list[str]
     attrs: dict
+
+
+def _check_sources(path, f) -> None:
+    """A merged file reads a missing shard as zeros without a word (HDF5): name it instead."""
+    data = f["embeddings"]
+    if not data.is_virtual:
+        return
+    folder = Path(path).parent
+    missing = sorted({s.file_name for s in data.virtual_sources() if not (folder / s.file_name).is_file()})
+    if missing:
+        raise CacheError(f"{path}: a merged cache whose shard(s) {', '.join(missing)} are missing; put them back "
+                         "beside it (the merged file holds none of their rows)")
 
 
 def _read_skipped(f) -> list[dict]:

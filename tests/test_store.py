@@ -81,6 +81,10 @@ def test_shards_read_as_one_without_copying(tmp_path):
     with h5py.File(merged) as f:
         assert f["embeddings"].is_virtual
     assert merged.stat().st_size < whole.stat().st_size
+    (tmp_path / "s1.h5").rename(tmp_path / "elsewhere.h5")
+    for read in (store.read_cache, store.verify, lambda p: store.CacheRows([p])):
+        with pytest.raises(CacheError, match=r"shard\(s\) ../s1.h5 are missing"):
+            read(merged)
 
 
 def test_shards_that_overlap_or_disagree_are_refused(tmp_path):
