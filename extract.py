@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pooling", default="avg", choices=("avg", "max"), help="global pooling of the feature map")
     model.add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
     run_ = p.add_argument_group("run")
-    run_.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    run_.add_argument("--batch-size", type=int, metavar="N",
+                      help="images per forward pass (default: 32 on a CPU, 256 on a GPU; printed and recorded)")
     run_.add_argument("--out", default="embeddings", metavar="DIR", help="cache folder")
     run_.add_argument("--force", action="store_true", help="recompute even when the cache is up to date")
     run_.add_argument("--shard", default="0/1", metavar="I/K",
@@ -99,8 +100,10 @@ def _body(args) -> None:
     print(f"{'cache hit' if result.cache_hit else 'extracted'}: {summary['cache']}\n"
           f"  images {summary['images']}, skipped {summary['skipped']}, {timing}, "
           f"{summary['cache_bytes'] / 1e6:.1f} MB")
-    if result.engine != "local" and not result.cache_hit:
-        print(f"  engine: {result.engine}")
+    if not result.cache_hit:
+        chosen = "" if args.batch_size else " (the default for the device)"
+        engine = f"engine {result.engine}, " if result.engine != "local" else ""
+        print(f"  {engine}batch size {result.batch_size}{chosen}")
     if result.resumed:
         print(f"  resumed: {result.resumed} images were embedded by the interrupted run")
     for item in result.skipped:

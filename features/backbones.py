@@ -79,6 +79,23 @@ MAX_IMAGE_SIZE = 1024
 MAX_BATCH_SIZE = 4096  # a billion made tf.data spin for minutes, deaf to Ctrl-C
 
 
+# Images per forward pass when the caller gives none. On a GPU 32 leaves it idle between
+# batches: the lent H200 ran mixed_float16 at 0.85x float32's rate at batch 32, 1.62x at 256.
+DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 256}
+
+
+def default_batch_size(gpus: int) -> int:
+    """The batch for a device: :data:`DEFAULT_BATCH_SIZE` of "gpu" when there is one, else of "cpu"."""
+    return DEFAULT_BATCH_SIZE["gpu" if gpus else "cpu"]
+
+
+def visible_gpus() -> int:
+    """GPUs TensorFlow can use in this process."""
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
 def check_batch_size(batch_size, param: str = "batch_size") -> int:
     """A batch size from 1 to :data:`MAX_BATCH_SIZE`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import runs, store
-from .backbones import Backbone, check_batch_size, create_backbone, embedding_function, resolve_backbone
+from .backbones import (Backbone, check_batch_size, create_backbone, default_batch_size, embedding_function,
+                        resolve_backbone, visible_gpus)
 from .data import DEFAULT_SPLIT, RESIZE_METHOD, DataSource, Headers, headers_for, image_batches, why_skipped
 from .errors import CacheError, DiskFullError, UsageError, is_disk_full
 
@@ -39,6 +40,7 @@ class ExtractionResult:
     first_batch_seconds: float = 0.0  # set-up: tracing and optimising the graph, then one batch
     steady_images_per_second: float = 0.0  # after the first batch
     engine: str = "local"
+    batch_size: int | None = None  # images per forward pass (None: a cache hit, not recorded)
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
@@ -52,7 +54,8 @@ class ExtractionResult:
                 "skipped_files": self.skipped, "skipped_by_kind": self.skipped_by_kind(),
                 "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes,
                 "first_batch_seconds": round(self.first_batch_seconds, 3),
-                "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine}
+                "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine,
+                "batch_size": self.batch_size}
 
 
 def library_versions() -> dict:
@@ -68,9 +71,11 @@ def library_versions() -> dict:
 ENGINES = ("local", "ray")
 
 
-def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1",
+def check_settings(batch_size: int | None = None, pooling: str = "avg", shard: str = "0/1",
                    engine: str = "local") -> tuple[int, int]:
     """Check the extraction's own settings (the backbone's are ``resolve_backbone``'s).
+
+    A ``batch_size`` of None is the device's default (see :func:`resolve_batch_size`).
 
     Returns:
         The shard as (index, count).
@@ -78,7 +83,8 @@ def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1
     Raises:
         UsageError: a setting out of range.
     """
-    check_batch_size(batch_size)
+    if batch_size is not None:
+        check_batch_size(batch_size)
     if engine not in ENGINES:
         raise UsageError(f"{{engine}} {engine}: choose {' or '.join(ENGINES)}")
     if pooling not in ("avg", "max"):
@@ -90,6 +96,19 @@ def check_settings(batch_size: int = 32, pooling: str = "avg", shard: str = "0/1
     if not (k >= 1 and 0 <= i < k):
         raise UsageError(f"{{shard}} {shard}: give INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")
     return i, k
+
+
+def resolve_batch_size(batch_size: int | None, engine: str = "local", ray_address: str | None = None) -> int:
+    """``batch_size``, or where it is None the default for the device that will embed:
+    a GPU of this process (local engine) or of the cluster (Ray engine, one actor per GPU).
+    """
+    if batch_size is not None:
+        return batch_size
+    if engine == "ray":
+        from . import ray_engine
+
+        return default_batch_size(ray_engine.cluster_gpus(ray_address))
+    return default_batch_size(visible_gpus())
 
 
 def _stale_reason(path: Path, wanted: dict) -> tuple[str | None, dict]:
@@ -109,7 +128,7 @@ def _stale_reason(path: Path, wanted: dict) -> tuple[str | None, dict]:
 
 
 def extract(source: DataSource, backbone, weights: str = "imagenet",
-            image_size: int | None = None, pooling: str = "avg", batch_size: int = 32,
+            image_size: int | None = None, pooling: str = "avg", batch_size: int | None = None,
             out_dir="embeddings", seed: int = 0, split=DEFAULT_SPLIT,
             max_per_class: int | None = None, force: bool = False, shard: str = "0/1",
             progress: bool = True, checkpoint_batches: int = 8, engine: str = "local",
@@ -127,6 +146,8 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
     Args:
         backbone: a :class:`~features.backbones.Backbone` from ``resolve_backbone``, or a
             registry name resolved here with ``weights`` and ``image_size``.
+        batch_size: images per forward pass; None picks the device's default (32 on a CPU,
+            256 on a GPU; :data:`features.backbones.DEFAULT_BATCH_SIZE`), recorded in the cache.
         engine: "local" (this process, every core) or "ray" (a pool of actors on a Ray
             cluster, see :mod:`features.ray_engine`); both write the same cache.
         ray_address: the Ray cluster to use (see :func:`features.ray_engine.connect`);
@@ -158,6 +179,7 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
                                         float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)),
                                         engine=str(attrs.get("engine", "local")))
             log.warning("recomputing %s: %s", path, reason)
+        batch_size = resolve_batch_size(batch_size, engine, ray_address)
         return _extract(source, backbone, pooling, batch_size, path, wanted, max_per_class,
                         shard_i, shard_k, force, progress, checkpoint_batches, engine, ray_address)
 
@@ -245,7 +267,7 @@ def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_
                             [{"id": s[1], "reason": s[2], "kind": s[3]} for s in skipped],
                             resumed=resumed,
                             ignored=dict(source.ignored), empty_classes=empty, first_batch_seconds=setup,
-                            steady_images_per_second=steady, engine=engine)
+                            steady_images_per_second=steady, engine=engine, batch_size=batch_size)
 
 
 def _embed_all(model, source, indices, size, batch_size, checkpoints, headers, checkpoint_batches, progress,

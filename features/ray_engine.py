@@ -86,6 +86,14 @@ def connect(address: str | None = None, temp_dir: str | None = None) -> None:
         _init(ray, address, temp_dir)
 
 
+def cluster_gpus(address: str | None = None, temp_dir: str | None = None) -> int:
+    """GPUs of the cluster at ``address`` (joining it, or starting a local Ray; see :func:`connect`)."""
+    connect(address, temp_dir)
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
 def _quiet_ray_data() -> None:
     """Ray Data's executor logs each plan at INFO; the toolkit's progress bar says what matters."""
     if logging.getLogger("features").isEnabledFor(logging.DEBUG):

@@ -78,6 +78,22 @@ def test_rerun_is_a_cache_hit_and_force_or_a_changed_folder_recompute(image_fold
     assert not changed["cache_hit"] and changed["images"] == first["images"] + 1
 
 
+def test_the_default_batch_suits_the_device_and_is_printed_and_recorded(image_folder, tmp_path, capsys,
+                                                                       monkeypatch):
+    args = ["--data-dir", str(image_folder), "--json", *FAST]
+    code, out, err = run(args + ["--out", str(tmp_path / "cpu")], capsys)
+    assert code == 0, err
+    assert "batch size 32 (the default for the device)" in out and last_json(out)["batch_size"] == 32
+    monkeypatch.setattr("features.extraction.visible_gpus", lambda: 1)  # as TensorFlow reports one GPU
+    code, out, err = run(args + ["--out", str(tmp_path / "gpu")], capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert "batch size 256 (the default for the device)" in out and result["batch_size"] == 256
+    assert store.read_attrs(result["cache"])["batch_size"] == 256
+    code, out, err = run(args + ["--out", str(tmp_path / "given"), "--batch-size", "8"], capsys)
+    assert "batch size 8\n" in out and store.read_attrs(last_json(out)["cache"])["batch_size"] == 8
+
+
 def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys):
     import tensorflow as tf
 
