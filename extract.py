@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
     run_ = p.add_argument_group("run")
     run_.add_argument("--batch-size", type=int, metavar="N",
-                      help="images per forward pass (default: 32 on a CPU, 256 on a GPU; printed and recorded)")
+                      help="images per forward pass (default: the device's, 32 on a CPU or a GPU today; printed and "
+                           "recorded)")
     run_.add_argument("--out", default="embeddings", metavar="DIR", help="cache folder")
     run_.add_argument("--force", action="store_true", help="recompute even when the cache is up to date")
     run_.add_argument("--shard", default="0/1", metavar="I/K",
@@ -101,7 +102,7 @@ def _body(args) -> None:
           f"  images {summary['images']}, skipped {summary['skipped']}, {timing}, "
           f"{summary['cache_bytes'] / 1e6:.1f} MB")
     if not result.cache_hit:
-        chosen = "" if args.batch_size else " (the default for the device)"
+        chosen = f" (the default on a {result.batch_default_for.upper()})" if result.batch_default_for else ""
         engine = f"engine {result.engine}, " if result.engine != "local" else ""
         print(f"  {engine}batch size {result.batch_size}{chosen}")
     if result.resumed:

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --no-augment and --unfreeze below 'all'")
     train.add_argument("--precision", default="float32", choices=("float32", "mixed"),
                        help="mixed: float16 on a GPU, bfloat16 on a CPU; outputs stay float32")
+    train.add_argument("--distribute", default="none", choices=("none", "mirrored"),
+                       help="mirrored: one replica per GPU of this machine (tf.distribute.MirroredStrategy), "
+                            "each taking --batch-size images a step")
     out = p.add_argument_group("run")
     out.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
     add_common_flags(p)
@@ -69,7 +72,8 @@ def _body(args) -> None:
         backbone=backbone.name, weights=args.weights, image_size=backbone.image_size, unfreeze=args.unfreeze,
         binary_output=args.binary_output, epochs=args.epochs, head_epochs=args.head_epochs, lr=args.lr,
         head_lr=args.head_lr, scratch_lr=args.scratch_lr, batch_size=args.batch_size, patience=args.patience,
-        augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision, seed=args.seed))
+        augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision,
+        distribute=args.distribute, seed=args.seed))
     source, _ = load_data(args)
     from features.finetuning import finetune
     from features.metrics import summary_line
@@ -81,6 +85,9 @@ def _body(args) -> None:
           f"  {result['epochs_run']} epochs, {result['unfrozen_layers']} base layers trained, "
           f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), {best}\n"
           f"  run folder {result['run_dir']}")
+    if args.distribute != "none":
+        print(f"  {args.distribute}: {result['replicas']} replica(s) x batch {args.batch_size} = global batch "
+              f"{result['global_batch_size']}")
     if args.json:
         print_json(result)
 

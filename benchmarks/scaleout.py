@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.cli import HelpFormatter  # noqa: E402
+from features.report import replace_section  # noqa: E402
 
 SECTION = "scaleout"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers"
@@ -44,18 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the report to write the section into")
     p.add_argument("--no-write", action="store_true", help="print only")
     return p
-
-
-def replace_section(path: Path, name: str, text: str) -> None:
-    """Put ``text`` between this section's markers in ``path`` (appended the first time)."""
-    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

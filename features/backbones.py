@@ -79,14 +79,17 @@ MAX_IMAGE_SIZE = 1024
 MAX_BATCH_SIZE = 4096  # a billion made tf.data spin for minutes, deaf to Ctrl-C
 
 
-# Images per forward pass when the caller gives none. On a GPU 32 leaves it idle between
-# batches: the lent H200 ran mixed_float16 at 0.85x float32's rate at batch 32, 1.62x at 256.
-DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 256}
+# Images per forward pass when the caller gives none, per kind of device. Extraction runs in
+# float32, and on the lent H200 (Keras on JAX, BENCHMARKS.md "On a GPU") float32 embedded
+# 10,610 img/s at batch 32 against 7,163 at 256; only mixed_float16 gained from 256 (11,604).
+# So a GPU keeps 32 until benchmarks/gpu_batch.py, run on one, says another batch is faster.
+DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 32}
 
 
-def default_batch_size(gpus: int) -> int:
-    """The batch for a device: :data:`DEFAULT_BATCH_SIZE` of "gpu" when there is one, else of "cpu"."""
-    return DEFAULT_BATCH_SIZE["gpu" if gpus else "cpu"]
+def default_batch_size(gpus: int) -> tuple[int, str]:
+    """(batch, device): :data:`DEFAULT_BATCH_SIZE` of "gpu" when there is one, else of "cpu"."""
+    device = "gpu" if gpus else "cpu"
+    return DEFAULT_BATCH_SIZE[device], device
 
 
 def visible_gpus() -> int:

@@ -41,6 +41,7 @@ class ExtractionResult:
     steady_images_per_second: float = 0.0  # after the first batch
     engine: str = "local"
     batch_size: int | None = None  # images per forward pass (None: a cache hit, not recorded)
+    batch_default_for: str | None = None  # "cpu" or "gpu" where the batch was the device's default
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
@@ -98,12 +99,14 @@ def check_settings(batch_size: int | None = None, pooling: str = "avg", shard: s
     return i, k
 
 
-def resolve_batch_size(batch_size: int | None, engine: str = "local", ray_address: str | None = None) -> int:
-    """``batch_size``, or where it is None the default for the device that will embed:
-    a GPU of this process (local engine) or of the cluster (Ray engine, one actor per GPU).
+def resolve_batch_size(batch_size: int | None, engine: str = "local",
+                       ray_address: str | None = None) -> tuple[int, str | None]:
+    """(batch, device): ``batch_size`` as given (device None), or where it is None the default
+    for the device that will embed ("gpu" or "cpu"): a GPU of this process (local engine) or
+    of the cluster (Ray engine, one actor per GPU).
     """
     if batch_size is not None:
-        return batch_size
+        return batch_size, None
     if engine == "ray":
         from . import ray_engine
 
@@ -146,8 +149,8 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
     Args:
         backbone: a :class:`~features.backbones.Backbone` from ``resolve_backbone``, or a
             registry name resolved here with ``weights`` and ``image_size``.
-        batch_size: images per forward pass; None picks the device's default (32 on a CPU,
-            256 on a GPU; :data:`features.backbones.DEFAULT_BATCH_SIZE`), recorded in the cache.
+        batch_size: images per forward pass; None picks the device's default
+            (:data:`features.backbones.DEFAULT_BATCH_SIZE`), recorded in the cache.
         engine: "local" (this process, every core) or "ray" (a pool of actors on a Ray
             cluster, see :mod:`features.ray_engine`); both write the same cache.
         ray_address: the Ray cluster to use (see :func:`features.ray_engine.connect`);
@@ -179,9 +182,13 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
                                         float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)),
                                         engine=str(attrs.get("engine", "local")))
             log.warning("recomputing %s: %s", path, reason)
-        batch_size = resolve_batch_size(batch_size, engine, ray_address)
-        return _extract(source, backbone, pooling, batch_size, path, wanted, max_per_class,
-                        shard_i, shard_k, force, progress, checkpoint_batches, engine, ray_address)
+        batch_size, default_for = resolve_batch_size(batch_size, engine, ray_address)
+        if default_for:
+            log.info("batch size %d: the default on a %s", batch_size, default_for.upper())
+        result = _extract(source, backbone, pooling, batch_size, path, wanted, max_per_class,
+                          shard_i, shard_k, force, progress, checkpoint_batches, engine, ray_address)
+        result.batch_default_for = default_for
+        return result
 
 
 def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_per_class, shard_i, shard_k,

@@ -81,6 +81,28 @@ def _precision_policy(precision: str) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
+def strategy(config: TrainConfig):
+    """The distribution strategy of a run and its replica count.
+
+    "mirrored" is ``tf.distribute.MirroredStrategy`` over this machine's GPUs (one replica
+    each), or over its logical CPU devices where it has no GPU and more than one CPU device
+    is configured (``tf.config.set_logical_device_configuration``; how it is tested).
+    Each replica takes ``batch_size`` images a step, so the global batch is
+    ``batch_size`` x replicas. Several machines are not supported: Keras 3's ``fit`` fails
+    under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
+    """
+    import tensorflow as tf
+
+    if config.distribute == "none":
+        return tf.distribute.get_strategy(), 1  # the default strategy: one device
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+        [d.name for d in tf.config.list_logical_devices("CPU")]
+    mirrored = tf.distribute.MirroredStrategy(devices=devices)
+    if mirrored.num_replicas_in_sync == 1:
+        log.warning("the mirrored strategy found one device (%s): training runs on it alone", devices[0])
+    return mirrored, mirrored.num_replicas_in_sync
+
+
 @dataclass
 class Built:
     """The model of a run and what was settled while building it."""
@@ -222,15 +244,23 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
     """
     config, backbone = resolve_config(config, source)
     runs.check_output_folder(out_dir)
-    built = build(config, backbone, len(source.class_names))
-    rows = {name: source.rows(name) for name in ("train", "val", "test")}
-    with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
-        result = fit(built, config, source, rows, run.path, verbose)
-        index, proba, scores = score(built.model, config, source, rows["test"])
-        write_run_files(run.path, built, config, source, result["history"], index, proba, scores)
-        saved = settings(config, source, built.policy)
-        row = results_row(config, source, result, scores, rows, len(index), built.policy, run.final)
-        runs.write_json(run.path / "config.json", saved)
-        runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": saved})
+    distribution, replicas = strategy(config)
+    per_replica = config.batch_size
+    config = dataclasses.replace(config, batch_size=per_replica * replicas)  # the global batch the data gives
+    with distribution.scope():  # variables, optimizers and every compile of the phases: mirrored
+        built = build(config, backbone, len(source.class_names))
+        rows = {name: source.rows(name) for name in ("train", "val", "test")}
+        with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
+            result = fit(built, config, source, rows, run.path, verbose)
+            index, proba, scores = score(built.model, config, source, rows["test"])
+            write_run_files(run.path, built, config, source, result["history"], index, proba, scores)
+            config = dataclasses.replace(config, batch_size=per_replica)
+            saved = {**settings(config, source, built.policy), "replicas": replicas,
+                     "global_batch_size": per_replica * replicas}
+            row = {**results_row(config, source, result, scores, rows, len(index), built.policy, run.final),
+                   "distribute": config.distribute, "replicas": replicas,
+                   "global_batch_size": per_replica * replicas}
+            runs.write_json(run.path / "config.json", saved)
+            runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": saved})
     runs.append_result(out_dir, row)
     return {**row, "metrics": scores}

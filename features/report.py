@@ -202,3 +202,23 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
            (("accuracy against training time", accuracy_png), ("per-class precision", precision_png))}
     text = markdown(rows, rel, environment(), source_note)
     return runs.write_output(out, lambda f: f.write(text), param="out")
+
+
+def replace_section(path, name: str, text: str) -> None:
+    """Put ``text`` between the markers of section ``name`` in the Markdown file ``path``.
+
+    The markers are ``<!-- section:NAME -->`` and ``<!-- /section:NAME -->``; a section
+    not yet there is appended. Written to a temporary name and renamed. Benchmarks that
+    own a section of BENCHMARKS.md write it this way, and leave the others as they are.
+    """
+    import re
+
+    path = Path(path)
+    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+    block = f"{start}\n{text.rstrip()}\n{end}\n"
+    old = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
+    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(new)
+    os.replace(tmp, path)

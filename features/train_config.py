@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .errors import UsageError
 
 HEAD_UNITS = 128
+DISTRIBUTE = ("none", "mirrored")
 HEAD_DROPOUT = 0.1
 
 
@@ -36,6 +37,7 @@ class TrainConfig:
     augment: bool = True
     cache_frozen: bool = False  # run the frozen prefix once and train the rest on its activations
     precision: str = "float32"
+    distribute: str = "none"  # "mirrored": tf.distribute.MirroredStrategy over this machine's GPUs
     seed: int = 0
 
     @property
@@ -83,6 +85,8 @@ def check_settings(config: TrainConfig) -> TrainConfig:
             raise UsageError(f"{{{name}}} {value}: must be a finite number above zero")
     if config.precision not in ("float32", "mixed"):
         raise UsageError(f"{{precision}} {config.precision}: choose float32 or mixed")
+    if config.distribute not in DISTRIBUTE:
+        raise UsageError(f"{{distribute}} {config.distribute}: choose {' or '.join(DISTRIBUTE)}")
     if config.binary_output not in (None, "sigmoid", "softmax"):
         raise UsageError(f"{{binary_output}} {config.binary_output}: choose sigmoid or softmax")
     unfreeze = parse_unfreeze(config.unfreeze)

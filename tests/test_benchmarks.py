@@ -61,3 +61,19 @@ def test_performance_benchmark_smoke_run_prints_every_target(tmp_path, capsys):
     text = report.read_text()
     assert "machine: " in text and "versions: " in text and "DCT-scaled decoding" in text
     assert "5-fold logreg accuracy" in text and "extraction speed-up at batch 256" in text
+
+
+def test_streaming_benchmark_prints_memory_epochs_and_accuracy(tmp_path, capsys):
+    make_image_folder(tmp_path / "root" / "pets", per_class=10)
+    report = tmp_path / "BENCH.md"
+    report.write_text("# kept\n")
+    code = _load("streaming").main(["--rows", "3000", "6000", "--dim", "16", "--epochs", "2", "--work-dir",
+                                    str(tmp_path), "--datasets", "pets", "--root", str(tmp_path / "root"),
+                                    "--embeddings", str(tmp_path / "emb"), "--out", str(report)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "3,000 rows" in out and "6,000 rows" in out and "peak memory" in out and "2x rows:" in out
+    assert "pets          sgd" in out and "logreg" in out
+    text = report.read_text()
+    assert text.startswith("# kept") and "<!-- section:streaming -->" in text and "6,000 rows" in text
+    assert not list(tmp_path.glob("streaming-*"))  # the synthetic caches are deleted

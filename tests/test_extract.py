@@ -8,6 +8,7 @@ import pytest
 import extract
 from conftest import last_json, make_image_folder, write_image
 from features import store
+from features.backbones import DEFAULT_BATCH_SIZE
 from features.data import load_folder
 
 FAST = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]
@@ -83,13 +84,14 @@ def test_the_default_batch_suits_the_device_and_is_printed_and_recorded(image_fo
     args = ["--data-dir", str(image_folder), "--json", *FAST]
     code, out, err = run(args + ["--out", str(tmp_path / "cpu")], capsys)
     assert code == 0, err
-    assert "batch size 32 (the default for the device)" in out and last_json(out)["batch_size"] == 32
+    assert "batch size 32 (the default on a CPU)" in out and last_json(out)["batch_size"] == 32
     monkeypatch.setattr("features.extraction.visible_gpus", lambda: 1)  # as TensorFlow reports one GPU
+    monkeypatch.setitem(DEFAULT_BATCH_SIZE, "gpu", 12)
     code, out, err = run(args + ["--out", str(tmp_path / "gpu")], capsys)
     assert code == 0, err
     result = last_json(out)
-    assert "batch size 256 (the default for the device)" in out and result["batch_size"] == 256
-    assert store.read_attrs(result["cache"])["batch_size"] == 256
+    assert "batch size 12 (the default on a GPU)" in out and result["batch_size"] == 12
+    assert store.read_attrs(result["cache"])["batch_size"] == 12
     code, out, err = run(args + ["--out", str(tmp_path / "given"), "--batch-size", "8"], capsys)
     assert "batch size 8\n" in out and store.read_attrs(last_json(out)["cache"])["batch_size"] == 8
 

@@ -215,3 +215,46 @@ def test_cache_frozen_flag_trains_and_scores(pets, tmp_path, capsys):
 def test_cache_frozen_refuses_where_it_cannot_apply(argv, needle, pets, tmp_path, capsys):
     code, _, err = run(["--data-dir", str(pets), "--out", str(tmp_path / "r"), *TINY, *argv], capsys)
     assert code == 2 and needle in err, err
+
+
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import finetune
+for mode in ("none", "mirrored"):
+    assert finetune.main(sys.argv[1:] + ["--distribute", mode]) == 0
+"""
+
+
+def _coloured_folder(root, per_class=24):
+    """Two classes told apart by colour: an easy task both runs must learn."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, channel in (("red", 0), ("blue", 2)):
+        (root / name).mkdir(parents=True)
+        for n in range(per_class):
+            pixels = rng.integers(0, 90, (48, 48, 3))
+            pixels[..., channel] += 160
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{n}.png")
+    return root
+
+
+def test_mirrored_over_two_devices_trains_and_scores_like_one(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = _coloured_folder(tmp_path / "colours")
+    argv = ["--data-dir", str(data), "--out", str(tmp_path / "runs"), "--image-size", "64", "--unfreeze", "0",
+            "--epochs", "3", "--batch-size", "4", "--no-augment", "--json", "-q"]
+    done = subprocess.run([sys.executable, "-c", MIRRORED, *argv], capture_output=True, text=True, timeout=600,
+                          cwd=Path(finetune.__file__).parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mirrored: 2 replica(s) x batch 4 = global batch 8" in done.stdout
+    single, mirrored = runs.read_results(tmp_path / "runs")
+    assert (single["replicas"], mirrored["replicas"]) == (1, 2) and mirrored["global_batch_size"] == 8
+    assert single["accuracy"] >= 0.9 and mirrored["accuracy"] >= 0.9
+    assert abs(single["accuracy"] - mirrored["accuracy"]) <= 0.15
