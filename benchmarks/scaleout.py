@@ -8,7 +8,8 @@ Prints, for each engine: images, set-up (for Ray: starting Ray and its actors, t
 first batch; for the local engine: the first batch), images/s after set-up and end to
 end; whether the two caches are the same (ids, labels, splits, order, largest embedding
 difference); and, with --faults, the seconds a run loses when its actor is killed
-mid-run (Ray restarts it). Writes its figures into BENCHMARKS.md, in a section of its own
+mid-run (Ray restarts it), and when extract.py itself (the driver) is killed half-way with
+kill -9 and the same command is run again (it resumes from its checkpoints). Writes its figures into BENCHMARKS.md, in a section of its own
 that benchmarks/performance.py keeps.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,10 +42,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-per-class", type=int, help="a seeded sample of at most K images per class")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the two engines")
-    p.add_argument("--faults", action="store_true", help="also time a run whose actor is killed mid-run")
+    p.add_argument("--faults", action="store_true",
+                   help="also time a run whose actor is killed mid-run, and a driver killed half-way and resumed")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the report to write the section into")
     p.add_argument("--no-write", action="store_true", help="print only")
     return p
+
+
+def _command(args, out: Path) -> list[str]:
+    argv = [sys.executable, str(ROOT / "extract.py"), "--data-dir", args.data_dir, "--out", str(out), "--engine",
+            "ray", "--backbone", args.backbone, "--batch-size", str(args.batch_size), "-q", "--json"]
+    return argv + (["--max-per-class", str(args.max_per_class)] if args.max_per_class else [])
+
+
+def driver_kill(args, source, work: Path, reference) -> str:
+    """extract.py --engine ray killed with SIGKILL half-way, then the same command: the time it lost."""
+    import json
+
+    import numpy as np
+
+    from features import store
+
+    start = time.perf_counter()
+    subprocess.run(_command(args, work / "driver-clean"), capture_output=True, text=True, check=True)
+    clean_seconds = time.perf_counter() - start
+    out = work / "driver-killed"
+    half = max(1, len(source) // 2 // (8 * args.batch_size))  # checkpoints of 8 batches each
+    start = time.perf_counter()
+    proc = subprocess.Popen(_command(args, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while len(list(out.glob("**/*.parts/rows-*.npz"))) < half and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    again = subprocess.run(_command(args, out), capture_output=True, text=True, check=True)
+    resumed_seconds = time.perf_counter() - start
+    result = json.loads(again.stdout.strip().splitlines()[-1])
+    same = np.array_equal(store.read_cache(result["cache"]).embeddings, reference.embeddings)
+    return (f"  driver killed (kill -9) after {killed_seconds:.1f} s, {result['resumed_rows']} of "
+            f"{result['images']} images checkpointed; the same command resumed in {resumed_seconds:.1f} s: "
+            f"{killed_seconds + resumed_seconds:.1f} s in all against {clean_seconds:.1f} s for a clean command "
+            f"({killed_seconds + resumed_seconds - clean_seconds:+.1f} s), cache "
+            f"{'the same' if same else 'DIFFERENT'}")
 
 
 def main(argv=None) -> int:
@@ -116,6 +157,8 @@ def main(argv=None) -> int:
                     f"({wall - clean:+.1f} s), cache {'the same' if same_fault else 'DIFFERENT'}")
             lines.append(line)
             print(line, flush=True)
+            lines.append(driver_kill(args, source, Path(work), b))
+            print(lines[-1], flush=True)
     if not args.no_write:
         text = ("## Scale-out: `benchmarks/scaleout.py`\n\nThe Ray engine (`extract.py --engine ray`, a local Ray "
                 f"on this machine) against the local engine, {args.rounds} interleaved rounds, as printed:\n\n```\n"

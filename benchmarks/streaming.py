@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     if args.datasets:
         lines.append("sgd against logreg on the shared photos (efficientnet_lite0 caches, test accuracy):")
         print(lines[-1], flush=True)
+        from features.device import quiet_tensorflow
+
+        quiet_tensorflow()
         from features.data import load_folder
         from features.extraction import extract
 
