@@ -3,6 +3,7 @@
 examples:
   python predict.py runs/<run>/ photo.jpg more_photos/ --top-k 3
   python predict.py runs/<run>/ more_photos/ --csv predictions.csv
+  python predict.py runs/<run>/export/tflite-int8/model.tflite photos/   # an exported model
 
 Folders are searched for images (jpg, jpeg, png, bmp, gif) as extract.py does; files that
 cannot be decoded are listed with the reason, and the others are still classified.
@@ -21,7 +22,9 @@ from features.cli import HelpFormatter, add_common_flags, print_json
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="predict.py", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("run_dir", help="a run folder holding head.skops (classify.py) or model.keras (finetune.py)")
+    p.add_argument("run_dir", metavar="RUN_DIR_OR_EXPORT",
+                   help="a run folder holding head.skops (classify.py) or model.keras (finetune.py), or a model "
+                        "export.py wrote (model.tflite, model.onnx, a SavedModel folder) with its export.json")
     p.add_argument("inputs", nargs="+", help="image files and folders")
     p.add_argument("--top-k", type=int, default=3, help="classes to print per image")
     p.add_argument("--csv", metavar="PATH", help="write every image's probabilities to this CSV instead of printing")
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(args) -> None:
     from features.backbones import check_batch_size
     from features.errors import UsageError
+    from features.export import find_export, load_exported
     from features.prediction import list_inputs, load_predictor, top_k, write_csv
 
     if args.top_k < 1:
@@ -41,7 +45,8 @@ def _body(args) -> None:
     paths = list_inputs(args.inputs)
     if not paths:
         raise UsageError(f"no images in {', '.join(args.inputs)}")
-    predictor = load_predictor(args.run_dir)
+    exported = find_export(args.run_dir)
+    predictor = load_exported(exported) if exported else load_predictor(args.run_dir)
     rows, proba, failed = predictor.predict(paths, args.batch_size)
     best = top_k(proba, predictor.class_names, min(args.top_k, len(predictor.class_names)))
     if args.csv:

@@ -36,6 +36,9 @@ class HeadSpec:
             cannot apply to so few rows.
         streaming: the estimator learns with ``partial_fit``: it is trained a block of rows
             at a time (:mod:`features.streaming`) and never holds the matrix in memory.
+        fold: optional ``fold(fitted estimator)`` giving its probabilities as
+            :class:`Linear` members (linear heads only): what lets the export fold the head
+            into one graph with its backbone.
     """
 
     name: str
@@ -46,23 +49,96 @@ class HeadSpec:
     linear: bool
     max_grid: Callable | None = None
     streaming: bool = False
+    fold: Callable | None = None
+
+
+@dataclass
+class Linear:
+    """A linear head's probabilities: ``members`` linear maps, their outputs averaged.
+
+    Each member ``m`` computes ``z = x @ kernel[m] + bias[m]`` on the scaled embeddings, then
+    "softmax" (``softmax(z)``) or "sigmoid" (``sigmoid(z)`` normalised to sum one; with one
+    column, ``[1 - sigmoid(z), sigmoid(z)]``). The calibrated linear SVM has one member per
+    calibration fold; the others have one.
+    """
+
+    kernel: np.ndarray  # (members, features, outputs)
+    bias: np.ndarray  # (members, outputs)
+    activation: str
+
+    def fold_scaler(self, mean: np.ndarray, scale: np.ndarray) -> "Linear":
+        """The same map on unscaled embeddings: ``(x - mean) / scale`` folded into the weights."""
+        kernel = self.kernel / scale[None, :, None]
+        bias = self.bias - np.einsum("d,mdk->mk", mean, kernel)
+        return Linear(kernel, bias, self.activation)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """The probabilities, in numpy (float64): the reference the exported graph is held to."""
+        z = np.einsum("nd,mdk->mnk", np.asarray(X, np.float64), self.kernel) + self.bias[:, None, :]
+        if self.activation == "softmax":
+            e = np.exp(z - z.max(axis=-1, keepdims=True))
+            p = e / e.sum(axis=-1, keepdims=True)
+        else:
+            s = 1.0 / (1.0 + np.exp(-z))
+            p = np.concatenate([1 - s, s], axis=-1) if s.shape[-1] == 1 else s / s.sum(axis=-1, keepdims=True)
+        return p.mean(axis=0)
+
+
+def _one(coef, intercept, activation) -> Linear:
+    return Linear(np.asarray(coef, np.float64).T[None], np.asarray(intercept, np.float64)[None], activation)
+
+
+def _fold_logreg(clf) -> Linear:
+    return _one(clf.coef_, clf.intercept_, "softmax" if clf.coef_.shape[0] > 1 else "sigmoid")
+
+
+def _fold_sgd(clf) -> Linear:  # one-vs-rest logistic models, normalised (scikit-learn's _predict_proba_lr)
+    return _one(clf.coef_, clf.intercept_, "sigmoid")
+
+
+def _fold_calibrated_linear_svm(clf) -> Linear:
+    """Each calibration member: p_k = sigmoid(-(a_k f_k + b_k)) of the SVM's decision f_k."""
+    kernels, biases = [], []
+    for member in clf.calibrated_classifiers_:
+        svm = member.estimator
+        a = np.array([c.a_ for c in member.calibrators], np.float64)
+        b = np.array([c.b_ for c in member.calibrators], np.float64)
+        kernels.append(-(svm.coef_.T * a))
+        biases.append(-(svm.intercept_ * a + b))
+    return Linear(np.stack(kernels), np.stack(biases), "sigmoid")
+
+
+def fold_head(pipeline, name: str) -> Linear:
+    """A fitted head pipeline as one :class:`Linear` map on the raw embeddings.
+
+    Raises:
+        UsageError: the head has no single linear form (naming the heads that do).
+    """
+    spec = get_head_spec(name)
+    if spec.fold is None:
+        foldable = ", ".join(n for n, s in HEADS.items() if s.fold is not None)
+        raise UsageError(f"head {name} has no single-graph form to export; heads that export: {foldable}")
+    scaler = pipeline.named_steps["scale"]
+    return spec.fold(pipeline.named_steps["clf"]).fold_scaler(np.asarray(scaler.mean_, np.float64),
+                                                                np.asarray(scaler.scale_, np.float64))
 
 
 HEADS: dict[str, HeadSpec] = {}
 
 
 def register_head(name: str, description: str, grid: dict, linear: bool, search_keys: dict | None = None,
-                  max_grid: Callable | None = None, streaming: bool = False):
+                  max_grid: Callable | None = None, streaming: bool = False, fold: Callable | None = None):
     """Decorator: the decorated factory becomes the registry entry ``name``."""
     def register(factory):
         keys = search_keys or {k: k for k in grid}
-        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid, streaming)
+        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid, streaming, fold)
         return factory
 
     return register
 
 
-@register_head("logreg", "multinomial logistic regression", {"C": [0.001, 0.01, 0.1, 1.0]}, linear=True)
+@register_head("logreg", "multinomial logistic regression", {"C": [0.001, 0.01, 0.1, 1.0]}, linear=True,
+               fold=_fold_logreg)
 def _logreg(p, class_weight, seed, probability, n_jobs):
     from sklearn.linear_model import LogisticRegression
 
@@ -83,7 +159,7 @@ def _svm(p, class_weight, seed, probability, n_jobs):
 
 
 @register_head("linear_svm", "linear SVM (calibrated probabilities)", {"C": [0.0001, 0.001, 0.01, 0.1]},
-               linear=True)
+               linear=True, fold=_fold_calibrated_linear_svm)
 def _linear_svm(p, class_weight, seed, probability, n_jobs):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import LinearSVC
@@ -108,7 +184,8 @@ def _knn(p, class_weight, seed, probability, n_jobs):  # no class weights: knn i
 
 
 @register_head("sgd", "logistic regression by SGD, trained a block of rows at a time (for caches "
-               "larger than memory)", {"alpha": [1e-5, 1e-4, 1e-3, 1e-2]}, linear=True, streaming=True)
+               "larger than memory)", {"alpha": [1e-5, 1e-4, 1e-3, 1e-2]}, linear=True, streaming=True,
+               fold=_fold_sgd)
 def _sgd(p, class_weight, seed, probability, n_jobs):
     from sklearn.linear_model import SGDClassifier
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import classify
+import export
 import extract
 import finetune
 import predict
@@ -45,7 +46,7 @@ def test_flags_of_another_script_and_positionals_render_as_flags():
         "--model forest: unknown"
 
 
-@pytest.mark.parametrize("script", [extract, classify, finetune, predict, report])
+@pytest.mark.parametrize("script", [extract, classify, finetune, predict, report, export])
 def test_help_states_each_default_once_and_never_for_a_switch(script):
     text = script.build_parser().format_help()
     assert "(default: True)" not in text and "(default: False)" not in text and "(default: None)" not in text

@@ -1,0 +1,148 @@
+"""export.py: heads folded into one graph, every format against the Keras model, predict.py on exports."""
+
+import json
+
+import numpy as np
+import pytest
+
+import classify
+import export
+import extract
+import finetune
+import predict
+from conftest import blobs, last_json, make_image_folder
+from features import heads
+from features.export import Exportable, linear_probabilities, load_exportable, load_exported
+
+onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -r requirements-export.txt")
+
+EXPORTS = [("saved_model", "none"), ("tflite", "none"), ("onnx", "none"), ("tflite", "dynamic"),
+           ("tflite", "float16"), ("tflite", "int8")]
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("name", ["logreg", "linear_svm", "sgd"])
+def test_a_folded_head_gives_the_heads_probabilities(name, classes):
+    X, y = blobs(n_per_class=40, classes=classes, dim=12, spread=2.0)
+    pipeline = heads.make_head(name, {}, None, 0, probability=True).fit(X, y)
+    folded = heads.fold_head(pipeline, name)
+    expected = pipeline.predict_proba(X)
+    np.testing.assert_allclose(folded.predict_proba(X), expected, atol=1e-12)
+    np.testing.assert_allclose(linear_probabilities(folded, X.astype(np.float32)).numpy(), expected, atol=1e-5)
+
+
+def test_heads_without_a_single_graph_are_refused_by_name():
+    X, y = blobs(n_per_class=20)
+    for name in ("svm", "knn"):
+        with pytest.raises(Exception, match="heads that export: logreg, linear_svm, sgd"):
+            heads.fold_head(heads.make_head(name).fit(X, y), name)
+
+
+@pytest.fixture(scope="module")
+def head_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    photos = make_image_folder(root / "pets", per_class=12)
+    args = ["--data-dir", str(photos), "--out", str(root / "emb"), "--image-size", "64", "--json", "-q"]
+    assert extract.main(args) == 0
+    runs = {}
+    for head in ("logreg", "svm"):
+        assert classify.main(["--embeddings-dir", str(root / "emb"), "--model", head, "--out", str(root / "runs"),
+                              "--n-jobs", "1", "-q"]) == 0
+        runs[head] = next((root / "runs").glob(f"*-{head}"))
+    return runs, photos
+
+
+def _uint8(photos, size, n=6):
+    from features.export import _uint8_batches
+    from features.prediction import list_inputs
+
+    return next(_uint8_batches(list_inputs([photos])[:n], size, n))
+
+
+def test_every_format_gives_the_keras_models_probabilities(head_run, tmp_path, capsys):
+    runs, photos = head_run
+    model = load_exportable(runs["logreg"])
+    batch = _uint8(photos, model.image_size)
+    reference = model.probabilities(batch).numpy()
+    sizes = {}
+    for fmt, quantize in EXPORTS:
+        out = tmp_path / f"{fmt}-{quantize}"
+        assert export.main([str(runs["logreg"]), "--format", fmt, "--quantize", quantize, "--out", str(out),
+                            "--json", "-q"]) == 0
+        result = last_json(capsys.readouterr().out)
+        sizes[(fmt, quantize)] = result["bytes"]
+        record = json.loads((out / "export.json").read_text())
+        assert record["classes"] == ["cat", "dog"] and record["image_size"] == 64
+        assert record["input"]["dtype"] == "uint8" and record["quantization"] == quantize
+        assert (out / "labels.txt").read_text() == "cat\ndog\n"
+        got = load_exported(out / record["model"]).run(batch)
+        assert got.shape == reference.shape and np.allclose(got.sum(axis=1), 1, atol=0.01), (fmt, quantize)
+        if quantize == "none":  # quantized ones are held to accuracy on real photos: benchmarks/export.py
+            assert np.abs(got - reference).max() <= 1e-4, fmt
+    assert sizes[("tflite", "int8")] < sizes[("tflite", "float16")] < sizes[("tflite", "none")]
+
+
+def test_predict_reads_an_export_and_refuses_a_changed_one(head_run, tmp_path, capsys):
+    runs, photos = head_run
+    out = tmp_path / "tfl"
+    assert export.main([str(runs["logreg"]), "--format", "tflite", "--out", str(out), "-q"]) == 0
+    capsys.readouterr()
+    assert predict.main([str(runs["logreg"]), str(photos), "--csv", str(tmp_path / "keras.csv"), "-q"]) == 0
+    assert predict.main([str(out / "model.tflite"), str(photos), "--csv", str(tmp_path / "tfl.csv"), "-q"]) == 0
+    keras_rows = (tmp_path / "keras.csv").read_text().splitlines()
+    tfl_rows = (tmp_path / "tfl.csv").read_text().splitlines()
+    assert len(keras_rows) == len(tfl_rows) == 25 and keras_rows[0] == tfl_rows[0]
+    assert [r.split(",")[1] for r in keras_rows] == [r.split(",")[1] for r in tfl_rows]  # the same classes
+    capsys.readouterr()
+    with open(out / "model.tflite", "ab") as f:
+        f.write(b"\0")
+    assert predict.main([str(out / "model.tflite"), str(photos)]) == 2
+    assert "changed since it was exported" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--format", "onnx", "--quantize", "int8"], "--quantize int8: onnx takes none"),
+    (["--format", "saved_model", "--quantize", "float16"], "quantized models are exported as tflite"),
+])
+def test_bad_settings_exit_2(argv, needle, head_run, capsys):
+    runs, _ = head_run
+    assert export.main([str(runs["logreg"]), *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_refusals_leave_nothing_behind(head_run, tmp_path, capsys, monkeypatch):
+    runs, _ = head_run
+    assert export.main([str(runs["svm"]), "--out", str(tmp_path / "svm")]) == 2
+    assert "head svm has no single-graph form to export; heads that export: logreg" in capsys.readouterr().err
+    assert export.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    out = tmp_path / "once"
+    assert export.main([str(runs["logreg"]), "--format", "onnx", "--out", str(out), "-q"]) == 0
+    assert export.main([str(runs["logreg"]), "--format", "onnx", "--out", str(out)]) == 2
+    assert "an export is already there; give --force" in capsys.readouterr().err
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("features.export._onnx", interrupted)
+    assert export.main([str(runs["logreg"]), "--format", "onnx", "--out", str(out), "--force"]) != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["once"]  # the old export stays, no partial folder
+    assert (out / "model.onnx").is_file()
+    capsys.readouterr()
+    assert predict.main([str(tmp_path / "nothing.tflite"), str(tmp_path)]) == 2
+
+
+def test_a_finetuned_model_exports_with_two_columns(tmp_path, capsys):
+    photos = make_image_folder(tmp_path / "pets", per_class=8)
+    assert finetune.main(["--data-dir", str(photos), "--backbone", "mobilenet", "--weights", "none", "--out",
+                          str(tmp_path / "runs"), "--image-size", "32", "--batch-size", "4", "--epochs", "1",
+                          "-q"]) == 0
+    run = next((tmp_path / "runs").glob("*-scratch"))
+    model = load_exportable(run)
+    assert isinstance(model, Exportable) and model.kind == "finetune"
+    batch = _uint8(photos, 32)
+    reference = model.probabilities(batch).numpy()
+    assert reference.shape == (6, 2) and np.allclose(reference.sum(axis=1), 1)
+    assert export.main([str(run), "--format", "tflite", "-q"]) == 0
+    got = load_exported(run / "export" / "tflite" / "model.tflite").run(batch)
+    assert np.abs(got - reference).max() <= 1e-4
