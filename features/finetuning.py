@@ -146,7 +146,8 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
              sum(len(d[0]) for d in data.values()), cache_seconds)
     train_ds = activation_batches(*data["train"], config.batch_size, shuffle=True, seed=config.seed)
     val_ds = activation_batches(*data["val"], config.batch_size)
-    result = training.train(trainable, suffix, config, train_ds, val_ds, folder / "best.weights.h5", verbose)
+    result = training.train(trainable, suffix, config, train_ds, val_ds, folder / "best.weights.h5", verbose,
+                            log_dir=folder / "tensorboard")
     data.clear()
     shutil.rmtree(folder / "activations", ignore_errors=True)
     for row in result["history"]:
@@ -170,7 +171,7 @@ def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folde
                                 shuffle=True, seed=config.seed)
     val_ds = labelled_batches(source, rows["val"], config.image_size, config.batch_size, built.sigmoid)
     result = training.train(built.model, built.network, config, train_ds, val_ds, folder / "best.weights.h5",
-                            verbose=verbose)
+                            verbose=verbose, log_dir=folder / "tensorboard")
     result["cache_seconds"] = 0.0
     return result
 

@@ -193,6 +193,14 @@ class EpochTimer(keras.callbacks.Callback):
                          "val_loss": logs.get("val_loss"), "val_accuracy": val_acc})
 
 
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds the optimizer's learning rate to each epoch's logs (TensorBoard draws it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 def write_history(path, history: list[dict]) -> None:
     """The per-epoch history as CSV."""
     fields = ["epoch", "phase", "seconds", "elapsed", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -221,13 +229,16 @@ def plot_history(path, history: list[dict], title: str = "") -> None:
     fig.savefig(path, dpi=110)
 
 
-def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path, verbose: int = 1) -> dict:
+def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path, verbose: int = 1,
+          log_dir=None) -> dict:
     """Run the phases and leave the best weights (lowest validation loss) in ``model``.
 
     Phases: from scratch, one phase with everything trainable at ``scratch_lr``.
     Pretrained: the head alone on the frozen base at ``head_lr`` (``unfreeze`` "0" stops
     here, for ``epochs`` epochs), then the last N layers unfrozen at ``lr`` for ``epochs``.
     The best weights of all phases are checkpointed to ``checkpoint_path`` (.weights.h5).
+    With ``log_dir``, TensorBoard logs go there (Keras' own callback): losses, accuracies
+    and the learning rate per epoch, the phases one after the other on one epoch axis.
 
     Returns:
         history (list of per-epoch rows), unfrozen (layer count), best_epoch, train_seconds,
@@ -254,12 +265,15 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
                                             save_weights_only=True,
                                             initial_value_threshold=best["val_loss"] if best else None),
         ]
+        if log_dir is not None:
+            callbacks += [LearningRateLog(), keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]
+        done = len(history)  # this phase's epochs follow the earlier phases' on one axis
         with warnings.catch_warnings():
             # The dataset's length is unknown (undecodable files are dropped), so Keras
             # finds its end each epoch and says so; the dataset shuffles itself.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=verbose,
-                      shuffle=False)
+            model.fit(train_ds, validation_data=val_ds, epochs=done + epochs, initial_epoch=done,
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
 
     if config.scratch:
         unfrozen = set_trainable(network, "all", scratch=True)

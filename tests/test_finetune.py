@@ -37,7 +37,7 @@ def test_scratch_epoch_writes_every_output(pets, tmp_path, capsys):
     folder = tmp_path / result["run_dir"].split("/")[-1]
     assert sorted(p.name for p in folder.iterdir()) == [
         "config.json", "confusion.png", "curves.png", "history.csv", "metrics.json", "model.keras",
-        "predictions.csv", "report.txt"]
+        "predictions.csv", "report.txt", "tensorboard"]
     with open(folder / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert [h["phase"] for h in history] == ["scratch"] and float(history[0]["seconds"]) > 0
@@ -258,3 +258,23 @@ def test_mirrored_over_two_devices_trains_and_scores_like_one(tmp_path):
     assert (single["replicas"], mirrored["replicas"]) == (1, 2) and mirrored["global_batch_size"] == 8
     assert single["accuracy"] >= 0.9 and mirrored["accuracy"] >= 0.9
     assert abs(single["accuracy"] - mirrored["accuracy"]) <= 0.15
+
+
+def test_tensorboard_logs_both_phases_on_one_axis_with_the_learning_rate(pets, tmp_path, capsys):
+    import tensorflow as tf
+
+    code, out, err = run(["--data-dir", str(pets), "--backbone", "efficientnet_lite0", "--out", str(tmp_path),
+                          "--json", "--head-epochs", "2", "--epochs", "2", "--head-lr", "0.002", "--lr", "0.0001",
+                          *TINY[:4], "-q"], capsys)
+    assert code == 0, err
+    folder = tmp_path / last_json(out)["run_dir"].split("/")[-1]
+    steps, rates = {}, {}
+    for events in (folder / "tensorboard" / "train").glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+                if value.tag == "epoch_learning_rate":
+                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(steps["epoch_loss"]) == [0, 1, 2, 3]  # head phase, then fine-tuning, one axis
+    assert rates == pytest.approx({0: 0.002, 1: 0.002, 2: 0.0001, 3: 0.0001})
+    assert list((folder / "tensorboard" / "validation").glob("events.*"))
