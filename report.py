@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="RESULTS.md", help="the report to write")
     p.add_argument("--plots-dir", default="results", metavar="DIR", help="where the PNG plots go")
     p.add_argument("--note", default="", help="a sentence about the data, printed under the heading")
+    p.add_argument("--map", default="tsne", choices=("tsne", "pca", "umap", "none"),
+                   help="the 2-D map of each dataset's test embeddings (best frozen-features head's mistakes "
+                        "circled): t-SNE, PCA, UMAP (pip install umap-learn) or none")
     add_common_flags(p)
     return p
 
@@ -30,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(args) -> None:
     from features.report import write_report
 
-    path = write_report(args.results, args.out, args.plots_dir, args.note)
+    path = write_report(args.results, args.out, args.plots_dir, args.note, args.map)
     print(f"wrote {path} and its plots in {args.plots_dir}/")
 
 

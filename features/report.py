@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import platform
 from pathlib import Path
 
 from . import runs
+
+log = logging.getLogger(__name__)
 
 METHOD_ORDER = ("frozen-features", "frozen-in-graph", "finetune", "scratch")
 
@@ -21,7 +24,6 @@ def usable_rows(rows: list[dict]) -> list[dict]:
 
     A row edited by hand, or written by another tool, must not make the whole report fail.
     """
-    import logging
     import math
 
     kept = []
@@ -29,7 +31,7 @@ def usable_rows(rows: list[dict]) -> list[dict]:
         bad = [k for k in REPORTED if k != "dataset" and not (
             isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) and math.isfinite(row[k]))]
         if not isinstance(row.get("dataset"), str) or bad:
-            logging.getLogger(__name__).warning("results row %d lacks %s; it is left out of the report", n,
+            log.warning("results row %d lacks %s; it is left out of the report", n,
                                                 ", ".join(bad) or "its dataset")
             continue
         kept.append(row)
@@ -180,8 +182,78 @@ def markdown(rows: list[dict], plots: dict, env: dict, source_note: str) -> str:
     return "\n".join(lines)
 
 
+MAP_METHODS = ("tsne", "pca", "umap", "none")
+
+
+def embedding_map(row: dict, path, method: str = "tsne", seed: int = 0) -> Path:
+    """A 2-D map of a head's test embeddings, coloured by class, its misclassified images marked.
+
+    ``row`` is a frozen-features row of the results table: its cache (``features``) gives
+    the test embeddings, its run folder's predictions.csv the images the head got wrong.
+    The embeddings are standardised, reduced to 50 dimensions by PCA, then to two by
+    t-SNE (scikit-learn), PCA alone, or UMAP (if umap-learn is installed). Seeded.
+
+    Raises:
+        UsageError: an unknown method, UMAP not installed, or the cache or run folder gone.
+    """
+    import csv
+
+    import numpy as np
+
+    from .errors import CacheError, UsageError
+    from .store import concat_caches, read_cache
+
+    if method not in MAP_METHODS[:-1]:
+        raise UsageError(f"{{map}} {method}: choose {', '.join(MAP_METHODS)}")
+    try:
+        cache = concat_caches([read_cache(p) for p in row["features"]])
+        with open(Path(row["run_dir"]) / "predictions.csv", newline="") as f:
+            wrong = {r["id"] for r in csv.DictReader(f) if r["true"] != r["predicted"]}
+    except (CacheError, OSError, KeyError, TypeError) as exc:
+        raise UsageError(f"no embedding map for {row.get('dataset')}: {exc}") from None
+    test = cache.splits == 2
+    X, y, ids = cache.embeddings[test], cache.labels[test], cache.ids[test]
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    X = StandardScaler().fit_transform(X)
+    X = PCA(min(50, *X.shape), random_state=seed).fit_transform(X)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        xy = TSNE(2, perplexity=min(30.0, (len(X) - 1) / 3), init="pca", random_state=seed).fit_transform(X)
+    elif method == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise UsageError("{map=umap} needs umap-learn: pip install umap-learn (or use tsne)") from None
+        xy = umap.UMAP(random_state=seed).fit_transform(X)
+    else:
+        xy = X[:, :2]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    missed = np.array([i in wrong for i in ids], dtype=bool)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for k, name in enumerate(cache.class_names):
+        mine = y == k
+        ax.scatter(xy[mine, 0], xy[mine, 1], s=12, alpha=0.7, label=name)
+    ax.scatter(xy[missed, 0], xy[missed, 1], s=60, facecolors="none", edgecolors="black", linewidths=1.2,
+               label=f"misclassified by {row.get('head')} ({int(missed.sum())})")
+    ax.set_title(f"{row.get('dataset')}: {row.get('backbone')} test embeddings ({method}, {len(X)} images)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
-                 source_note: str = "") -> Path:
+                 source_note: str = "", map_method: str = "tsne") -> Path:
     """Read the results table and write the report and its plots.
 
     Raises:
@@ -196,10 +268,23 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     runs.check_output_file(out)  # before the plots are drawn
     plots_dir = runs.check_output_folder(plots_dir, param="plots_dir")
     accuracy_png, precision_png = plots_dir / "accuracy_vs_time.png", plots_dir / "per_class_precision.png"
+    if map_method not in MAP_METHODS:
+        raise UsageError(f"{{map}} {map_method}: choose {', '.join(MAP_METHODS)}")
     plot_accuracy_vs_time(rows, accuracy_png)
     plot_per_class_precision(rows, precision_png)
-    rel = {name: os.path.relpath(p, out.parent) for name, p in
-           (("accuracy against training time", accuracy_png), ("per-class precision", precision_png))}
+    plots = [("accuracy against training time", accuracy_png), ("per-class precision", precision_png)]
+    for dataset in sorted({r["dataset"] for r in rows}) if map_method != "none" else []:
+        heads = [r for r in rows if r["dataset"] == dataset and r.get("method") == "frozen-features"]
+        if heads:
+            best = max(heads, key=lambda r: r["accuracy"])
+            try:
+                png = embedding_map(best, plots_dir / f"embedding_map_{dataset}.png", map_method)
+            except UsageError as exc:  # the cache or run folder was moved or deleted: the rest still reports
+                log.warning("%s", exc)
+                continue
+            plots.append((f"{dataset}: test embeddings of {best.get('backbone')}, {best.get('head')}'s "
+                          "mistakes circled", png))
+    rel = {name: os.path.relpath(p, out.parent) for name, p in plots}
     text = markdown(rows, rel, environment(), source_note)
     return runs.write_output(out, lambda f: f.write(text), param="out")
 

@@ -57,3 +57,37 @@ def test_a_damaged_table_still_gives_a_report(tmp_path, capsys, caplog):
                         "--plots-dir", str(tmp_path / "p")]) == 0
     assert "line 2 is damaged" in caplog.text
     assert "frozen features + logreg" in (tmp_path / "R.md").read_text()
+
+
+def test_the_embedding_map_marks_the_best_heads_mistakes_and_is_reproducible(tmp_path, capsys, caplog):
+    import json
+
+    import classify
+    from conftest import blobs, write_cache
+
+    X, y = blobs(n_per_class=40, classes=3, spread=3.0)
+    cache = write_cache(tmp_path / "emb" / "toy.h5", X, y, ["ant", "bee", "cow"])
+    out_dir = tmp_path / "runs"
+    assert classify.main(["--features", str(cache), "--out", str(out_dir), "--n-jobs", "1", "--json", "-q"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    wrong = round((1 - row["accuracy"]) * row["n_test"])
+    pngs = []
+    for n in range(2):
+        plots = tmp_path / f"plots{n}"
+        assert report.main(["--results", str(out_dir), "--out", str(tmp_path / f"R{n}.md"), "--plots-dir",
+                            str(plots)]) == 0
+        pngs.append((plots / "embedding_map_synthetic.png").read_bytes())
+    assert pngs[0][:4] == b"\x89PNG" and pngs[0] == pngs[1]  # seeded: the same picture twice
+    assert "test embeddings of toy, logreg's mistakes circled](plots0/embedding_map_synthetic.png)" in \
+        (tmp_path / "R0.md").read_text()
+    from features.report import embedding_map
+
+    embedding_map(row, tmp_path / "pca.png", "pca")
+    assert (tmp_path / "pca.png").stat().st_size > 1000 and wrong >= 0
+    assert report.main(["--results", str(out_dir), "--out", str(tmp_path / "R2.md"), "--plots-dir",
+                        str(tmp_path / "p2"), "--map", "none"]) == 0
+    assert not list((tmp_path / "p2").glob("embedding_map_*"))
+    cache.unlink()  # the cache moved away: the report is still written, without the map
+    assert report.main(["--results", str(out_dir), "--out", str(tmp_path / "R3.md"), "--plots-dir",
+                        str(tmp_path / "p3")]) == 0
+    assert "embedding map" not in (tmp_path / "R3.md").read_text() and "no embedding map" in caplog.text
