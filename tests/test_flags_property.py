@@ -143,3 +143,15 @@ def test_report_flags(flags, tmp_path, capsys, monkeypatch):
                                            "per_class": {"cat": {"precision": 0.9}}})
     argv = ["--results", str(tmp_path / "runs"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(report.main, argv, capsys, "report.py")
+
+
+@SETTINGS
+@given(flags=_flags(["--format", "--quantize", "--out"]))
+def test_export_flags(flags, cache, tmp_path, capsys, monkeypatch):
+    import export
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("features.export.load_exportable", _reach)
+    (tmp_path / "run").mkdir(exist_ok=True)
+    argv = [str(tmp_path / "run"), "-q", *[f"{k}={v}" for k, v in flags]]
+    _run(export.main, argv, capsys, "export.py")
