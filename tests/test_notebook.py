@@ -31,4 +31,5 @@ def test_notebook_runs_and_answers_from_measured_numbers(tmp_path):
     assert "Cats vs Dogs: best test accuracy" in text
     assert "test images misclassified" in text  # the grid of mistakes is empty when there are none
     images = sum("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", []))
-    assert images >= 4  # samples, accuracy vs time, validation curves, confusion matrix
+    assert images >= 5  # samples, accuracy vs time, validation curves, confusion matrix, embedding map
+    assert list((tmp_path / "runs").glob("embedding_map_*.png"))
