@@ -410,11 +410,18 @@ def _tflite_runner(target: Path):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             Interpreter = tf.lite.Interpreter
+    from contextlib import nullcontext
+
+    from .device import native_stderr_silenced
+
     interpreter = Interpreter(model_path=str(target), num_threads=os.cpu_count())
     runner = interpreter.get_signature_runner("serving_default")  # resizes its input to each batch
+    first = [True]
 
     def run(batch):
-        return runner(images=np.ascontiguousarray(batch, np.uint8))["probabilities"]
+        quiet = first.pop() if first else False  # the first call prints "Created ... XNNPACK delegate"
+        with native_stderr_silenced() if quiet and not _verbose() else nullcontext():
+            return runner(images=np.ascontiguousarray(batch, np.uint8))["probabilities"]
 
     return run
 
