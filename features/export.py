@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import DiskFullError, UsageError, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +290,18 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        if fmt == "saved_model":
-            _saved_model(model, tmp)
-        elif fmt == "tflite":
-            _tflite(model, tmp, quantize)
-        else:
-            _onnx(model, tmp)
+        try:
+            if fmt == "saved_model":
+                _saved_model(model, tmp)
+            elif fmt == "tflite":
+                _tflite(model, tmp, quantize)
+            else:
+                _onnx(model, tmp)
+        except Exception as exc:  # TensorFlow's writers raise their own types for a full disk
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left on the device while writing {out}: free some space and "
+                                    "run the same command again") from None
+            raise
         target = tmp / MODEL_FILE[fmt]
         record = {
             "export_format": EXPORT_FORMAT, "format": fmt, "quantization": quantize, "model": MODEL_FILE[fmt],

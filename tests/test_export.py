@@ -45,11 +45,27 @@ def head_run(tmp_path_factory):
     args = ["--data-dir", str(photos), "--out", str(root / "emb"), "--image-size", "64", "--json", "-q"]
     assert extract.main(args) == 0
     runs = {}
-    for head in ("logreg", "svm"):
+    for head in ("logreg", "svm", "sgd"):
         assert classify.main(["--embeddings-dir", str(root / "emb"), "--model", head, "--out", str(root / "runs"),
                               "--n-jobs", "1", "-q"]) == 0
         runs[head] = next((root / "runs").glob(f"*-{head}"))
     return runs, photos
+
+
+@pytest.mark.parametrize("head", ["logreg", "sgd"])
+def test_the_folded_graph_gives_the_heads_probabilities_on_the_cached_embeddings(head, head_run, tmp_path):
+    from features import store
+
+    runs, photos = head_run
+    fitted = heads.load_head(runs[head] / "head.skops")
+    cache = store.read_cache(fitted["meta"]["features"][0])
+    model = load_exportable(runs[head])
+    got = linear_probabilities(model.linear, cache.embeddings).numpy()
+    assert np.abs(got - fitted["pipeline"].predict_proba(cache.embeddings)).max() <= 1e-5
+    assert export.main([str(runs[head]), "--format", "onnx", "--out", str(tmp_path / "onnx"), "-q"]) == 0
+    batch = _uint8(photos, model.image_size)
+    onnx = load_exported(tmp_path / "onnx" / "model.onnx").run(batch)
+    assert np.abs(onnx - model.probabilities(batch).numpy()).max() <= 1e-4
 
 
 def _uint8(photos, size, n=6):
@@ -146,3 +162,16 @@ def test_a_finetuned_model_exports_with_two_columns(tmp_path, capsys):
     assert export.main([str(run), "--format", "tflite", "-q"]) == 0
     got = load_exported(run / "export" / "tflite" / "model.tflite").run(batch)
     assert np.abs(got - reference).max() <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model", "onnx"])
+def test_a_full_disk_ends_in_one_line_and_leaves_nothing(fmt, head_run, tmp_path, capsys):
+    from conftest import tmpfs
+
+    runs, _ = head_run
+    with tmpfs(tmp_path / "disk", "size=4m") as mount:
+        (mount / "ballast").write_bytes(b"\0" * 3_000_000)  # about 1 MB free: less than any export
+        code = export.main([str(runs["logreg"]), "--format", fmt, "--out", str(mount / "export")])
+        err = capsys.readouterr().err
+        assert code == 2 and "no space left on the device" in err and "Traceback" not in err, err
+        assert sorted(p.name for p in mount.iterdir()) == ["ballast"]
