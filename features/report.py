@@ -64,7 +64,82 @@ def per_class(row: dict) -> dict:
 def label(row: dict) -> str:
     if row.get("method") == "frozen-features":
         return f"frozen features + {row.get('head')}"
+    if row.get("method") == "scratch":
+        return f"scratch ({row.get('backbone')})"
     return str(row.get("method"))
+
+
+SMALL_CNN = "small_cnn"
+
+
+def learning_curve(row: dict) -> list[tuple[float, float]]:
+    """(cumulative training seconds, validation accuracy) after each epoch of a Keras run.
+
+    A frozen-features head is one point: extraction plus search and fit, at the accuracy
+    its settings were chosen on (cross-validation on train, or val for a head that
+    streams). Empty where the run folder's history is gone.
+    """
+    import csv
+
+    if row.get("method") == "frozen-features":
+        chosen = row.get("val_accuracy", row.get("cv_accuracy"))
+        return [(float(row["total_seconds"]), float(chosen))] if isinstance(chosen, (int, float)) else []
+    try:
+        with open(Path(row.get("run_dir", "")) / "history.csv", newline="") as f:
+            return [(float(h["elapsed"]), float(h["val_accuracy"])) for h in csv.DictReader(f)
+                    if h.get("val_accuracy") not in (None, "")]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def time_to_accuracy(rows: list[dict]) -> tuple[float | None, list[dict]]:
+    """Per method: its best validation accuracy, the seconds to it, and the seconds to reach
+    the small CNN's plateau (its best validation accuracy; None where there is no small CNN run).
+
+    Returns:
+        (the small CNN's plateau, one dict per row with a curve: label, best, seconds_to_best,
+        seconds_to_plateau (None: never reached)).
+    """
+    curves = [(r, learning_curve(r)) for r in rows]
+    curves = [(r, c) for r, c in curves if c]
+    small = [c for r, c in curves if r.get("backbone") == SMALL_CNN and r.get("method") == "scratch"]
+    plateau = max(acc for _, acc in small[0]) if small else None
+    table = []
+    for row, curve in curves:
+        best_seconds, best = max(curve, key=lambda point: (point[1], -point[0]))
+        reached = next((sec for sec, acc in curve if plateau is not None and acc >= plateau), None)
+        table.append({"label": label(row), "best": best, "seconds_to_best": best_seconds,
+                      "seconds_to_plateau": reached, "curve": curve})
+    return plateau, table
+
+
+def plot_time_to_accuracy(rows: list[dict], path) -> bool:
+    """Validation accuracy against cumulative training seconds, every method of one dataset.
+
+    Returns:
+        False (and draws nothing) where no row has a curve.
+    """
+    from matplotlib.figure import Figure
+
+    plateau, table = time_to_accuracy(rows)
+    if not table:
+        return False
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for item in table:
+        xs, ys = zip(*item["curve"])
+        ax.plot(xs, ys, "o-" if len(xs) > 1 else "s", label=item["label"], markersize=4 if len(xs) > 1 else 8)
+    if plateau is not None:
+        ax.axhline(plateau, color="grey", linestyle="--", linewidth=1, label=f"small CNN's plateau {plateau:.3f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (log scale; extraction included for frozen features)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"{rows[0].get('dataset')}: time to accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
 
 
 def plot_accuracy_vs_time(rows: list[dict], path) -> None:
@@ -165,6 +240,9 @@ def markdown(rows: list[dict], plots: dict, env: dict, source_note: str) -> str:
                   + ", ".join(f"{c} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
         by_method = {r["method"]: r for r in chosen}
         tuned, scratch = by_method.get("finetune"), by_method.get("scratch")
+        if tuned:  # the same network from scratch, where there is one, against the fine-tune
+            scratch = next((r for r in chosen if r["method"] == "scratch" and r.get("backbone") == tuned.get(
+                "backbone")), scratch)
         frozen = max((r for r in chosen if r["method"] == "frozen-features"), key=lambda r: r["accuracy"],
                      default=None)
         if tuned and scratch:
@@ -173,6 +251,19 @@ def markdown(rows: list[dict], plots: dict, env: dict, source_note: str) -> str:
                          f"from scratch ({scratch['seconds_per_epoch']:.1f} s/epoch, "
                          f"{scratch['seconds_per_epoch'] / tuned['seconds_per_epoch']:.1f}x per epoch), for test "
                          f"accuracy {tuned['accuracy']:.4f} against {scratch['accuracy']:.4f}.")
+        plateau, table = time_to_accuracy(chosen)
+        if table:
+            target = f"the small CNN's plateau ({plateau:.4f})" if plateau is not None else "the small CNN's plateau"
+            lines += ["", "Time to accuracy (validation; frozen features: the accuracy their settings were "
+                          "chosen on):", "",
+                      f"| method | best val accuracy | seconds to it | seconds to reach {target} |",
+                      "|---|---|---|---|"]
+            for item in table:
+                reach = ("no small CNN run" if plateau is None else
+                         f"{item['seconds_to_plateau']:.1f}" if item["seconds_to_plateau"] is not None
+                         else "never reached")
+                lines.append(f"| {item['label']} | {item['best']:.4f} | {item['seconds_to_best']:.1f} | {reach} |")
+            lines.append("")
         if frozen and tuned:
             lines.append(f"The most accurate frozen-features head, {frozen['head']}, took {frozen['total_seconds']:.0f} s, extraction "
                          f"included ({tuned['total_seconds'] / frozen['total_seconds']:.1f}x less than "
@@ -273,6 +364,10 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     plot_accuracy_vs_time(rows, accuracy_png)
     plot_per_class_precision(rows, precision_png)
     plots = [("accuracy against training time", accuracy_png), ("per-class precision", precision_png)]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        png = plots_dir / f"time_to_accuracy_{dataset}.png"
+        if plot_time_to_accuracy([r for r in rows if r["dataset"] == dataset], png):
+            plots.append((f"{dataset}: validation accuracy against training seconds", png))
     for dataset in sorted({r["dataset"] for r in rows}) if map_method != "none" else []:
         heads = [r for r in rows if r["dataset"] == dataset and r.get("method") == "frozen-features"]
         if heads:

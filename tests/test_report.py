@@ -91,3 +91,35 @@ def test_the_embedding_map_marks_the_best_heads_mistakes_and_is_reproducible(tmp
     assert report.main(["--results", str(out_dir), "--out", str(tmp_path / "R3.md"), "--plots-dir",
                         str(tmp_path / "p3")]) == 0
     assert "embedding map" not in (tmp_path / "R3.md").read_text() and "no embedding map" in caplog.text
+
+
+def _history(folder, points):
+    folder.mkdir(parents=True)
+    lines = ["epoch,phase,seconds,elapsed,loss,accuracy,val_loss,val_accuracy"]
+    lines += [f"{n},p,1,{sec},0.5,0.5,0.5,{acc}" for n, (sec, acc) in enumerate(points, 1)]
+    (folder / "history.csv").write_text("\n".join(lines) + "\n")
+    return str(folder)
+
+
+def test_time_to_accuracy_against_the_small_cnns_plateau(tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    frozen = {**_row("frozen-features", "logreg", 0.9, 20.0), "cv_accuracy": 0.88}
+    tuned = {**_row("finetune", "dense128", 0.95, 100.0, per_epoch=10.0),
+             "run_dir": _history(tmp_path / "ft", [(30, 0.7), (60, 0.85), (90, 0.93)])}
+    small = {**_row("scratch", "dense128", 0.8, 300.0, per_epoch=40.0), "backbone": "small_cnn",
+             "run_dir": _history(tmp_path / "cnn", [(100, 0.6), (200, 0.8), (300, 0.79)])}
+    same = {**_row("scratch", "dense128", 0.3, 400.0, per_epoch=40.0),
+            "run_dir": _history(tmp_path / "same", [(200, 0.3), (400, 0.35)])}
+    for row in (frozen, tuned, small, same):
+        runs.append_result(out_dir, row)
+    md, plots = tmp_path / "R.md", tmp_path / "plots"
+    assert report.main(["--results", str(out_dir), "--out", str(md), "--plots-dir", str(plots), "--map",
+                        "none"]) == 0
+    text = md.read_text()
+    assert "| method | best val accuracy | seconds to it | seconds to reach the small CNN's plateau (0.8000) |" in text
+    assert "| frozen features + logreg | 0.8800 | 20.0 | 20.0 |" in text
+    assert "| finetune | 0.9300 | 90.0 | 60.0 |" in text
+    assert "| scratch (small_cnn) | 0.8000 | 200.0 | 200.0 |" in text
+    assert "| scratch (toy) | 0.3500 | 400.0 | never reached |" in text
+    assert (plots / "time_to_accuracy_pets.png").read_bytes()[:4] == b"\x89PNG"
+    assert "against 400 s from scratch" in text  # the fine-tune is compared with its own network from scratch
