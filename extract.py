@@ -80,7 +80,7 @@ def _body(args) -> None:
     if args.merge:
         return _merge(args)
     if args.list_backbones:
-        print(f"{'name':20s} {'size':>7s}  {'width':>7s}  {'scale':6s} imagenet weights")
+        print(f"{'name':20s} {'size':>7s}  {'width':>7s}  {'scale':7s} imagenet weights")
         for spec in REGISTRY.values():
             print(describe(spec))
         return

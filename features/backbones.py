@@ -360,7 +360,7 @@ def describe(spec: BackboneSpec) -> str:
     source = f"pip package {spec.weights_package} (offline)" if spec.offline_weights else "Keras download"
     if not spec.pretrained:
         source = "none: trained from scratch only"
-    return f"{spec.name:20s} {spec.default_size:4d} px  {spec.width:5d}-d  {spec.preprocessing:6s} {source}"
+    return f"{spec.name:20s} {spec.default_size:4d} px  {spec.width:5d}-d  {spec.preprocessing:7s} {source}"
 
 
 def embedding_function(model, image_size: int, freeze: bool = True):
