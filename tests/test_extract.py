@@ -171,7 +171,8 @@ def test_list_backbones(capsys):
     code, out, _ = run(["--list-backbones"], capsys)
     assert code == 0
     assert "efficientnet_lite0" in out and "nasnetlarge" in out and "pip package" in out
-    assert len(out.strip().splitlines()) == 30  # header + 29
+    assert len(out.strip().splitlines()) == 31  # header + 30
+    assert "small_cnn             128 px    256-d  rescale none: trained from scratch only" in out
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "mobilenetv2", "resnet50", "densenet121"])
