@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --no-augment and --unfreeze below 'all'")
     train.add_argument("--precision", default="float32", choices=("float32", "mixed"),
                        help="mixed: float16 on a GPU, bfloat16 on a CPU; outputs stay float32")
+    train.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
+                       help="learning rate over the main phase (fine-tuning, or from scratch): constant, or a "
+                            "cosine decay towards 0")
+    train.add_argument("--warmup-epochs", type=int, default=0, metavar="N",
+                       help="the main phase's learning rate rises linearly over its first N epochs")
+    train.add_argument("--weight-decay", type=float, default=0.0, metavar="W",
+                       help="above 0: AdamW with this decoupled weight decay (e.g. 0.0001) instead of Adam")
     train.add_argument("--distribute", default="none", choices=("none", "mirrored"),
                        help="mirrored: one replica per GPU of this machine (tf.distribute.MirroredStrategy), "
                             "each taking --batch-size images a step")
@@ -73,7 +80,8 @@ def _body(args) -> None:
         binary_output=args.binary_output, epochs=args.epochs, head_epochs=args.head_epochs, lr=args.lr,
         head_lr=args.head_lr, scratch_lr=args.scratch_lr, batch_size=args.batch_size, patience=args.patience,
         augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision,
-        distribute=args.distribute, seed=args.seed))
+        distribute=args.distribute, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay, seed=args.seed))
     source, _ = load_data(args)
     from features.finetuning import finetune
     from features.metrics import summary_line

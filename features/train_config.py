@@ -15,6 +15,7 @@ from .errors import UsageError
 
 HEAD_UNITS = 128
 DISTRIBUTE = ("none", "mirrored")
+SCHEDULES = ("constant", "cosine")
 HEAD_DROPOUT = 0.1
 
 
@@ -38,6 +39,9 @@ class TrainConfig:
     cache_frozen: bool = False  # run the frozen prefix once and train the rest on its activations
     precision: str = "float32"
     distribute: str = "none"  # "mirrored": tf.distribute.MirroredStrategy over this machine's GPUs
+    schedule: str = "constant"  # "cosine": the main phase's rate decays to 0 along a cosine
+    warmup_epochs: int = 0  # the main phase's rate rises linearly over its first epochs
+    weight_decay: float = 0.0  # above 0: AdamW with this decoupled weight decay
     seed: int = 0
 
     @property
@@ -85,6 +89,16 @@ def check_settings(config: TrainConfig) -> TrainConfig:
             raise UsageError(f"{{{name}}} {value}: must be a finite number above zero")
     if config.precision not in ("float32", "mixed"):
         raise UsageError(f"{{precision}} {config.precision}: choose float32 or mixed")
+    if config.schedule not in SCHEDULES:
+        raise UsageError(f"{{schedule}} {config.schedule}: choose {' or '.join(SCHEDULES)}")
+    if isinstance(config.warmup_epochs, bool) or not isinstance(config.warmup_epochs, int) or \
+            not 0 <= config.warmup_epochs < config.epochs:
+        raise UsageError(f"{{warmup_epochs}} {config.warmup_epochs}: give a whole number from 0 to {{epochs}} - 1 "
+                         f"({config.epochs - 1})")
+    decay = config.weight_decay
+    if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and math.isfinite(decay)
+            and 0 <= decay < 1):
+        raise UsageError(f"{{weight_decay}} {decay}: give a number from 0 (none) to below 1")
     if config.distribute not in DISTRIBUTE:
         raise UsageError(f"{{distribute}} {config.distribute}: choose {' or '.join(DISTRIBUTE)}")
     if config.binary_output not in (None, "sigmoid", "softmax"):

@@ -154,11 +154,29 @@ def frozen_prefix_models(model, network, n_unfrozen: int):
     return prefix, keras.Model(activations, y, name=f"{model.name}_on_activations"), suffix
 
 
-def _compile(model, lr: float, sigmoid: bool) -> None:
+def _compile(model, lr: float, sigmoid: bool, weight_decay: float = 0.0) -> None:
 
     loss = "binary_crossentropy" if sigmoid else "sparse_categorical_crossentropy"
     metric = "binary_accuracy" if sigmoid else "sparse_categorical_accuracy"
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[keras.metrics.get(metric)])
+    optimizer = keras.optimizers.AdamW(lr, weight_decay=weight_decay) if weight_decay else keras.optimizers.Adam(lr)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.get(metric)])
+
+
+def phase_rate(lr: float, epoch: int, epochs: int, schedule: str = "constant", warmup: int = 0) -> float:
+    """The learning rate of epoch ``epoch`` (0-based) of a phase of ``epochs`` epochs.
+
+    A linear warm-up over the first ``warmup`` epochs (lr x (epoch + 1) / (warmup + 1)),
+    then ``lr`` ("constant") or a cosine decay from ``lr`` towards 0 over the epochs left
+    ("cosine": lr x (1 + cos(pi x t / T)) / 2, t counting from the end of the warm-up).
+    """
+    import math
+
+    if epoch < warmup:
+        return lr * (epoch + 1) / (warmup + 1)
+    if schedule == "constant":
+        return lr
+    t, total = epoch - warmup, max(1, epochs - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * t / total))
 
 
 def probabilities(model, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -252,10 +270,10 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
         scored = [row for row in history if row["val_loss"] is not None and np.isfinite(row["val_loss"])]
         return min(scored, key=lambda row: row["val_loss"]) if scored else None
 
-    def fit(phase: str, epochs: int, lr: float):
+    def fit(phase: str, epochs: int, lr: float, scheduled: bool = False):
         if epochs <= 0:
             return
-        _compile(model, lr, sigmoid)  # after any change of `trainable`, or it is ignored
+        _compile(model, lr, sigmoid, config.weight_decay)  # after any change of `trainable`, or it is ignored
         best = best_so_far()
         callbacks = [
             EpochTimer(phase, history, start),
@@ -268,6 +286,9 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
         if log_dir is not None:
             callbacks += [LearningRateLog(), keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]
         done = len(history)  # this phase's epochs follow the earlier phases' on one axis
+        if scheduled and (config.schedule != "constant" or config.warmup_epochs):
+            callbacks.insert(0, keras.callbacks.LearningRateScheduler(
+                lambda epoch, _: phase_rate(lr, epoch - done, epochs, config.schedule, config.warmup_epochs)))
         with warnings.catch_warnings():
             # The dataset's length is unknown (undecodable files are dropped), so Keras
             # finds its end each epoch and says so; the dataset shuffles itself.
@@ -277,14 +298,15 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
 
     if config.scratch:
         unfrozen = set_trainable(network, "all", scratch=True)
-        fit("scratch", config.epochs, config.scratch_lr)
+        fit("scratch", config.epochs, config.scratch_lr, scheduled=True)
     else:
         network.trainable = False
         unfrozen = 0
-        fit("head", config.epochs if config.unfreeze == "0" else config.head_epochs, config.head_lr)
+        main = config.unfreeze == "0"  # frozen in the graph: the head's phase is the only one
+        fit("head", config.epochs if main else config.head_epochs, config.head_lr, scheduled=main)
         if config.unfreeze != "0":
             unfrozen = set_trainable(network, config.unfreeze)
-            fit("finetune", config.epochs, config.lr)
+            fit("finetune", config.epochs, config.lr, scheduled=True)
     train_seconds = time.perf_counter() - start
     best = best_so_far()
     if os.path.exists(checkpoint_path):  # none when no epoch had a finite validation loss

@@ -1,6 +1,7 @@
 """finetune.py on tiny folders: outputs, what trains and what does not, the shared split."""
 
 import csv
+import json
 
 import keras
 import numpy as np
@@ -291,3 +292,36 @@ def test_the_small_cnn_trains_from_scratch_and_refuses_imagenet_weights(pets, tm
                           "--weights none" in err
     assert extract.main(["--data-dir", str(pets), "--backbone", "small_cnn", "--out", str(tmp_path / "e")]) == 2
     assert "has no ImageNet weights" in capsys.readouterr().err
+
+
+def test_warmup_then_cosine_and_adamw_follow_their_schedule(pets, tmp_path, capsys):
+    import tensorflow as tf
+
+    from features.training import phase_rate
+
+    assert [round(phase_rate(1.0, e, 5, "cosine", 1), 4) for e in range(5)] == [0.5, 1.0, 0.8536, 0.5, 0.1464]
+    assert [phase_rate(2.0, e, 3, "constant", 0) for e in range(3)] == [2.0, 2.0, 2.0]
+    code, out, err = run(["--data-dir", str(pets), "--backbone", "efficientnet_lite0", "--out", str(tmp_path),
+                          "--json", "--head-epochs", "1", "--epochs", "3", "--lr", "0.001", "--schedule", "cosine",
+                          "--warmup-epochs", "1", "--weight-decay", "0.0001", "--patience", "5", *TINY[:4], "-q"],
+                         capsys)
+    assert code == 0, err
+    folder = tmp_path / last_json(out)["run_dir"].split("/")[-1]
+    rates = {}
+    for events in (folder / "tensorboard" / "train").glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.tag == "epoch_learning_rate":
+                    rates[event.step] = float(tf.make_ndarray(value.tensor))
+    # the head phase at --head-lr, then fine-tuning: half the rate (warm-up), the rate, then its cosine decay
+    assert rates == pytest.approx({0: 0.001, 1: 0.0005, 2: 0.001, 3: 0.0005}, rel=1e-4)
+    assert json.loads((folder / "config.json").read_text())["weight_decay"] == 0.0001
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--warmup-epochs", "3", "--epochs", "3"], "--warmup-epochs 3: give a whole number from 0 to --epochs - 1"),
+    (["--weight-decay", "-1"], "--weight-decay -1.0: give a number from 0"),
+])
+def test_bad_recipe_flags_exit_2(argv, needle, pets, tmp_path, capsys):
+    code, out, err = run(["--data-dir", str(pets), "--out", str(tmp_path), *argv], capsys)
+    assert code == 2 and needle in err, err
