@@ -35,15 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features.export import check_settings, export
+    import json
+
+    from features.export import check_settings, export, model_bytes
 
     check_settings(args.format, args.quantize)  # flags first, then work
     folder = export(args.run_dir, args.format, args.quantize, args.out, args.force)
-    import json
-
     record = json.loads((folder / "export.json").read_text())
-    size = sum(p.stat().st_size for p in (folder / record["model"]).rglob("*") if p.is_file()) \
-        if (folder / record["model"]).is_dir() else (folder / record["model"]).stat().st_size
+    size = model_bytes(folder / record["model"])
     print(f"exported {record['kind']} {args.format} ({args.quantize}): {folder / record['model']}, "
           f"{size / 1e6:.1f} MB\n  takes uint8 images {record['image_size']}x{record['image_size']}, gives "
           f"{len(record['classes'])} class probabilities; export.json and labels.txt beside it")

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.cli import HelpFormatter  # noqa: E402
-from features.report import replace_section  # noqa: E402
+from features.report import write_printed_section  # noqa: E402
 
 SECTION = "export"
 EXPORTS = [("saved_model", "none"), ("tflite", "none"), ("tflite", "dynamic"), ("tflite", "float16"),
@@ -77,10 +77,6 @@ def make_runs(args) -> tuple[Path, Path]:
     return Path(head), Path(tuned)
 
 
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from features.device import quiet_tensorflow
@@ -89,7 +85,7 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from features.export import _uint8_batches, export, load_exportable, load_exported
+    from features.export import _uint8_batches, export, load_exportable, load_exported, model_bytes
 
     head_run, tuned_run = make_runs(args)
     with open(head_run / "predictions.csv", newline="") as f:
@@ -114,7 +110,7 @@ def main(argv=None) -> int:
             for fmt, quantize in EXPORTS:
                 folder = export(run, fmt, quantize, Path(tmp) / f"{fmt}-{quantize}")
                 exported = load_exported(folder / json.loads((folder / "export.json").read_text())["model"])
-                runners[(fmt, quantize)] = (exported.run, _size(exported.path))
+                runners[(fmt, quantize)] = (exported.run, model_bytes(exported.path))
             reference = np.concatenate([runners[("keras", "float")][0](images[s:s + 32])
                                         for s in range(0, len(images), 32)])
             results = {key: {"latency": [], "rate": []} for key in runners}
@@ -156,9 +152,9 @@ def main(argv=None) -> int:
                      f"the Keras model's speed (above 1x)")
         print("\n".join(lines[-(len(runners) + 3):]), flush=True)
     if not args.no_write:
-        text = ("## Exports: `benchmarks/export.py`\n\nEach export format against the float Keras model on the "
-                "same test photos and the same uint8 inputs, as printed:\n\n```\n" + "\n".join(lines) + "\n```")
-        replace_section(Path(args.out), SECTION, text)
+        write_printed_section(Path(args.out), SECTION, "Exports: `benchmarks/export.py`",
+                              ("Each export format against the float Keras model on the same test photos and the same "
+                               "uint8 inputs, as printed"), lines)
         print(f"wrote the {SECTION} section of {args.out}")
     return 0
 

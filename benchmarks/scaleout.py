@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.cli import HelpFormatter  # noqa: E402
-from features.report import replace_section  # noqa: E402
+from features.report import write_printed_section  # noqa: E402
 
 SECTION = "scaleout"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers"
@@ -160,10 +160,9 @@ def main(argv=None) -> int:
             lines.append(driver_kill(args, source, Path(work), b))
             print(lines[-1], flush=True)
     if not args.no_write:
-        text = ("## Scale-out: `benchmarks/scaleout.py`\n\nThe Ray engine (`extract.py --engine ray`, a local Ray "
-                f"on this machine) against the local engine, {args.rounds} interleaved rounds, as printed:\n\n```\n"
-                + "\n".join(lines) + "\n```")
-        replace_section(Path(args.out), SECTION, text)
+        write_printed_section(Path(args.out), SECTION, "Scale-out: `benchmarks/scaleout.py`",
+                              ("The Ray engine (`extract.py --engine ray`, a local Ray on this machine) against the local "
+                               f"engine, {args.rounds} interleaved rounds, as printed"), lines)
         print(f"wrote the {SECTION} section of {args.out}")
     return 0
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from features.cli import HelpFormatter  # noqa: E402
-from features.report import replace_section  # noqa: E402
+from features.report import write_printed_section  # noqa: E402
 
 SECTION = "streaming"
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -142,10 +142,9 @@ def main(argv=None) -> int:
             lines.append(line)
             print(line, flush=True)
     if not args.no_write:
-        text = ("## Streaming heads: `benchmarks/streaming.py`\n\n`classify.py --model sgd` reads the cache a "
-                "block of rows at a time; peak memory is the classify.py process's own, as printed:\n\n```\n"
-                + "\n".join(lines) + "\n```")
-        replace_section(Path(args.out), SECTION, text)
+        write_printed_section(Path(args.out), SECTION, "Streaming heads: `benchmarks/streaming.py`",
+                              ("`classify.py --model sgd` reads the cache a block of rows at a time; peak memory is the "
+                               "classify.py process's own, as printed"), lines)
         print(f"wrote the {SECTION} section of {args.out}")
     return 0
 

@@ -167,10 +167,19 @@ def _uint8_batches(paths, size: int, batch_size: int = 16):
         yield np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8)
 
 
+def _files(path: Path) -> list[Path]:
+    """The files of a model: itself, or every file under a SavedModel folder, in order."""
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def model_bytes(path) -> int:
+    """The size of an exported model on disk (a SavedModel folder: all its files)."""
+    return sum(p.stat().st_size for p in _files(Path(path)))
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
+    for file in _files(path):
         if path.is_dir():
             digest.update(str(file.relative_to(path)).encode() + b"\0")
         with open(file, "rb") as f:
@@ -381,8 +390,7 @@ def load_exported(path) -> ExportedModel:
     try:
         record = json.loads((folder / "export.json").read_text())
         fmt, target = record["format"], folder / record["model"]
-        size = int(record["image_size"])
-        record["classes"]
+        int(record["image_size"]), list(record["classes"])  # what ExportedModel reads: there and well-formed
     except (OSError, ValueError, KeyError, TypeError):
         raise UsageError(f"{folder}/export.json: unreadable or not written by export.py") from None
     if not target.exists() or _sha256(target) != record.get("sha256"):
@@ -401,7 +409,6 @@ def load_exported(path) -> ExportedModel:
             return serve(images=tf.constant(batch))["probabilities"].numpy()
     else:
         raise UsageError(f"{folder}/export.json: unknown format {fmt!r}")
-    del size
     return ExportedModel(target, record, run)
 
 

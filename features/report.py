@@ -384,6 +384,11 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     return runs.write_output(out, lambda f: f.write(text), param="out")
 
 
+def write_printed_section(path, name: str, heading: str, intro: str, lines: list[str]) -> None:
+    """A benchmark's own section of BENCHMARKS.md: a heading, a sentence, then its lines as printed."""
+    replace_section(path, name, f"## {heading}\n\n{intro}:\n\n```\n" + "\n".join(lines) + "\n```")
+
+
 def replace_section(path, name: str, text: str) -> None:
     """Put ``text`` between the markers of section ``name`` in the Markdown file ``path``.
 

@@ -51,9 +51,9 @@ def steps(rows, codes, rng):
         yield X[mix], y[mix]
 
 
-def in_order(rows, code: int):
-    """(start, X, keep) of each block holding rows of split ``code``, in row order."""
-    wanted = rows.splits == code
+def in_order(rows, codes):
+    """(start, X, keep) of each block holding rows whose split code is in ``codes``, in row order."""
+    wanted = np.isin(rows.splits, codes)
     for start, stop in _blocks(rows.n):
         keep = wanted[start:stop]
         if keep.any():
@@ -65,11 +65,8 @@ def fit_scaler(rows, codes):
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler()
-    wanted = np.isin(rows.splits, codes)
-    for start, stop in _blocks(rows.n):
-        keep = wanted[start:stop]
-        if keep.any():
-            scaler.partial_fit(rows.read(start, stop)[keep])
+    for _, X, _ in in_order(rows, codes):
+        scaler.partial_fit(X)
     return scaler
 
 
