@@ -84,10 +84,13 @@ MAX_BATCH_SIZE = 4096  # a billion made tf.data spin for minutes, deaf to Ctrl-C
 
 
 # Images per forward pass when the caller gives none, per kind of device. Extraction runs in
-# float32, and on the lent H200 (Keras on JAX, BENCHMARKS.md "On a GPU") float32 embedded
-# 10,610 img/s at batch 32 against 7,163 at 256; only mixed_float16 gained from 256 (11,604).
-# So a GPU keeps 32 until benchmarks/gpu_batch.py, run on one, says another batch is faster.
-DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 32}
+# float32. benchmarks/gpu_batch.py on the lent H100 (Keras on JAX, BENCHMARKS.md "Batch size on
+# a GPU") embedded with efficientnet_lite0 4,381 img/s at batch 16, 9,361 at 32, 12,405 at 64,
+# 12,902 at 128 and 14,225 at 256 (median of 2 rounds; 256 varied 13,043-15,407 between them),
+# and efficientnet_lite2 7,081 at 32 against 8,065 at 128. 128 takes most of that gain
+# (1.38x over 32 on Lite0) at half the activation memory of 256, which the large backbones
+# (EfficientNetB7 at 600 px) need on smaller cards.
+DEFAULT_BATCH_SIZE = {"cpu": 32, "gpu": 128}
 
 
 def default_batch_size(gpus: int) -> tuple[int, str]:
