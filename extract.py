@@ -35,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "'none' (random), or PATH of a weights file without the classifier")
     model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the backbone's own)")
     model.add_argument("--pooling", default="avg", choices=("avg", "max"), help="global pooling of the feature map")
+    model.add_argument("--tta", default="none", choices=("none", "flip"),
+                       help="flip: store the mean of each image's and its mirror's embedding (test-time augmentation; "
+                            "twice the work, its own cache, and predict.py does the same with heads trained on it)")
     model.add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
     run_ = p.add_argument_group("run")
     run_.add_argument("--batch-size", type=int, metavar="N",
-                      help="images per forward pass (default: the device's, 32 on a CPU or a GPU today; printed and "
+                      help="images per forward pass (default: the device's, 32 on a CPU and 128 on a GPU; printed and "
                            "recorded)")
     run_.add_argument("--out", default="embeddings", metavar="DIR", help="cache folder")
     run_.add_argument("--force", action="store_true", help="recompute even when the cache is up to date")
@@ -88,9 +91,9 @@ def _body(args) -> None:
     from features.extraction import check_settings, extract
 
     backbone = resolve_backbone(args.backbone, args.image_size, args.weights)  # flags first, then work
-    check_settings(args.batch_size, args.pooling, args.shard, args.engine)
+    check_settings(args.batch_size, args.pooling, args.shard, args.engine, args.tta)
     source, split = load_data(args)
-    result = extract(source, backbone, pooling=args.pooling, batch_size=args.batch_size, out_dir=args.out,
+    result = extract(source, backbone, pooling=args.pooling, tta=args.tta, batch_size=args.batch_size, out_dir=args.out,
                      engine=args.engine, ray_address=args.ray_address,
                      seed=args.seed, split=split, max_per_class=args.max_per_class,
                      force=args.force, shard=args.shard, progress=not args.quiet)

@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=3, help="epochs without a better val loss before stopping")
     train.add_argument("--no-augment", dest="augment", action="store_false",
                        help="no random flip, rotation and zoom of the training images")
+    train.add_argument("--augment", dest="augmentation", default="standard", choices=("standard", "strong"),
+                       help="standard: random flip, rotation and zoom; strong: random flip and Keras' RandAugment "
+                            "(two random operations of strength 0.3 per image)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, metavar="S",
+                       help="train towards 1 - S on the true class and S spread over all classes (e.g. 0.1)")
+    train.add_argument("--train-per-class", type=int, metavar="K",
+                       help="train on a seeded sample of at most K training images per class; validation and "
+                            "test images stay the same (learning curves)")
     train.add_argument("--cache-frozen", action="store_true",
                        help="run the frozen layers once and train the rest on their cached activations "
                             "(in memory, or on disk under the run folder when they do not fit): same "
@@ -64,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--distribute", default="none", choices=("none", "mirrored"),
                        help="mirrored: one replica per GPU of this machine (tf.distribute.MirroredStrategy), "
                             "each taking --batch-size images a step")
+    score = p.add_argument_group("scoring")
+    score.add_argument("--tta", default="none", choices=("none", "flip"),
+                       help="flip: score each validation and test image on the mean of its and its mirror's "
+                            "probabilities")
     out = p.add_argument_group("run")
     out.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
     add_common_flags(p)
@@ -81,7 +93,8 @@ def _body(args) -> None:
         head_lr=args.head_lr, scratch_lr=args.scratch_lr, batch_size=args.batch_size, patience=args.patience,
         augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision,
         distribute=args.distribute, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-        weight_decay=args.weight_decay, seed=args.seed))
+        weight_decay=args.weight_decay, augmentation=args.augmentation, label_smoothing=args.label_smoothing,
+        tta=args.tta, train_per_class=args.train_per_class, seed=args.seed))
     source, _ = load_data(args)
     from features.finetuning import finetune
     from features.metrics import summary_line

@@ -4,6 +4,8 @@ examples:
   python predict.py runs/<run>/ photo.jpg more_photos/ --top-k 3
   python predict.py runs/<run>/ more_photos/ --csv predictions.csv
   python predict.py runs/<run>/export/tflite-int8/model.tflite photos/   # an exported model
+  python predict.py runs/<finetune run>/ photos/ --tta flip            # each photo and its mirror
+  python predict.py runs/<run>/ photos/ --ensemble runs/<run2>/ runs/<run3>/   # probabilities averaged
 
 Folders are searched for images (jpg, jpeg, png, bmp, gif) as extract.py does; files that
 cannot be decoded are listed with the reason, and the others are still classified.
@@ -29,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes to print per image")
     p.add_argument("--csv", metavar="PATH", help="write every image's probabilities to this CSV instead of printing")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tta", default="none", choices=("none", "flip"),
+                   help="flip: a fine-tuned model's probabilities of each photo and its mirror, averaged (a head "
+                        "trained on an extract.py --tta flip cache does this itself)")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", default=[],
+                   help="more run folders (classify.py or finetune.py, same classes): the probabilities of all "
+                        "of them are averaged")
     add_common_flags(p)
     return p
 
@@ -37,7 +45,7 @@ def _body(args) -> None:
     from features.backbones import check_batch_size
     from features.errors import UsageError
     from features.export import find_export, load_exported
-    from features.prediction import list_inputs, load_predictor, top_k, write_csv
+    from features.prediction import list_inputs, load_predictor, predict_ensemble, top_k, write_csv
 
     if args.top_k < 1:
         raise UsageError(f"{{top_k}} {args.top_k}: must be at least 1")
@@ -46,8 +54,17 @@ def _body(args) -> None:
     if not paths:
         raise UsageError(f"no images in {', '.join(args.inputs)}")
     exported = find_export(args.run_dir)
+    if exported and (args.ensemble or args.tta != "none"):
+        raise UsageError(f"{args.run_dir}: an exported model runs as it was exported; {{ensemble}} and {{tta}} "
+                         "take run folders")
     predictor = load_exported(exported) if exported else load_predictor(args.run_dir)
-    rows, proba, failed = predictor.predict(paths, args.batch_size)
+    if args.ensemble:
+        predictors = [predictor] + [load_predictor(d) for d in args.ensemble]
+        rows, proba, failed = predict_ensemble(predictors, paths, args.batch_size, args.tta)
+    elif exported:
+        rows, proba, failed = predictor.predict(paths, args.batch_size)
+    else:
+        rows, proba, failed = predictor.predict(paths, args.batch_size, args.tta)
     best = top_k(proba, predictor.class_names, min(args.top_k, len(predictor.class_names)))
     if args.csv:
         write_csv(args.csv, paths, rows, proba, predictor.class_names, failed)

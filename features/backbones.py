@@ -321,8 +321,18 @@ def _build_base(backbone: Backbone, pooling: str | None):
         raise
 
 
+TTA = ("none", "flip")
+
+
+def check_tta(tta: str) -> str:
+    """``tta``: "none", or "flip" (the image and its mirror, averaged)."""
+    if tta not in TTA:
+        raise UsageError(f"{{tta}} {tta}: choose {' or '.join(TTA)}")
+    return tta
+
+
 def create_backbone(backbone, weights: str = "imagenet", image_size: int | None = None,
-                    pooling: str | None = "avg"):
+                    pooling: str | None = "avg", tta: str = "none"):
     """Build a frozen-feature extractor that takes raw 0-255 RGB.
 
     Args:
@@ -334,6 +344,9 @@ def create_backbone(backbone, weights: str = "imagenet", image_size: int | None 
             file for the network without its classifier (``.pth`` for the lite backbones).
         image_size: square input size in pixels; None for the backbone's default.
         pooling: "avg", "max", or None for the unpooled 4-D feature map.
+        tta: "flip": the embedding is the mean of the image's and its left-right mirror's
+            (test-time augmentation inside the graph, so caches, predict.py and exports
+            all compute it the same way); "none": the image's own.
 
     Returns:
         A ``keras.Model`` named ``<name>_backbone`` mapping (N, size, size, 3) float images in
@@ -355,7 +368,12 @@ def create_backbone(backbone, weights: str = "imagenet", image_size: int | None 
     base.name = backbone.name
     size = backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
-    outputs = base(preprocess_layer(backbone.spec.preprocessing, name="preprocess")(inputs))
+    check_tta(tta)
+    preprocess = preprocess_layer(backbone.spec.preprocessing, name="preprocess")
+    outputs = base(preprocess(inputs))
+    if tta == "flip":
+        mirrored = base(preprocess(keras.ops.flip(inputs, axis=2)))  # axis 2: left-right
+        outputs = keras.layers.Average(name="flip_average")([outputs, mirrored])
     return keras.Model(inputs, outputs, name=f"{backbone.name}_backbone")
 
 

@@ -63,8 +63,12 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     start = time.perf_counter()
     proba = fitted.predict_proba(X_test)
     predict_seconds = time.perf_counter() - start
+    val = None
+    if len(y_val):  # the head saw val in its final fit: a copy fitted on train alone scores it fairly
+        held_out = heads.make_head(head, fitted.params, class_weight, seed, probability=True, n_jobs=n_jobs)
+        val = (cache.ids[cache.splits == VAL], y_val, held_out.fit(X_train, y_train).predict_proba(X_val))
     return _record(fitted, cache, proba, y_test, cache.ids[cache.splits == TEST], predict_seconds,
-                   {"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed}, out_dir, features)
+                   {"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed}, out_dir, features, val)
 
 
 def classify_streaming(rows, head: str, fixed: dict | None = None, class_weight: str | None = None,
@@ -92,7 +96,8 @@ def _require_test_rows(path, splits) -> None:
                          "whose test fraction is above zero")
 
 
-def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: dict, out_dir, features) -> dict:
+def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: dict, out_dir, features,
+            val=None) -> dict:
     """Score the test predictions, write the run folder and append the results row."""
     head = fitted.name
     fixed = settings.get("fixed")
@@ -101,6 +106,7 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
     meta = {
         "class_names": cache.class_names, "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
         "image_size": attrs.get("image_size"), "pooling": attrs.get("pooling"),
+        "tta": attrs.get("tta") or "none",
         "weights": attrs.get("weights"), "weights_sha256": attrs.get("weights_sha256"),
         "embedding_dim": int(attrs.get("embedding_dim")), "features": features or [str(cache.path)],
         "fingerprint": attrs.get("fingerprint"), "seed": attrs.get("seed"), "split": attrs.get("split"),
@@ -114,6 +120,10 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
         heads.save_head(run.path / "head.skops", fitted, meta)
         (run.path / "report.txt").write_text(metrics.report_text(y_test, proba, cache.class_names))
         metrics.write_predictions(run.path / "predictions.csv", test_ids, y_test, proba, cache.class_names)
+        from .ensemble import PROBABILITIES, write_probabilities
+
+        write_probabilities(run.path / PROBABILITIES, cache.class_names, test=(test_ids, y_test, proba),
+                            **({"val": val} if val is not None else {}))
         metrics.plot_confusion(scores["confusion_matrix"], cache.class_names, run.path / "confusion.png",
                                f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}")
         row = {
@@ -126,7 +136,7 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
             "predict_seconds": predict_seconds,
             "n_train": n_fit, "n_test": int(len(y_test)),
             "split_counts": {name: int((cache.splits == i).sum()) for i, name in enumerate(SPLITS)},
-            "run_dir": str(run.final), "features": meta["features"],
+            "run_dir": str(run.final), "features": meta["features"], "tta": meta["tta"],
         }
         if fitted.val_accuracy is not None:
             row["val_accuracy"] = fitted.val_accuracy

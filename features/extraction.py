@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs, store
-from .backbones import (Backbone, check_batch_size, create_backbone, default_batch_size, embedding_function,
+from .backbones import (Backbone, check_batch_size, check_tta, create_backbone, default_batch_size, embedding_function,
                         resolve_backbone, visible_gpus)
 from .data import DEFAULT_SPLIT, RESIZE_METHOD, DataSource, Headers, headers_for, image_batches, why_skipped
 from .errors import CacheError, DiskFullError, UsageError, is_disk_full
@@ -73,7 +73,7 @@ ENGINES = ("local", "ray")
 
 
 def check_settings(batch_size: int | None = None, pooling: str = "avg", shard: str = "0/1",
-                   engine: str = "local") -> tuple[int, int]:
+                   engine: str = "local", tta: str = "none") -> tuple[int, int]:
     """Check the extraction's own settings (the backbone's are ``resolve_backbone``'s).
 
     A ``batch_size`` of None is the device's default (see :func:`resolve_batch_size`).
@@ -90,6 +90,7 @@ def check_settings(batch_size: int | None = None, pooling: str = "avg", shard: s
         raise UsageError(f"{{engine}} {engine}: choose {' or '.join(ENGINES)}")
     if pooling not in ("avg", "max"):
         raise UsageError(f"{{pooling}} {pooling}: choose avg or max")
+    check_tta(tta)
     try:
         i, k = (int(x) for x in str(shard).split("/"))
     except ValueError:
@@ -135,7 +136,7 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
             out_dir="embeddings", seed: int = 0, split=DEFAULT_SPLIT,
             max_per_class: int | None = None, force: bool = False, shard: str = "0/1",
             progress: bool = True, checkpoint_batches: int = 8, engine: str = "local",
-            ray_address: str | None = None) -> ExtractionResult:
+            ray_address: str | None = None, tta: str = "none") -> ExtractionResult:
     """Embed every image of ``source`` with a frozen backbone, or return the cached result.
 
     A cache with the same key whose settings and source fingerprint match is a hit and
@@ -155,23 +156,27 @@ def extract(source: DataSource, backbone, weights: str = "imagenet",
             cluster, see :mod:`features.ray_engine`); both write the same cache.
         ray_address: the Ray cluster to use (see :func:`features.ray_engine.connect`);
             None starts a local Ray.
+        tta: "flip" stores the mean of each image's and its mirror's embedding (twice the
+            work; recorded in the cache's attributes and name, ``-ttaflip``).
 
     Raises:
         UsageError, WeightsUnavailableError: bad settings, or weights that cannot be had.
         DiskFullError: the disk filled up (the finished rows are kept for a rerun).
     """
     backbone = resolve_backbone(backbone, image_size, weights)
-    shard_i, shard_k = check_settings(batch_size, pooling, shard, engine)
+    shard_i, shard_k = check_settings(batch_size, pooling, shard, engine, tta)
     runs.check_output_folder(out_dir)
     weights, wfile, wsha, size = backbone.weights, backbone.weights_file, backbone.weights_sha256, backbone.image_size
     path = store.cache_path(out_dir, source.name, backbone.name, size, pooling, weights, wsha, seed,
-                            split, max_per_class)
+                            split, max_per_class, tta)
     if shard_k > 1:
         path = path.with_name(f"{path.stem}.shard{shard_i}of{shard_k}.h5")
     wanted = {"fingerprint": source.fingerprint, "source": source.location, "backbone": backbone.name,
               "weights": weights if wfile is None or weights == "imagenet" else str(wfile),
               "weights_sha256": wsha, "image_size": size, "pooling": pooling, "seed": seed,
               "split": list(split), "shard": f"{shard_i}/{shard_k}", "resize_method": RESIZE_METHOD}
+    if tta != "none":  # caches made before the option have no such attribute
+        wanted["tta"] = tta
     with store.writer_lock(path):  # a second run of the same extraction waits here, then hits the cache
         if path.exists() and not force:
             reason, attrs = _stale_reason(path, wanted)
@@ -213,12 +218,12 @@ def _extract(source, backbone: Backbone, pooling, batch_size, path, wanted, max_
 
             first = ray_engine.embed_all(source, backbone, pooling, wanted["seed"], batch_size, todo, checkpoints,
                                          checkpoint_batches, progress, done=len(indices) - len(todo),
-                                         address=ray_address)
+                                         address=ray_address, tta=wanted.get("tta", "none"))
         elif len(todo):
             headers = headers_for(source, size, indices)
             if backbone.weights == "none":  # the same random network in every run, so a resumed run matches
                 keras.utils.set_random_seed(wanted["seed"])
-            model = create_backbone(backbone, pooling=pooling)
+            model = create_backbone(backbone, pooling=pooling, tta=wanted.get("tta", "none"))
             start = time.perf_counter()
             first = _embed_all(model, source, todo, size, batch_size, checkpoints, headers, checkpoint_batches,
                                progress, done=len(indices) - len(todo))

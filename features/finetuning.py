@@ -177,14 +177,14 @@ def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folde
 
 
 def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Score the model once on the test rows.
+    """Score the model once on the test rows (with the config's test-time augmentation).
 
     Returns:
         (rows, probabilities, scores): the test rows that decoded, their class
         probabilities, and :func:`metrics.score`'s figures.
     """
     index, proba = training.probabilities(model, indexed_batches(source, test_rows, config.image_size,
-                                                                 config.batch_size))
+                                                                 config.batch_size), config.tta)
     if not np.isfinite(proba).all():
         rates = "{scratch_lr}" if config.scratch else "{lr} and {head_lr}"
         raise UsageError(f"training diverged: the model's outputs are NaN or infinite; lower {rates} "
@@ -193,9 +193,18 @@ def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np
 
 
 def write_run_files(folder, built: Built, config: TrainConfig, source: DataSource, history: list,
-                    index, proba, scores: dict) -> None:
-    """The run folder's model and records (the best-epoch checkpoint is removed)."""
+                    index, proba, scores: dict, val_rows=None) -> None:
+    """The run folder's model and records (the best-epoch checkpoint is removed), and the
+    validation and test probabilities that ensembles average (:mod:`features.ensemble`)."""
+    from .ensemble import PROBABILITIES, write_probabilities
+
     y_test = source.labels[index]
+    splits = {"test": ([source.ids[i] for i in index], y_test, proba)}
+    if val_rows is not None:
+        v_index, v_proba = training.probabilities(built.model, indexed_batches(
+            source, val_rows, config.image_size, config.batch_size), config.tta)
+        splits["val"] = ([source.ids[i] for i in v_index], source.labels[v_index], v_proba)
+    write_probabilities(folder / PROBABILITIES, source.class_names, **splits)
     built.model.save(folder / "model.keras")
     if (folder / "best.weights.h5").exists():
         os.remove(folder / "best.weights.h5")
@@ -228,7 +237,10 @@ def results_row(config: TrainConfig, source: DataSource, result: dict, scores: d
         "seconds_per_epoch": sum(h["seconds"] for h in result["history"]) / epochs if epochs else None,
         "cache_frozen": config.cache_frozen, "cache_seconds": result["cache_seconds"],
         "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
-        "augment": config.augment, "precision": policy,
+        "augment": config.augment and config.augmentation, "label_smoothing": config.label_smoothing,
+        "tta": config.tta, "schedule": config.schedule, "weight_decay": config.weight_decay,
+        "unfreeze": config.unfreeze, "lr": config.scratch_lr if config.scratch else config.lr,
+        "train_per_class": config.train_per_class, "precision": policy,
         "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(n_test),
         "run_dir": str(run_dir),
     }
@@ -251,10 +263,15 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
     with distribution.scope():  # variables, optimizers and every compile of the phases: mirrored
         built = build(config, backbone, len(source.class_names))
         rows = {name: source.rows(name) for name in ("train", "val", "test")}
+        if config.train_per_class:
+            from .data.splits import subsample
+
+            train = rows["train"]
+            rows["train"] = train[subsample(source.labels[train], config.train_per_class, config.seed)]
         with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
             result = fit(built, config, source, rows, run.path, verbose)
             index, proba, scores = score(built.model, config, source, rows["test"])
-            write_run_files(run.path, built, config, source, result["history"], index, proba, scores)
+            write_run_files(run.path, built, config, source, result["history"], index, proba, scores, rows["val"])
             config = dataclasses.replace(config, batch_size=per_replica)
             saved = {**settings(config, source, built.policy), "replicas": replicas,
                      "global_batch_size": per_replica * replicas}

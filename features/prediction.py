@@ -48,12 +48,17 @@ class Predictor:
     model: object  # a head pipeline, or a keras.Model
     backbones: list = None
 
-    def predict(self, paths: list[str], batch_size: int = 32):
-        """Probabilities for every decodable path, and (path, reason) for the others."""
+    def predict(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
+        """Probabilities for every decodable path, and (path, reason) for the others.
+
+        ``tta`` "flip" averages a fine-tuned model's probabilities of each image and its
+        mirror; a head's embeddings are flip-averaged when its cache was (recorded in the
+        run folder), whatever ``tta`` says.
+        """
         if self.kind == "finetune":
             from .training import probabilities
 
-            rows, proba = probabilities(self.model, indexed_batches(paths, None, self.image_size, batch_size))
+            rows, proba = probabilities(self.model, indexed_batches(paths, None, self.image_size, batch_size), tta)
         else:
             rows, proba = self._head_predict(paths, batch_size)
         failed = sorted(set(range(len(paths))) - set(rows.tolist()))
@@ -74,6 +79,28 @@ class Predictor:
         if not len(rows):
             return rows, np.zeros((0, len(self.class_names)))
         return rows, self.model.predict_proba(np.hstack(parts))
+
+
+def predict_ensemble(predictors: list[Predictor], paths: list[str], batch_size: int = 32, tta: str = "none"):
+    """The mean of several run folders' probabilities for each image every one of them read.
+
+    Raises:
+        UsageError: run folders of different classes.
+    """
+    names = predictors[0].class_names
+    for p in predictors[1:]:
+        if p.class_names != names:
+            raise UsageError(f"{p.run_dir} predicts {p.class_names}, {predictors[0].run_dir} {names}: an ensemble "
+                             "needs run folders of the same classes")
+    results = [p.predict(paths, batch_size, tta) for p in predictors]
+    common = set(results[0][0].tolist())
+    for rows, _, _ in results[1:]:
+        common &= set(rows.tolist())
+    rows = np.array(sorted(common), dtype=np.int64)
+    proba = np.mean([p[np.searchsorted(r, rows)] for r, p, _ in results], axis=0) if len(rows) else \
+        np.zeros((0, len(names)))
+    failed = sorted(set(range(len(paths))) - common)
+    return rows, proba, [(paths[i], why_skipped(paths, i).reason) for i in failed]
 
 
 def _refuse(run_dir, why: str):
@@ -108,7 +135,7 @@ def _load_finetuned(run_dir: Path) -> Predictor:
         _refuse(run_dir, "config.json is missing, unreadable or not a record of a run; it records the classes "
                          "and image size")
     try:
-        model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+        model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - whatever Keras says, the file is refused, never run
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Lambda" in reason:
@@ -152,7 +179,7 @@ def _load_head(run_dir: Path) -> Predictor:
                 and backbone.weights_sha256 != meta["weights_sha256"]:
             _refuse(run_dir, f"the weights file {backbone.weights_file} changed since the head was trained "
                              "(checksum differs)")
-        model = create_backbone(backbone, pooling=meta.get("pooling") or "avg")
+        model = create_backbone(backbone, pooling=meta.get("pooling") or "avg", tta=meta.get("tta") or "none")
         models.append((model, int(size)))
         width += int(model.output.shape[-1])
     try:

@@ -152,7 +152,7 @@ class Embedder:
     """One actor of the pool: builds the backbone once, then decodes and embeds batches of paths."""
 
     def __init__(self, backbone: str, image_size: int, weights: str, pooling: str, seed: int,
-                 max_pixels: int | None, threads: int = 0):
+                 max_pixels: int | None, threads: int = 0, tta: str = "none"):
         import tensorflow as tf
 
         if threads:
@@ -165,7 +165,7 @@ class Embedder:
         resolved = resolve_backbone(backbone, image_size, weights)
         if resolved.weights == "none":  # the same random network as the local engine builds
             keras.utils.set_random_seed(seed)
-        model = create_backbone(resolved, pooling=pooling)
+        model = create_backbone(resolved, pooling=pooling, tta=tta)
         self.size, self.max_pixels, self.width = image_size, max_pixels, int(model.output.shape[-1])
         self.threads = threads or None  # decoding threads: the node's cores, as the local engine's tf.data
         self.embed = embedding_function(model, image_size)
@@ -210,7 +210,7 @@ def _reason(exc: BaseException) -> str:
 
 def embed_all(source, backbone, pooling: str, seed: int, batch_size: int, indices, checkpoints,
               checkpoint_batches: int, progress: bool, done: int = 0, address: str | None = None,
-              temp_dir: str | None = None):
+              temp_dir: str | None = None, tta: str = "none"):
     """Embed the rows ``indices`` of ``source`` on Ray, checkpointing as the local engine does.
 
     Returns:
@@ -242,7 +242,8 @@ def embed_all(source, backbone, pooling: str, seed: int, batch_size: int, indice
         num_cpus=setup["num_cpus"], num_gpus=setup["num_gpus"] or None,
         fn_constructor_kwargs={"backbone": backbone.name, "image_size": backbone.image_size,
                                "weights": backbone.weights, "pooling": pooling, "seed": seed,
-                               "max_pixels": source.max_pixels, "threads": setup["threads"]})
+                               "max_pixels": source.max_pixels, "threads": setup["threads"],
+                               "tta": tta})
     rows, chunks, first, pending = [], [], None, 0
     try:
         with tqdm(total=len(indices) + done, initial=done, unit="img", desc=f"{backbone.name} (ray)",

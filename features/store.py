@@ -64,11 +64,13 @@ _ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
 
 def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: str = "avg",
                weights: str = "imagenet", weights_sha256: str | None = None, seed: int = 0,
-               split=DEFAULT_SPLIT, max_per_class: int | None = None) -> Path:
+               split=DEFAULT_SPLIT, max_per_class: int | None = None, tta: str = "none") -> Path:
     """Where the cache for this key lives; defaults leave the name short."""
     name = f"{backbone}-{image_size}"
     if pooling != "avg":
         name += f"-{pooling}"
+    if tta != "none":
+        name += f"-tta{tta}"
     if weights == "none":
         name += "-random"
     elif weights != "imagenet":
@@ -638,7 +640,7 @@ def _read_skipped(f) -> list[dict]:
 
 
 _SHARED_ATTRS = ("dataset", "source", "fingerprint", "backbone", "weights", "weights_sha256",
-                 "image_size", "pooling", "seed", "split", "embedding_dim", "class_names")
+                 "image_size", "pooling", "tta", "seed", "split", "embedding_dim", "class_names")
 
 
 def _check_whole(shard_paths, infos) -> None:

@@ -16,6 +16,7 @@ from .errors import UsageError
 HEAD_UNITS = 128
 DISTRIBUTE = ("none", "mirrored")
 SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("standard", "strong")
 HEAD_DROPOUT = 0.1
 
 
@@ -36,6 +37,10 @@ class TrainConfig:
     batch_size: int = 32
     patience: int = 3
     augment: bool = True
+    augmentation: str = "standard"  # "strong": flip and RandAugment (with augment True)
+    label_smoothing: float = 0.0  # the targets: 1 - s on the true class, s spread over all classes
+    tta: str = "none"  # "flip": scored on the mean of the image's and its mirror's probabilities
+    train_per_class: int | None = None  # a seeded sample of at most K training images per class
     cache_frozen: bool = False  # run the frozen prefix once and train the rest on its activations
     precision: str = "float32"
     distribute: str = "none"  # "mirrored": tf.distribute.MirroredStrategy over this machine's GPUs
@@ -99,6 +104,18 @@ def check_settings(config: TrainConfig) -> TrainConfig:
     if not (isinstance(decay, (int, float)) and not isinstance(decay, bool) and math.isfinite(decay)
             and 0 <= decay < 1):
         raise UsageError(f"{{weight_decay}} {decay}: give a number from 0 (none) to below 1")
+    smoothing = config.label_smoothing
+    if not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and math.isfinite(smoothing)
+            and 0 <= smoothing < 1):
+        raise UsageError(f"{{label_smoothing}} {smoothing}: give a number from 0 (none) to below 1, e.g. 0.1")
+    if config.augmentation not in AUGMENTATIONS:
+        raise UsageError(f"{{augmentation}} {config.augmentation}: choose {' or '.join(AUGMENTATIONS)}")
+    from .backbones import check_tta
+
+    check_tta(config.tta)
+    per_class = config.train_per_class
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+        raise UsageError(f"{{train_per_class}} {per_class}: must be a whole number, at least 1")
     if config.distribute not in DISTRIBUTE:
         raise UsageError(f"{{distribute}} {config.distribute}: choose {' or '.join(DISTRIBUTE)}")
     if config.binary_output not in (None, "sigmoid", "softmax"):

@@ -100,9 +100,7 @@ def build_model(config: TrainConfig, backbone, n_classes: int):
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     if config.augment:
-        x = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=config.seed),
-                              keras.layers.RandomRotation(0.05, seed=config.seed),
-                              keras.layers.RandomZoom(0.1, seed=config.seed)], name="augment")(x)
+        x = augmentation(config.augmentation, config.seed)(x)
     # A pretrained base runs in inference mode even while its last layers train.
     x = base(x, training=None if config.scratch else False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -113,6 +111,20 @@ def build_model(config: TrainConfig, backbone, n_classes: int):
     else:
         outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier"), network
+
+
+def augmentation(kind: str, seed: int):
+    """The training images' random changes (Keras preprocessing layers, off at inference).
+
+    "standard": flip, rotation up to 5% of a turn, zoom up to 10%. "strong": flip, then
+    RandAugment (two operations drawn per image from Keras' list, strength 0.3).
+    """
+    flip = keras.layers.RandomFlip("horizontal", seed=seed)
+    if kind == "strong":
+        layers = [flip, keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.3, seed=seed)]
+    else:
+        layers = [flip, keras.layers.RandomRotation(0.05, seed=seed), keras.layers.RandomZoom(0.1, seed=seed)]
+    return keras.Sequential(layers, name="augment")
 
 
 def frozen_prefix_models(model, network, n_unfrozen: int):
@@ -154,9 +166,33 @@ def frozen_prefix_models(model, network, n_unfrozen: int):
     return prefix, keras.Model(activations, y, name=f"{model.name}_on_activations"), suffix
 
 
-def _compile(model, lr: float, sigmoid: bool, weight_decay: float = 0.0) -> None:
+@keras.saving.register_keras_serializable(package="features")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy on integer labels with label smoothing (Keras' sparse loss has none)."""
 
-    loss = "binary_crossentropy" if sigmoid else "sparse_categorical_crossentropy"
+    def __init__(self, label_smoothing: float = 0.0, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        y = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), y_pred.shape[-1])
+        return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def _loss(sigmoid: bool, label_smoothing: float):
+    if not label_smoothing:
+        return "binary_crossentropy" if sigmoid else "sparse_categorical_crossentropy"
+    if sigmoid:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    return SmoothedSparseCrossentropy(label_smoothing)
+
+
+def _compile(model, lr: float, sigmoid: bool, weight_decay: float = 0.0, label_smoothing: float = 0.0) -> None:
+
+    loss = _loss(sigmoid, label_smoothing)
     metric = "binary_accuracy" if sigmoid else "sparse_categorical_accuracy"
     optimizer = keras.optimizers.AdamW(lr, weight_decay=weight_decay) if weight_decay else keras.optimizers.Adam(lr)
     model.compile(optimizer=optimizer, loss=loss, metrics=[keras.metrics.get(metric)])
@@ -179,11 +215,17 @@ def phase_rate(lr: float, epoch: int, epochs: int, schedule: str = "constant", w
     return lr * 0.5 * (1 + math.cos(math.pi * t / total))
 
 
-def probabilities(model, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(row indices, class probabilities) of a dataset of (index, image) batches."""
+def probabilities(model, dataset, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(row indices, class probabilities) of a dataset of (index, image) batches.
+
+    With ``tta`` "flip", each image's probabilities are the mean of its own and its
+    left-right mirror's.
+    """
     rows, probs = [], []
     for index, images in dataset:
         p = np.asarray(model(images, training=False), dtype=np.float64)
+        if tta == "flip":
+            p = (p + np.asarray(model(keras.ops.flip(images, axis=2), training=False), dtype=np.float64)) / 2
         if p.shape[1] == 1:  # one sigmoid neuron: P(class 1)
             p = np.hstack([1 - p, p])
         rows.append(index.numpy())
@@ -273,7 +315,7 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
     def fit(phase: str, epochs: int, lr: float, scheduled: bool = False):
         if epochs <= 0:
             return
-        _compile(model, lr, sigmoid, config.weight_decay)  # after any change of `trainable`, or it is ignored
+        _compile(model, lr, sigmoid, config.weight_decay, config.label_smoothing)  # after any change of `trainable`, or it is ignored
         best = best_so_far()
         callbacks = [
             EpochTimer(phase, history, start),
