@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--patience", type=int, default=3, help="epochs without a better val loss before stopping")
     train.add_argument("--no-augment", dest="augment", action="store_false",
-                       help="no random flip, rotation and zoom of the training images")
+                       help="no random changes of the training images (--augment is ignored)")
+    train.add_argument("--cache-frozen", action="store_true",
+                       help="run the frozen layers once and train the rest on their cached activations "
+                            "(in memory, or on disk under the run folder when they do not fit): same "
+                            "result, several times faster per epoch. Applies to a pretrained base "
+                            "with --no-augment and --unfreeze below 'all'")
     train.add_argument("--augment", dest="augmentation", default="standard", choices=("standard", "strong"),
                        help="standard: random flip, rotation and zoom; strong: random flip and Keras' RandAugment "
                             "(two random operations of strength 0.3 per image)")
@@ -55,11 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-per-class", type=int, metavar="K",
                        help="train on a seeded sample of at most K training images per class; validation and "
                             "test images stay the same (learning curves)")
-    train.add_argument("--cache-frozen", action="store_true",
-                       help="run the frozen layers once and train the rest on their cached activations "
-                            "(in memory, or on disk under the run folder when they do not fit): same "
-                            "result, several times faster per epoch. Applies to a pretrained base "
-                            "with --no-augment and --unfreeze below 'all'")
     train.add_argument("--precision", default="float32", choices=("float32", "mixed"),
                        help="mixed: float16 on a GPU, bfloat16 on a CPU; outputs stay float32")
     train.add_argument("--schedule", default="constant", choices=("constant", "cosine"),

@@ -193,17 +193,24 @@ def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np
 
 
 def write_run_files(folder, built: Built, config: TrainConfig, source: DataSource, history: list,
-                    index, proba, scores: dict, val_rows=None) -> None:
+                    index, proba, scores: dict, val_rows=None) -> float | None:
     """The run folder's model and records (the best-epoch checkpoint is removed), and the
-    validation and test probabilities that ensembles average (:mod:`features.ensemble`)."""
+    validation and test probabilities that ensembles average (:mod:`features.ensemble`).
+
+    Returns:
+        The validation accuracy of the kept weights (with the config's test-time
+        augmentation), where ``val_rows`` are given.
+    """
     from .ensemble import PROBABILITIES, write_probabilities
 
     y_test = source.labels[index]
     splits = {"test": ([source.ids[i] for i in index], y_test, proba)}
+    val_accuracy = None
     if val_rows is not None:
         v_index, v_proba = training.probabilities(built.model, indexed_batches(
             source, val_rows, config.image_size, config.batch_size), config.tta)
         splits["val"] = ([source.ids[i] for i in v_index], source.labels[v_index], v_proba)
+        val_accuracy = float(np.mean(np.argmax(v_proba, axis=1) == source.labels[v_index])) if len(v_index) else None
     write_probabilities(folder / PROBABILITIES, source.class_names, **splits)
     built.model.save(folder / "model.keras")
     if (folder / "best.weights.h5").exists():
@@ -215,6 +222,7 @@ def write_run_files(folder, built: Built, config: TrainConfig, source: DataSourc
     (folder / "report.txt").write_text(metrics.report_text(y_test, proba, source.class_names))
     metrics.write_predictions(folder / "predictions.csv", [source.ids[i] for i in index], y_test, proba,
                               source.class_names)
+    return val_accuracy
 
 
 def settings(config: TrainConfig, source: DataSource, policy: str) -> dict:
@@ -271,13 +279,14 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
         with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
             result = fit(built, config, source, rows, run.path, verbose)
             index, proba, scores = score(built.model, config, source, rows["test"])
-            write_run_files(run.path, built, config, source, result["history"], index, proba, scores, rows["val"])
+            val_accuracy = write_run_files(run.path, built, config, source, result["history"], index, proba, scores,
+                                           rows["val"])
             config = dataclasses.replace(config, batch_size=per_replica)
             saved = {**settings(config, source, built.policy), "replicas": replicas,
                      "global_batch_size": per_replica * replicas}
             row = {**results_row(config, source, result, scores, rows, len(index), built.policy, run.final),
                    "distribute": config.distribute, "replicas": replicas,
-                   "global_batch_size": per_replica * replicas}
+                   "global_batch_size": per_replica * replicas, "val_accuracy": val_accuracy}
             runs.write_json(run.path / "config.json", saved)
             runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": saved})
     runs.append_result(out_dir, row)

@@ -13,7 +13,8 @@ from . import runs
 
 log = logging.getLogger(__name__)
 
-METHOD_ORDER = ("frozen-features", "frozen-in-graph", "finetune", "scratch")
+METHOD_ORDER = ("frozen-features", "frozen-in-graph", "finetune", "scratch", "ensemble")
+CURVE = "learning-curve"  # benchmarks/course.py's rows of logistic regression on K images per class
 
 
 REPORTED = ("dataset", "accuracy", "precision_macro", "recall_macro", "f1_macro", "total_seconds")
@@ -39,11 +40,14 @@ def usable_rows(rows: list[dict]) -> list[dict]:
 
 
 def latest_rows(rows: list[dict]) -> list[dict]:
-    """The newest row of each (dataset, backbone, image size, method, head), in a stable order."""
+    """The newest row of each (dataset, backbone, image size, method and its settings, head, training
+    images per class), in a stable order; learning-curve rows are left out (see :func:`curve_rows`)."""
     latest: dict[tuple, dict] = {}
     for row in rows:
-        key = (row.get("dataset"), str(row.get("backbone")), str(row.get("image_size")), row.get("method"),
-               row.get("head"))
+        if row.get("method") == CURVE:
+            continue
+        key = (row.get("dataset"), str(row.get("backbone")), str(row.get("image_size")), label(row),
+               str(row.get("head")), row.get("train_per_class"))
         latest[key] = row  # the table is in time order
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return sorted(latest.values(), key=lambda r: (str(r.get("dataset")), order.get(r.get("method"), 9),
@@ -62,11 +66,49 @@ def per_class(row: dict) -> dict:
 
 
 def label(row: dict) -> str:
+    """The method as the report names it, with the settings that tell two runs of it apart."""
+    flip = ", flip TTA" if tta(row) == "flip" else ""
     if row.get("method") == "frozen-features":
-        return f"frozen features + {row.get('head')}"
+        return f"frozen features + {row.get('head')}{' (flip TTA)' if flip else ''}"
     if row.get("method") == "scratch":
         return f"scratch ({row.get('backbone')})"
-    return str(row.get("method"))
+    if row.get("method") == "ensemble":
+        return f"ensemble ({row.get('head')})"
+    if row.get("method") == "finetune" and row.get("unfreeze") == "all":
+        recipe = [s for s, on in (("cosine", row.get("schedule") == "cosine"),
+                                  ("AdamW", bool(row.get("weight_decay"))),
+                                  (f"smoothing {row.get('label_smoothing')}", bool(row.get("label_smoothing"))),
+                                  ("RandAugment", row.get("augment") == "strong")) if on]
+        return f"finetune (all layers{', ' if recipe else ''}{', '.join(recipe)}{flip})"
+    return str(row.get("method")) + (f" ({flip[2:]})" if flip else "")
+
+
+def tta(row: dict) -> str:
+    """The row's test-time augmentation, or its run folder's (config.json) for rows without one."""
+    if "tta" in row:
+        return str(row["tta"])
+    try:
+        return str(json.loads((Path(row.get("run_dir", "")) / "config.json").read_text()).get("tta") or "none")
+    except (OSError, ValueError, AttributeError):
+        return "none"
+
+
+def val_accuracy(row: dict) -> float | None:
+    """The row's validation accuracy, or its run folder's (probabilities.npz) for rows without one."""
+    import numpy as np
+
+    if isinstance(row.get("val_accuracy"), (int, float)):
+        return float(row["val_accuracy"])
+    try:
+        with np.load(Path(row.get("run_dir", "")) / "probabilities.npz") as f:
+            return float(np.mean(np.argmax(f["val_proba"], axis=1) == f["val_labels"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def curve_rows(rows: list[dict]) -> list[dict]:
+    """Learning-curve rows of logistic regression (K images per class and seed), in table order."""
+    return [r for r in rows if r.get("method") == CURVE and isinstance(r.get("accuracy"), (int, float))]
 
 
 SMALL_CNN = "small_cnn"
@@ -82,7 +124,8 @@ def learning_curve(row: dict) -> list[tuple[float, float]]:
     import csv
 
     if row.get("method") == "frozen-features":
-        chosen = row.get("val_accuracy", row.get("cv_accuracy"))
+        chosen = val_accuracy(row)
+        chosen = row.get("cv_accuracy") if chosen is None else chosen
         return [(float(row["total_seconds"]), float(chosen))] if isinstance(chosen, (int, float)) else []
     try:
         with open(Path(row.get("run_dir", "")) / "history.csv", newline="") as f:
@@ -108,7 +151,8 @@ def time_to_accuracy(rows: list[dict]) -> tuple[float | None, list[dict]]:
     for row, curve in curves:
         best_seconds, best = max(curve, key=lambda point: (point[1], -point[0]))
         reached = next((sec for sec, acc in curve if plateau is not None and acc >= plateau), None)
-        table.append({"label": label(row), "best": best, "seconds_to_best": best_seconds,
+        name = label(row) if row.get("method") == "scratch" else f"{label(row)} on {row.get('backbone')}"
+        table.append({"label": name, "best": best, "seconds_to_best": best_seconds,
                       "seconds_to_plateau": reached, "curve": curve})
     return plateau, table
 
@@ -137,6 +181,70 @@ def plot_time_to_accuracy(rows: list[dict], path) -> bool:
     ax.set_title(f"{rows[0].get('dataset')}: time to accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def few_shot_table(rows: list[dict], curve: list[dict]) -> list[dict]:
+    """One dataset's learning curve: for each K images per class (None: all), logistic regression's
+    mean and spread over its seeds, and the test accuracy of fine-tuning and of the small CNN
+    trained on K per class (the full-data runs at "all").
+    """
+    import numpy as np
+
+    latest: dict[tuple, dict] = {}
+    for r in curve:  # the newest row of each (K, seed)
+        latest[(r.get("train_per_class"), r.get("seed"))] = r
+    keys = {k for k, _ in latest} | {r.get("train_per_class") for r in rows}
+    table = []
+    for k in sorted(keys, key=lambda k: float("inf") if k is None else k):
+        accs = [r["accuracy"] for (kk, _), r in latest.items() if kk == k]
+        n = [r.get("n_train") for (kk, _), r in latest.items() if kk == k]
+
+        def pick(pred):
+            found = [r for r in rows if r.get("train_per_class") == k and pred(r)]
+            return found[-1]["accuracy"] if found else None
+
+        table.append({
+            "per_class": k, "n_train": int(np.mean(n)) if n else None,
+            "logreg": float(np.mean(accs)) if accs else None, "logreg_std": float(np.std(accs)) if accs else None,
+            "seeds": len(accs),
+            "finetune": pick(lambda r: r.get("method") == "finetune" and r.get("unfreeze") != "all"
+                             and r.get("tta") in (None, "none")),
+            "small_cnn": pick(lambda r: r.get("method") == "scratch" and r.get("backbone") == SMALL_CNN)})
+    return [t for t in table if t["logreg"] is not None or t["per_class"] is not None]
+
+
+def plot_few_shot(table: list[dict], dataset: str, path) -> bool:
+    """Test accuracy against training images per class (log scale), one line per method."""
+    from matplotlib.figure import Figure
+
+    points = [t for t in table if t["per_class"] is not None]
+    if not points:
+        return False
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    ks = [t["per_class"] for t in points]
+    lr = [(k, t["logreg"], t["logreg_std"]) for k, t in zip(ks, points) if t["logreg"] is not None]
+    if lr:
+        ax.errorbar([p[0] for p in lr], [p[1] for p in lr], yerr=[p[2] for p in lr], fmt="o-", capsize=3,
+                    label=f"frozen features + logreg (mean, std of {max(t['seeds'] for t in points)} subsamples)")
+    for key, name in (("finetune", "fine-tuning (last 40 layers)"), ("small_cnn", "small CNN from scratch")):
+        xs = [(k, t[key]) for k, t in zip(ks, points) if t[key] is not None]
+        if xs:
+            ax.plot(*zip(*xs), "s--", label=name)
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    ax.set_xticks(ks)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("training images per class (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{dataset}: learning curve")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -216,59 +324,96 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def markdown(rows: list[dict], plots: dict, env: dict, source_note: str) -> str:
+def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = None) -> list[str]:
+    """One dataset's part of RESULTS.md (Markdown lines): its table, the method chosen on
+    validation and its test figure, time to accuracy against the small CNN's plateau, and
+    the learning curve. ``rows`` are :func:`latest_rows`; ``curve`` :func:`curve_rows`.
+    """
+    lines: list[str] = []
+    everything = [r for r in rows if r["dataset"] == dataset]
+    chosen = [r for r in everything if not r.get("train_per_class")]  # all training images
+    lines += [f"## {dataset}", "",
+              "| method | backbone | px | epochs | training s | s/epoch | val accuracy | test accuracy "
+              "| macro precision | macro recall | macro F1 | test images |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in chosen:
+        lines.append(f"| {label(r)} | {r.get('backbone')} | {r.get('image_size')} | "
+                     f"{r.get('epochs_run') or '-'} | {_fmt(r.get('total_seconds'), '.1f')} | "
+                     f"{_fmt(r.get('seconds_per_epoch'), '.1f')} | {_fmt(val_accuracy(r), '.4f')} | "
+                     f"{r['accuracy']:.4f} | {r['precision_macro']:.4f} | {r['recall_macro']:.4f} | "
+                     f"{r['f1_macro']:.4f} | {r.get('n_test')} |")
+    if not chosen:
+        chosen = everything
+    scored = [r for r in chosen if val_accuracy(r) is not None]
+    if scored:  # "how high can you get?": the method is chosen on val; its test figure is reported once
+        best = max(scored, key=lambda r: (val_accuracy(r), -float(r.get("total_seconds") or 0)))
+        lines += ["", f"How high: chosen on validation accuracy, {label(best)} on {best.get('backbone')} "
+                      f"(val {val_accuracy(best):.4f}) scored test accuracy {best['accuracy']:.4f}, macro "
+                      f"precision {best['precision_macro']:.4f}. Per class: "
+                  + ", ".join(f"{c} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
+        if best.get("method") == "ensemble":
+            lines.append("(An ensemble's validation accuracy is that of the set chosen on it, so it is "
+                         "optimistic; its test figure is not.)")
+    else:
+        best = max(chosen, key=lambda r: r["precision_macro"])
+        lines += ["", f"Highest macro precision: {best['precision_macro']:.4f} ({label(best)}, accuracy "
+                      f"{best['accuracy']:.4f}); no run records a validation accuracy to choose by. Per class: "
+                  + ", ".join(f"{c} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
+    by_method = {r["method"]: r for r in chosen}
+    tuned, scratch = by_method.get("finetune"), by_method.get("scratch")
+    tuned = next((r for r in chosen if r["method"] == "finetune" and r.get("unfreeze") != "all"), tuned)
+    if tuned:  # the same network from scratch, where there is one, against the fine-tune
+        scratch = next((r for r in chosen if r["method"] == "scratch" and r.get("backbone") == tuned.get(
+            "backbone")), scratch)
+    frozen = max((r for r in chosen if r["method"] == "frozen-features"), key=lambda r: r["accuracy"],
+                 default=None)
+    if tuned and scratch:
+        lines.append(f"Training time: fine-tuning {tuned['total_seconds']:.0f} s "
+                     f"({tuned['seconds_per_epoch']:.1f} s/epoch) against {scratch['total_seconds']:.0f} s "
+                     f"from scratch ({scratch['seconds_per_epoch']:.1f} s/epoch, "
+                     f"{scratch['seconds_per_epoch'] / tuned['seconds_per_epoch']:.1f}x per epoch), for test "
+                     f"accuracy {tuned['accuracy']:.4f} against {scratch['accuracy']:.4f}.")
+    plateau, table = time_to_accuracy(chosen)
+    if table:
+        target = f"the small CNN's plateau ({plateau:.4f})" if plateau is not None else "the small CNN's plateau"
+        lines += ["", "Time to accuracy (validation; frozen features: the accuracy their settings were "
+                      "chosen on):", "",
+                  f"| method | best val accuracy | seconds to it | seconds to reach {target} |",
+                  "|---|---|---|---|"]
+        for item in table:
+            reach = ("no small CNN run" if plateau is None else
+                     f"{item['seconds_to_plateau']:.1f}" if item["seconds_to_plateau"] is not None
+                     else "never reached")
+            lines.append(f"| {item['label']} | {item['best']:.4f} | {item['seconds_to_best']:.1f} | {reach} |")
+        lines.append("")
+    if frozen and tuned:
+        lines.append(f"The most accurate frozen-features head, {frozen['head']}, took {frozen['total_seconds']:.0f} s, extraction "
+                     f"included ({tuned['total_seconds'] / frozen['total_seconds']:.1f}x less than "
+                     f"fine-tuning), for accuracy {frozen['accuracy']:.4f}.")
+    table = few_shot_table(everything, [r for r in curve or [] if r.get("dataset") == dataset])
+    if any(t["per_class"] is not None for t in table):
+        lines += ["", "Learning curve: test accuracy against training images per class (the same test "
+                      "images; logistic regression on Lite0's embeddings, mean and standard deviation over "
+                      "seeded subsamples, its settings chosen by cross-validation on the K images alone):", "",
+                  "| images per class | training images | frozen features + logreg | fine-tuning | "
+                  "small CNN from scratch |", "|---|---|---|---|---|"]
+        for t in table:
+            lr = (f"{t['logreg']:.4f} ± {t['logreg_std']:.4f} ({t['seeds']})" if t["logreg"] is not None
+                  else "-")
+            lines.append(f"| {'all' if t['per_class'] is None else t['per_class']} | {_fmt(t['n_train'], 'd')} | "
+                         f"{lr} | {_fmt(t['finetune'], '.4f')} | {_fmt(t['small_cnn'], '.4f')} |")
+    lines.append("")
+    return lines
+
+
+def markdown(rows: list[dict], plots: dict, env: dict, source_note: str, curve: list[dict] | None = None) -> str:
     """RESULTS.md: the tables, the course's two answers computed from the rows, the plots."""
     lines = ["# Results", "",
              f"Made by `python report.py` from `runs/results.jsonl` on {env['date']}: {env['cores']} CPU cores "
              f"({env['cpu']}), {env['gpus']} GPU, Python {env['python']}, TensorFlow {env['tensorflow']}, "
              f"scikit-learn {env['scikit-learn']}. {source_note}", ""]
     for dataset in sorted({r["dataset"] for r in rows}):
-        chosen = [r for r in rows if r["dataset"] == dataset]
-        lines += [f"## {dataset}", "",
-                  "| method | backbone | px | epochs | training s | s/epoch | test accuracy | macro precision "
-                  "| macro recall | macro F1 | test images |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in chosen:
-            lines.append(f"| {label(r)} | {r.get('backbone')} | {r.get('image_size')} | "
-                         f"{r.get('epochs_run') or '-'} | {_fmt(r.get('total_seconds'), '.1f')} | "
-                         f"{_fmt(r.get('seconds_per_epoch'), '.1f')} | {r['accuracy']:.4f} | "
-                         f"{r['precision_macro']:.4f} | {r['recall_macro']:.4f} | {r['f1_macro']:.4f} | "
-                         f"{r.get('n_test')} |")
-        best = max(chosen, key=lambda r: r["precision_macro"])
-        lines += ["", f"Highest macro precision: {best['precision_macro']:.4f} ({label(best)}, accuracy "
-                      f"{best['accuracy']:.4f}). Per class: "
-                  + ", ".join(f"{c} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
-        by_method = {r["method"]: r for r in chosen}
-        tuned, scratch = by_method.get("finetune"), by_method.get("scratch")
-        if tuned:  # the same network from scratch, where there is one, against the fine-tune
-            scratch = next((r for r in chosen if r["method"] == "scratch" and r.get("backbone") == tuned.get(
-                "backbone")), scratch)
-        frozen = max((r for r in chosen if r["method"] == "frozen-features"), key=lambda r: r["accuracy"],
-                     default=None)
-        if tuned and scratch:
-            lines.append(f"Training time: fine-tuning {tuned['total_seconds']:.0f} s "
-                         f"({tuned['seconds_per_epoch']:.1f} s/epoch) against {scratch['total_seconds']:.0f} s "
-                         f"from scratch ({scratch['seconds_per_epoch']:.1f} s/epoch, "
-                         f"{scratch['seconds_per_epoch'] / tuned['seconds_per_epoch']:.1f}x per epoch), for test "
-                         f"accuracy {tuned['accuracy']:.4f} against {scratch['accuracy']:.4f}.")
-        plateau, table = time_to_accuracy(chosen)
-        if table:
-            target = f"the small CNN's plateau ({plateau:.4f})" if plateau is not None else "the small CNN's plateau"
-            lines += ["", "Time to accuracy (validation; frozen features: the accuracy their settings were "
-                          "chosen on):", "",
-                      f"| method | best val accuracy | seconds to it | seconds to reach {target} |",
-                      "|---|---|---|---|"]
-            for item in table:
-                reach = ("no small CNN run" if plateau is None else
-                         f"{item['seconds_to_plateau']:.1f}" if item["seconds_to_plateau"] is not None
-                         else "never reached")
-                lines.append(f"| {item['label']} | {item['best']:.4f} | {item['seconds_to_best']:.1f} | {reach} |")
-            lines.append("")
-        if frozen and tuned:
-            lines.append(f"The most accurate frozen-features head, {frozen['head']}, took {frozen['total_seconds']:.0f} s, extraction "
-                         f"included ({tuned['total_seconds'] / frozen['total_seconds']:.1f}x less than "
-                         f"fine-tuning), for accuracy {frozen['accuracy']:.4f}.")
-        lines.append("")
+        lines += dataset_section(dataset, rows, curve)
     lines += ["## Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()] + [""]
     return "\n".join(lines)
 
@@ -352,7 +497,9 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     """
     from .errors import UsageError
 
-    rows = latest_rows(usable_rows(runs.read_results(results_dir)))
+    table = runs.read_results(results_dir)
+    curve = curve_rows(table)
+    rows = latest_rows(usable_rows([r for r in table if r.get("method") != CURVE]))
     if not rows:
         raise UsageError(f"{results_dir}/{runs.RESULTS_FILE} holds no results; run classify.py or finetune.py first")
     out = Path(out)
@@ -361,15 +508,20 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     accuracy_png, precision_png = plots_dir / "accuracy_vs_time.png", plots_dir / "per_class_precision.png"
     if map_method not in MAP_METHODS:
         raise UsageError(f"{{map}} {map_method}: choose {', '.join(MAP_METHODS)}")
-    plot_accuracy_vs_time(rows, accuracy_png)
-    plot_per_class_precision(rows, precision_png)
+    full = [r for r in rows if not r.get("train_per_class")] or rows  # runs on every training image
+    plot_accuracy_vs_time(full, accuracy_png)
+    plot_per_class_precision(full, precision_png)
     plots = [("accuracy against training time", accuracy_png), ("per-class precision", precision_png)]
     for dataset in sorted({r["dataset"] for r in rows}):
         png = plots_dir / f"time_to_accuracy_{dataset}.png"
-        if plot_time_to_accuracy([r for r in rows if r["dataset"] == dataset], png):
+        if plot_time_to_accuracy([r for r in rows if r["dataset"] == dataset and not r.get("train_per_class")], png):
             plots.append((f"{dataset}: validation accuracy against training seconds", png))
+        png = plots_dir / f"learning_curve_{dataset}.png"
+        mine = [r for r in rows if r["dataset"] == dataset]
+        if plot_few_shot(few_shot_table(mine, [r for r in curve if r.get("dataset") == dataset]), dataset, png):
+            plots.append((f"{dataset}: test accuracy against training images per class", png))
     for dataset in sorted({r["dataset"] for r in rows}) if map_method != "none" else []:
-        heads = [r for r in rows if r["dataset"] == dataset and r.get("method") == "frozen-features"]
+        heads = [r for r in full if r["dataset"] == dataset and r.get("method") == "frozen-features"]
         if heads:
             best = max(heads, key=lambda r: r["accuracy"])
             try:
@@ -380,7 +532,7 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
             plots.append((f"{dataset}: test embeddings of {best.get('backbone')}, {best.get('head')}'s "
                           "mistakes circled", png))
     rel = {name: os.path.relpath(p, out.parent) for name, p in plots}
-    text = markdown(rows, rel, environment(), source_note)
+    text = markdown(rows, rel, environment(), source_note, curve)
     return runs.write_output(out, lambda f: f.write(text), param="out")
 
 

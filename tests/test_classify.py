@@ -32,7 +32,8 @@ def test_run_writes_folder_row_and_json(cache, tmp_path, capsys):
     assert set(result["metrics"]["per_class"]) == {"ant", "bee", "cow"}
     folder = out_dir / result["run_dir"].split("/")[-1]
     assert sorted(p.name for p in folder.iterdir()) == [
-        "config.json", "confusion.png", "head.skops", "metrics.json", "predictions.csv", "report.txt"]
+        "config.json", "confusion.png", "head.skops", "metrics.json", "predictions.csv", "probabilities.npz",
+        "report.txt"]
     assert "bee" in (folder / "report.txt").read_text()
     assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     rows = runs.read_results(out_dir)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import classify
+import ensemble
 import export
 import extract
 import finetune
@@ -46,7 +47,7 @@ def test_flags_of_another_script_and_positionals_render_as_flags():
         "--model forest: unknown"
 
 
-@pytest.mark.parametrize("script", [extract, classify, finetune, predict, report, export])
+@pytest.mark.parametrize("script", [extract, classify, finetune, predict, report, export, ensemble])
 def test_help_states_each_default_once_and_never_for_a_switch(script):
     text = script.build_parser().format_help()
     assert "(default: True)" not in text and "(default: False)" not in text and "(default: None)" not in text
@@ -56,7 +57,7 @@ def test_help_states_each_default_once_and_never_for_a_switch(script):
 
 def test_finetune_help_is_right_about_augmentation_and_size():
     text = " ".join(finetune.build_parser().format_help().split())
-    assert "--no-augment no random flip, rotation and zoom of the training images --cache-frozen" in text
+    assert "--no-augment no random changes of the training images (--augment is ignored) --cache-frozen" in text
     assert "input size (default: the backbone's own) --unfreeze" in text
     assert "--split SPLIT train,val,test fractions of the stratified split made where the source has none " \
            "(default: 0.7,0.15,0.15)" in text

@@ -38,7 +38,7 @@ def test_scratch_epoch_writes_every_output(pets, tmp_path, capsys):
     folder = tmp_path / result["run_dir"].split("/")[-1]
     assert sorted(p.name for p in folder.iterdir()) == [
         "config.json", "confusion.png", "curves.png", "history.csv", "metrics.json", "model.keras",
-        "predictions.csv", "report.txt", "tensorboard"]
+        "predictions.csv", "probabilities.npz", "report.txt", "tensorboard"]
     with open(folder / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert [h["phase"] for h in history] == ["scratch"] and float(history[0]["seconds"]) > 0

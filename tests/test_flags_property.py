@@ -85,7 +85,7 @@ DATA_FLAGS = ["--split", "--seed", "--max-per-class", "--max-pixels", "--tfds-di
 
 @SETTINGS
 @given(flags=_flags(DATA_FLAGS + ["--backbone", "--weights", "--image-size", "--pooling", "--batch-size",
-                                  "--shard", "--merge"]))
+                                  "--shard", "--merge", "--tta"]))
 def test_extract_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("features.extraction._extract", _reach)
@@ -96,7 +96,8 @@ def test_extract_flags(flags, photos, tmp_path, capsys, monkeypatch):
 @SETTINGS
 @given(flags=_flags(DATA_FLAGS + ["--backbone", "--weights", "--image-size", "--unfreeze", "--binary-output",
                                   "--epochs", "--head-epochs", "--lr", "--head-lr", "--scratch-lr", "--batch-size", "--distribute",
-                                  "--schedule", "--warmup-epochs", "--weight-decay",
+                                  "--schedule", "--warmup-epochs", "--weight-decay", "--augment",
+                                  "--label-smoothing", "--train-per-class", "--tta",
                                   "--patience", "--precision"]))
 def test_finetune_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -118,12 +119,12 @@ def test_classify_flags(flags, cache, tmp_path, capsys, monkeypatch):
 class _Predictor:
     class_names = ["cat", "dog"]
 
-    def predict(self, paths, batch_size):
+    def predict(self, paths, batch_size, tta="none"):
         return np.arange(len(paths)), np.full((len(paths), 2), 0.5), []
 
 
 @SETTINGS
-@given(flags=_flags(["--top-k", "--batch-size", "--csv"]))
+@given(flags=_flags(["--top-k", "--batch-size", "--csv", "--tta", "--ensemble"]))
 def test_predict_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("features.prediction.load_predictor", lambda run_dir: _Predictor())
@@ -144,6 +145,17 @@ def test_report_flags(flags, tmp_path, capsys, monkeypatch):
                                            "per_class": {"cat": {"precision": 0.9}}})
     argv = ["--results", str(tmp_path / "runs"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(report.main, argv, capsys, "report.py")
+
+
+@SETTINGS
+@given(flags=_flags(["--select", "--max-members", "--out"]))
+def test_ensemble_flags(flags, tmp_path, capsys, monkeypatch):
+    import ensemble
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("features.ensemble.load_member", _reach)
+    argv = [str(tmp_path / "a"), str(tmp_path / "b"), "-q", *[f"{k}={v}" for k, v in flags]]
+    _run(ensemble.main, argv, capsys, "ensemble.py")
 
 
 @SETTINGS
