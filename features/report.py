@@ -176,14 +176,20 @@ def plot_time_to_accuracy(rows: list[dict], path) -> bool:
     if plateau is not None:
         ax.axhline(plateau, color="grey", linestyle="--", linewidth=1, label=f"small CNN's plateau {plateau:.3f}")
     ax.set_xscale("log")
-    ax.set_xlabel("training seconds (log scale; extraction included for frozen features)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(f"{rows[0].get('dataset')}: time to accuracy")
+    _finish(fig, ax, path, "training seconds (log scale; extraction included for frozen features)",
+            "validation accuracy", f"{rows[0].get('dataset')}: time to accuracy", legend_size=7)
+    return True
+
+
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, legend_size: int = 8) -> None:
+    """Labels, grid and legend of a one-panel plot, then the PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=legend_size, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    return True
 
 
 def few_shot_table(rows: list[dict], curve: list[dict]) -> list[dict]:
@@ -240,13 +246,7 @@ def plot_few_shot(table: list[dict], dataset: str, path) -> bool:
     ax.set_xticks(ks)
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("training images per class (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{dataset}: learning curve")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _finish(fig, ax, path, "training images per class (log scale)", "test accuracy", f"{dataset}: learning curve")
     return True
 
 

@@ -117,9 +117,38 @@ def test_time_to_accuracy_against_the_small_cnns_plateau(tmp_path, capsys):
                         "none"]) == 0
     text = md.read_text()
     assert "| method | best val accuracy | seconds to it | seconds to reach the small CNN's plateau (0.8000) |" in text
-    assert "| frozen features + logreg | 0.8800 | 20.0 | 20.0 |" in text
-    assert "| finetune | 0.9300 | 90.0 | 60.0 |" in text
+    assert "| frozen features + logreg on toy | 0.8800 | 20.0 | 20.0 |" in text
+    assert "| finetune on toy | 0.9300 | 90.0 | 60.0 |" in text
     assert "| scratch (small_cnn) | 0.8000 | 200.0 | 200.0 |" in text
     assert "| scratch (toy) | 0.3500 | 400.0 | never reached |" in text
     assert (plots / "time_to_accuracy_pets.png").read_bytes()[:4] == b"\x89PNG"
     assert "against 400 s from scratch" in text  # the fine-tune is compared with its own network from scratch
+
+
+def test_how_high_is_chosen_on_validation_and_the_learning_curve_is_tabled(tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    # the test figure would pick the plain fine-tune; validation picks the recipe, and its test figure is reported
+    runs.append_result(out_dir, {**_row("finetune", "dense128", 0.97, 100.0, per_epoch=10.0), "val_accuracy": 0.90,
+                                 "unfreeze": "40"})
+    runs.append_result(out_dir, {**_row("finetune", "dense128", 0.93, 200.0, per_epoch=20.0), "val_accuracy": 0.95,
+                                 "unfreeze": "all", "schedule": "cosine", "label_smoothing": 0.1, "tta": "flip",
+                                 "augment": "strong", "weight_decay": 0.05})
+    runs.append_result(out_dir, {**_row("finetune", "dense128", 0.55, 10.0, per_epoch=1.0), "val_accuracy": 0.99,
+                                 "unfreeze": "40", "train_per_class": 5})  # few-shot: not a candidate
+    runs.append_result(out_dir, {**_row("scratch", "dense128", 0.5, 30.0, per_epoch=3.0), "backbone": "small_cnn",
+                                 "train_per_class": 5})
+    for seed, acc in enumerate((0.6, 0.7)):
+        runs.append_result(out_dir, {"dataset": "pets", "backbone": "toy", "method": "learning-curve",
+                                     "train_per_class": 5, "seed": seed, "n_train": 10, "accuracy": acc})
+    runs.append_result(out_dir, {"dataset": "pets", "backbone": "toy", "method": "learning-curve",
+                                 "train_per_class": None, "seed": 0, "n_train": 40, "accuracy": 0.9})
+    md, plots = tmp_path / "R.md", tmp_path / "plots"
+    assert report.main(["--results", str(out_dir), "--out", str(md), "--plots-dir", str(plots), "--map", "none"]) == 0
+    text = md.read_text()
+    assert ("How high: chosen on validation accuracy, finetune (all layers, cosine, AdamW, smoothing 0.1, "
+            "RandAugment, flip TTA) on toy (val 0.9500) scored test accuracy 0.9300") in text
+    assert "| finetune | toy | 32 | 3 | 100.0 | 10.0 | 0.9000 | 0.9700 |" in text
+    assert "| 0.5500 |" not in text.split("Learning curve")[0]  # few-shot runs stay out of the main table
+    assert "| 5 | 10 | 0.6500 ± 0.0500 (2) | 0.5500 | 0.5000 |" in text
+    assert "| all | 40 | 0.9000 ± 0.0000 (1) | 0.9700 | - |" in text
+    assert (plots / "learning_curve_pets.png").read_bytes()[:4] == b"\x89PNG"
