@@ -6,8 +6,8 @@ examples:
 
 Each run folder of classify.py and finetune.py holds its validation and test probabilities
 (probabilities.npz), so nothing is decoded again. --select val chooses the members greedily
-on the validation split (start from the best run, add the one that raises the validation
-accuracy most, while one does); the test split is scored once, for the chosen set. Appends
+on the validation split (start from the best run, add the one that improves the average's
+validation accuracy most, ties broken by log loss, while one does); the test split is scored once, for the chosen set. Appends
 one row (method "ensemble") to --out/results.jsonl and writes a run folder.
 """
 

@@ -110,8 +110,8 @@ def select(members: list[Member], max_members: int | None = None) -> list[int]:
     """Greedy forward selection on the validation split (Caruana et al., 2004, without repeats).
 
     Start from the member of best validation accuracy (ties: lower validation log loss);
-    add the member whose addition raises the validation accuracy of the average most, while
-    one does. Returns the chosen members' positions, in the order chosen.
+    add the member whose addition improves the average most (validation accuracy, ties:
+    lower log loss), while one does. Returns the chosen members' positions, in the order chosen.
     """
     _, labels, probas = aligned(members, "val")
 
