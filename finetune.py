@@ -12,7 +12,7 @@ The model: backbone -> GlobalAveragePooling2D -> Dense(128, relu) -> Dropout(0.1
 Pretrained: the head trains first on the frozen base (--head-epochs, --head-lr), then the
 last --unfreeze layers train at --lr (BatchNormalization stays frozen, the base runs in
 inference mode). --weights none trains every layer from scratch at --scratch-lr. Early
-stopping on validation loss keeps the best weights. The train/val/test split is the one
+stopping on validation loss (or accuracy, --monitor) keeps the best weights. The train/val/test split is the one
 extract.py records for the same data flags, so the test images are the same.
 Each run writes a folder under --out and appends one row to --out/results.jsonl.
 """
@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--head-lr", type=float, default=1e-3, help="Adam learning rate of the head phase")
     train.add_argument("--scratch-lr", type=float, default=1e-3, help="Adam learning rate from scratch")
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--patience", type=int, default=3, help="epochs without a better val loss before stopping")
+    train.add_argument("--patience", type=int, default=3,
+                       help="epochs without a better --monitor figure before stopping")
+    train.add_argument("--monitor", default="val_loss", choices=("val_loss", "val_accuracy"),
+                       help="what early stopping and the kept weights go by: the validation loss, or the validation "
+                            "accuracy (ties to the lower loss; for networks from scratch, whose loss swings early)")
     train.add_argument("--no-augment", dest="augment", action="store_false",
                        help="no random changes of the training images (--augment is ignored)")
     train.add_argument("--cache-frozen", action="store_true",
@@ -94,7 +98,7 @@ def _body(args) -> None:
         augment=args.augment, cache_frozen=args.cache_frozen, precision=args.precision,
         distribute=args.distribute, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         weight_decay=args.weight_decay, augmentation=args.augmentation, label_smoothing=args.label_smoothing,
-        tta=args.tta, train_per_class=args.train_per_class, seed=args.seed))
+        tta=args.tta, train_per_class=args.train_per_class, monitor=args.monitor, seed=args.seed))
     source, _ = load_data(args)
     from features.finetuning import finetune
     from features.metrics import summary_line

@@ -16,6 +16,7 @@ from .errors import UsageError
 HEAD_UNITS = 128
 DISTRIBUTE = ("none", "mirrored")
 SCHEDULES = ("constant", "cosine")
+MONITORS = ("val_loss", "val_accuracy")
 AUGMENTATIONS = ("standard", "strong")
 HEAD_DROPOUT = 0.1
 
@@ -36,6 +37,7 @@ class TrainConfig:
     scratch_lr: float = 1e-3
     batch_size: int = 32
     patience: int = 3
+    monitor: str = "val_loss"  # what early stopping and the kept weights go by: or "val_accuracy"
     augment: bool = True
     augmentation: str = "standard"  # "strong": flip and RandAugment (with augment True)
     label_smoothing: float = 0.0  # the targets: 1 - s on the true class, s spread over all classes
@@ -108,6 +110,8 @@ def check_settings(config: TrainConfig) -> TrainConfig:
     if not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and math.isfinite(smoothing)
             and 0 <= smoothing < 1):
         raise UsageError(f"{{label_smoothing}} {smoothing}: give a number from 0 (none) to below 1, e.g. 0.1")
+    if config.monitor not in MONITORS:
+        raise UsageError(f"{{monitor}} {config.monitor}: choose {' or '.join(MONITORS)}")
     if config.augmentation not in AUGMENTATIONS:
         raise UsageError(f"{{augmentation}} {config.augmentation}: choose {' or '.join(AUGMENTATIONS)}")
     from .backbones import check_tta

@@ -291,7 +291,8 @@ def plot_history(path, history: list[dict], title: str = "") -> None:
 
 def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path, verbose: int = 1,
           log_dir=None) -> dict:
-    """Run the phases and leave the best weights (lowest validation loss) in ``model``.
+    """Run the phases and leave the best weights (lowest validation loss, or with ``monitor``
+    "val_accuracy" the highest validation accuracy) in ``model``.
 
     Phases: from scratch, one phase with everything trainable at ``scratch_lr``.
     Pretrained: the head alone on the frozen base at ``head_lr`` (``unfreeze`` "0" stops
@@ -308,8 +309,14 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
     history: list[dict] = []
     start = time.perf_counter()
 
+    by_accuracy = config.monitor == "val_accuracy"
+    # Keras' name for the validation accuracy of this output, which the callbacks watch
+    watched = ("val_binary_accuracy" if sigmoid else "val_sparse_categorical_accuracy") if by_accuracy else "val_loss"
+
     def best_so_far():
         scored = [row for row in history if row["val_loss"] is not None and np.isfinite(row["val_loss"])]
+        if by_accuracy:  # the highest validation accuracy, ties to the lower validation loss
+            return max(scored, key=lambda row: (row["val_accuracy"], -row["val_loss"])) if scored else None
         return min(scored, key=lambda row: row["val_loss"]) if scored else None
 
     def fit(phase: str, epochs: int, lr: float, scheduled: bool = False):
@@ -319,11 +326,12 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
         best = best_so_far()
         callbacks = [
             EpochTimer(phase, history, start),
-            keras.callbacks.EarlyStopping("val_loss", patience=config.patience),
+            keras.callbacks.EarlyStopping(watched, patience=config.patience, mode="max" if by_accuracy else "min"),
             # Only an epoch better than every earlier phase's best replaces the checkpoint.
-            keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor="val_loss", save_best_only=True,
-                                            save_weights_only=True,
-                                            initial_value_threshold=best["val_loss"] if best else None),
+            keras.callbacks.ModelCheckpoint(str(checkpoint_path), monitor=watched, save_best_only=True,
+                                            save_weights_only=True, mode="max" if by_accuracy else "min",
+                                            initial_value_threshold=best["val_accuracy" if by_accuracy else
+                                                                         "val_loss"] if best else None),
         ]
         if log_dir is not None:
             callbacks += [LearningRateLog(), keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]

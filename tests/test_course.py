@@ -221,3 +221,18 @@ def test_course_benchmark_runs_every_step_on_a_tiny_folder(tmp_path, capsys):
     assert methods[-1] == "ensemble" and "chosen on val" in out
     recipe = next(r for r in rows if r.get("tta") == "flip" and r["method"] == "finetune")
     assert recipe["augment"] == "strong" and recipe["unfreeze"] == "all" and recipe["schedule"] == "cosine"
+
+
+def test_monitor_val_accuracy_keeps_the_most_accurate_epoch(pets, tmp_path, capsys):
+    with pytest.raises(UsageError, match="monitor val_f1: choose val_loss or val_accuracy"):
+        check_settings(TrainConfig(monitor="val_f1"))
+    code = finetune.main(["--data-dir", str(pets), "--out", str(tmp_path), "--json", "--backbone", "small_cnn",
+                          "--weights", "none", "--monitor", "val_accuracy", "--patience", "2",
+                          *[a if a != "1" else "3" for a in TINY]])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    row = last_json(out)
+    with open(Path(row["run_dir"]) / "history.csv") as f:
+        history = [line.split(",") for line in f.read().splitlines()[1:]]
+    accs = [(float(h[7]), -float(h[6])) for h in history]
+    assert row["best_epoch"] == 1 + accs.index(max(accs))

@@ -97,7 +97,7 @@ def test_extract_flags(flags, photos, tmp_path, capsys, monkeypatch):
 @given(flags=_flags(DATA_FLAGS + ["--backbone", "--weights", "--image-size", "--unfreeze", "--binary-output",
                                   "--epochs", "--head-epochs", "--lr", "--head-lr", "--scratch-lr", "--batch-size", "--distribute",
                                   "--schedule", "--warmup-epochs", "--weight-decay", "--augment",
-                                  "--label-smoothing", "--train-per-class", "--tta",
+                                  "--label-smoothing", "--train-per-class", "--tta", "--monitor",
                                   "--patience", "--precision"]))
 def test_finetune_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
