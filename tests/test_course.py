@@ -207,8 +207,8 @@ def test_course_benchmark_runs_every_step_on_a_tiny_folder(tmp_path, capsys):
                             "--seeds", "2", "--small-cnn-epochs", "2", "--small-cnn-patience", "1",
                             "--finetune-epochs", "1", "--recipe-epochs", "2", "--scratch-epochs", "1",
                             "--few-shot", "2", "--embeddings", str(tmp_path / "emb"), "--out",
-                            str(tmp_path / "runs"), "--steps", "features", "curve", "small-cnn", "recipe",
-                            "few-shot", "ensemble"])
+                            str(tmp_path / "runs"), "--steps", "features", "curve", "small-cnn", "few-shot",
+                            "ensemble"])
     finally:
         course.FEATURES = monkey
     out = capsys.readouterr().out
@@ -219,8 +219,8 @@ def test_course_benchmark_runs_every_step_on_a_tiny_folder(tmp_path, capsys):
     assert methods.count("scratch") == 1 + 1  # the small CNN, and again on 2 per class
     assert sum(1 for r in rows if r.get("train_per_class") == 2 and r["method"] != "learning-curve") == 2
     assert methods[-1] == "ensemble" and "chosen on val" in out
-    recipe = next(r for r in rows if r.get("tta") == "flip" and r["method"] == "finetune")
-    assert recipe["augment"] == "strong" and recipe["unfreeze"] == "all" and recipe["schedule"] == "cosine"
+    recipe = course.configs(course.build_parser().parse_args([]))["recipe"]  # trained in the test above
+    assert recipe["augmentation"] == "strong" and recipe["unfreeze"] == "all" and recipe["tta"] == "flip"
 
 
 def test_monitor_val_accuracy_keeps_the_most_accurate_epoch(pets, tmp_path, capsys):
