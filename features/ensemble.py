@@ -148,7 +148,7 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
         raise UsageError("an ensemble needs at least two different run folders")
     chosen = select(members, max_members) if selection == "val" else list(range(len(members)))
     picked = [members[i] for i in chosen]
-    _, val_labels, val_probas = aligned(picked, "val")
+    val_ids, val_labels, val_probas = aligned(picked, "val")
     ids, labels, probas = aligned(picked, "test")
     proba = np.mean(probas, axis=0)
     names = picked[0].class_names
@@ -175,8 +175,7 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
             "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
             "run_dir": str(run.final),
         }
-        write_probabilities(run.path / PROBABILITIES, names, val=(aligned(picked, "val")[0], val_labels,
-                                                                  np.mean(val_probas, axis=0)),
+        write_probabilities(run.path / PROBABILITIES, names, val=(val_ids, val_labels, np.mean(val_probas, axis=0)),
                             test=(ids, labels, proba))
         (run.path / "report.txt").write_text(metrics.report_text(labels, proba, names))
         runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "members_report": report})
