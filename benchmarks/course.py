@@ -13,8 +13,8 @@ Steps, per dataset, every run scored on the same test split and appended to
               train by cross-validation; extraction counted in the seconds)
   curve       the learning curve of logistic regression on Lite0's embeddings: K training
               images per class (5, 10, 20, 50, 100, all), --seeds subsamples each
-  small-cnn   the course's small CNN from scratch, trained until validation loss stops
-              improving (--small-cnn-patience epochs without a better one)
+  small-cnn   the course's small CNN from scratch, trained until validation accuracy stops
+              improving (--small-cnn-patience epochs without a better one; --small-cnn-monitor)
   frozen-in-graph, finetune
               the course's model: head on the frozen Lite0, then its last 40 layers at 1e-4
   recipe      whole-network fine-tuning of Lite0 with the modern recipe: warm-up then cosine
@@ -55,9 +55,10 @@ def build_parser():
     p.add_argument("--seeds", type=int, default=5, help="subsamples per point of the learning curve")
     p.add_argument("--small-cnn-epochs", type=int, default=60, help="at most this many; early stopping ends it")
     p.add_argument("--small-cnn-patience", type=int, default=8)
-    p.add_argument("--small-cnn-monitor", default="val_loss", choices=("val_loss", "val_accuracy"),
-                   help="what the small CNN's early stopping goes by (RESULTS.md: val_loss; on cats vs dogs its "
-                        "validation loss swung while its accuracy had not yet left chance, and stopped it at epoch 9)")
+    p.add_argument("--small-cnn-monitor", default="val_accuracy", choices=("val_loss", "val_accuracy"),
+                   help="what the small CNN's early stopping and kept weights go by (with val_loss, on cats vs "
+                        "dogs its validation loss swung while its accuracy had not yet left chance, and stopped it "
+                        "at epoch 9)")
     p.add_argument("--scratch-epochs", type=int, default=3)
     p.add_argument("--finetune-epochs", type=int, default=6)
     p.add_argument("--recipe-epochs", type=int, default=6)
