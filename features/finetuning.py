@@ -2,8 +2,8 @@
 
 :func:`finetune` calls each step once: :func:`~features.train_config.resolve_config`
 (every check, before any work), :func:`build`, :func:`fit` (on images, or on the frozen
-prefix's cached activations), :func:`score`, :func:`write_run_files` and
-:func:`results_row`.
+prefix's cached activations), :func:`score` (and :func:`predict_rows` on validation),
+:func:`write_run_files` and :func:`results_row`.
 """
 
 from __future__ import annotations
@@ -176,6 +176,12 @@ def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folde
     return result
 
 
+def predict_rows(model, config: TrainConfig, source: DataSource, rows) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows that decoded, their class probabilities), with the config's test-time augmentation."""
+    return training.probabilities(model, indexed_batches(source, rows, config.image_size, config.batch_size),
+                                  config.tta)
+
+
 def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np.ndarray, np.ndarray, dict]:
     """Score the model once on the test rows (with the config's test-time augmentation).
 
@@ -183,8 +189,7 @@ def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np
         (rows, probabilities, scores): the test rows that decoded, their class
         probabilities, and :func:`metrics.score`'s figures.
     """
-    index, proba = training.probabilities(model, indexed_batches(source, test_rows, config.image_size,
-                                                                 config.batch_size), config.tta)
+    index, proba = predict_rows(model, config, source, test_rows)
     if not np.isfinite(proba).all():
         rates = "{scratch_lr}" if config.scratch else "{lr} and {head_lr}"
         raise UsageError(f"training diverged: the model's outputs are NaN or infinite; lower {rates} "
@@ -193,24 +198,18 @@ def score(model, config: TrainConfig, source: DataSource, test_rows) -> tuple[np
 
 
 def write_run_files(folder, built: Built, config: TrainConfig, source: DataSource, history: list,
-                    index, proba, scores: dict, val_rows=None) -> float | None:
+                    index, proba, scores: dict, val=None) -> None:
     """The run folder's model and records (the best-epoch checkpoint is removed), and the
-    validation and test probabilities that ensembles average (:mod:`features.ensemble`).
-
-    Returns:
-        The validation accuracy of the kept weights (with the config's test-time
-        augmentation), where ``val_rows`` are given.
+    validation (``val``: rows and probabilities, where given) and test probabilities that
+    ensembles average (:mod:`features.ensemble`).
     """
     from .ensemble import PROBABILITIES, write_probabilities
 
     y_test = source.labels[index]
     splits = {"test": ([source.ids[i] for i in index], y_test, proba)}
-    val_accuracy = None
-    if val_rows is not None:
-        v_index, v_proba = training.probabilities(built.model, indexed_batches(
-            source, val_rows, config.image_size, config.batch_size), config.tta)
+    if val is not None:
+        v_index, v_proba = val
         splits["val"] = ([source.ids[i] for i in v_index], source.labels[v_index], v_proba)
-        val_accuracy = float(np.mean(np.argmax(v_proba, axis=1) == source.labels[v_index])) if len(v_index) else None
     write_probabilities(folder / PROBABILITIES, source.class_names, **splits)
     built.model.save(folder / "model.keras")
     if (folder / "best.weights.h5").exists():
@@ -222,7 +221,6 @@ def write_run_files(folder, built: Built, config: TrainConfig, source: DataSourc
     (folder / "report.txt").write_text(metrics.report_text(y_test, proba, source.class_names))
     metrics.write_predictions(folder / "predictions.csv", [source.ids[i] for i in index], y_test, proba,
                               source.class_names)
-    return val_accuracy
 
 
 def settings(config: TrainConfig, source: DataSource, policy: str) -> dict:
@@ -279,8 +277,11 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
         with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
             result = fit(built, config, source, rows, run.path, verbose)
             index, proba, scores = score(built.model, config, source, rows["test"])
-            val_accuracy = write_run_files(run.path, built, config, source, result["history"], index, proba, scores,
-                                           rows["val"])
+            v_index, v_proba = predict_rows(built.model, config, source, rows["val"])
+            val_accuracy = (float(np.mean(np.argmax(v_proba, axis=1) == source.labels[v_index]))
+                            if len(v_index) else None)
+            write_run_files(run.path, built, config, source, result["history"], index, proba, scores,
+                            (v_index, v_proba))
             config = dataclasses.replace(config, batch_size=per_replica)
             saved = {**settings(config, source, built.policy), "replicas": replicas,
                      "global_batch_size": per_replica * replicas}
