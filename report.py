@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots-dir", default="results", metavar="DIR", help="where the PNG plots go")
     p.add_argument("--note", default="", help="a sentence about the data, printed under the heading")
     p.add_argument("--map", default="tsne", choices=("tsne", "pca", "umap", "none"),
-                   help="the 2-D map of each dataset's test embeddings (best frozen-features head's mistakes "
-                        "circled): t-SNE, PCA, UMAP (pip install umap-learn) or none")
+                   help="the 2-D map of each dataset's test embeddings (the mistakes of the frozen-features head "
+                        "chosen on validation circled): t-SNE, PCA, UMAP (pip install umap-learn) or none")
     add_common_flags(p)
     return p
 

@@ -61,7 +61,9 @@ def build_parser():
                         "at epoch 9)")
     p.add_argument("--scratch-epochs", type=int, default=3)
     p.add_argument("--finetune-epochs", type=int, default=6)
-    p.add_argument("--recipe-epochs", type=int, default=6)
+    p.add_argument("--recipe-epochs", type=int, default=10,
+                   help="fine-tuning epochs after the head's 2 (on flowers, chosen on validation: 6 gave 0.9552, "
+                        "10 gave 0.9616)")
     p.add_argument("--few-shot", type=int, nargs="+", default=[10, 50], help="training images per class")
     p.add_argument("--max-per-class", type=int, help="a seeded sample of each dataset (quick runs)")
     p.add_argument("--image-size", type=int, help="every network at this size (quick runs); default: their own")

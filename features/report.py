@@ -41,13 +41,17 @@ def usable_rows(rows: list[dict]) -> list[dict]:
 
 def latest_rows(rows: list[dict]) -> list[dict]:
     """The newest row of each (dataset, backbone, image size, method and its settings, head, training
-    images per class), in a stable order; learning-curve rows are left out (see :func:`curve_rows`)."""
+    images per class), in a stable order; learning-curve rows are left out (see :func:`curve_rows`).
+    A dataset has one ensemble, its newest: an older one averages runs the table has since replaced."""
     latest: dict[tuple, dict] = {}
     for row in rows:
         if row.get("method") == CURVE:
             continue
-        key = (row.get("dataset"), str(row.get("backbone")), str(row.get("image_size")), label(row),
-               str(row.get("head")), row.get("train_per_class"))
+        if row.get("method") == "ensemble":
+            key = (row.get("dataset"), "ensemble", row.get("train_per_class"))
+        else:
+            key = (row.get("dataset"), str(row.get("backbone")), str(row.get("image_size")), label(row),
+                   str(row.get("head")), row.get("train_per_class"))
         latest[key] = row  # the table is in time order
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return sorted(latest.values(), key=lambda r: (str(r.get("dataset")), order.get(r.get("method"), 9),
@@ -168,7 +172,7 @@ def plot_time_to_accuracy(rows: list[dict], path) -> bool:
     plateau, table = time_to_accuracy(rows)
     if not table:
         return False
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(8, 4.5))  # the legend goes beside the curves, not over them
     ax = fig.subplots()
     for item in table:
         xs, ys = zip(*item["curve"])
@@ -176,20 +180,29 @@ def plot_time_to_accuracy(rows: list[dict], path) -> bool:
     if plateau is not None:
         ax.axhline(plateau, color="grey", linestyle="--", linewidth=1, label=f"small CNN's plateau {plateau:.3f}")
     ax.set_xscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    lo, hi = ax.get_xlim()  # plain seconds as ticks: a range within a decade or two gets no 3x10^1 labels
+    ticks = [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if lo <= t <= hi]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     _finish(fig, ax, path, "training seconds (log scale; extraction included for frozen features)",
-            "validation accuracy", f"{rows[0].get('dataset')}: time to accuracy", legend_size=7)
+            "validation accuracy", f"{rows[0].get('dataset')}: time to accuracy", legend_size=7, beside=True)
     return True
 
 
-def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, legend_size: int = 8) -> None:
-    """Labels, grid and legend of a one-panel plot, then the PNG."""
+def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, legend_size: int = 8, beside=False) -> None:
+    """Labels, grid and legend (in the lower right, or beside the plot) of a one-panel plot, then the PNG."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if beside:
+        ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=legend_size, loc="lower right")
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight" if beside else None)  # the legend beside is kept whole
 
 
 def few_shot_table(rows: list[dict], curve: list[dict]) -> list[dict]:
@@ -524,7 +537,7 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     for dataset in sorted({r["dataset"] for r in rows}) if map_method != "none" else []:
         heads = [r for r in full if r["dataset"] == dataset and r.get("method") == "frozen-features"]
         if heads:
-            best = max(heads, key=lambda r: r["accuracy"])
+            best = max(heads, key=lambda r: (val_accuracy(r) or 0.0, -float(r.get("total_seconds") or 0)))
             try:
                 png = embedding_map(best, plots_dir / f"embedding_map_{dataset}.png", map_method)
             except UsageError as exc:  # the cache or run folder was moved or deleted: the rest still reports

@@ -29,6 +29,20 @@ def test_report_from_the_table(tmp_path, capsys):
     assert "](plots/per_class_precision.png)" in text
 
 
+def test_a_dataset_shows_its_newest_ensemble_only(tmp_path):
+    out_dir = tmp_path / "runs"
+    runs.append_result(out_dir, _row("finetune", "dense128", 0.95, 100.0, per_epoch=10.0))
+    old = {**_row("ensemble", "toy finetune + toy logreg", 0.97, 120.0), "val_accuracy": 0.99}
+    runs.append_result(out_dir, old)  # averages runs the table has since replaced
+    runs.append_result(out_dir, {**_row("ensemble", "toy finetune", 0.96, 100.0), "val_accuracy": 0.98})
+    md = tmp_path / "R.md"
+    assert report.main(["--results", str(out_dir), "--out", str(md), "--plots-dir", str(tmp_path / "p"),
+                        "--map", "none"]) == 0
+    text = md.read_text()
+    assert "| ensemble (toy finetune) |" in text and "toy finetune + toy logreg" not in text
+    assert "How high: chosen on validation accuracy, ensemble (toy finetune) on toy (val 0.9800)" in text
+
+
 def test_empty_table_exits_2(tmp_path, capsys):
     assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
     assert "holds no results" in capsys.readouterr().err and not (tmp_path / "R.md").exists()
