@@ -22,7 +22,8 @@ Steps, per dataset, every run scored on the same test split and appended to
   scratch     the whole Lite0 network from random weights (--scratch-epochs)
   few-shot    fine-tuning and the small CNN on K training images per class (--few-shot)
   ensemble    the runs above (all data) averaged, the members chosen on the validation split
-A benchmark, not a test: it takes over an hour; run it alone.
+A benchmark, not a test: both datasets take over two hours on 2 cores (--steps and
+--datasets run parts); run it alone.
 """
 
 from __future__ import annotations
