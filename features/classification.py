@@ -141,7 +141,7 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
         if fitted.val_accuracy is not None:
             row["val_accuracy"] = fitted.val_accuracy
         elif val is not None:  # settings chosen by cross-validation on train: val was unseen by the copy
-            row["val_accuracy"] = float(np.mean(np.argmax(val[2], axis=1) == val[1]))
+            row["val_accuracy"] = metrics.accuracy(val[1], val[2])
         runs.write_json(run.path / "metrics.json", {**row, "metrics": scores, "config": config})
         runs.write_json(run.path / "config.json", config)
     runs.append_result(out_dir, row)

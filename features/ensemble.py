@@ -102,10 +102,6 @@ def aligned(members: list[Member], split: str) -> tuple[np.ndarray, np.ndarray, 
     return ids, labels, probas
 
 
-def accuracy(labels, proba) -> float:
-    return float(np.mean(np.argmax(proba, axis=1) == labels))
-
-
 def select(members: list[Member], max_members: int | None = None) -> list[int]:
     """Greedy forward selection on the validation split (Caruana et al., 2004, without repeats).
 
@@ -118,7 +114,7 @@ def select(members: list[Member], max_members: int | None = None) -> list[int]:
     def key(chosen):
         p = np.mean([probas[i] for i in chosen], axis=0)
         loss = -np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1)))
-        return accuracy(labels, p), -loss
+        return metrics.accuracy(labels, p), -loss
 
     chosen = [max(range(len(members)), key=lambda i: key([i]))]
     while len(chosen) < (max_members or len(members)):
@@ -158,7 +154,7 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
         _, y, (p,) = aligned([m], "test")
         _, vy, (vp,) = aligned([m], "val")
         report.append({"run_dir": str(m.run_dir), "label": m.label, "chosen": m in picked,
-                       "val_accuracy": accuracy(vy, vp), "test_accuracy": accuracy(y, p)})
+                       "val_accuracy": metrics.accuracy(vy, vp), "test_accuracy": metrics.accuracy(y, p)})
     first = picked[0].row
     seconds = sum(float(m.row.get("total_seconds") or 0.0) for m in picked)
     runs.check_output_folder(out_dir)
@@ -170,7 +166,7 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
             "image_size": first.get("image_size"), "method": METHOD,
             "head": " + ".join(m.label for m in picked),
             **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
-            "val_accuracy": accuracy(val_labels, np.mean(val_probas, axis=0)),
+            "val_accuracy": metrics.accuracy(val_labels, np.mean(val_probas, axis=0)),
             "selection": selection, "members": [str(m.run_dir) for m in picked],
             "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
             "run_dir": str(run.final),

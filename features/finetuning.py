@@ -278,8 +278,7 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
             result = fit(built, config, source, rows, run.path, verbose)
             index, proba, scores = score(built.model, config, source, rows["test"])
             v_index, v_proba = predict_rows(built.model, config, source, rows["val"])
-            val_accuracy = (float(np.mean(np.argmax(v_proba, axis=1) == source.labels[v_index]))
-                            if len(v_index) else None)
+            val_accuracy = metrics.accuracy(source.labels[v_index], v_proba) if len(v_index) else None
             write_run_files(run.path, built, config, source, result["history"], index, proba, scores,
                             (v_index, v_proba))
             config = dataclasses.replace(config, batch_size=per_replica)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import heads
+from . import heads, metrics
 from .data.splits import subsample
 
 DEFAULT_SIZES = (5, 10, 20, 50, 100, None)  # None: the whole training split
@@ -39,7 +39,7 @@ def frozen_curve(cache, sizes=DEFAULT_SIZES, seeds: int = 5, head: str = "logreg
             pick = np.arange(len(y_train)) if whole else subsample(y_train, k, seed)
             start = time.perf_counter()
             fitted = heads.fit_head(head, X_train[pick], y_train[pick], cv=5, n_jobs=n_jobs, seed=seed)
-            accuracy = float(np.mean(np.argmax(fitted.predict_proba(X_test), axis=1) == y_test))
+            accuracy = metrics.accuracy(y_test, fitted.predict_proba(X_test))
             rows.append({"per_class": None if whole else int(k), "seed": seed, "n_train": int(len(pick)),
                          "accuracy": accuracy, "seconds": time.perf_counter() - start, "head": head})
         if whole:

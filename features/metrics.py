@@ -9,6 +9,11 @@ SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macr
                 "roc_auc")
 
 
+def accuracy(y_true, proba) -> float:
+    """The share of rows whose most probable class is the true one."""
+    return float(np.mean(np.argmax(proba, axis=1) == np.asarray(y_true)))
+
+
 def score(y_true, proba, class_names) -> dict:
     """Metrics of predicted probabilities against true labels.
 

@@ -101,13 +101,20 @@ def val_accuracy(row: dict) -> float | None:
     """The row's validation accuracy, or its run folder's (probabilities.npz) for rows without one."""
     import numpy as np
 
+    from . import metrics
+
     if isinstance(row.get("val_accuracy"), (int, float)):
         return float(row["val_accuracy"])
     try:
         with np.load(Path(row.get("run_dir", "")) / "probabilities.npz") as f:
-            return float(np.mean(np.argmax(f["val_proba"], axis=1) == f["val_labels"]))
+            return metrics.accuracy(f["val_labels"], f["val_proba"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def chosen_on_validation(rows: list[dict]) -> dict | None:
+    """The row of the highest validation accuracy (none counts as 0), the quicker of a tie."""
+    return max(rows, key=lambda r: (val_accuracy(r) or 0.0, -float(r.get("total_seconds") or 0)), default=None)
 
 
 def curve_rows(rows: list[dict]) -> list[dict]:
@@ -359,7 +366,7 @@ def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = N
         chosen = everything
     scored = [r for r in chosen if val_accuracy(r) is not None]
     if scored:  # "how high can you get?": the method is chosen on val; its test figure is reported once
-        best = max(scored, key=lambda r: (val_accuracy(r), -float(r.get("total_seconds") or 0)))
+        best = chosen_on_validation(scored)
         lines += ["", f"How high: chosen on validation accuracy, {label(best)} on {best.get('backbone')} "
                       f"(val {val_accuracy(best):.4f}) scored test accuracy {best['accuracy']:.4f}, macro "
                       f"precision {best['precision_macro']:.4f}. Per class: "
@@ -378,8 +385,7 @@ def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = N
     if tuned:  # the same network from scratch, where there is one, against the fine-tune
         scratch = next((r for r in chosen if r["method"] == "scratch" and r.get("backbone") == tuned.get(
             "backbone")), scratch)
-    frozen = max((r for r in chosen if r["method"] == "frozen-features"),  # chosen on val, then the quicker
-                 key=lambda r: (val_accuracy(r) or 0.0, -float(r.get("total_seconds") or 0)), default=None)
+    frozen = chosen_on_validation([r for r in chosen if r["method"] == "frozen-features"])
     if tuned and scratch:
         lines.append(f"Training time: fine-tuning {tuned['total_seconds']:.0f} s "
                      f"({tuned['seconds_per_epoch']:.1f} s/epoch) against {scratch['total_seconds']:.0f} s "
@@ -537,7 +543,7 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     for dataset in sorted({r["dataset"] for r in rows}) if map_method != "none" else []:
         heads = [r for r in full if r["dataset"] == dataset and r.get("method") == "frozen-features"]
         if heads:
-            best = max(heads, key=lambda r: (val_accuracy(r) or 0.0, -float(r.get("total_seconds") or 0)))
+            best = chosen_on_validation(heads)
             try:
                 png = embedding_map(best, plots_dir / f"embedding_map_{dataset}.png", map_method)
             except UsageError as exc:  # the cache or run folder was moved or deleted: the rest still reports
