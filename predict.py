@@ -42,29 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features.backbones import check_batch_size
+    from features import validate
     from features.errors import UsageError
-    from features.export import find_export, load_exported
-    from features.prediction import list_inputs, load_predictor, predict_ensemble, top_k, write_csv
+    from features.serve.predict import list_inputs, open_predictor, top_k, write_csv
 
     if args.top_k < 1:
         raise UsageError(f"{{top_k}} {args.top_k}: must be at least 1")
-    check_batch_size(args.batch_size)
+    validate.batch_size(args.batch_size)
     paths = list_inputs(args.inputs)
     if not paths:
         raise UsageError(f"no images in {', '.join(args.inputs)}")
-    exported = find_export(args.run_dir)
-    if exported and (args.ensemble or args.tta != "none"):
-        raise UsageError(f"{args.run_dir}: an exported model runs as it was exported; {{ensemble}} and {{tta}} "
-                         "take run folders")
-    predictor = load_exported(exported) if exported else load_predictor(args.run_dir)
-    if args.ensemble:
-        predictors = [predictor] + [load_predictor(d) for d in args.ensemble]
-        rows, proba, failed = predict_ensemble(predictors, paths, args.batch_size, args.tta)
-    elif exported:
-        rows, proba, failed = predictor.predict(paths, args.batch_size)
-    else:
-        rows, proba, failed = predictor.predict(paths, args.batch_size, args.tta)
+    predictor = open_predictor(args.run_dir, args.ensemble, args.tta)
+    rows, proba, failed = predictor.predict(paths, args.batch_size, args.tta)
     best = top_k(proba, predictor.class_names, min(args.top_k, len(predictor.class_names)))
     if args.csv:
         write_csv(args.csv, paths, rows, proba, predictor.class_names, failed)

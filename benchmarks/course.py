@@ -35,9 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from features.cli import HelpFormatter  # noqa: E402
+from features.cli import HelpFormatter
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 STEPS = ("features", "curve", "small-cnn", "frozen-in-graph", "finetune", "recipe", "scratch", "few-shot",
@@ -86,7 +84,7 @@ def configs(args) -> dict:
         "finetune": finetune,
         "recipe": dict(lite0, unfreeze="all", head_epochs=2, epochs=args.recipe_epochs, lr=1e-4,
                        schedule="cosine", warmup_epochs=1, weight_decay=0.05, label_smoothing=0.1,
-                       augmentation="strong", tta="flip"),
+                       augment="strong", tta="flip"),
         "scratch": dict(lite0, weights="none", epochs=args.scratch_epochs),
         "few-shot": [("finetune", finetune), ("small-cnn", small)],
     }
@@ -97,13 +95,14 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from features import learning_curve, runs, store
-    from features.classification import classify
+    from features import cache as store
     from features.data import load_folder
-    from features.ensemble import score_ensemble
-    from features.extraction import extract
-    from features.finetuning import finetune
-    from features.train_config import TrainConfig
+    from features.extract.run import extract
+    from features.heads.classify import classify
+    from features.results import learning_curve, runs
+    from features.results.ensemble import score_ensemble
+    from features.train.config import TrainConfig
+    from features.train.run import finetune
 
     plan = configs(args)
     start = time.perf_counter()
@@ -123,7 +122,7 @@ def main(argv=None) -> int:
                 if "features" not in args.steps and (backbone, tta) != ("efficientnet_lite0", "none"):
                     continue
                 ex = extract(source, backbone, image_size=args.image_size, out_dir=args.embeddings, tta=tta,
-                             max_per_class=args.max_per_class, progress=False)
+                             progress=False)
                 cache = store.read_cache(ex.path)
                 if "curve" in args.steps and (backbone, tta) == ("efficientnet_lite0", "none"):
                     for row in learning_curve.frozen_curve(cache, seeds=args.seeds):

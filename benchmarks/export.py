@@ -26,11 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from features.cli import HelpFormatter
+from features.results.report import write_printed_section
 
-from features.cli import HelpFormatter  # noqa: E402
-from features.report import write_printed_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTION = "export"
 EXPORTS = [("saved_model", "none"), ("tflite", "none"), ("tflite", "dynamic"), ("tflite", "float16"),
@@ -85,12 +84,14 @@ def main(argv=None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from features.export import _uint8_batches, export, load_exportable, load_exported, model_bytes
+    from features.io import tree_bytes as model_bytes
+    from features.serve.export import _uint8_batches, export, load_exportable
+    from features.serve.exported import load_exported
 
     head_run, tuned_run = make_runs(args)
     with open(head_run / "predictions.csv", newline="") as f:
         test = [(row["id"], row["true"]) for row in csv.DictReader(f)]
-    from features.store import read_attrs
+    from features.cache import read_attrs
 
     cache = json.loads((head_run / "config.json").read_text())["features"][0]
     source = read_attrs(cache)["source"]
@@ -142,8 +143,9 @@ def main(argv=None) -> int:
         base = accuracy[("keras", "float")]
         sizes = {k: s for k, (_, s) in runners.items()}
         lat = {k: np.median(results[k]["latency"]) for k in runners}
+        float_met = all(np.abs(results[k]["proba"] - reference).max() <= 1e-4 for k in runners if k[1] == "none")
         lines.append(f"  targets: float formats within 1e-4 of Keras: "
-                     f"{'met' if all(np.abs(results[k]['proba'] - reference).max() <= 1e-4 for k in runners if k[1] == 'none') else 'missed'}; "
+                     f"{'met' if float_met else 'missed'}; "
                      f"dynamic {100 * (accuracy[('tflite', 'dynamic')] - base):+.2f} and float16 "
                      f"{100 * (accuracy[('tflite', 'float16')] - base):+.2f} points (within 0.5); int8 "
                      f"{100 * (accuracy[('tflite', 'int8')] - base):+.2f} points (within 1.5), "

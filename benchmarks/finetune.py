@@ -21,9 +21,7 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from features.cli import HelpFormatter  # noqa: E402
+from features.cli import HelpFormatter
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 METHODS = ("frozen-features", "frozen-in-graph", "finetune", "scratch")
@@ -53,12 +51,12 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from features import store
-    from features.classification import classify
+    from features import cache as store
     from features.data import load_folder
-    from features.extraction import extract
-    from features.finetuning import finetune
-    from features.train_config import TrainConfig
+    from features.extract.run import extract
+    from features.heads.classify import classify
+    from features.train.config import TrainConfig
+    from features.train.run import finetune
 
     table = []
     for name in args.datasets:

@@ -5,7 +5,7 @@ examples:
   python benchmarks/gpu_batch.py --batch-sizes 16 32 64 --images 512
 
 What extract.py's default batch size on a GPU rests on. The toolkit's own backbone
-(features.backbones, random weights: the speed does not depend on them) runs over
+(features.models, random weights: the speed does not depend on them) runs over
 synthetic images already on the host, so no dataset or weights file is needed; the image
 count is a multiple of every batch size, so no short last batch is timed. One untimed pass
 compiles, then --repeats timed passes give each figure, batch sizes interleaved by round.
@@ -19,11 +19,8 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_parser():
@@ -43,7 +40,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import keras
 
-    from features.backbones import create_backbone, get_spec, resolve_image_size
+    from features.models import create_backbone, get_spec, resolve_image_size
 
     spec = get_spec(args.backbone)
     size = resolve_image_size(spec, None)

@@ -4,7 +4,7 @@ examples:
   KERAS_BACKEND=jax python benchmarks/gpu_precision.py --data-dir ../shared/datasets/flowers
   python benchmarks/gpu_precision.py --data-dir DIR --images 600 --epochs 3
 
-The models are the toolkit's own (features.backbones, features.training), run by Keras 3 on
+The models are the toolkit's own (features.models, features.train.model), run by Keras 3 on
 whichever backend is installed: the GPU machine lent to this project has JAX and PyTorch
 but no TensorFlow, so this script decodes with Pillow (bilinear resize of the whole image)
 instead of the tf.data pipeline. It measures, on one seeded stratified split of the folder:
@@ -22,11 +22,8 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_parser():
@@ -62,12 +59,12 @@ def load(data_dir: str, n: int, size: int):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import keras
-
-    from features.backbones import create_backbone, get_spec, resolve_image_size
-    from features.data import TEST
-    from features.train_config import TrainConfig
-    from features.training import build_model, set_trainable
     from sklearn.linear_model import LogisticRegression
+
+    from features.data import TEST
+    from features.models import create_backbone, get_spec, resolve_image_size
+    from features.train.config import TrainConfig
+    from features.train.model import build_model, set_trainable
 
     spec = get_spec(args.backbone)
     size = resolve_image_size(spec, None)
@@ -113,7 +110,7 @@ def main(argv=None) -> int:
     for policy in ("float32", args.policy):
         keras.mixed_precision.set_global_policy(policy)
         keras.utils.set_random_seed(0)
-        config = TrainConfig(backbone=spec.name, image_size=size, unfreeze=args.unfreeze, augment=False)
+        config = TrainConfig(backbone=spec.name, image_size=size, unfreeze=args.unfreeze, augment="none")
         model, network = build_model(config, spec, len(source.class_names))
         set_trainable(network, args.unfreeze)
         model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy",
@@ -121,13 +118,17 @@ def main(argv=None) -> int:
         times = []
 
         class Timer(keras.callbacks.Callback):
+            def __init__(self, seconds: list):
+                super().__init__()
+                self.seconds = seconds
+
             def on_epoch_begin(self, epoch, logs=None):
                 self.t = time.perf_counter()
 
             def on_epoch_end(self, epoch, logs=None):
-                times.append(time.perf_counter() - self.t)
+                self.seconds.append(time.perf_counter() - self.t)
 
-        model.fit(images[train], y[train], batch_size=32, epochs=args.epochs, verbose=0, callbacks=[Timer()],
+        model.fit(images[train], y[train], batch_size=32, epochs=args.epochs, verbose=0, callbacks=[Timer(times)],
                   shuffle=True)
         proba = model.predict(images[test], batch_size=64, verbose=0)
         acc = float((np.argmax(proba, 1) == y[test]).mean())

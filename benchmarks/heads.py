@@ -18,10 +18,8 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from features.cli import HelpFormatter  # noqa: E402
-from features.heads import HEADS  # noqa: E402
+from features.cli import HelpFormatter
+from features.heads import HEADS
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -41,10 +39,10 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from features import store
-    from features.classification import classify
+    from features import cache as store
     from features.data import load_folder
-    from features.extraction import extract
+    from features.extract.run import extract
+    from features.heads.classify import classify
 
     rows = []
     for name in args.datasets:

@@ -41,10 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from features.cli import HelpFormatter
 
-from features.cli import HelpFormatter  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers"
 SECTIONS = ("extraction", "resize", "memory", "heads", "accuracy", "prefix", "precision")
@@ -81,8 +80,8 @@ class Bench:
     """Shared state of one run: the data, the figures and the targets."""
 
     def __init__(self, args, work: Path):
-        from features.backbones import get_spec, resolve_image_size
         from features.data import load_folder
+        from features.models import get_spec, resolve_image_size
 
         self.args, self.work = args, work
         self.spec = get_spec(args.backbone)
@@ -116,7 +115,7 @@ def machine() -> dict:
     import sklearn
     import tensorflow as tf
 
-    from features.extraction import library_versions
+    from features.device import library_versions
 
     model, flags = platform.processor() or platform.machine(), set()
     try:
@@ -130,7 +129,8 @@ def machine() -> dict:
     wanted = ["avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"]
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"cores": os.cpu_count(), "cpu": model, "cpu_flags": [f for f in wanted if f in flags],
-            "gpu": gpus or "none", "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "gpu": gpus or "none",
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             **library_versions(), "scikit-learn": sklearn.__version__, "keras_backend": keras.backend.backend(),
             "date": datetime.date.today().isoformat()}
 
@@ -167,9 +167,9 @@ def section_extraction(b: Bench):
     import keras
     import tensorflow as tf
 
-    from features.backbones import create_backbone, embedding_function
     from features.data import decoded_images
-    from features.extraction import extract
+    from features.extract.run import extract
+    from features.models import create_backbone, embedding_function
 
     a = b.args
     source = b.subset(a.images)
@@ -277,9 +277,8 @@ def section_resize(b: Bench):
     from sklearn.preprocessing import StandardScaler
 
     from features import data
-    from features.backbones import create_backbone
     from features.data import pipelines
-    from features.backbones import embedding_function
+    from features.models import create_backbone, embedding_function
 
     print(f"resize: conditional antialiasing against always, {len(b.full)} images", flush=True)
     toolkit = data.decode_image
@@ -343,9 +342,9 @@ def section_memory(b: Bench):
 
 
 def section_heads(b: Bench):
-    from features.extraction import extract
+    from features import cache as store
+    from features.extract.run import extract
     from features.heads import fit_head
-    from features import store
 
     print("heads: logistic-regression fit time against the number of embeddings", flush=True)
     result = extract(b.full, b.spec.name, image_size=b.size, out_dir=b.work / "emb-full", progress=False)
@@ -366,9 +365,9 @@ def section_heads(b: Bench):
 
 def _frozen_features(b: Bench):
     """Extraction (forced) + logistic regression on the whole folder: (accuracy, seconds)."""
-    from features import store
-    from features.classification import classify
-    from features.extraction import extract
+    from features import cache as store
+    from features.extract.run import extract
+    from features.heads.classify import classify
 
     start = time.perf_counter()
     result = extract(b.full, b.spec.name, image_size=b.size, out_dir=b.work / "emb-acc", force=True, progress=False)
@@ -377,8 +376,8 @@ def _frozen_features(b: Bench):
 
 
 def _finetune(b: Bench, **kwargs):
-    from features.finetuning import finetune
-    from features.train_config import TrainConfig
+    from features.train.config import TrainConfig
+    from features.train.run import finetune
 
     config = TrainConfig(backbone=b.spec.name, image_size=b.size, batch_size=b.args.batch_size, **kwargs)
     start = time.perf_counter()
@@ -391,7 +390,8 @@ def section_accuracy(b: Bench):
     print(f"accuracy: frozen features + logreg vs finetune.py --unfreeze 0 on {len(b.full)} images", flush=True)
     acc_ff, seconds_ff, extract_s = _frozen_features(b)
     b.record("frozen_features", {"accuracy": acc_ff, "seconds": seconds_ff},
-             f"frozen features + logreg: test accuracy {acc_ff:.4f} in {seconds_ff:.1f} s (extraction {extract_s:.1f} s)")
+             f"frozen features + logreg: test accuracy {acc_ff:.4f} in {seconds_ff:.1f} s "
+             f"(extraction {extract_s:.1f} s)")
     r = _finetune(b, unfreeze="0", epochs=b.args.accuracy_epochs)
     seconds_ig = r["train_seconds"]
     b.record("frozen_in_graph", {"accuracy": r["accuracy"], "seconds": seconds_ig, "epochs": r["epochs_run"]},
@@ -409,7 +409,7 @@ def section_prefix(b: Bench):
     print(f"prefix: finetune --unfreeze {a.unfreeze} --no-augment, plain vs --cache-frozen", flush=True)
     results = {}
     for cached in (False, True):
-        r = _finetune(b, unfreeze=a.unfreeze, epochs=a.epochs, head_epochs=1, augment=False, cache_frozen=cached,
+        r = _finetune(b, unfreeze=a.unfreeze, epochs=a.epochs, head_epochs=1, augment="none", cache_frozen=cached,
                       lr=1e-4, patience=a.epochs)
         results[cached] = r
         b.record(f"prefix_{'cached' if cached else 'plain'}", {k: r[k] for k in (
@@ -429,10 +429,9 @@ def section_precision(b: Bench):
     import keras
     import tensorflow as tf
 
-    from features.backbones import create_backbone
-    from features.backbones import embedding_function
     from features.heads import fit_head
-    from features.metrics import score
+    from features.models import create_backbone, embedding_function
+    from features.results.metrics import score
 
     a = b.args
     gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -468,8 +467,8 @@ def section_precision(b: Bench):
     b.record("precision_logreg", accs, f"logreg test accuracy on these embeddings: float32 {accs['float32']:.4f}, "
              f"{policy} {accs[policy]:.4f}")
     plain = b.figures.get("_plain_finetune") or _finetune(
-        b, unfreeze=a.unfreeze, epochs=a.epochs, head_epochs=1, augment=False, lr=1e-4, patience=a.epochs)
-    mixed = _finetune(b, unfreeze=a.unfreeze, epochs=a.epochs, head_epochs=1, augment=False, lr=1e-4,
+        b, unfreeze=a.unfreeze, epochs=a.epochs, head_epochs=1, augment="none", lr=1e-4, patience=a.epochs)
+    mixed = _finetune(b, unfreeze=a.unfreeze, epochs=a.epochs, head_epochs=1, augment="none", lr=1e-4,
                       patience=a.epochs, precision="mixed")
     tratio = plain["seconds_per_epoch"] / mixed["seconds_per_epoch"]
     b.record("precision_finetune", {"speedup": tratio, "float32": plain["accuracy"], policy: mixed["accuracy"]},
@@ -479,7 +478,8 @@ def section_precision(b: Bench):
     faster = ratio > 1.05 and tratio > 1.05
     as_accurate = abs(accs[policy] - accs["float32"]) <= 0.005 and mixed["accuracy"] >= plain["accuracy"] - 0.005
     b.target(f"5 {policy} by default", f"extraction {ratio:.2f}x, fine-tuning {tratio:.2f}x, accuracy "
-             f"{(accs[policy] - accs['float32']) * 100:+.2f} / {(mixed['accuracy'] - plain['accuracy']) * 100:+.2f} points",
+             f"{(accs[policy] - accs['float32']) * 100:+.2f} / "
+             f"{(mixed['accuracy'] - plain['accuracy']) * 100:+.2f} points",
              "faster and as accurate, else off", None)
     b.figures["precision_default_on"] = bool(faster and as_accurate)
     print(f"  => {policy} {'is' if faster and as_accurate else 'is not'} both faster and as accurate here", flush=True)

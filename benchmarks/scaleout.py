@@ -9,8 +9,8 @@ first batch; for the local engine: the first batch), images/s after set-up and e
 end; whether the two caches are the same (ids, labels, splits, order, largest embedding
 difference); and, with --faults, the seconds a run loses when its actor is killed
 mid-run (Ray restarts it), and when extract.py itself (the driver) is killed half-way with
-kill -9 and the same command is run again (it resumes from its checkpoints). Writes its figures into BENCHMARKS.md, in a section of its own
-that benchmarks/performance.py keeps.
+kill -9 and the same command is run again (it resumes from its checkpoints). Writes its
+figures into BENCHMARKS.md, in a section of its own that benchmarks/performance.py keeps.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from features.cli import HelpFormatter
+from features.results.report import write_printed_section
 
-from features.cli import HelpFormatter  # noqa: E402
-from features.report import write_printed_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTION = "scaleout"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers"
@@ -61,7 +60,7 @@ def driver_kill(args, source, work: Path, reference) -> str:
 
     import numpy as np
 
-    from features import store
+    from features import cache as store
 
     start = time.perf_counter()
     subprocess.run(_command(args, work / "driver-clean"), capture_output=True, text=True, check=True)
@@ -94,10 +93,10 @@ def main(argv=None) -> int:
     quiet_tensorflow()
     import numpy as np
 
-    from features import store
+    from features import cache as store
     from features.data import load_folder
-    from features.extraction import extract
-    from features.ray_engine import local_actor_pids
+    from features.extract.ray_cluster import local_actor_pids
+    from features.extract.run import extract
 
     source = load_folder(args.data_dir, max_per_class=args.max_per_class)
     lines = [f"engines: {args.backbone}, batch {args.batch_size}, data "
@@ -161,8 +160,8 @@ def main(argv=None) -> int:
             print(lines[-1], flush=True)
     if not args.no_write:
         write_printed_section(Path(args.out), SECTION, "Scale-out: `benchmarks/scaleout.py`",
-                              ("The Ray engine (`extract.py --engine ray`, a local Ray on this machine) against the local "
-                               f"engine, {args.rounds} interleaved rounds, as printed"), lines)
+                              ("The Ray engine (`extract.py --engine ray`, a local Ray on this machine) against "
+                               f"the local engine, {args.rounds} interleaved rounds, as printed"), lines)
         print(f"wrote the {SECTION} section of {args.out}")
     return 0
 

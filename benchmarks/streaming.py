@@ -27,11 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from features.cli import HelpFormatter
+from features.results.report import write_printed_section
 
-from features.cli import HelpFormatter  # noqa: E402
-from features.report import write_printed_section  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTION = "streaming"
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -57,7 +56,7 @@ def write_synthetic(path: Path, rows: int, dim: int, classes: int = 5, block: in
     """A complete cache of ``rows`` synthetic embeddings, written a block at a time."""
     import numpy as np
 
-    from features import store
+    from features import cache as store
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 1, (classes, dim)).astype(np.float32)
@@ -126,7 +125,7 @@ def main(argv=None) -> int:
 
         quiet_tensorflow()
         from features.data import load_folder
-        from features.extraction import extract
+        from features.extract.run import extract
 
         for name in args.datasets:
             source = load_folder(Path(args.root) / name)
@@ -143,8 +142,8 @@ def main(argv=None) -> int:
             print(line, flush=True)
     if not args.no_write:
         write_printed_section(Path(args.out), SECTION, "Streaming heads: `benchmarks/streaming.py`",
-                              ("`classify.py --model sgd` reads the cache a block of rows at a time; peak memory is the "
-                               "classify.py process's own, as printed"), lines)
+                              ("`classify.py --model sgd` reads the cache a block of rows at a time; peak memory "
+                               "is the classify.py process's own, as printed"), lines)
         print(f"wrote the {SECTION} section of {args.out}")
     return 0
 

@@ -51,12 +51,12 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_data(args):
     """Check the data flags, then list the dataset. Returns (source, split fractions)."""
+    from . import validate
     from .data import load_source, parse_split
     from .errors import UsageError
 
     split = parse_split(args.split)
-    if args.max_per_class is not None and args.max_per_class < 1:
-        raise UsageError(f"{{max_per_class}} {args.max_per_class}: must be at least 1")
+    validate.optional_whole(args.max_per_class, "max_per_class", 1)
     if args.max_pixels < 0:
         raise UsageError(f"{{max_pixels}} {args.max_pixels}: give a number of pixels, or 0 for no limit")
     source = load_source(args.dataset, args.data_dir, tfds_dir=args.tfds_dir, split=split,
@@ -64,6 +64,57 @@ def load_data(args):
     logging.getLogger(__name__).info("%s: %d images, %d classes, split %s", source.name, len(source),
                                      len(source.class_names), source.split_counts())
     return source, split
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class, groups: dict | None = None,
+                     aliases: dict | None = None) -> None:
+    """One flag per field of a settings dataclass (:class:`features.train.config.TrainConfig`).
+
+    Each field's metadata holds its help (``{param}`` placeholders rendered as this
+    script's flags), its group, and argparse extras (``choices``, ``metavar``); the default
+    and the type come from the field. A bool field is a switch; ``flag=False`` leaves the
+    field to another flag (``--seed`` of the data flags).
+
+    Args:
+        groups: group name -> the parser's argument group (made here when missing).
+        aliases: flag -> (field, value, help): a switch that sets a field to one value
+            (``--no-augment`` for ``--augment none``).
+    """
+    import dataclasses
+
+    groups = {} if groups is None else groups
+    for f in dataclasses.fields(config_class):
+        meta = dict(f.metadata)
+        if not meta or not meta.pop("flag", True):
+            continue
+        help_text, group = meta.pop("help"), meta.pop("group", "options")
+        target = groups.setdefault(group, parser.add_argument_group(group))
+        flag = "--" + f.name.replace("_", "-")
+        type_name = str(f.type).replace(" | None", "")
+        if type_name == "bool":
+            target.add_argument(flag, action="store_true", default=f.default, help=help_text)
+        else:
+            target.add_argument(flag, type=_TYPES[type_name], default=f.default, help=help_text, **meta)
+        for alias, (name, value, alias_help) in (aliases or {}).items():
+            if name == f.name:
+                target.add_argument(alias, dest=name, action="store_const", const=value, help=alias_help)
+    flag = flag_renderer(parser)
+    for action in parser._actions:  # help text speaks in this script's flags
+        if action.help and "{" in action.help:
+            from .errors import ToolkitError
+
+            action.help = ToolkitError(action.help).render(flag)
+
+
+def config_from_flags(args, config_class, **values):
+    """The dataclass from the parsed flags (``values`` for fields another flag sets)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{**{k: v for k, v in vars(args).items() if k in names}, **values})
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -91,10 +142,15 @@ def flag_renderer(parser: argparse.ArgumentParser):
     ``--no-augment``). A parameter the script has no flag for keeps the toolkit's
     spelling of flags (``--name-with-dashes``); a positional argument its upper-case name.
     """
-    actions = {a.dest: a for a in parser._actions}
+    actions: dict[str, list] = {}
+    for a in parser._actions:
+        actions.setdefault(a.dest, []).append(a)
 
     def flag(name: str, value: str | None) -> str:
-        action = actions.get(name)
+        found = actions.get(name, [])
+        # a switch that sets this very value (--no-augment for {augment=none}), else the main flag
+        action = next((a for a in found if a.nargs == 0 and value is not None and value == str(a.const)),
+                      next((a for a in found if a.nargs != 0), found[0] if found else None))
         if action is not None and not action.option_strings:
             option = name.upper()
         elif action is not None:
@@ -114,10 +170,12 @@ def flag_renderer(parser: argparse.ArgumentParser):
 
 def one_line(text: str) -> str:
     """``text`` on one line: control characters (a newline or carriage return in a path the user
-    typed, say) are shown escaped, as Python writes them in a string."""
+    typed, say) are shown escaped, as Python writes them in a string, and so are the surrogates
+    that stand for bytes of an argument that was not valid UTF-8 (whatever the stream's errors
+    handler, the line can be written)."""
     import unicodedata
 
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") else c for c in text)
 
 
 def run(main_body, prog: str, flag=None) -> int:
@@ -130,7 +188,7 @@ def run(main_body, prog: str, flag=None) -> int:
         main_body()
     except ToolkitError as exc:
         if isinstance(exc, DiskFullError):
-            from .store import close_open_files
+            from .cache.writer import close_open_files
 
             close_open_files()
         print(f"{prog}: error: {one_line(exc.render(flag))}", file=sys.stderr)
@@ -141,7 +199,7 @@ def run(main_body, prog: str, flag=None) -> int:
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        from .store import close_open_files
+        from .cache.writer import close_open_files
 
         close_open_files()  # a write cut short may have left one open: closing it at exit crashed
         where = disk_full_path(exc)
@@ -158,6 +216,11 @@ def print_json(obj) -> None:
 
 def main(build_parser, body, argv=None) -> int:
     """A script's ``main``: parse ``argv``, set up logging, run ``body(args)`` with :func:`run`."""
+    for stream in (sys.stdout, sys.stderr):
+        # A path given in bytes that are not UTF-8 is printed escaped (\udcff), as Python writes it,
+        # never a UnicodeEncodeError once the work is done.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)

@@ -7,7 +7,8 @@ failure). Most are written before absl's logging is initialised, so
 line quiets the first import of TensorFlow at the file-descriptor level
 (:func:`quiet_tensorflow`), and ``-v`` brings everything back. What matters to a user,
 a GPU that is there but unusable, is said once, in the toolkit's words
-(:func:`report_unusable_gpu`).
+(:func:`report_unusable_gpu`). Also: the GPUs TensorFlow sees, and the library versions
+recorded beside every result.
 """
 
 from __future__ import annotations
@@ -95,9 +96,27 @@ def report_unusable_gpu() -> None:
 
     if keras.backend.backend() != "tensorflow":  # another backend finds its own devices
         return
-    import tensorflow as tf
-
-    if not tf.config.list_physical_devices("GPU"):
+    if not visible_gpus():
         log.warning("this machine has a GPU, but TensorFlow cannot use it (a CPU-only TensorFlow, or its "
                     "CUDA libraries missing: pip install 'tensorflow[and-cuda]'); running on the CPU. "
                     "-v shows TensorFlow's own messages")
+
+
+def visible_gpus() -> int:
+    """GPUs TensorFlow can use in this process."""
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def library_versions() -> dict:
+    """Versions of the libraries that shape the numbers, for the record."""
+    import platform
+
+    import h5py
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__, "h5py": h5py.__version__}

@@ -19,6 +19,19 @@ def last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.fixture
+def run_main(capsys):
+    """Run a script's ``main(argv)`` in this process: ``run_main(classify.main, argv)`` gives
+    (exit code, stdout, stderr)."""
+
+    def run(main, argv):
+        code = main(argv)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 def write_image(path: Path, seed: int, size=(24, 32), fmt=None) -> Path:
     """A small random-but-structured RGB image (JPEG, PNG, BMP or GIF by extension)."""
     from PIL import Image
@@ -46,6 +59,91 @@ def image_folder(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def head_runs(tmp_path_factory):
+    """Photos (two classes of 12), their EfficientNet-Lite0 cache at 64 px, and a logreg, an svm and an
+    sgd run folder on it: ``head_runs.photos``, ``.cache``, ``.runs[head]``. Tests copy what they change."""
+    from types import SimpleNamespace
+
+    import classify
+    import extract
+
+    root = tmp_path_factory.mktemp("heads")
+    photos = make_image_folder(root / "pets", per_class=12)
+    assert extract.main(["--data-dir", str(photos), "--out", str(root / "emb"), "--image-size", "64", "-q"]) == 0
+    cache = next((root / "emb").glob("**/*.h5"))
+    runs = {}
+    for head in ("logreg", "svm", "sgd"):
+        assert classify.main(["--features", str(cache), "--model", head, "--n-jobs", "1", "--out",
+                              str(root / "runs"), "-q"]) == 0
+        runs[head] = next((root / "runs").glob(f"*-{head}"))
+    return SimpleNamespace(photos=photos, cache=cache, runs=runs)
+
+
+@pytest.fixture
+def legacy_torch_file(monkeypatch):
+    """Write a legacy (pre-1.6) PyTorch state dict without torch: ``write(path, tensors, values)``.
+
+    ``tensors`` maps each name to (storage offset, size, stride) over one float32 storage
+    holding ``values``, as a real file's tensor views do (they may lie about the storage;
+    that is what the reader must refuse). Stand-in ``torch`` modules give pickle the global
+    names a real file holds while it writes; they are gone again before the file is read.
+    """
+    import collections
+    import io
+    import pickle
+    import struct
+    import sys
+    import types
+
+    from features.models.torchfile import MAGIC_NUMBER, PROTOCOL_VERSION
+
+    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while writing")
+
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    torch.FloatStorage, utils._rebuild_tensor_v2, torch._utils = FloatStorage, _rebuild_tensor_v2, utils
+
+    def write(path, tensors: dict, values) -> Path:
+        values = np.asarray(values, "<f4")
+
+        class Storage:
+            pass
+
+        storage = Storage()
+
+        class Tensor:
+            def __init__(self, offset, size, stride):
+                self.args = (storage, offset, size, stride, False, collections.OrderedDict())
+
+            def __reduce__(self):
+                return (_rebuild_tensor_v2, self.args)
+
+        class Pickler(pickle.Pickler):
+            def persistent_id(self, obj):
+                return ("storage", FloatStorage, "0", "cpu", len(values)) if obj is storage else None
+
+        header = b"".join(pickle.dumps(x, protocol=2) for x in (MAGIC_NUMBER, PROTOCOL_VERSION,
+                                                                {"little_endian": True}))
+        body = io.BytesIO()
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "torch", torch)
+            m.setitem(sys.modules, "torch._utils", utils)
+            Pickler(body, protocol=2).dump(collections.OrderedDict(
+                (name, Tensor(*view)) for name, view in tensors.items()))
+        Path(path).write_bytes(header + body.getvalue() + pickle.dumps(["0"], protocol=2)
+                               + struct.pack("<q", len(values)) + values.tobytes())
+        return Path(path)
+
+    return write
+
+
 @pytest.fixture
 def offline(monkeypatch):
     """No network: every new connection fails the way it does on a machine without one."""
@@ -66,7 +164,7 @@ def shared_datasets() -> Path:
 
 def write_cache(path: Path, X, y, class_names, splits=None, ids=None, attrs=None, seed=0) -> Path:
     """A feature cache written by the store module, from arrays (synthetic embeddings)."""
-    from features import store
+    from features import cache as store
     from features.data import stratified_split
 
     X, y = np.asarray(X, np.float32), np.asarray(y)

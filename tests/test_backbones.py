@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from features.backbones import REGISTRY, create_backbone, get_spec, preprocess_layer
 from features.errors import UsageError, WeightsUnavailableError
+from features.models import REGISTRY, create_backbone, get_spec, preprocess_layer
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -81,8 +81,8 @@ def test_missing_weights_file():
 
 
 def test_a_backbone_is_resolved_once_with_its_weight_source():
-    from features.backbones import Backbone, resolve_backbone
-    from features.lite import VARIANTS
+    from features.models import Backbone, resolve_backbone
+    from features.models.lite import VARIANTS
 
     lite = resolve_backbone("EfficientNet_Lite1")
     assert isinstance(lite, Backbone) and lite.name == "efficientnet_lite1" and lite.image_size == 240

@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 import extract
 from conftest import last_json, write_image
-from features import store
+from features import cache as store
 from features.data import decode_image, decoded_images, headers_for, load_folder
 from features.errors import DatasetUnavailableError
 

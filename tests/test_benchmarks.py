@@ -4,7 +4,7 @@ import importlib.util
 from pathlib import Path
 
 from conftest import make_image_folder
-from features import runs
+from features.results import runs
 
 
 def _load(name):

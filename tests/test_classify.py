@@ -1,20 +1,15 @@
 """classify.py end to end on caches written by the store module."""
 
-import json
 
 import h5py
 import numpy as np
 import pytest
 
 import classify
-from conftest import blobs, fill, tmpfs, write_cache
-from features import heads, runs, store
-
-
-def run(argv, capsys):
-    code = classify.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
+from conftest import blobs, fill, last_json, tmpfs, write_cache
+from features import cache as store
+from features import heads
+from features.results import runs
 
 
 @pytest.fixture
@@ -23,11 +18,12 @@ def cache(tmp_path):
     return write_cache(tmp_path / "emb" / "synthetic" / "toy-8.h5", X, y, ["ant", "bee", "cow"])
 
 
-def test_run_writes_folder_row_and_json(cache, tmp_path, capsys):
+def test_run_writes_folder_row_and_json(cache, tmp_path, capsys, run_main):
     out_dir = tmp_path / "runs"
-    code, out, err = run(["--features", str(cache), "--out", str(out_dir), "--json", "--n-jobs", "1", "-q"], capsys)
+    code, out, err = run_main(classify.main, ["--features", str(cache), "--out", str(out_dir), "--json", "--n-jobs",
+                                              "1", "-q"])
     assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result = last_json(out)
     assert result["accuracy"] >= 0.95 and result["method"] == "frozen-features" and result["head"] == "logreg"
     assert set(result["metrics"]["per_class"]) == {"ant", "bee", "cow"}
     folder = out_dir / result["run_dir"].split("/")[-1]
@@ -49,21 +45,23 @@ def test_run_writes_folder_row_and_json(cache, tmp_path, capsys):
     assert (head["pipeline"].predict(X_test) == y_test).mean() == pytest.approx(result["accuracy"])
 
 
-def test_newest_cache_is_the_default(cache, tmp_path, capsys):
-    code, out, err = run(["--embeddings-dir", str(tmp_path / "emb"), "--out", str(tmp_path / "r"), "--json",
-                          "--model", "knn", "--n-jobs", "1", "-q"], capsys)
+def test_newest_cache_is_the_default(cache, tmp_path, capsys, run_main):
+    code, out, err = run_main(classify.main, ["--embeddings-dir", str(tmp_path / "emb"), "--out",
+                                              str(tmp_path / "r"), "--json",
+                          "--model", "knn", "--n-jobs", "1", "-q"])
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["features"] == [str(cache)]
+    assert last_json(out)["features"] == [str(cache)]
 
 
-def test_two_caches_are_concatenated(tmp_path, capsys):
+def test_two_caches_are_concatenated(tmp_path, capsys, run_main):
     X, y = blobs()
     a = write_cache(tmp_path / "a.h5", X[:, :8], y, ["a", "b", "c"])
     b = write_cache(tmp_path / "b.h5", X[:, 8:], y, ["a", "b", "c"], attrs={"backbone": "other"})
-    code, out, err = run(["--features", str(a), str(b), "--out", str(tmp_path / "r"), "--json", "--n-jobs", "1",
-                          "-q"], capsys)
+    code, out, err = run_main(classify.main, ["--features", str(a), str(b), "--out", str(tmp_path / "r"), "--json",
+                                              "--n-jobs", "1",
+                          "-q"])
     assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result = last_json(out)
     assert result["backbone"] == "toy+other" and result["accuracy"] >= 0.95
 
 
@@ -84,7 +82,7 @@ def _nothing_written(tmp_path):
     return not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_bad_inputs_exit_2_and_write_nothing(cache, tmp_path, capsys):
+def test_bad_inputs_exit_2_and_write_nothing(cache, tmp_path, capsys, run_main):
     X, y = blobs()
     other = write_cache(tmp_path / "other.h5", X[:90], y[:90], ["ant", "bee", "cow"])
     no_test = write_cache(tmp_path / "notest.h5", X, y, ["ant", "bee", "cow"], splits=np.zeros(len(y), np.uint8))
@@ -103,17 +101,18 @@ def test_bad_inputs_exit_2_and_write_nothing(cache, tmp_path, capsys):
         (["--embeddings-dir", str(tmp_path / "none")], "no complete feature cache"),
     ]
     for argv, needle in cases:
-        code, out, err = run(argv + ["--out", str(tmp_path / "runs"), "-q"], capsys)
+        code, out, err = run_main(classify.main, argv + ["--out", str(tmp_path / "runs"), "-q"])
         assert code == 2 and needle in err, (argv, err)
         assert _nothing_written(tmp_path), argv
 
 
-def test_binary_cache_reports_roc_auc(tmp_path, capsys):
+def test_binary_cache_reports_roc_auc(tmp_path, capsys, run_main):
     X, y = blobs(classes=2)
     path = write_cache(tmp_path / "b.h5", X, y, ["cat", "dog"])
-    code, out, _ = run(["--features", str(path), "--model", "linear_svm", "--out", str(tmp_path / "r"), "--json",
-                        "--n-jobs", "1", "-q"], capsys)
-    result = json.loads(out.strip().splitlines()[-1])
+    code, out, _ = run_main(classify.main, ["--features", str(path), "--model", "linear_svm", "--out",
+                                            str(tmp_path / "r"), "--json",
+                        "--n-jobs", "1", "-q"])
+    result = last_json(out)
     assert code == 0 and result["roc_auc"] > 0.95
 
 
@@ -161,12 +160,13 @@ def _edit_split_codes(f):
     (_edit_missing_attribute, "lacks the attribute(s) n_images"),
     (_edit_split_codes, "split codes outside 0..2"),
 ])
-def test_a_damaged_or_edited_cache_is_refused_in_one_line(edit, needle, tmp_path, capsys):
+def test_a_damaged_or_edited_cache_is_refused_in_one_line(edit, needle, tmp_path, capsys, run_main):
     X, y = blobs()
     path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
     with h5py.File(path, "r+") as f:
         edit(f)
-    code, out, err = run(["--features", str(path), "--out", str(tmp_path / "runs"), "-q", "--n-jobs", "1"], capsys)
+    code, out, err = run_main(classify.main, ["--features", str(path), "--out", str(tmp_path / "runs"), "-q",
+                                              "--n-jobs", "1"])
     assert code == 2 and needle in err and "--force" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
@@ -182,10 +182,10 @@ def test_a_damaged_or_edited_cache_is_refused_in_one_line(edit, needle, tmp_path
     (["--n-jobs", "0"], "--n-jobs 0"),
     (["--cv", "1"], "--cv 1"),
 ])
-def test_flags_that_gave_tracebacks_are_refused_before_the_fit(argv, needle, tmp_path, capsys, monkeypatch):
+def test_flags_that_gave_tracebacks_are_refused_before_the_fit(argv, needle, tmp_path, capsys, monkeypatch, run_main):
     X, y = blobs()
     path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
-    code, out, err = run(["--features", str(path), "--out", str(tmp_path / "runs"), "-q", *argv], capsys)
+    code, out, err = run_main(classify.main, ["--features", str(path), "--out", str(tmp_path / "runs"), "-q", *argv])
     assert code == 2 and needle in err and "Traceback" not in err, err
 
 
@@ -193,23 +193,24 @@ def _no_fit(*args, **kwargs):
     raise AssertionError("the head was fitted before the output folder was checked")
 
 
-def test_an_output_folder_that_is_a_file_is_refused_before_the_fit(tmp_path, capsys, monkeypatch):
+def test_an_output_folder_that_is_a_file_is_refused_before_the_fit(tmp_path, capsys, monkeypatch, run_main):
     X, y = blobs()
     path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
     (tmp_path / "taken").write_text("a file")
     monkeypatch.setattr(heads, "fit_head", _no_fit)
-    code, out, err = run(["--features", str(path), "--out", str(tmp_path / "taken"), "-q"], capsys)
+    code, out, err = run_main(classify.main, ["--features", str(path), "--out", str(tmp_path / "taken"), "-q"])
     assert code == 2 and "--out" in err and "is a file" in err
 
 
 @pytest.mark.parametrize("options,needle", [("ro,size=1m", "cannot write there"),
                                             ("size=64k", "no space left on the device")])
-def test_a_read_only_or_full_output_device_is_found_before_the_fit(options, needle, tmp_path, capsys, monkeypatch):
+def test_a_read_only_or_full_output_device_is_found_before_the_fit(options, needle, tmp_path, capsys, monkeypatch,
+                                                                   run_main):
     X, y = blobs()
     path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
     with tmpfs(tmp_path / "disk", options) as mount:
         if "ro" not in options.split(","):
             fill(mount)
         monkeypatch.setattr(heads, "fit_head", _no_fit)
-        code, out, err = run(["--features", str(path), "--out", str(mount / "runs"), "-q"], capsys)
+        code, out, err = run_main(classify.main, ["--features", str(path), "--out", str(mount / "runs"), "-q"])
         assert code == 2 and needle in err and "Traceback" not in err, err

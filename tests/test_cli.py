@@ -18,14 +18,14 @@ import report
 from conftest import make_image_folder
 from features import cli, device
 from features.errors import UsageError
-from features.train_config import TrainConfig, check_settings
+from features.train.config import TrainConfig, check_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_an_api_user_reads_parameters_a_command_line_user_flags():
-    error = UsageError("{image_size} 16: too small; run again with {force=True}, {augment=False} and {weights=PATH}")
-    assert str(error) == "image_size 16: too small; run again with force=True, augment=False and weights=PATH"
+    error = UsageError("{image_size} 16: too small; run again with {force=True}, {augment=none} and {weights=PATH}")
+    assert str(error) == "image_size 16: too small; run again with force=True, augment=none and weights=PATH"
     flag = cli.flag_renderer(finetune.build_parser())
     assert error.render(flag) == ("--image-size 16: too small; run again with --force, --no-augment "
                                   "and --weights PATH")
@@ -34,7 +34,7 @@ def test_an_api_user_reads_parameters_a_command_line_user_flags():
 def test_a_library_check_speaks_the_callers_language(capsys):
     with pytest.raises(UsageError) as err:
         check_settings(TrainConfig(cache_frozen=True))
-    assert str(err.value).startswith("cache_frozen=True needs augment=False")
+    assert str(err.value).startswith("cache_frozen=True needs augment=none")
     assert finetune.main(["--cache-frozen", "--data-dir", "nowhere"]) == 2
     assert "finetune.py: error: --cache-frozen needs --no-augment" in capsys.readouterr().err
 
@@ -57,7 +57,7 @@ def test_help_states_each_default_once_and_never_for_a_switch(script):
 
 def test_finetune_help_is_right_about_augmentation_and_size():
     text = " ".join(finetune.build_parser().format_help().split())
-    assert "--no-augment no random changes of the training images (--augment is ignored) --cache-frozen" in text
+    assert "--no-augment the same as --augment none: no random changes of the training images --cache-frozen" in text
     assert "input size (default: the backbone's own) --unfreeze" in text
     assert "--split SPLIT train,val,test fractions of the stratified split made where the source has none " \
            "(default: 0.7,0.15,0.15)" in text
@@ -88,7 +88,8 @@ def test_the_quiet_import_leaves_tensorflow_as_if_imported_plainly():
 
 def test_a_gpu_tensorflow_cannot_use_is_reported_once(monkeypatch, caplog):
     monkeypatch.setattr(device, "_reported", False)
-    monkeypatch.setattr(device, "gpu_present", lambda: True)
+    monkeypatch.setattr(device, "gpu_present", lambda: True)  # a GPU on the machine ...
+    monkeypatch.setattr(device, "visible_gpus", lambda: 0)  # ... that TensorFlow cannot use, with or without one
     with caplog.at_level(logging.WARNING, logger="features.device"):
         device.report_unusable_gpu()
         device.report_unusable_gpu()
@@ -102,3 +103,22 @@ def test_no_gpu_no_word(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="features.device"):
         device.report_unusable_gpu()
     assert not caplog.records
+
+
+@pytest.mark.parametrize("field", ["epochs", "head_epochs", "patience", "batch_size", "warmup_epochs",
+                                   "train_per_class", "seed", "lr", "weight_decay", "label_smoothing"])
+def test_a_bool_is_never_a_number(field):
+    """TrainConfig(epochs=True) used to train for one epoch; every number the library checks refuses a bool."""
+    with pytest.raises(UsageError, match=f"^{field} True: "):
+        check_settings(TrainConfig(**{field: True}))
+
+
+def test_the_other_checks_refuse_a_bool_too():
+    from features import validate
+    from features.heads import check_epochs, check_params, check_search
+
+    for check in (lambda: check_search(cv=True), lambda: check_search(seed=False), lambda: check_epochs(True),
+                  lambda: check_params({"C": True}), lambda: check_params({"k": True}),
+                  lambda: validate.batch_size(True)):
+        with pytest.raises(UsageError, match="True|False"):
+            check()

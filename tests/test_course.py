@@ -14,11 +14,13 @@ import extract
 import finetune
 import predict
 from conftest import blobs, last_json, make_image_folder, write_cache
-from features import learning_curve, runs, store
-from features.backbones import create_backbone
-from features.ensemble import PROBABILITIES, load_member, select
+from features import cache as store
 from features.errors import UsageError
-from features.train_config import TrainConfig, check_settings
+from features.models import create_backbone
+from features.results import learning_curve, runs
+from features.results.ensemble import load_member, select
+from features.results.runs import RunFiles
+from features.train.config import TrainConfig, check_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--head-epochs", "1", "-q"]
@@ -60,14 +62,14 @@ def test_extract_tta_flip_is_its_own_cache_and_a_head_on_it_predicts_the_same_wa
     csv_path = tmp_path / "p.csv"
     assert predict.main([str(run_dir), *[str(pets / i) for i in test_ids], "--csv", str(csv_path), "-q"]) == 0
     got = np.array([[float(v) for v in line.split(",")[2:4]] for line in csv_path.read_text().splitlines()[1:]])
-    with np.load(run_dir / PROBABILITIES) as f:
+    with np.load(run_dir / RunFiles.PROBABILITIES) as f:
         np.testing.assert_allclose(got, f["test_proba"], atol=1e-4)
 
 
 def test_recipe_options_are_checked_in_the_callers_terms():
     for bad, match in ((dict(label_smoothing=1.0), "label_smoothing 1.0: give a number from 0"),
                        (dict(label_smoothing=float("nan")), "label_smoothing nan"),
-                       (dict(augmentation="wild"), "augmentation wild: choose standard or strong"),
+                       (dict(augment="wild"), "augment wild: choose none, standard or strong"),
                        (dict(tta="both"), "tta both: choose none or flip"),
                        (dict(train_per_class=0), "train_per_class 0: must be a whole number, at least 1")):
         with pytest.raises(UsageError, match=match):
@@ -85,7 +87,7 @@ def test_finetune_with_the_recipe_trains_on_k_per_class_and_scores_with_flips(pe
     assert row["n_train"] == 6 and row["train_per_class"] == 3 and row["tta"] == "flip"
     assert row["augment"] == "strong" and row["label_smoothing"] == 0.1
     folder = Path(row["run_dir"])
-    with np.load(folder / PROBABILITIES) as f:
+    with np.load(folder / RunFiles.PROBABILITIES) as f:
         assert len(f["test_ids"]) == row["n_test"] and len(f["val_ids"]) == row["n_val"]
         np.testing.assert_allclose(f["test_proba"].sum(axis=1), 1, atol=1e-5)
         first, proba = str(f["test_ids"][0]), f["test_proba"][0]
@@ -99,7 +101,7 @@ def test_finetune_with_the_recipe_trains_on_k_per_class_and_scores_with_flips(pe
 def test_label_smoothing_changes_the_loss_of_a_sigmoid_and_of_a_softmax():
     import keras
 
-    from features.training import SmoothedSparseCrossentropy, _loss
+    from features.train.model import SmoothedSparseCrossentropy, loss
 
     y, p = np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
     plain = float(keras.losses.SparseCategoricalCrossentropy()(y, p))
@@ -107,7 +109,7 @@ def test_label_smoothing_changes_the_loss_of_a_sigmoid_and_of_a_softmax():
     onehot = np.array([[0.95, 0.05], [0.05, 0.95]])
     assert float(smoothed(y, p)) == pytest.approx(float(np.mean(-(onehot * np.log(p)).sum(axis=1))), rel=1e-5)
     assert float(smoothed(y, p)) != pytest.approx(plain)
-    assert isinstance(_loss(True, 0.1), keras.losses.BinaryCrossentropy) and _loss(False, 0.0) == \
+    assert isinstance(loss(True, 0.1), keras.losses.BinaryCrossentropy) and loss(False, 0.0) == \
         "sparse_categorical_crossentropy"
     assert keras.losses.deserialize(keras.losses.serialize(smoothed)).label_smoothing == 0.1
 
@@ -140,12 +142,26 @@ def test_an_ensemble_averages_its_members_and_records_one_more_method(tmp_path, 
     assert methods == ["frozen-features", "frozen-features", "ensemble"]
 
 
+def _member(name, correct_probability):
+    """A run folder's record whose validation probability of the true class is given per image."""
+    from features.results.ensemble import Member
+
+    labels = np.array([0] * 5 + [1] * 5)
+    p = np.asarray(correct_probability, np.float64)
+    proba = np.where(labels[:, None] == np.arange(2), p[:, None], 1 - p[:, None])
+    ids = np.array([f"img{i}" for i in range(10)])
+    return Member(Path(name), {"dataset": "pets"}, ["cat", "dog"],
+                  {"val": (ids, labels, proba), "test": (ids, labels, proba)})
+
+
 def test_selection_on_val_starts_from_the_best_member_and_stops_when_none_helps(tmp_path, capsys):
+    a = _member("a", [0.9] * 8 + [0.2] * 2)  # 8 of 10, confident
+    b = _member("b", [0.55] * 8 + [0.1] * 2)  # 8 of 10 too, less sure: the tie goes to a (lower log loss)
+    c = _member("c", [0.45] * 4 + [0.6] * 4 + [0.99] * 2)  # 6 of 10 alone, right where a is wrong
+    assert select([a, b]) == [0]  # a + b is still 8 of 10: b does not help, the search stops
+    assert select([b, a, c]) == [1, 2]  # a, then c (a + c: 10 of 10); then b would lower it
+    assert select([b, a, c], max_members=1) == [1]
     dirs = _two_heads(tmp_path, capsys)
-    members = [load_member(d) for d in dirs]
-    chosen = select(members)
-    vals = [np.mean(m.splits["val"][2].argmax(axis=1) == m.splits["val"][1]) for m in members]
-    assert vals[chosen[0]] == max(vals) and len(chosen) in (1, 2)  # ties: the lower val log loss
     assert ensemble.main([*dirs, "--select", "val", "--max-members", "1", "--out", str(tmp_path / "r2")]) == 0
     assert "ensemble of 1 (val)" in capsys.readouterr().out
 
@@ -219,8 +235,9 @@ def test_course_benchmark_runs_every_step_on_a_tiny_folder(tmp_path, capsys):
     assert methods.count("scratch") == 1 + 1  # the small CNN, and again on 2 per class
     assert sum(1 for r in rows if r.get("train_per_class") == 2 and r["method"] != "learning-curve") == 2
     assert methods[-1] == "ensemble" and "chosen on val" in out
-    recipe = course.configs(course.build_parser().parse_args([]))["recipe"]  # trained in the test above
-    assert recipe["augmentation"] == "strong" and recipe["unfreeze"] == "all" and recipe["tta"] == "flip"
+    for name, config in course.configs(course.build_parser().parse_args([])).items():  # every step's settings,
+        for _, settings in (config if isinstance(config, list) else [(name, config)]):  # as run at full length,
+            check_settings(TrainConfig(**settings))  # are settings a user could give finetune.py
 
 
 def test_monitor_val_accuracy_keeps_the_most_accurate_epoch(pets, tmp_path, capsys):

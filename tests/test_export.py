@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 
-import classify
 import export
-import extract
 import finetune
 import predict
 from conftest import blobs, last_json, make_image_folder
 from features import heads
-from features.export import Exportable, linear_probabilities, load_exportable, load_exported
+from features.serve.export import Exportable, linear_probabilities, load_exportable
+from features.serve.exported import load_exported
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -r requirements-export.txt")
 
@@ -38,25 +37,11 @@ def test_heads_without_a_single_graph_are_refused_by_name():
             heads.fold_head(heads.make_head(name).fit(X, y), name)
 
 
-@pytest.fixture(scope="module")
-def head_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    photos = make_image_folder(root / "pets", per_class=12)
-    args = ["--data-dir", str(photos), "--out", str(root / "emb"), "--image-size", "64", "--json", "-q"]
-    assert extract.main(args) == 0
-    runs = {}
-    for head in ("logreg", "svm", "sgd"):
-        assert classify.main(["--embeddings-dir", str(root / "emb"), "--model", head, "--out", str(root / "runs"),
-                              "--n-jobs", "1", "-q"]) == 0
-        runs[head] = next((root / "runs").glob(f"*-{head}"))
-    return runs, photos
-
-
 @pytest.mark.parametrize("head", ["logreg", "sgd"])
-def test_the_folded_graph_gives_the_heads_probabilities_on_the_cached_embeddings(head, head_run, tmp_path):
-    from features import store
+def test_the_folded_graph_gives_the_heads_probabilities_on_the_cached_embeddings(head, head_runs, tmp_path):
+    from features import cache as store
 
-    runs, photos = head_run
+    runs, photos = head_runs.runs, head_runs.photos
     fitted = heads.load_head(runs[head] / "head.skops")
     cache = store.read_cache(fitted["meta"]["features"][0])
     model = load_exportable(runs[head])
@@ -69,14 +54,14 @@ def test_the_folded_graph_gives_the_heads_probabilities_on_the_cached_embeddings
 
 
 def _uint8(photos, size, n=6):
-    from features.export import _uint8_batches
-    from features.prediction import list_inputs
+    from features.serve.export import _uint8_batches
+    from features.serve.predict import list_inputs
 
     return next(_uint8_batches(list_inputs([photos])[:n], size, n))
 
 
-def test_every_format_gives_the_keras_models_probabilities(head_run, tmp_path, capsys):
-    runs, photos = head_run
+def test_every_format_gives_the_keras_models_probabilities(head_runs, tmp_path, capsys):
+    runs, photos = head_runs.runs, head_runs.photos
     model = load_exportable(runs["logreg"])
     batch = _uint8(photos, model.image_size)
     reference = model.probabilities(batch).numpy()
@@ -98,8 +83,8 @@ def test_every_format_gives_the_keras_models_probabilities(head_run, tmp_path, c
     assert sizes[("tflite", "int8")] < sizes[("tflite", "float16")] < sizes[("tflite", "none")]
 
 
-def test_predict_reads_an_export_and_refuses_a_changed_one(head_run, tmp_path, capsys):
-    runs, photos = head_run
+def test_predict_reads_an_export_and_refuses_a_changed_one(head_runs, tmp_path, capsys):
+    runs, photos = head_runs.runs, head_runs.photos
     out = tmp_path / "tfl"
     assert export.main([str(runs["logreg"]), "--format", "tflite", "--out", str(out), "-q"]) == 0
     capsys.readouterr()
@@ -120,14 +105,14 @@ def test_predict_reads_an_export_and_refuses_a_changed_one(head_run, tmp_path, c
     (["--format", "onnx", "--quantize", "int8"], "--quantize int8: onnx takes none"),
     (["--format", "saved_model", "--quantize", "float16"], "quantized models are exported as tflite"),
 ])
-def test_bad_settings_exit_2(argv, needle, head_run, capsys):
-    runs, _ = head_run
+def test_bad_settings_exit_2(argv, needle, head_runs, capsys):
+    runs = head_runs.runs
     assert export.main([str(runs["logreg"]), *argv]) == 2
     assert needle in capsys.readouterr().err
 
 
-def test_refusals_leave_nothing_behind(head_run, tmp_path, capsys, monkeypatch):
-    runs, _ = head_run
+def test_refusals_leave_nothing_behind(head_runs, tmp_path, capsys, monkeypatch):
+    runs = head_runs.runs
     assert export.main([str(runs["svm"]), "--out", str(tmp_path / "svm")]) == 2
     assert "head svm has no single-graph form to export; heads that export: logreg" in capsys.readouterr().err
     assert export.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
@@ -140,7 +125,7 @@ def test_refusals_leave_nothing_behind(head_run, tmp_path, capsys, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("features.export._onnx", interrupted)
+    monkeypatch.setattr("features.serve.export._onnx", interrupted)
     assert export.main([str(runs["logreg"]), "--format", "onnx", "--out", str(out), "--force"]) != 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["once"]  # the old export stays, no partial folder
     assert (out / "model.onnx").is_file()
@@ -165,10 +150,10 @@ def test_a_finetuned_model_exports_with_two_columns(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "saved_model", "onnx"])
-def test_a_full_disk_ends_in_one_line_and_leaves_nothing(fmt, head_run, tmp_path, capsys):
+def test_a_full_disk_ends_in_one_line_and_leaves_nothing(fmt, head_runs, tmp_path, capsys):
     from conftest import tmpfs
 
-    runs, _ = head_run
+    runs = head_runs.runs
     with tmpfs(tmp_path / "disk", "size=4m") as mount:
         (mount / "ballast").write_bytes(b"\0" * 3_000_000)  # about 1 MB free: less than any export
         code = export.main([str(runs["logreg"]), "--format", fmt, "--out", str(mount / "export")])

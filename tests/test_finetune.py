@@ -10,17 +10,15 @@ import pytest
 import extract
 import finetune
 from conftest import last_json, make_image_folder
-from features import runs, store, training
+from features import cache as store
 from features.data import load_folder
-from features.train_config import TrainConfig
+from features.results import runs
+from features.train import loop
+from features.train import model as training
+from features.train.config import TrainConfig
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--head-epochs", "1", "-q"]
 
-
-def run(argv, capsys):
-    code = finetune.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 
@@ -29,9 +27,9 @@ def pets(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=10)
 
 
-def test_scratch_epoch_writes_every_output(pets, tmp_path, capsys):
-    code, out, err = run(["--data-dir", str(pets), "--backbone", "mobilenet", "--weights", "none",
-                          "--out", str(tmp_path), "--json", *TINY], capsys)
+def test_scratch_epoch_writes_every_output(pets, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--backbone", "mobilenet", "--weights", "none",
+                          "--out", str(tmp_path), "--json", *TINY])
     assert code == 0, err
     result = last_json(out)
     assert result["method"] == "scratch" and result["epochs_run"] == 1 and result["unfrozen_layers"] > 80
@@ -55,14 +53,14 @@ def _network_weights(network):
 
 def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets, tmp_path):
     source = load_folder(pets)
-    config = TrainConfig(image_size=32, unfreeze="30", epochs=2, head_epochs=0, lr=1e-2, augment=False,
+    config = TrainConfig(image_size=32, unfreeze="30", epochs=2, head_epochs=0, lr=1e-2, augment="none",
                                   patience=5)
     from features.data import labelled_batches
 
     model, network = training.build_model(config, config.backbone, 2)
     train_idx, val_idx = np.flatnonzero(source.splits == 0), np.flatnonzero(source.splits == 1)
     before = _network_weights(network)
-    training.train(model, network, config, labelled_batches(source, train_idx, 32, 4, True, shuffle=True),
+    loop.train(model, network, config, labelled_batches(source, train_idx, 32, 4, True, shuffle=True),
                    labelled_batches(source, val_idx, 32, 4, True), tmp_path / "best.weights.h5", verbose=0)
     after = _network_weights(network)
     layers = training.base_layers(network)
@@ -75,9 +73,9 @@ def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets,
 
 
 @pytest.mark.parametrize("output,units", [("sigmoid", 1), ("softmax", 2)])
-def test_binary_heads_both_score(output, units, pets, tmp_path, capsys):
-    code, out, err = run(["--data-dir", str(pets), "--binary-output", output, "--unfreeze", "5",
-                          "--out", str(tmp_path), "--json", *TINY, "--head-epochs", "0"], capsys)
+def test_binary_heads_both_score(output, units, pets, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--binary-output", output, "--unfreeze", "5",
+                          "--out", str(tmp_path), "--json", *TINY, "--head-epochs", "0"])
     assert code == 0, err
     result = last_json(out)
     assert 0 <= result["accuracy"] <= 1 and result["roc_auc"] is not None
@@ -89,14 +87,15 @@ def test_binary_heads_both_score(output, units, pets, tmp_path, capsys):
     assert all(abs(float(r["p_cat"]) + float(r["p_dog"]) - 1) < 1e-5 for r in rows)
 
 
-def test_the_test_split_is_the_extract_split(pets, tmp_path, capsys):
+def test_the_test_split_is_the_extract_split(pets, tmp_path, capsys, run_main):
     (pets / "dog" / "bad.jpg").write_text("not an image")
     try:
         assert extract.main(["--data-dir", str(pets), "--out", str(tmp_path / "emb"), "--json", "--weights",
                              "none", "--image-size", "32", "-q"]) == 0
         cache = store.read_cache(last_json(capsys.readouterr().out)["cache"])
-        code, out, err = run(["--data-dir", str(pets), "--unfreeze", "0", "--out", str(tmp_path / "r"), "--json",
-                              *TINY], capsys)
+        code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--unfreeze", "0", "--out",
+                                                  str(tmp_path / "r"), "--json",
+                              *TINY])
         assert code == 0, err
         folder = tmp_path / "r" / last_json(out)["run_dir"].split("/")[-1]
         with open(folder / "predictions.csv") as f:
@@ -107,11 +106,13 @@ def test_the_test_split_is_the_extract_split(pets, tmp_path, capsys):
         (pets / "dog" / "bad.jpg").unlink()
 
 
-def test_mixed_precision_runs_and_keeps_float32_outputs(pets, tmp_path, capsys):
-    code, out, err = run(["--data-dir", str(pets), "--unfreeze", "0", "--precision", "mixed",
-                          "--out", str(tmp_path), "--json", *TINY], capsys)
+def test_mixed_precision_runs_and_keeps_float32_outputs(pets, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--unfreeze", "0", "--precision", "mixed",
+                          "--out", str(tmp_path), "--json", *TINY])
     assert code == 0, err
-    assert last_json(out)["precision"] == "mixed_bfloat16"
+    from features.device import visible_gpus
+
+    assert last_json(out)["precision"] == ("mixed_float16" if visible_gpus() else "mixed_bfloat16")
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
 
 
@@ -122,23 +123,23 @@ def test_mixed_precision_runs_and_keeps_float32_outputs(pets, tmp_path, capsys):
     (["--epochs", "0"], "--epochs"),
     (["--lr", "0"], "--lr"),
 ])
-def test_bad_flags_exit_2_and_write_nothing(argv, needle, pets, tmp_path, capsys):
-    code, out, err = run(["--data-dir", str(pets), "--out", str(tmp_path / "r"), *TINY, *argv], capsys)
+def test_bad_flags_exit_2_and_write_nothing(argv, needle, pets, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--out", str(tmp_path / "r"), *TINY, *argv])
     assert code == 2 and needle in err, err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 
-def test_bad_datasets_exit_2(tmp_path, capsys):
+def test_bad_datasets_exit_2(tmp_path, capsys, run_main):
     make_image_folder(tmp_path / "one", classes=("solo",))
-    code, _, err = run(["--data-dir", str(tmp_path / "one"), *TINY], capsys)
+    code, _, err = run_main(finetune.main, ["--data-dir", str(tmp_path / "one"), *TINY])
     assert code == 2 and "at least two" in err
     three = make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8)
-    code, _, err = run(["--data-dir", str(three), "--binary-output", "sigmoid", *TINY], capsys)
+    code, _, err = run_main(finetune.main, ["--data-dir", str(three), "--binary-output", "sigmoid", *TINY])
     assert code == 2 and "--binary-output sigmoid applies to two classes" in err
 
 
 def test_api_defaults_fit_any_class_count(tmp_path):
-    from features.train_config import resolve_config
+    from features.train.config import resolve_config
 
     three = load_folder(make_image_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8))
     config, backbone = resolve_config(TrainConfig(), three)
@@ -152,11 +153,11 @@ def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_pa
     from features.data import labelled_batches
 
     source = load_folder(pets)
-    config = TrainConfig(image_size=32, unfreeze="0", epochs=1, augment=False)
+    config = TrainConfig(image_size=32, unfreeze="0", epochs=1, augment="none")
     model, network = training.build_model(config, config.backbone, 2)
     train_ds = labelled_batches(source, np.flatnonzero(source.splits == 0), 32, 4, True)
     nan_val = tf.data.Dataset.from_tensors((tf.zeros((2, 32, 32, 3)), tf.fill((2, 1), float("nan")))).repeat(2)
-    result = training.train(model, network, config, train_ds, nan_val, tmp_path / "best.weights.h5", verbose=0)
+    result = loop.train(model, network, config, train_ds, nan_val, tmp_path / "best.weights.h5", verbose=0)
     assert result["best_epoch"] is None and result["seconds_to_best"] is None and len(result["history"]) == 1
     assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
 
@@ -164,7 +165,7 @@ def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_pa
 @pytest.mark.parametrize("backbone,unfreeze", [("efficientnet_lite0", 0), ("efficientnet_lite0", 20),
                                                 ("mobilenetv2", 12), ("resnet50", 15)])
 def test_frozen_prefix_then_trainable_part_is_the_whole_model(backbone, unfreeze):
-    config = TrainConfig(backbone=backbone, weights="none", image_size=32, augment=False)
+    config = TrainConfig(backbone=backbone, weights="none", image_size=32, augment="none")
     model, network = training.build_model(config, config.backbone, 3)
     n = training.unfrozen_count(network, str(unfreeze))
     prefix, trainable, suffix = training.frozen_prefix_models(model, network, n)
@@ -175,16 +176,16 @@ def test_frozen_prefix_then_trainable_part_is_the_whole_model(backbone, unfreeze
     assert len(training.base_layers(suffix)) >= n
     if n:  # the unfrozen layers are the suffix's own layer objects: training it trains the model
         assert all(layer in suffix.layers for layer in training.base_layers(network)[-n:])
-    assert {l.name for l in trainable.layers} >= {"dense", "output"}
+    assert {layer.name for layer in trainable.layers} >= {"dense", "output"}
 
 
 @pytest.mark.parametrize("memory_limit", [None, 0])  # 0: the activations spill to a file
 def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, memory_limit):
     from features.data import activation_batches
-    from features.finetuning import frozen_activations
+    from features.train.run import frozen_activations
 
     source = load_folder(pets)
-    config = TrainConfig(image_size=32, augment=False)
+    config = TrainConfig(image_size=32, augment="none")
     model, network = training.build_model(config, config.backbone, 2)
     prefix, _, _ = training.frozen_prefix_models(model, network, 10)
     rows, x = frozen_activations(prefix, source, np.arange(len(source)), 32, 4, tmp_path / "spill",
@@ -196,9 +197,10 @@ def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, me
     assert sorted(seen) == list(range(len(x)))  # every row once per epoch
 
 
-def test_cache_frozen_flag_trains_and_scores(pets, tmp_path, capsys):
-    code, out, err = run(["--data-dir", str(pets), "--unfreeze", "10", "--no-augment", "--cache-frozen",
-                          "--out", str(tmp_path), "--json", *TINY], capsys)
+def test_cache_frozen_flag_trains_and_scores(pets, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--unfreeze", "10", "--no-augment",
+                                              "--cache-frozen",
+                          "--out", str(tmp_path), "--json", *TINY])
     assert code == 0, err
     result = last_json(out)
     assert result["cache_frozen"] and result["cache_seconds"] > 0 and result["unfrozen_layers"] == 10
@@ -213,8 +215,8 @@ def test_cache_frozen_flag_trains_and_scores(pets, tmp_path, capsys):
     (["--cache-frozen", "--no-augment", "--weights", "none"], "pretrained base"),
     (["--cache-frozen", "--no-augment", "--unfreeze", "all"], "nothing can be cached"),
 ])
-def test_cache_frozen_refuses_where_it_cannot_apply(argv, needle, pets, tmp_path, capsys):
-    code, _, err = run(["--data-dir", str(pets), "--out", str(tmp_path / "r"), *TINY, *argv], capsys)
+def test_cache_frozen_refuses_where_it_cannot_apply(argv, needle, pets, tmp_path, capsys, run_main):
+    code, _, err = run_main(finetune.main, ["--data-dir", str(pets), "--out", str(tmp_path / "r"), *TINY, *argv])
     assert code == 2 and needle in err, err
 
 
@@ -261,12 +263,13 @@ def test_mirrored_over_two_devices_trains_and_scores_like_one(tmp_path):
     assert abs(single["accuracy"] - mirrored["accuracy"]) <= 0.15
 
 
-def test_tensorboard_logs_both_phases_on_one_axis_with_the_learning_rate(pets, tmp_path, capsys):
+def test_tensorboard_logs_both_phases_on_one_axis_with_the_learning_rate(pets, tmp_path, capsys, run_main):
     import tensorflow as tf
 
-    code, out, err = run(["--data-dir", str(pets), "--backbone", "efficientnet_lite0", "--out", str(tmp_path),
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--backbone", "efficientnet_lite0", "--out",
+                                              str(tmp_path),
                           "--json", "--head-epochs", "2", "--epochs", "2", "--head-lr", "0.002", "--lr", "0.0001",
-                          *TINY[:4], "-q"], capsys)
+                          *TINY[:4], "-q"])
     assert code == 0, err
     folder = tmp_path / last_json(out)["run_dir"].split("/")[-1]
     steps, rates = {}, {}
@@ -281,30 +284,31 @@ def test_tensorboard_logs_both_phases_on_one_axis_with_the_learning_rate(pets, t
     assert list((folder / "tensorboard" / "validation").glob("events.*"))
 
 
-def test_the_small_cnn_trains_from_scratch_and_refuses_imagenet_weights(pets, tmp_path, capsys):
-    code, out, err = run(["--data-dir", str(pets), "--backbone", "small_cnn", "--weights", "none",
-                          "--out", str(tmp_path), "--json", *TINY], capsys)
+def test_the_small_cnn_trains_from_scratch_and_refuses_imagenet_weights(pets, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--backbone", "small_cnn", "--weights", "none",
+                          "--out", str(tmp_path), "--json", *TINY])
     assert code == 0, err
     result = last_json(out)
     assert result["method"] == "scratch" and result["backbone"] == "small_cnn" and result["unfrozen_layers"] >= 16
-    code, out, err = run(["--data-dir", str(pets), "--backbone", "small_cnn", "--out", str(tmp_path)], capsys)
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--backbone", "small_cnn", "--out",
+                                              str(tmp_path)])
     assert code == 2 and "--backbone small_cnn is trained from scratch and has no ImageNet weights: give " \
                           "--weights none" in err
     assert extract.main(["--data-dir", str(pets), "--backbone", "small_cnn", "--out", str(tmp_path / "e")]) == 2
     assert "has no ImageNet weights" in capsys.readouterr().err
 
 
-def test_warmup_then_cosine_and_adamw_follow_their_schedule(pets, tmp_path, capsys):
+def test_warmup_then_cosine_and_adamw_follow_their_schedule(pets, tmp_path, capsys, run_main):
     import tensorflow as tf
 
-    from features.training import phase_rate
+    from features.train.loop import phase_rate
 
     assert [round(phase_rate(1.0, e, 5, "cosine", 1), 4) for e in range(5)] == [0.5, 1.0, 0.8536, 0.5, 0.1464]
     assert [phase_rate(2.0, e, 3, "constant", 0) for e in range(3)] == [2.0, 2.0, 2.0]
-    code, out, err = run(["--data-dir", str(pets), "--backbone", "efficientnet_lite0", "--out", str(tmp_path),
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--backbone", "efficientnet_lite0", "--out",
+                                              str(tmp_path),
                           "--json", "--head-epochs", "1", "--epochs", "3", "--lr", "0.001", "--schedule", "cosine",
-                          "--warmup-epochs", "1", "--weight-decay", "0.0001", "--patience", "5", *TINY[:4], "-q"],
-                         capsys)
+                          "--warmup-epochs", "1", "--weight-decay", "0.0001", "--patience", "5", *TINY[:4], "-q"])
     assert code == 0, err
     folder = tmp_path / last_json(out)["run_dir"].split("/")[-1]
     rates = {}
@@ -322,6 +326,6 @@ def test_warmup_then_cosine_and_adamw_follow_their_schedule(pets, tmp_path, caps
     (["--warmup-epochs", "3", "--epochs", "3"], "--warmup-epochs 3: give a whole number from 0 to --epochs - 1"),
     (["--weight-decay", "-1"], "--weight-decay -1.0: give a number from 0"),
 ])
-def test_bad_recipe_flags_exit_2(argv, needle, pets, tmp_path, capsys):
-    code, out, err = run(["--data-dir", str(pets), "--out", str(tmp_path), *argv], capsys)
+def test_bad_recipe_flags_exit_2(argv, needle, pets, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--out", str(tmp_path), *argv])
     assert code == 2 and needle in err, err

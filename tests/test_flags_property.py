@@ -20,6 +20,7 @@ import finetune
 import predict
 import report
 from conftest import blobs, make_image_folder, write_cache
+from features.serve.base import Predictor
 
 ODD = ["", " ", "nan", "NaN", "inf", "-inf", "1e23", "1e300", "-1e300", "-1", "0", "-0", "1", "2", "3/2", "0/1",
        "1/0", "0,0,0", "1,1,1", "nan,0.5,0.5", "70/15/15", "0.7,0.15,0.15", "all", "scale", "auto", "none",
@@ -88,20 +89,21 @@ DATA_FLAGS = ["--split", "--seed", "--max-per-class", "--max-pixels", "--tfds-di
                                   "--shard", "--merge", "--tta"]))
 def test_extract_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.extraction._extract", _reach)
+    monkeypatch.setattr("features.extract.run._extract", _reach)
     argv = ["--data-dir", str(photos), "--out", str(tmp_path / "emb"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(extract.main, argv, capsys, "extract.py")
 
 
 @SETTINGS
 @given(flags=_flags(DATA_FLAGS + ["--backbone", "--weights", "--image-size", "--unfreeze", "--binary-output",
-                                  "--epochs", "--head-epochs", "--lr", "--head-lr", "--scratch-lr", "--batch-size", "--distribute",
+                                  "--epochs", "--head-epochs", "--lr", "--head-lr", "--scratch-lr", "--batch-size",
+                                  "--distribute",
                                   "--schedule", "--warmup-epochs", "--weight-decay", "--augment",
                                   "--label-smoothing", "--train-per-class", "--tta", "--monitor",
                                   "--patience", "--precision"]))
 def test_finetune_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.finetuning.build", _reach)
+    monkeypatch.setattr("features.train.run.build", _reach)
     argv = ["--data-dir", str(photos), "--out", str(tmp_path / "runs"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(finetune.main, argv, capsys, "finetune.py")
 
@@ -112,22 +114,25 @@ def test_finetune_flags(flags, photos, tmp_path, capsys, monkeypatch):
                      "--embeddings-dir"]))
 def test_classify_flags(flags, cache, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("features.heads.classify.classify", _reach)
+    monkeypatch.setattr("features.heads.classify.classify_streaming", _reach)
     argv = ["--features", str(cache), "--out", str(tmp_path / "runs"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(classify.main, argv, capsys, "classify.py")
 
 
-class _Predictor:
+class _Predictor(Predictor):
     class_names = ["cat", "dog"]
+    run_dir = "run"
 
-    def predict(self, paths, batch_size, tta="none"):
-        return np.arange(len(paths)), np.full((len(paths), 2), 0.5), []
+    def probabilities(self, paths, batch_size, tta="none"):
+        return np.arange(len(paths)), np.full((len(paths), 2), 0.5)
 
 
 @SETTINGS
 @given(flags=_flags(["--top-k", "--batch-size", "--csv", "--tta", "--ensemble"]))
 def test_predict_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.prediction.load_predictor", lambda run_dir: _Predictor())
+    monkeypatch.setattr("features.serve.predict.load_predictor", lambda run_dir: _Predictor())
     argv = [str(tmp_path), str(photos / "cat"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(predict.main, argv, capsys, "predict.py")
 
@@ -135,7 +140,7 @@ def test_predict_flags(flags, photos, tmp_path, capsys, monkeypatch):
 @SETTINGS
 @given(flags=_flags(["--results", "--out", "--plots-dir", "--note"]))
 def test_report_flags(flags, tmp_path, capsys, monkeypatch):
-    from features import runs
+    from features.results import runs
 
     monkeypatch.chdir(tmp_path)
     runs.append_result(tmp_path / "runs", {"dataset": "pets", "backbone": "toy", "image_size": 32,
@@ -153,7 +158,7 @@ def test_ensemble_flags(flags, tmp_path, capsys, monkeypatch):
     import ensemble
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.ensemble.load_member", _reach)
+    monkeypatch.setattr("features.results.ensemble.load_member", _reach)
     argv = [str(tmp_path / "a"), str(tmp_path / "b"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(ensemble.main, argv, capsys, "ensemble.py")
 
@@ -164,7 +169,7 @@ def test_export_flags(flags, cache, tmp_path, capsys, monkeypatch):
     import export
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.export.load_exportable", _reach)
+    monkeypatch.setattr("features.serve.export.load_exportable", _reach)
     (tmp_path / "run").mkdir(exist_ok=True)
     argv = [str(tmp_path / "run"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(export.main, argv, capsys, "export.py")

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import blobs
-from features import heads, metrics
+from features import heads
 from features.data import stratified_split
 from features.errors import UsageError
+from features.results import metrics
 
 
 def _splits(y):

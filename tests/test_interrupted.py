@@ -16,7 +16,7 @@ import pytest
 import extract
 import finetune
 from conftest import fill, last_json, make_image_folder, tmpfs
-from features import store
+from features import cache as store
 from features.errors import DiskFullError, is_disk_full
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ def _start(photos, out):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _stop_after_first_parts(proc, out, sig, parts=2, timeout=120):
+def _stop_after_first_parts(proc, out, sig, parts=1, timeout=120):
+    """Send ``sig`` once the first checkpoint is written: 8 of 299 images, well before the end even when
+    the machine is loaded (a signal sent later, at the second part, once landed after a loaded run's end)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         if len(list(out.glob("**/*.parts/rows-*.npz"))) >= parts:
@@ -99,18 +101,19 @@ def test_parts_made_with_other_settings_are_not_used(photos, tmp_path, capsys):
 
 
 def test_a_second_writer_waits_for_the_first_then_finds_the_cache(photos, tmp_path, caplog, monkeypatch):
-    from features import extraction
     from features.data import load_folder
+    from features.extract import run as extraction
+    from features.models import build
 
     source = load_folder(photos, max_per_class=4)
-    building, real = threading.Event(), extraction.create_backbone
+    building, real = threading.Event(), build.create_backbone
 
     def slow_build(*args, **kwargs):  # the first run holds the lock while it builds and extracts
         building.set()
         time.sleep(1.5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extraction, "create_backbone", slow_build)
+    monkeypatch.setattr(build, "create_backbone", slow_build)
     args = dict(backbone="efficientnet_lite0", image_size=32, out_dir=tmp_path, progress=False)
     results = {}
     first = threading.Thread(target=lambda: results.setdefault("first", extraction.extract(source, **args)))
@@ -124,7 +127,7 @@ def test_a_second_writer_waits_for_the_first_then_finds_the_cache(photos, tmp_pa
 
 def test_writer_lock_is_released_when_its_holder_dies(tmp_path):
     path = tmp_path / "c.h5"
-    code = f"from features import store\nwith store.writer_lock({str(path)!r}):\n    import os; os._exit(9)"
+    code = f"from features import cache as store\nwith store.writer_lock({str(path)!r}):\n    import os; os._exit(9)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 9
     start = time.monotonic()
     with store.writer_lock(path, wait_message=False):
@@ -176,17 +179,30 @@ def test_a_full_disk_during_finetuning_says_so_and_leaves_no_run_folder(photos, 
 
 
 def runs_rows(out):
-    from features import runs
+    from features.results import runs
 
     return runs.read_results(out) if (out / "results.jsonl").exists() else []
 
 
-def test_disk_full_is_recognised_however_it_is_worded():
+def test_disk_full_is_recognised_however_it_is_worded(capsys):
+    from features import cli
+
     assert is_disk_full(OSError(errno.ENOSPC, "x"))
     assert is_disk_full(OSError("Can't write data (file write failed: errno = 28, error message = 'No space "
                                 "left on device')"))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
-    assert issubclass(DiskFullError, Exception)
+
+    def full():
+        raise DiskFullError("no space left on the device while writing x.h5; free some space")
+
+    def hdf5_full():  # HDF5's own words, an OSError, as a command line meets it
+        raise OSError("Can't write data (file write failed: errno = 28, filename = 'runs/x.h5')")
+
+    assert cli.run(full, "t.py") == 2 and cli.run(hdf5_full, "t.py") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "t.py: error: no space left on the device while writing x.h5; free some space",
+        "t.py: error: no space left on the device while writing runs/x.h5; free some space and run the same "
+        "command again. Nothing was written under a final name."]
 
 
 def test_no_path_reaches_a_shell():
@@ -216,7 +232,7 @@ def small_disk(tmp_path):
 
 
 def test_a_row_cut_short_by_a_full_disk_is_undone(tmp_path, monkeypatch):
-    from features import runs
+    from features.results import runs
 
     runs.append_result(tmp_path, {"run": 1})
     before = (tmp_path / "results.jsonl").read_bytes()
@@ -238,7 +254,7 @@ def test_a_row_cut_short_by_a_full_disk_is_undone(tmp_path, monkeypatch):
 
 
 def test_a_full_tmpfs_leaves_the_table_whole(tiny_disk):
-    from features import runs
+    from features.results import runs
 
     runs.append_result(tiny_disk, {"run": 1, "pad": "x" * 200})
     fill(tiny_disk)
@@ -248,7 +264,7 @@ def test_a_full_tmpfs_leaves_the_table_whole(tiny_disk):
 
 
 def test_a_damaged_table_is_read_up_to_its_damage_with_a_warning(tmp_path, caplog):
-    from features import runs
+    from features.results import runs
 
     (tmp_path / "results.jsonl").write_text('{"run": 1}\n{"run": 2, "acc\n{"run": 3}{"run": 4}\n{"run": 5}\n')
     assert [r["run"] for r in runs.read_results(tmp_path)] == [1, 5]
@@ -258,7 +274,7 @@ def test_a_damaged_table_is_read_up_to_its_damage_with_a_warning(tmp_path, caplo
 def test_run_folders_started_in_the_same_second_get_their_own_names(tmp_path, monkeypatch):
     import datetime
 
-    from features import runs
+    from features.results import runs
 
     fixed = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
     monkeypatch.setattr(runs, "_now", lambda: fixed)
@@ -283,7 +299,7 @@ def test_concurrent_classify_runs_each_keep_their_folder_and_row(tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    from features import runs
+    from features.results import runs
 
     rows = runs.read_results(tmp_path / "runs")
     folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
@@ -328,9 +344,8 @@ def test_finetuning_onto_a_disk_that_fills_mid_checkpoint_exits_2_not_a_crash(ph
 
 
 def test_what_a_killed_finetune_left_is_removed_by_the_next_run_and_said(photos, tmp_path, caplog):
-    from conftest import blobs, write_cache
-
     import classify
+    from conftest import blobs, write_cache
 
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "finetune.py", "--data-dir", str(photos), "--image-size", "32",
@@ -352,15 +367,15 @@ def test_what_a_killed_finetune_left_is_removed_by_the_next_run_and_said(photos,
 
 
 def test_a_live_runs_temporary_folder_is_left_alone(tmp_path):
-    from features import runs
+    from features.io import remove_abandoned
 
     mine = tmp_path / f".20261126-120000-x.{os.getpid()}.partial"
     mine.mkdir()
-    assert runs.remove_abandoned(tmp_path) == [] and mine.exists()
+    assert remove_abandoned(tmp_path) == [] and mine.exists()
 
 
 def test_the_writers_lock_removes_a_dead_writers_partial_cache_and_not_a_live_ones(tmp_path, caplog):
-    from features.runs import pid_alive
+    from features.io import pid_alive
 
     dead = next(pid for pid in range(4_000_000, 4_100_000) if not pid_alive(pid))
     cache = tmp_path / "flowers" / "lite0-224.h5"

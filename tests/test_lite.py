@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from features.backbones import create_backbone
-from features.lite import VARIANTS, build_efficientnet_lite, load_torch_weights, packaged_weights_path
+from features.models import create_backbone
+from features.models.lite import VARIANTS, build_efficientnet_lite, load_torch_weights, packaged_weights_path
 
 
 def _centre_crop(image, size):
@@ -45,7 +45,7 @@ def test_lite0_calls_flower_jpg_a_daisy(sample_images):
 def test_backbone_embeddings_are_the_classifier_input(sample_images):
     """The registry model (0-255 in, preprocessing inside) feeds the same features to the
     ImageNet classifier: its logits from our embedding give the same top-1."""
-    from features.torchfile import load_state_dict
+    from features.models.torchfile import load_state_dict
 
     backbone = create_backbone("efficientnet_lite0", weights="imagenet")
     emb = np.asarray(backbone(_centre_crop(sample_images["china"], 224)[None], training=False))

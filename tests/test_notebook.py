@@ -21,7 +21,8 @@ def test_notebook_runs_and_answers_from_measured_numbers(tmp_path):
     papermill.execute_notebook(
         str(notebook), str(out), cwd=str(ROOT), kernel_name="python3", progress_bar=False,
         parameters={"DATA_DIR": str(data), "IMAGE_SIZE": 32, "HEAD_EPOCHS": 1, "FINETUNE_EPOCHS": 1,
-                    "SCRATCH_EPOCHS": 1, "UNFREEZE": "5", "SMALL_CNN_EPOCHS": 2, "SMALL_CNN_PATIENCE": 1, "BATCH_SIZE": 4, "OUT": str(tmp_path / "runs"),
+                    "SCRATCH_EPOCHS": 1, "UNFREEZE": "5", "SMALL_CNN_EPOCHS": 2, "SMALL_CNN_PATIENCE": 1,
+                    "BATCH_SIZE": 4, "OUT": str(tmp_path / "runs"),
                     "EMBEDDINGS": str(tmp_path / "emb"), "CATS_DOGS_RESULTS": str(tmp_path / "runs"),
                     "COURSE_RESULTS": str(tmp_path / "runs")})
     executed = nbformat.read(out, as_version=4)

@@ -7,42 +7,27 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-import classify
-import extract
 import finetune
 import predict
 from conftest import last_json
-from features import heads, store
-
-
-def run(main, argv, capsys):
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
+from features import cache as store
+from features import heads
 
 
 @pytest.fixture(scope="module")
-def head_run(tmp_path_factory, image_folder_module):
-    tmp = tmp_path_factory.mktemp("head")
-    assert extract.main(["--data-dir", str(image_folder_module), "--out", str(tmp / "emb"), "--image-size", "64",
-                         "-q"]) == 0
-    cache_path = next((tmp / "emb").glob("**/*.h5"))
-    assert classify.main(["--features", str(cache_path), "--model", "logreg", "--n-jobs", "1",
-                          "--out", str(tmp / "runs"), "-q"]) == 0
-    return next(p for p in (tmp / "runs").iterdir() if p.is_dir()), cache_path
+def image_folder_module(head_runs):
+    return head_runs.photos
 
 
 @pytest.fixture(scope="module")
-def image_folder_module(tmp_path_factory):
-    from conftest import make_image_folder
+def head_run(head_runs):
+    """The logreg run folder and its cache."""
+    return head_runs.runs["logreg"], head_runs.cache
 
-    return make_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=8)
 
-
-def test_head_predictions_equal_the_head_on_cached_embeddings(head_run, image_folder_module, capsys):
+def test_head_predictions_equal_the_head_on_cached_embeddings(head_run, image_folder_module, capsys, run_main):
     run_dir, cache_path = head_run
-    code, out, err = run(predict.main, [str(run_dir), str(image_folder_module), "--json", "-q"], capsys)
+    code, out, err = run_main(predict.main, [str(run_dir), str(image_folder_module), "--json", "-q"])
     assert code == 0, err
     got = {p["path"]: dict(p["top"]) for p in last_json(out)["predictions"]}
     cache = store.read_cache(cache_path)
@@ -52,13 +37,13 @@ def test_head_predictions_equal_the_head_on_cached_embeddings(head_run, image_fo
         assert probs["cat"] == pytest.approx(expected[i, 0], abs=1e-4)
 
 
-def test_unreadable_files_are_listed_not_fatal(head_run, image_folder_module, tmp_path, capsys):
+def test_unreadable_files_are_listed_not_fatal(head_run, image_folder_module, tmp_path, capsys, run_main):
     run_dir, _ = head_run
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     good = next(image_folder_module.glob("cat/*"))
     out_csv = tmp_path / "p.csv"
-    code, out, err = run(predict.main, [str(run_dir), str(good), str(bad), "--csv", str(out_csv), "-q"], capsys)
+    code, out, err = run_main(predict.main, [str(run_dir), str(good), str(bad), "--csv", str(out_csv), "-q"])
     assert code == 0, err
     assert "unreadable" in out and "bad.jpg" in out
     with open(out_csv) as f:
@@ -67,31 +52,32 @@ def test_unreadable_files_are_listed_not_fatal(head_run, image_folder_module, tm
     assert rows[0]["predicted"] in ("cat", "dog") and rows[1]["error"]
 
 
-def test_finetuned_predictions_equal_its_own_test_predictions(image_folder_module, tmp_path, capsys):
-    code, out, err = run(finetune.main, ["--data-dir", str(image_folder_module), "--unfreeze", "0", "--epochs", "1",
+def test_finetuned_predictions_equal_its_own_test_predictions(image_folder_module, tmp_path, capsys, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(image_folder_module), "--unfreeze", "0", "--epochs",
+                                              "1",
                                          "--image-size", "32", "--batch-size", "4", "--out", str(tmp_path),
-                                         "--json", "-q"], capsys)
+                                         "--json", "-q"])
     assert code == 0, err
     run_dir = tmp_path / last_json(out)["run_dir"].split("/")[-1]
     with open(run_dir / "predictions.csv") as f:
         tested = {r["id"]: float(r["p_dog"]) for r in csv.DictReader(f)}
     files = [str(image_folder_module / i) for i in tested]
-    code, out, err = run(predict.main, [str(run_dir), *files, "--json", "-q"], capsys)
+    code, out, err = run_main(predict.main, [str(run_dir), *files, "--json", "-q"])
     assert code == 0, err
     for item in last_json(out)["predictions"]:
         rel = item["path"][len(str(image_folder_module)) + 1:]
         assert dict(item["top"])["dog"] == pytest.approx(tested[rel], abs=1e-5)
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "image_size": 64}))
-    code, _, err = run(predict.main, [str(run_dir), *files, "-q"], capsys)
+    code, _, err = run_main(predict.main, [str(run_dir), *files, "-q"])
     assert code == 2 and "config.json says 64" in err
 
 
-def test_refusals(head_run, image_folder_module, tmp_path, capsys):
+def test_refusals(head_run, image_folder_module, tmp_path, capsys, run_main):
     run_dir, _ = head_run
-    code, _, err = run(predict.main, [str(tmp_path), str(image_folder_module), "-q"], capsys)
+    code, _, err = run_main(predict.main, [str(tmp_path), str(image_folder_module), "-q"])
     assert code == 2 and "not a run folder" in err
-    code, _, err = run(predict.main, [str(run_dir), str(tmp_path / "missing.jpg"), "-q"], capsys)
+    code, _, err = run_main(predict.main, [str(run_dir), str(tmp_path / "missing.jpg"), "-q"])
     assert code == 2 and "no such file" in err
     # A head whose record disagrees with the model: three class names for a two-class head.
     tampered = tmp_path / "tampered"
@@ -99,19 +85,20 @@ def test_refusals(head_run, image_folder_module, tmp_path, capsys):
     head = heads.load_head(run_dir / "head.skops")
     head["meta"]["class_names"] = ["a", "b", "c"]
     sio.dump(head, tampered / "head.skops")
-    code, _, err = run(predict.main, [str(tampered), str(image_folder_module), "-q"], capsys)
+    code, _, err = run_main(predict.main, [str(tampered), str(image_folder_module), "-q"])
     assert code == 2 and "class names" in err
     # A head on embeddings of another width than its backbone gives.
     head["meta"]["class_names"] = ["cat", "dog"]
     head["meta"]["backbone"] = "mobilenet"
     head["meta"]["weights"] = "none"
     sio.dump(head, tampered / "head.skops")
-    code, _, err = run(predict.main, [str(tampered), str(image_folder_module), "-q"], capsys)
+    code, _, err = run_main(predict.main, [str(tampered), str(image_folder_module), "-q"])
     assert code == 2 and "1280-d embeddings" in err and "1024" in err
     np.testing.assert_equal(len(list(tampered.iterdir())), 1)
 
 
-def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_folder_module, tmp_path, capsys):
+def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_folder_module, tmp_path, capsys,
+                                                                run_main):
     """A .jpg linked to /dev/zero read without end, and a FIFO named .jpg hung: both are skipped."""
     import os
 
@@ -122,8 +109,7 @@ def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_
     (photos / "good.jpg").write_bytes(good.read_bytes())
     (photos / "zero.jpg").symlink_to("/dev/zero")
     os.mkfifo(photos / "pipe.jpg")
-    code, out, err = run(predict.main, [str(run_dir), str(photos), str(photos / "pipe.jpg"), "--json", "-q"],
-                         capsys)
+    code, out, err = run_main(predict.main, [str(run_dir), str(photos), str(photos / "pipe.jpg"), "--json", "-q"])
     assert code == 0, err
     result = last_json(out)
     assert [p["path"] for p in result["predictions"]] == [str(photos / "good.jpg")]
@@ -132,7 +118,7 @@ def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_
 
 
 def test_csv_to_a_device_or_a_pipe_writes_through_and_a_folder_is_refused(head_run, image_folder_module, tmp_path,
-                                                                          capsys):
+                                                                          capsys, run_main):
     import os
     import stat
     import threading
@@ -146,7 +132,7 @@ def test_csv_to_a_device_or_a_pipe_writes_through_and_a_folder_is_refused(head_r
     got = []
     reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
     reader.start()
-    code, out, err = run(predict.main, [str(run_dir), good, "--csv", str(link), "-q"], capsys)
+    code, out, err = run_main(predict.main, [str(run_dir), good, "--csv", str(link), "-q"])
     reader.join(60)
     assert code == 0, err
     assert got and got[0].startswith("path,predicted") and good in got[0]
@@ -154,9 +140,9 @@ def test_csv_to_a_device_or_a_pipe_writes_through_and_a_folder_is_refused(head_r
     regular = tmp_path / "real.csv"
     regular.write_text("old")
     (tmp_path / "to_real.csv").symlink_to(regular)
-    assert run(predict.main, [str(run_dir), good, "--csv", str(tmp_path / "to_real.csv"), "-q"], capsys)[0] == 0
+    assert run_main(predict.main, [str(run_dir), good, "--csv", str(tmp_path / "to_real.csv"), "-q"])[0] == 0
     assert (tmp_path / "to_real.csv").is_symlink() and regular.read_text().startswith("path,predicted")
-    code, out, err = run(predict.main, [str(run_dir), good, "--csv", str(tmp_path), "-q"], capsys)
+    code, out, err = run_main(predict.main, [str(run_dir), good, "--csv", str(tmp_path), "-q"])
     assert code == 2 and "--csv" in err and "is a folder" in err and len(err.strip().splitlines()) == 1
 
 
@@ -189,13 +175,13 @@ def _rewrite_head(key, value):
     ("head", _rewrite_head("image_size", "x"), "image size and weights"),
 ])
 def test_refused_artifacts_are_refused_in_one_line(kind, edit, needle, head_run, finetuned_run, image_folder_module,
-                                                   tmp_path, capsys):
+                                                   tmp_path, capsys, run_main):
     import shutil
 
     folder = tmp_path / "run"
     shutil.copytree(finetuned_run if kind == "finetune" else head_run[0], folder)
     edit(folder)
-    code, out, err = run(predict.main, [str(folder), str(image_folder_module), "-q"], capsys)
+    code, out, err = run_main(predict.main, [str(folder), str(image_folder_module), "-q"])
     assert code == 2 and needle in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
 

@@ -13,9 +13,9 @@ import pytest
 
 import extract
 from conftest import last_json, make_image_folder
-from features import store
+from features import cache as store
 from features.errors import DatasetUnavailableError
-from features.ray_engine import local_actor_pids
+from features.extract.ray_cluster import local_actor_pids
 
 ray = pytest.importorskip("ray")
 
@@ -80,7 +80,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, loc
     killer = threading.Thread(target=kill_when_rows_arrive)
     killer.start()
     from features.data import load_folder
-    from features.extraction import extract as run_extract
+    from features.extract.run import extract as run_extract
 
     result = run_extract(load_folder(photos), "efficientnet_lite0", image_size=48, batch_size=4, out_dir=tmp_path,
                          engine="ray", progress=False, checkpoint_batches=1)
@@ -111,7 +111,7 @@ def test_a_path_a_worker_cannot_read_is_named_with_its_node(tmp_path):
     import socket
 
     from features.data import load_folder
-    from features.extraction import extract as run_extract
+    from features.extract.run import extract as run_extract
 
     root = make_image_folder(tmp_path / "photos", per_class=3)
     source = load_folder(root)
@@ -142,7 +142,7 @@ def test_without_ray_installed_the_message_names_the_install(photos, tmp_path, c
 
 
 def test_the_pool_never_takes_every_cpu_and_puts_one_actor_on_each_gpu():
-    from features.ray_engine import plan
+    from features.extract.ray_cluster import plan
 
     two = plan({"CPU": 2.0}, [{"Alive": True, "Resources": {"CPU": 2.0}}])
     assert two["actors"] == 1 and two["num_cpus"] == 1.0 and two["threads"] == 2 and not two["num_gpus"]
@@ -153,7 +153,7 @@ def test_the_pool_never_takes_every_cpu_and_puts_one_actor_on_each_gpu():
 
 
 def test_a_ray_that_cannot_start_or_join_says_so_in_one_message(monkeypatch):
-    from features.ray_engine import connect
+    from features.extract.ray_cluster import connect
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Failed to start the GCS server\nmore detail")

@@ -3,13 +3,13 @@
 Skips where the folder is absent (a user's clone has none).
 """
 
-import json
 
 import numpy as np
 import pytest
 
 import extract
-from features import store
+from conftest import last_json
+from features import cache as store
 
 
 @pytest.mark.parametrize("dataset,per_class,classes,floor", [("flowers", 16, 5, 0.65),
@@ -23,7 +23,7 @@ def test_lite0_embeddings_of_real_photos_separate_the_classes(dataset, per_class
                          "--out", str(tmp_path), "--json", "-q"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
+    result = last_json(out)
     assert result["images"] == per_class * classes and result["skipped"] == 0
     cache = store.read_cache(result["cache"], verify=True)
     assert cache.attrs["dataset"] == dataset and len(cache.class_names) == classes

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from features import store
+from features import cache as store
 from features.errors import CacheError
 
 CLASSES = ["cat", "dog"]

@@ -1,11 +1,10 @@
 import pickle
-import struct
 
 import numpy as np
 import pytest
 
-from features.lite import packaged_weights_path
-from features.torchfile import MAGIC_NUMBER, PROTOCOL_VERSION, UnsafePickleError, load_state_dict
+from features.models.lite import packaged_weights_path
+from features.models.torchfile import MAGIC_NUMBER, PROTOCOL_VERSION, UnsafePickleError, load_state_dict
 
 
 def _legacy_header() -> bytes:
@@ -62,110 +61,27 @@ def test_not_a_torch_file_and_truncated_file(tmp_path):
         load_state_dict(cut)
 
 
-def test_strided_tensors_are_rebuilt_like_torch(tmp_path, monkeypatch):
+def test_strided_tensors_are_rebuilt_like_torch(tmp_path, legacy_torch_file):
     """A hand-written legacy file: a transposed (strided) view over a shared storage."""
-    import collections
-    import io
     import sys
-    import types
 
-    # Stand-ins so that pickle can write references to torch names without torch.
-    torch_mod, utils_mod = types.ModuleType("torch"), types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("never called while writing")
-
-    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
-    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
-    torch_mod.FloatStorage, utils_mod._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
-    monkeypatch.setitem(sys.modules, "torch", torch_mod)
-    monkeypatch.setitem(sys.modules, "torch._utils", utils_mod)
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj):
-            return ("storage", FloatStorage, "0", "cpu", 6) if obj == "STORAGE" else None
-
-    class TensorStub:
-        def __init__(self, offset, size, stride):
-            self.args = ("STORAGE", offset, size, stride, False, collections.OrderedDict())
-
-        def __reduce__(self):
-            return (_rebuild_tensor_v2, self.args)
-
-    body = io.BytesIO()
-    state = collections.OrderedDict(a=TensorStub(0, (2, 3), (3, 1)), t=TensorStub(0, (3, 2), (1, 3)),
-                                    tail=TensorStub(4, (2,), (1,)))
-    Pickler(body, protocol=2).dump(state)
     values = np.arange(6, dtype="<f4")
-    path = tmp_path / "small.pth"
-    path.write_bytes(_legacy_header() + body.getvalue() + pickle.dumps(["0"], protocol=2)
-                     + struct.pack("<q", 6) + values.tobytes())
-    monkeypatch.delitem(sys.modules, "torch")  # the reader must not need it
+    path = legacy_torch_file(tmp_path / "small.pth", {"a": (0, (2, 3), (3, 1)), "t": (0, (3, 2), (1, 3)),
+                                                       "tail": (4, (2,), (1,))}, values)
+    assert "torch" not in sys.modules  # the reader must not need it
     sd = load_state_dict(path)
     np.testing.assert_array_equal(sd["a"], values.reshape(2, 3))
     np.testing.assert_array_equal(sd["t"], values.reshape(2, 3).T)
     np.testing.assert_array_equal(sd["tail"], [4, 5])
 
 
-def _crafted(path, size, stride, offset=0, numel=4):
-    """A legacy torch file whose one tensor claims ``size``/``stride``/``offset`` over ``numel`` floats.
-
-    Made without torch: stand-in ``torch`` modules give pickle the global names a real
-    file holds, then are removed again.
-    """
-    import collections
-    import io
-    import sys
-    import types
-
-    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("never called")
-
-    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
-    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
-    torch.FloatStorage, utils._rebuild_tensor_v2, torch._utils = FloatStorage, _rebuild_tensor_v2, utils
-
-    class Storage:
-        pass
-
-    class Tensor:
-        def __reduce__(self):
-            return (_rebuild_tensor_v2, (Storage(), offset, size, stride, False, collections.OrderedDict()))
-
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj):
-            return ("storage", FloatStorage, "0", "cpu", numel) if isinstance(obj, Storage) else None
-
-    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
-    sys.modules.update({"torch": torch, "torch._utils": utils})
-    try:
-        buf = io.BytesIO()
-        Pickler(buf, protocol=2).dump(collections.OrderedDict(w=Tensor()))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-    path.write_bytes(_legacy_header() + buf.getvalue() + pickle.dumps(["0"], protocol=2)
-                     + struct.pack("<q", numel) + np.arange(numel, dtype="<f4").tobytes())
-    return path
+def _crafted(write, path, size, stride, offset=0, numel=4):
+    """A legacy torch file whose one tensor claims ``size``/``stride``/``offset`` over ``numel`` floats."""
+    return write(path, {"w": (offset, size, stride)}, np.arange(numel))
 
 
-def test_an_honest_crafted_file_reads():
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        sd = load_state_dict(_crafted(Path(d) / "ok.pth", (2, 2), (2, 1)))
+def test_an_honest_crafted_file_reads(tmp_path, legacy_torch_file):
+    sd = load_state_dict(_crafted(legacy_torch_file, tmp_path / "ok.pth", (2, 2), (2, 1)))
     np.testing.assert_array_equal(sd["w"], [[0, 1], [2, 3]])
 
 
@@ -177,17 +93,17 @@ def test_an_honest_crafted_file_reads():
     ((2,), (1, 1), 0),                            # more strides than dimensions
     ((2,), ("1",), 0),                            # a stride that is not a number
 ])
-def test_a_file_that_lies_about_its_storage_is_refused(tmp_path, size, stride, offset):
+def test_a_file_that_lies_about_its_storage_is_refused(tmp_path, size, stride, offset, legacy_torch_file):
     with pytest.raises(ValueError, match="damaged|reaches element"):
-        load_state_dict(_crafted(tmp_path / "lie.pth", size, stride, offset))
+        load_state_dict(_crafted(legacy_torch_file, tmp_path / "lie.pth", size, stride, offset))
 
 
-def test_extract_refuses_a_lying_weights_file_in_one_line(tmp_path, capsys):
+def test_extract_refuses_a_lying_weights_file_in_one_line(tmp_path, capsys, legacy_torch_file):
     import extract
     from conftest import make_image_folder
 
     photos = make_image_folder(tmp_path / "photos", per_class=3)
-    lie = _crafted(tmp_path / "lie.pth", (1_000_000, 1_000_000), (1_000_000, 1))
+    lie = _crafted(legacy_torch_file, tmp_path / "lie.pth", (1_000_000, 1_000_000), (1_000_000, 1))
     code = extract.main(["--data-dir", str(photos), "--weights", str(lie), "--image-size", "32",
                          "--out", str(tmp_path / "emb"), "-q"])
     err = capsys.readouterr().err

@@ -9,14 +9,47 @@
 The names below are the package's public API; import them from ``features.data``.
 """
 
-from .decoding import (RESIZE_METHOD, SKIP_KINDS, Headers, Skip, decode_image, decode_paths, read_headers,
-                       why_undecodable)
-from .listing import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, TFDS_DATASETS, DataSource, images_under, load_folder,
-                      load_source, load_tfds)
-from .pipelines import (activation_batches, decoded_images, fixed_threads, headers_for, image_batches,
-                        indexed_batches, labelled_batches, why_skipped)
-from .splits import (DEFAULT_SPLIT, DEFAULT_SPLIT_TEXT, SPLITS, TEST, TRAIN, VAL, parse_split, split_code,
-                     stratified_split)
+from .decoding import (
+                       RESIZE_METHOD,
+                       SKIP_KINDS,
+                       Headers,
+                       Skip,
+                       decode_image,
+                       decode_paths,
+                       read_headers,
+                       why_undecodable,
+)
+from .listing import (
+                       DEFAULT_MAX_PIXELS,
+                       IMAGE_EXTENSIONS,
+                       TFDS_DATASETS,
+                       DataSource,
+                       images_under,
+                       load_folder,
+                       load_source,
+                       load_tfds,
+)
+from .pipelines import (
+                       activation_batches,
+                       decoded_images,
+                       fixed_threads,
+                       headers_for,
+                       image_batches,
+                       indexed_batches,
+                       labelled_batches,
+                       why_skipped,
+)
+from .splits import (
+                       DEFAULT_SPLIT,
+                       DEFAULT_SPLIT_TEXT,
+                       SPLITS,
+                       TEST,
+                       TRAIN,
+                       VAL,
+                       parse_split,
+                       split_code,
+                       stratified_split,
+)
 
 __all__ = [
     "RESIZE_METHOD", "SKIP_KINDS", "Headers", "Skip", "decode_image", "decode_paths", "read_headers",

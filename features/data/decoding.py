@@ -259,7 +259,7 @@ def why_undecodable(path=None, data: bytes | None = None) -> Skip:
         return Skip("empty file", "empty file (0 bytes)")
     try:
         decode_image(tf.constant(data), 8)
-    except Exception as exc:  # what TensorFlow says is the reason
+    except Exception as exc:  # noqa: BLE001 - whatever TensorFlow raises, its text is the reason
         text = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*", "",
                       str(getattr(exc, "message", exc))).strip()
         reason = (text.splitlines()[0] if text else type(exc).__name__)[:200]

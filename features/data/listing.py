@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..errors import DatasetUnavailableError, UsageError
-from .splits import (DEFAULT_SPLIT, SPLITS, check_seed, complete_splits, describe_split, split_code,
-                     stratified_split, subsample)
+from .splits import DEFAULT_SPLIT, SPLITS, complete_splits, describe_split, split_code, stratified_split, subsample
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,13 @@ class DataSource:
         tfds_dir: TFDS data folder (TFDS sources only).
         max_pixels: files whose header says more pixels are refused, never decoded.
         ignored: files under the class folders left out, counted by kind.
+        seed: the seed the split (and the sample of ``max_per_class``) was made with.
+        split: the train/val/test fractions of the split made where the source had none.
+        max_per_class: the seeded sample's size per class, or None for every image.
+
+    The settings travel with the listing they made: an extraction keys its cache on them
+    and on the splits themselves, so two listings of one folder never share a cache
+    unless every image has the same split in both.
     """
 
     name: str
@@ -72,6 +79,9 @@ class DataSource:
     tfds_dir: str | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     ignored: dict = field(default_factory=dict)
+    seed: int = 0
+    split: tuple = DEFAULT_SPLIT
+    max_per_class: int | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -190,7 +200,7 @@ def load_folder(data_dir: str | Path, split=DEFAULT_SPLIT, seed: int = 0,
     Raises:
         DatasetUnavailableError: missing folder, fewer than two classes, or a class with no images.
     """
-    check_seed(seed)
+    validate.seed(seed)
     root = Path(data_dir).expanduser().resolve()
     if not root.is_dir():
         raise DatasetUnavailableError(f"{{data_dir}} {data_dir}: no such folder")
@@ -240,7 +250,8 @@ def load_folder(data_dir: str | Path, split=DEFAULT_SPLIT, seed: int = 0,
         splits = complete_splits(np.asarray(origin_split, dtype=np.uint8)[order], labels, split, seed)
     return DataSource(name=root.name, kind="folder", location=str(root), class_names=class_names,
                       ids=ids, labels=labels, splits=splits, fingerprint=_fingerprint(root, ids),
-                      split_origin=origin, max_pixels=max_pixels, ignored=ignored)
+                      split_origin=origin, max_pixels=max_pixels, ignored=ignored, seed=seed, split=tuple(split),
+                      max_per_class=max_per_class or None)
 
 
 def _host_reachable(host: str, timeout: float = 3.0) -> bool:
@@ -261,7 +272,7 @@ def load_tfds(name: str, tfds_dir: str | None = None, split=DEFAULT_SPLIT, seed:
     Raises:
         DatasetUnavailableError: offline and not prepared; the message says what to do.
     """
-    check_seed(seed)
+    validate.seed(seed)
     if name not in TFDS_DATASETS:
         raise UsageError(f"{{dataset}} {name}: choose one of {', '.join(TFDS_DATASETS)}, "
                          "or give an image folder with {data_dir}")
@@ -287,7 +298,8 @@ def load_tfds(name: str, tfds_dir: str | None = None, split=DEFAULT_SPLIT, seed:
                       class_names=list(info.features["label"].names), ids=ids, labels=labels,
                       splits=stratified_split(labels, split, seed), fingerprint=h.hexdigest()[:16],
                       split_origin=describe_split(split, seed),
-                      tfds_dir=tfds_dir, max_pixels=max_pixels)
+                      tfds_dir=tfds_dir, max_pixels=max_pixels, seed=seed, split=tuple(split),
+                      max_per_class=max_per_class or None)
 
 
 def tfds_records(name: str, tfds_dir: str | None):

@@ -16,16 +16,6 @@ DEFAULT_SPLIT = (0.70, 0.15, 0.15)
 DEFAULT_SPLIT_TEXT = ",".join(f"{f:g}" for f in DEFAULT_SPLIT)
 
 
-MAX_SEED = 2**32 - 1  # what NumPy's and scikit-learn's seeding accept
-
-
-def check_seed(seed, param: str = "seed") -> int:
-    """A seed NumPy, scikit-learn and Keras all take: a whole number from 0 to 2**32 - 1."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"{{{param}}} {seed}: give a whole number from 0 to {MAX_SEED}")
-    return int(seed)
-
-
 def split_code(name: str) -> int:
     """The stored code of a split name ("train", "val" or "test")."""
     return SPLITS.index(name)

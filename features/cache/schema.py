@@ -1,0 +1,197 @@
+"""The HDF5 feature cache's schema: its one description, its name, its attributes and their checks.
+
+The cache package is the one place that opens a cache with h5py: :mod:`.writer` writes
+one, :mod:`.reader` reads it back (checked against this schema), :mod:`.shards` joins
+shard files.
+
+One file per (dataset, backbone, image size, pooling, weights, split), by default
+``embeddings/<dataset>/<backbone>-<size>[-max][-random|-w<sha8>][-seed<S>][-split<a-b-c>]
+[-max<K>per-class].h5`` (see :func:`cache_path`).
+
+Schema (version 1)::
+
+    /embeddings          float32 (N, D)  pooled embeddings, chunked, appended batch by batch
+    /labels              int64 (N,)      label of each row, an index into /class_names
+    /ids                 str (N,)        path relative to the source folder, or a TFDS id
+    /index               int64 (N,)      the row's position in the source listing
+    /splits              uint8 (N,)      0 train, 1 val, 2 test (attribute ``names``)
+    /class_names         str (C,)
+    /skipped/ids         str (K,)        images that could not be decoded ...
+    /skipped/index       int64 (K,)      ... their position in the listing ...
+    /skipped/reasons     str (K,)        ... and why
+    /skipped/kinds       str (K,)        ... and the kind of reason (features.data.SKIP_KINDS;
+                                         absent from caches written before it was added)
+    attributes: schema_version, complete (True only once every row is written),
+        embeddings_sha256 (of the embedding bytes in row order), dataset, source_kind,
+        source, fingerprint (of the source listing), class_names, n_listed, n_images,
+        n_skipped, backbone, weights, weights_sha256, image_size, pooling, preprocessing,
+        resize_method, embedding_dim, seed, split (JSON train/val/test fractions),
+        split_origin, max_per_class, batch_size, shard ("i/k"), seconds,
+        images_per_second, created (UTC ISO time), versions (JSON).
+
+Rows are the images that decoded, in listing order. Files are written under a temporary
+name in the same folder and renamed when complete, so a file under its final name is
+never half-written.
+
+While an extraction runs, its rows are checkpointed in ``<cache>.parts/``: ``key.json``
+(the settings) and ``rows-<first index>.npz`` files (``index`` int64 (n,), ``embeddings``
+float32 (n, D)), each a whole number of batches, each written under a temporary name and
+renamed. An interrupted extraction (Ctrl-C, ``kill -9``, a full disk) leaves them; the
+same command resumes after the last one and deletes the folder once the cache is whole.
+``<cache>.lock`` is the writers' lock: one extraction per cache at a time. A dataset split
+across workers is written as shard files (each holds the rows of its own slice of the
+listing) and :func:`features.cache.shards.merge_shards` joins them as one file
+of HDF5 virtual datasets, without copying the embeddings.
+"""
+
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.splits import DEFAULT_SPLIT, SPLITS, split_code
+from ..errors import CacheError
+
+SCHEMA_VERSION = 1
+ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
+
+
+def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: str = "avg",
+               weights: str = "imagenet", weights_sha256: str | None = None, seed: int = 0,
+               split=DEFAULT_SPLIT, max_per_class: int | None = None, tta: str = "none") -> Path:
+    """Where the cache for this key lives; defaults leave the name short."""
+    name = f"{backbone}-{image_size}"
+    if pooling != "avg":
+        name += f"-{pooling}"
+    if tta != "none":
+        name += f"-tta{tta}"
+    if weights == "none":
+        name += "-random"
+    elif weights != "imagenet":
+        name += f"-w{(weights_sha256 or 'file')[:8]}"
+    if seed != 0:
+        name += f"-seed{seed}"
+    if not np.allclose(split, DEFAULT_SPLIT):
+        name += "-split" + "-".join(f"{round(f * 100):d}" for f in split)
+    if max_per_class:
+        name += f"-max{max_per_class}per-class"
+    return Path(out_dir) / dataset / f"{name}.h5"
+
+
+def h5py_module():
+    import h5py
+
+    return h5py
+
+
+
+def attr_value(value):
+    """How a Python value is stored as an HDF5 attribute (JSON for containers, "" for None)."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def clean_attr(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [clean_attr(v) for v in value.tolist()]
+    return value
+
+
+def read_attrs(path) -> dict:
+    """The attributes of a cache, without loading any array.
+
+    Raises:
+        CacheError: missing file, not a cache, or not complete.
+    """
+    h5py = h5py_module()
+    path = Path(path)
+    if not path.is_file():
+        raise CacheError(f"{path}: no such feature cache; make it with extract.py")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: clean_attr(v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise CacheError(f"{path}: not a readable HDF5 feature cache ({exc})") from None
+    if attrs.get("schema_version") != SCHEMA_VERSION:
+        raise CacheError(f"{path}: not a feature cache of schema version {SCHEMA_VERSION}")
+    if not attrs.get("complete"):
+        raise CacheError(f"{path}: the cache is incomplete (its extraction did not finish); "
+                         "run the extraction again with {force=True}")
+    missing = [key for key in REQUIRED_ATTRS if key not in attrs]
+    if missing:
+        raise CacheError(f"{path}: the cache lacks the attribute(s) {', '.join(missing)}; it was not written "
+                         "by extract.py or was edited: run the extraction again with {force=True}")
+    return attrs
+
+
+REQUIRED_ATTRS = ("n_images", "n_skipped", "embedding_dim", "embeddings_sha256", "class_names", "dataset",
+                  "backbone")  # what reading a cache and training a head on it need
+
+
+def check_schema(path, cache: "FeatureCache") -> None:
+    """Refuse a cache whose arrays disagree with the schema or with each other, naming what is wrong.
+
+    ``cache`` may hold HDF5 datasets instead of arrays for the embeddings, ids and index
+    (:class:`CacheRows`): their shapes are checked without reading them, and the embeddings'
+    values are then checked block by block as they are read.
+    """
+    attrs, n = cache.attrs, len(cache.embeddings)
+    problems = []
+    if cache.embeddings.ndim != 2 or cache.embeddings.shape[1] != attrs["embedding_dim"]:
+        problems.append(f"embeddings have shape {cache.embeddings.shape}, not (rows, {attrs['embedding_dim']})")
+    if n != attrs["n_images"]:
+        problems.append(f"{n} embedding rows, but n_images says {attrs['n_images']}")
+    for name in ("labels", "ids", "index", "splits"):
+        length = len(getattr(cache, name))
+        if length != n or getattr(cache, name).ndim != 1:
+            problems.append(f"{length} {name} for {n} embedding rows")
+    recorded = attrs["class_names"]
+    try:
+        recorded = json.loads(recorded) if isinstance(recorded, str) else recorded  # containers are JSON
+    except ValueError:
+        pass
+    if not isinstance(recorded, list) or list(cache.class_names) != recorded:
+        problems.append(f"class names {cache.class_names} differ from the recorded {recorded}")
+    if len(cache.labels) and (cache.labels.min() < 0 or cache.labels.max() >= len(cache.class_names)):
+        problems.append(f"labels outside 0..{len(cache.class_names) - 1}")
+    if len(cache.splits) and not np.isin(cache.splits, np.arange(len(SPLITS))).all():
+        problems.append(f"split codes outside 0..{len(SPLITS) - 1}")
+    if isinstance(cache.embeddings, np.ndarray) and cache.embeddings.size and not np.isfinite(cache.embeddings).all():
+        problems.append(f"{int((~np.isfinite(cache.embeddings)).any(axis=-1).sum())} rows hold NaN or "
+                        "infinite embeddings")
+    if problems:
+        raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction again "
+                         "with {force=True}")
+
+
+@dataclass
+class FeatureCache:
+    """A cache read into memory. Rows are the images that decoded, in listing order."""
+
+    path: Path
+    embeddings: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    index: np.ndarray
+    splits: np.ndarray
+    class_names: list[str]
+    skipped: list[dict]
+    attrs: dict
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, labels) of one split: "train", "val" or "test"."""
+        mask = self.splits == split_code(name)
+        return self.embeddings[mask], self.labels[mask]
+
+

@@ -1,0 +1,345 @@
+"""Run a frozen backbone once over a dataset and stream its embeddings into the cache.
+
+:func:`extract` is one extraction: its settings resolved once (:class:`ExtractSettings`),
+then the writers' lock, the cache-hit check, the resume from checkpoints, the engine's
+pass (:mod:`.engines`) and the cache written from the checkpoints.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import cache as store
+from .. import validate
+from ..data import RESIZE_METHOD, DataSource, Headers, headers_for, why_skipped
+from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
+from ..io import check_output_folder
+from ..models.registry import Backbone, check_pooling, check_tta, default_batch_size, resolve_backbone
+from .engines import LocalEngine, RayEngine, run_engine
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class ExtractionResult:
+    """What one call of :func:`extract` did; ``as_dict`` is what ``--json`` prints."""
+
+    path: Path
+    cache_hit: bool
+    n_images: int
+    n_skipped: int
+    seconds: float
+    images_per_second: float
+    skipped: list = field(default_factory=list)
+    resumed: int = 0
+    ignored: dict = field(default_factory=dict)
+    empty_classes: list = field(default_factory=list)
+    first_batch_seconds: float = 0.0  # set-up: tracing and optimising the graph, then one batch
+    steady_images_per_second: float = 0.0  # after the first batch
+    engine: str = "local"
+    batch_size: int | None = None  # images per forward pass (None: a cache hit, not recorded)
+    batch_default_for: str | None = None  # "cpu" or "gpu" where the batch was the device's default
+
+    def skipped_by_kind(self) -> dict:
+        """How many images were skipped for each kind of reason."""
+        return dict(Counter(item["kind"] for item in self.skipped))
+
+    def as_dict(self) -> dict:
+        size = self.path.stat().st_size if self.path.exists() else 0
+        return {"cache": str(self.path), "cache_hit": self.cache_hit, "images": self.n_images,
+                "skipped": self.n_skipped, "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 2), "cache_bytes": size,
+                "skipped_files": self.skipped, "skipped_by_kind": self.skipped_by_kind(),
+                "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes,
+                "first_batch_seconds": round(self.first_batch_seconds, 3),
+                "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine,
+                "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """An extraction's settings, checked once (:meth:`resolve`) and handed down.
+
+    Attributes:
+        backbone: the resolved backbone (size and weights settled).
+        pooling: "avg" or "max".
+        tta: "none", or "flip" (each embedding the mean of the image's and its mirror's).
+        batch_size: images per forward pass; None: the device's default, settled when the run starts.
+        out_dir: the cache folder.
+        shard: (index, count): this worker embeds the index-th of count slices of the listing.
+        engine: "local" or "ray".
+        ray_address: the Ray cluster (see :func:`features.extract.ray_cluster.connect`).
+        force: recompute even when the cache is up to date.
+        progress: show a progress bar.
+        checkpoint_batches: batches between checkpoints.
+    """
+
+    backbone: Backbone
+    pooling: str = "avg"
+    tta: str = "none"
+    batch_size: int | None = None
+    out_dir: Path = Path("embeddings")
+    shard: tuple[int, int] = (0, 1)
+    engine: str = "local"
+    ray_address: str | None = None
+    force: bool = False
+    progress: bool = True
+    checkpoint_batches: int = 8
+
+    @classmethod
+    def resolve(cls, backbone, weights: str = "imagenet", image_size: int | None = None, pooling: str = "avg",
+                tta: str = "none", batch_size: int | None = None, out_dir="embeddings", shard: str = "0/1",
+                engine: str = "local", ray_address: str | None = None, force: bool = False,
+                progress: bool = True, checkpoint_batches: int = 8) -> "ExtractSettings":
+        """Check every setting, before any work.
+
+        Args:
+            backbone: a :class:`~features.models.registry.Backbone`, or a registry name
+                resolved here with ``weights`` and ``image_size``.
+            shard: "I/K", this worker's slice of the listing.
+
+        Raises:
+            UsageError, WeightsUnavailableError: a setting out of range, or weights that cannot be had.
+        """
+        backbone = resolve_backbone(backbone, image_size, weights)
+        if batch_size is not None:
+            validate.batch_size(batch_size)
+        validate.choice(engine, "engine", ENGINES)
+        if ray_address and engine != "ray":
+            raise UsageError(f"{{ray_address}} {ray_address} applies to {{engine=ray}}; the local engine runs "
+                             "in this process")
+        check_pooling(pooling)
+        check_tta(tta)
+        validate.whole(checkpoint_batches, "checkpoint_batches", 1)
+        return cls(backbone, pooling, tta, batch_size, Path(out_dir), parse_shard(shard), engine, ray_address,
+                   bool(force), bool(progress), checkpoint_batches)
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """"I/K" as (I, K), 0 <= I < K.
+
+    Raises:
+        UsageError: anything else.
+    """
+    try:
+        i, k = (int(x) for x in str(shard).split("/"))
+    except ValueError:
+        i, k = -1, 0
+    if not (k >= 1 and 0 <= i < k):
+        raise UsageError(f"{{shard}} {shard}: give INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")
+    return i, k
+
+
+def resolve_batch_size(settings: ExtractSettings) -> tuple[int, str | None]:
+    """(batch, device): the batch size as given (device None), or where none was given the default
+    for the device that will embed ("gpu" or "cpu"): a GPU of this process (local engine) or
+    of the cluster (Ray engine, one actor per GPU).
+    """
+    if settings.batch_size is not None:
+        return settings.batch_size, None
+    if settings.engine == "ray":
+        from .ray_cluster import cluster_gpus
+
+        return default_batch_size(cluster_gpus(settings.ray_address))
+    from ..device import visible_gpus
+
+    return default_batch_size(visible_gpus())
+
+
+def cache_key(source: DataSource, settings: ExtractSettings) -> dict:
+    """What a cache is made of: the attributes that must match for a cache to be a hit."""
+    backbone, (i, k) = settings.backbone, settings.shard
+    key = {"fingerprint": source.fingerprint, "source": source.location, "backbone": backbone.name,
+           "weights": backbone.weights if backbone.weights_file is None or backbone.weights == "imagenet"
+           else str(backbone.weights_file),
+           "weights_sha256": backbone.weights_sha256, "image_size": backbone.image_size,
+           "pooling": settings.pooling, "seed": source.seed, "split": list(source.split), "shard": f"{i}/{k}",
+           "resize_method": RESIZE_METHOD}
+    if settings.tta != "none":  # caches made before the option have no such attribute
+        key["tta"] = settings.tta
+    return key
+
+
+def target_path(source: DataSource, settings: ExtractSettings) -> Path:
+    """Where the cache of this extraction goes (a shard file for one worker of several)."""
+    backbone = settings.backbone
+    path = store.cache_path(settings.out_dir, source.name, backbone.name, backbone.image_size, settings.pooling,
+                            backbone.weights, backbone.weights_sha256, source.seed, source.split,
+                            source.max_per_class, settings.tta)
+    i, k = settings.shard
+    return path.with_name(f"{path.stem}.shard{i}of{k}.h5") if k > 1 else path
+
+
+def _stale_reason(path: Path, key: dict, source: DataSource) -> tuple[str | None, dict]:
+    """(None, its attributes) when the cache at ``path`` was made with ``key`` from this listing;
+    else (why not, {})."""
+    try:
+        attrs = store.read_attrs(path)
+    except CacheError as exc:
+        return str(exc), {}
+    for name, value in key.items():
+        if json.dumps(store.attr_value(value)) != json.dumps(attrs.get(name)):
+            return f"its {name} is {attrs.get(name)!r}, now {value!r}", {}
+    try:
+        store.verify(path)
+        index, labels, splits, ids = store.read_listing(path)
+    except CacheError as exc:
+        return str(exc), {}
+    if len(index) and (index.min() < 0 or index.max() >= len(source)):
+        return "its rows name images beyond this listing", {}
+    if not (np.array_equal(splits, source.splits[index]) and np.array_equal(labels, source.labels[index])
+            and list(ids) == [source.ids[i] for i in index]):
+        return "its images' ids, labels or splits differ from this listing's", {}
+    return None, attrs
+
+
+def extract(source: DataSource, backbone, **options) -> ExtractionResult:
+    """Embed every image of ``source`` with a frozen backbone, or return the cached result.
+
+    A cache with the same key whose settings, source fingerprint and per-image splits match
+    is a hit and returns at once; a stale one (the folder changed) is recomputed. Rows are
+    checkpointed every ``checkpoint_batches`` batches (see :mod:`features.cache.schema`): an
+    interrupted run, repeated, resumes there and writes the same cache an uninterrupted one
+    would. Runs of the same extraction take turns (a lock file beside the cache). With
+    ``shard`` "i/k" only every image whose listing position is in the i-th of k contiguous
+    slices is embedded, into a shard file; :func:`features.cache.merge_shards` joins them.
+    The split, its seed and the sample per class are the listing's own (``source``).
+
+    Args:
+        backbone: an :class:`ExtractSettings` (then no ``options``), a resolved
+            :class:`~features.models.registry.Backbone` or a registry name.
+        options: :meth:`ExtractSettings.resolve`'s keywords (``weights``, ``image_size``,
+            ``pooling``, ``tta``, ``batch_size``, ``out_dir``, ``shard``, ``engine``,
+            ``ray_address``, ``force``, ``progress``, ``checkpoint_batches``).
+
+    Raises:
+        UsageError, WeightsUnavailableError: bad settings, or weights that cannot be had.
+        DiskFullError: the disk filled up (the finished rows are kept for a rerun).
+    """
+    settings = backbone if isinstance(backbone, ExtractSettings) and not options else \
+        ExtractSettings.resolve(backbone, **options)
+    check_output_folder(settings.out_dir)
+    path, key = target_path(source, settings), cache_key(source, settings)
+    with store.writer_lock(path):  # a second run of the same extraction waits here, then hits the cache
+        if path.exists() and not settings.force:
+            reason, attrs = _stale_reason(path, key, source)
+            if reason is None:
+                os.utime(path)  # "the newest cache" (classify.py's default) is the one used last
+                log.info("cache hit: %s", path)
+                return ExtractionResult(path, True, int(attrs["n_images"]), int(attrs["n_skipped"]),
+                                        float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)),
+                                        engine=str(attrs.get("engine", "local")))
+            log.warning("recomputing %s: %s", path, reason)
+        batch_size, default_for = resolve_batch_size(settings)
+        if default_for:
+            log.info("batch size %d: the default on a %s", batch_size, default_for.upper())
+        result = _extract(source, settings, batch_size, path, key)
+        result.batch_default_for = default_for
+        return result
+
+
+def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, path: Path, key: dict):
+    i, k = settings.shard
+    indices = np.array_split(np.arange(len(source)), k)[i]
+    checkpoints = store.Checkpoints(path, {**key, "batch_size": batch_size, "max_pixels": source.max_pixels})
+    if settings.force:
+        checkpoints.clear()
+    resumed, last = checkpoints.resume()
+    if resumed:
+        log.warning("resuming %s: %d images were embedded before the run stopped", path, resumed)
+    todo = indices[indices > last]
+    headers = Headers.unread(len(source))  # the Ray engine's actors read the headers of their own files
+    engine_args = (source, settings.backbone, settings.pooling, settings.tta, source.seed, batch_size)
+    if settings.engine == "ray":
+        engine = RayEngine(*engine_args, address=settings.ray_address)
+    else:
+        if len(todo):
+            headers = headers_for(source, settings.backbone.image_size, indices)
+        engine = LocalEngine(*engine_args, headers=headers)
+    first = None  # every row may have been checkpointed before the run stopped (a full disk)
+    start = time.perf_counter()
+    try:
+        if len(todo):
+            engine.prepare()  # the local engine's network is built before the clock starts; Ray's set-up counts
+            start = time.perf_counter() if engine.name == "local" else start
+            first = run_engine(engine, todo, checkpoints, settings.checkpoint_batches * batch_size,
+                               settings.progress, done=len(indices) - len(todo))
+    except KeyboardInterrupt:
+        log.warning("interrupted: the images embedded so far are kept in %s; run the same command again "
+                    "to resume", checkpoints.dir)
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left on the device while writing {checkpoints.dir}: free some "
+                                "space and run the same command again; it resumes where it stopped") from None
+        raise
+    seconds = time.perf_counter() - start
+    # The one-time set-up (tracing and optimising the graph, the first batch), and the rate after it.
+    setup = (first[0] - start, first[1]) if first else (seconds, 0)
+    return _write_cache(source, settings, batch_size, path, key, checkpoints, indices, headers, resumed, seconds,
+                        setup)
+
+
+def _write_cache(source, settings: ExtractSettings, batch_size: int, path: Path, key: dict, checkpoints, indices,
+                 headers, resumed: int, seconds: float, setup: tuple[float, int]) -> ExtractionResult:
+    """The cache from the checkpoints, with every skipped image and its reason; the checkpoints removed.
+
+    Args:
+        setup: (seconds, rows) of the set-up: until the first batch was embedded.
+    """
+    from ..device import library_versions
+
+    setup, setup_rows = setup
+    skipped, seen = [], np.zeros(len(source), dtype=bool)
+    try:
+        with store.CacheWriter(path, settings.backbone.spec.width, source.class_names) as writer:
+            for rows, embeddings in checkpoints.parts():
+                writer.append(embeddings, source.labels[rows], [source.ids[i] for i in rows], rows,
+                              source.splits[rows])
+                seen[rows] = True
+            for i in indices[~seen[indices]]:
+                skip = headers.refused.get(int(i)) or why_skipped(source, int(i))
+                skipped.append((int(i), source.ids[i], skip.reason, skip.kind))
+                log.warning("skipped %s: %s", source.ids[i], skip.reason)
+            n = int(seen.sum())
+            rate = (n - resumed) / seconds if seconds else 0.0
+            steady = (n - resumed - setup_rows) / (seconds - setup) if seconds > setup else 0.0
+            attrs = {
+                **key, "dataset": source.name, "source_kind": source.kind,
+                "class_names": source.class_names, "n_listed": len(source),
+                "preprocessing": settings.backbone.spec.preprocessing,
+                "split_origin": source.split_origin, "max_per_class": source.max_per_class or 0,
+                "batch_size": batch_size, "seconds": seconds, "resumed_rows": resumed,
+                "images_per_second": rate, "first_batch_seconds": setup, "max_pixels": source.max_pixels or 0,
+                "ignored": source.ignored, "engine": settings.engine,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "versions": library_versions(),
+            }
+            writer.finish(attrs, skipped)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left on the device while writing {path}: free some space and run "
+                                "the same command again (the embedded images are kept)") from None
+        raise
+    checkpoints.clear()
+    empty = [c for k, c in enumerate(source.class_names) if not (source.labels[seen] == k).any()
+             and (source.labels[indices] == k).any()]
+    if empty:
+        log.warning("every image of class %s was skipped: a classifier cannot learn it; "
+                    "fix or remove those files", ", ".join(empty))
+    return ExtractionResult(path, False, n, len(skipped), seconds, rate,
+                            [{"id": s[1], "reason": s[2], "kind": s[3]} for s in skipped],
+                            resumed=resumed, ignored=dict(source.ignored), empty_classes=empty,
+                            first_batch_seconds=setup, steady_images_per_second=steady, engine=settings.engine,
+                            batch_size=batch_size)

@@ -1,0 +1,34 @@
+"""Heads on cached embeddings: the registry, the search, the streamed fit, and a run of one.
+
+* :mod:`.registry`: one :class:`HeadSpec` per head (its factory, grid, linear form), head
+  files (skops, with an allow-list), :func:`make_head`.
+* :mod:`.search`: :func:`fit_head`, settings chosen by cross-validation on train, refit on train + val.
+* :mod:`.streaming`: heads fitted a block of rows at a time (caches larger than memory).
+* :mod:`.classify`: a head on a cache, scored once on test, recorded as a run folder and a row.
+
+scikit-learn is imported only when a head is made.
+"""
+
+from .registry import (
+                       HEAD_FORMAT,
+                       HEADS,
+                       TRUSTED_TYPES,
+                       FittedHead,
+                       HeadSpec,
+                       Linear,
+                       check_epochs,
+                       check_params,
+                       check_search,
+                       fold_head,
+                       get_head_spec,
+                       load_head,
+                       make_head,
+                       register_head,
+                       save_head,
+)
+from .search import fit_head
+
+__all__ = [
+    "HEAD_FORMAT", "HEADS", "TRUSTED_TYPES", "FittedHead", "HeadSpec", "Linear", "check_epochs", "check_params",
+    "check_search", "fold_head", "get_head_spec", "load_head", "make_head", "register_head", "save_head", "fit_head",
+]

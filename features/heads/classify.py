@@ -1,0 +1,149 @@
+"""Fit a head on a feature cache, score it on the test split, record the run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from ..cache import FeatureCache, read_attrs
+from ..data.splits import SPLITS, TEST, TRAIN, VAL
+from ..errors import CacheError, UsageError
+from ..io import available_memory, check_output_folder
+from ..results import metrics, runs
+from ..results.plots import plot_confusion
+from ..results.runs import RunFiles
+from . import registry as heads
+from .search import fit_head
+
+METHOD = "frozen-features"
+
+
+# Bytes an in-memory head needs per byte of embeddings: the matrix, its split copies,
+# train + val stacked for the refit and the scaler's output.
+MEMORY_FACTOR = 4
+
+
+def check_fits_in_memory(paths, head: str, available: int | None = None) -> None:
+    """Refuse to load caches whose embeddings an in-memory head could not hold.
+
+    Raises:
+        UsageError: naming the size, the memory available and the head that streams.
+    """
+    attrs = [read_attrs(p) for p in paths]
+    rows = int(attrs[0]["n_images"])
+    size = rows * sum(int(a["embedding_dim"]) for a in attrs) * 4
+    available = available_memory() if available is None else available
+    if size * MEMORY_FACTOR > available:
+        streaming = [name for name, spec in heads.HEADS.items() if spec.streaming]
+        raise UsageError(f"{paths[0]}: {rows} rows of embeddings take {size / 1e9:.1f} GB; {{head}} {head} holds "
+                         f"them in memory, about {size * MEMORY_FACTOR / 1e9:.1f} GB with its copies, and "
+                         f"{available / 1e9:.1f} GB is available: train {{head={streaming[0]}}}, which reads them "
+                         "a block at a time")
+
+
+def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_weight: str | None = None,
+             cv: int = 5, n_jobs: int | None = -1, seed: int = 0, out_dir="runs",
+             features=None) -> dict:
+    """Train ``head`` on the cache's train (+ val) rows and score it on its test rows.
+
+    Writes a run folder (head.skops, metrics.json, report.txt, confusion.png) under
+    ``out_dir`` and appends one row to the results table.
+
+    Returns:
+        The row appended to the results table, plus "metrics" (see :func:`features.results.metrics.score`).
+    """
+    check_output_folder(out_dir)
+    _require_test_rows(cache.path, cache.splits)
+    X_train, y_train = cache.split("train")
+    X_val, y_val = cache.split("val")
+    X_test, y_test = cache.split("test")
+    fitted = fit_head(head, X_train, y_train, X_val, y_val, fixed=fixed, class_weight=class_weight,
+                            cv=cv, n_jobs=n_jobs, seed=seed)
+    start = time.perf_counter()
+    proba = fitted.predict_proba(X_test)
+    predict_seconds = time.perf_counter() - start
+    val = None
+    if len(y_val):  # the head saw val in its final fit: a copy fitted on train alone scores it fairly
+        held_out = heads.make_head(head, fitted.params, class_weight, seed, probability=True, n_jobs=n_jobs)
+        val = (cache.ids[cache.splits == VAL], y_val, held_out.fit(X_train, y_train).predict_proba(X_val))
+    return _record(fitted, cache, proba, y_test, cache.ids[cache.splits == TEST], predict_seconds,
+                   {"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed}, out_dir, features, val)
+
+
+def classify_streaming(rows, head: str, fixed: dict | None = None, class_weight: str | None = None,
+                       seed: int = 0, epochs: int | None = None, out_dir="runs", features=None) -> dict:
+    """:func:`classify` for a head that streams (:mod:`features.heads.streaming`), on a
+    :class:`features.cache.CacheRows`: settings chosen on the validation split, memory
+    independent of the number of rows.
+    """
+    from . import streaming
+
+    check_output_folder(out_dir)
+    _require_test_rows(rows.path, rows.splits)
+    fitted = streaming.fit_streaming_head(head, rows, fixed=fixed, class_weight=class_weight, seed=seed,
+                                          epochs=epochs)
+    start = time.perf_counter()
+    proba, y_test, ids = streaming.predict_split(fitted, rows, TEST)
+    predict_seconds = time.perf_counter() - start
+    return _record(fitted, rows, proba, y_test, ids, predict_seconds,
+                   {"fixed": fixed, "class_weight": class_weight, "epochs": epochs, "seed": seed}, out_dir, features,
+                   fitted.val)
+
+
+def _require_test_rows(path, splits) -> None:
+    if not (splits == TEST).any():
+        raise CacheError(f"{path}: the cache has no test rows; extract it with a {{split}} "
+                         "whose test fraction is above zero")
+
+
+def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: dict, out_dir, features,
+            val=None) -> dict:
+    """Score the test predictions, write the run folder and append the results row."""
+    head = fitted.name
+    fixed = settings.get("fixed")
+    scores = metrics.score(y_test, proba, cache.class_names)
+    attrs = cache.attrs
+    meta = {
+        "class_names": cache.class_names, "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
+        "image_size": attrs.get("image_size"), "pooling": attrs.get("pooling"),
+        "tta": attrs.get("tta") or "none",
+        "weights": attrs.get("weights"), "weights_sha256": attrs.get("weights_sha256"),
+        "embedding_dim": int(attrs.get("embedding_dim")), "features": features or [str(cache.path)],
+        "fingerprint": attrs.get("fingerprint"), "seed": attrs.get("seed"), "split": attrs.get("split"),
+    }
+    config = {"head": head, "params": fitted.params, **settings,
+              "fixed": {k: v for k, v in (fixed or {}).items() if v is not None}, **meta}
+    extract_seconds = float(attrs.get("seconds", 0.0))
+    train_seconds = fitted.search_seconds + fitted.fit_seconds
+    n_fit = int(np.isin(cache.splits, (TRAIN, VAL)).sum())
+    with runs.run_folder(out_dir, str(attrs.get("dataset")), str(attrs.get("backbone")), head) as run:
+        files = run.files
+        heads.save_head(files / RunFiles.HEAD, fitted, meta)
+        files.write_text(RunFiles.REPORT, metrics.report_text(y_test, proba, cache.class_names))
+        files.write_predictions(test_ids, y_test, proba, cache.class_names)
+        files.write_probabilities(cache.class_names, test=(test_ids, y_test, proba),
+                                  **({"val": val} if val is not None else {}))
+        plot_confusion(scores["confusion_matrix"], cache.class_names, files / RunFiles.CONFUSION,
+                       f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}")
+        row = {
+            "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
+            "image_size": attrs.get("image_size"), "method": METHOD, "head": head, "params": fitted.params,
+            **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
+            "cv_accuracy": fitted.cv_accuracy, "extract_seconds": extract_seconds,
+            "search_seconds": fitted.search_seconds, "fit_seconds": fitted.fit_seconds,
+            "train_seconds": train_seconds, "total_seconds": extract_seconds + train_seconds,
+            "predict_seconds": predict_seconds,
+            "n_train": n_fit, "n_test": int(len(y_test)),
+            "split_counts": {name: int((cache.splits == i).sum()) for i, name in enumerate(SPLITS)},
+            "run_dir": str(run.final), "features": meta["features"], "tta": meta["tta"],
+        }
+        if fitted.val_accuracy is not None:
+            row["val_accuracy"] = fitted.val_accuracy
+        elif val is not None:  # settings chosen by cross-validation on train: val was unseen by the copy
+            row["val_accuracy"] = metrics.accuracy(val[1], val[2])
+        files.write_json(RunFiles.METRICS, {**row, "metrics": scores, "config": config})
+        files.write_json(RunFiles.CONFIG, config)
+    runs.append_result(out_dir, row)
+    return {**json.loads(json.dumps(row)), "metrics": scores}

@@ -1,0 +1,65 @@
+"""Choosing a head's settings and fitting it: stratified cross-validation on the training split,
+then the chosen head refitted on train + val (the in-memory heads; :mod:`.streaming` does the
+same a block of rows at a time)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..errors import UsageError
+from .registry import FittedHead, check_params, check_search, get_head_spec, make_head, plain
+
+
+def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | None = None,
+             class_weight: str | None = None, cv: int = 5, n_jobs: int | None = None,
+             seed: int = 0) -> FittedHead:
+    """Choose the hyper-parameters by CV on train, then refit on train + val.
+
+    Args:
+        fixed: grid keys whose value the user gave (``--C``): they are not searched.
+        cv: folds of the stratified search (reduced where a class has fewer rows).
+
+    Raises:
+        UsageError: fewer than two classes in the training rows.
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    spec = get_head_spec(name)
+    fixed = check_params(fixed)
+    check_search(cv, n_jobs, seed)
+    if n_jobs is not None and n_jobs > (os.cpu_count() or 1):  # more workers than cores only costs memory
+        n_jobs = os.cpu_count() or 1
+    if len(np.unique(y_train)) < 2:
+        raise UsageError("the training split holds fewer than two classes; nothing to classify")
+    n_fit = len(y_train) + (len(y_val) if y_val is not None else 0)
+    if fixed.get("k", 0) > n_fit:
+        raise UsageError(f"{{k}} {fixed['k']}: the training and validation splits hold only {n_fit} images; "
+                         f"give at most {n_fit} neighbours")
+    grid = {k: v for k, v in spec.grid.items() if k not in fixed and len(v) > 1}
+    folds = min(cv, int(np.bincount(y_train)[np.unique(y_train)].min()))
+    if spec.max_grid is not None:
+        grid = spec.max_grid(grid, len(y_train) * (folds - 1) // max(folds, 2))
+    params = {k: v[0] for k, v in spec.grid.items() if len(v) == 1}
+    params.update(fixed)
+    cv_accuracy = None
+    start = time.perf_counter()
+    if grid and folds >= 2:
+        search = GridSearchCV(
+            make_head(name, params, class_weight, seed, probability=False),
+            {f"clf__{spec.search_keys[k]}": v for k, v in grid.items()}, scoring="accuracy",
+            cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=n_jobs, refit=False)
+        search.fit(X_train, y_train)
+        params.update({k: search.best_params_[f"clf__{spec.search_keys[k]}"] for k in grid})
+        cv_accuracy = float(search.best_score_)
+    search_seconds = time.perf_counter() - start
+    X_fit, y_fit = X_train, y_train
+    if X_val is not None and len(X_val):
+        X_fit, y_fit = np.vstack([X_train, X_val]), np.concatenate([y_train, y_val])
+    pipeline = make_head(name, params, class_weight, seed, probability=True, n_jobs=n_jobs)
+    start = time.perf_counter()
+    pipeline.fit(X_fit, y_fit)
+    return FittedHead(name, pipeline, plain(params), cv_accuracy, search_seconds,
+                      time.perf_counter() - start)

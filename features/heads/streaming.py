@@ -1,0 +1,204 @@
+"""Heads trained a block of rows at a time, for caches whose embeddings do not fit in memory.
+
+A streaming head (``HeadSpec.streaming``, today ``sgd``) is fitted with ``partial_fit`` over
+mixed blocks read from the cache (:class:`features.cache.CacheRows`): a step reads
+``BLOCKS_PER_STEP`` blocks of ``BLOCK_ROWS`` consecutive rows at shuffled places (a cache's
+rows are in listing order, often one class after another, so a step mixes several places of
+the listing) and shuffles their rows. The scaler's statistics come from a first pass.
+Peak memory is a step's rows and the model, whatever the number of rows.
+
+The hyper-parameters (``alpha`` and the number of epochs) are chosen on the validation
+split: every candidate trains side by side on the same steps, the validation accuracy of
+each is measured after each epoch, and the search stops once no candidate has improved for
+``PATIENCE`` epochs. The chosen head is then refitted on train + val, as every other head is.
+The result is the same ``Pipeline(StandardScaler(), estimator)`` the other heads are, so it
+is saved, loaded and used for prediction the same way.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..data.splits import TEST, TRAIN, VAL
+from ..errors import UsageError
+from . import registry as heads
+
+BLOCK_ROWS = 1024
+BLOCKS_PER_STEP = 8
+MAX_EPOCHS = 20
+PATIENCE = 3
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    return [(s, min(s + BLOCK_ROWS, n)) for s in range(0, n, BLOCK_ROWS)]
+
+
+def steps(rows, codes, rng):
+    """(X, y) of each step of one epoch over the rows whose split code is in ``codes``, shuffled."""
+    wanted = np.isin(rows.splits, codes)
+    blocks = [b for b in _blocks(rows.n) if wanted[b[0]:b[1]].any()]
+    order = rng.permutation(len(blocks))
+    for s in range(0, len(order), BLOCKS_PER_STEP):
+        xs, ys = [], []
+        for start, stop in (blocks[i] for i in sorted(order[s:s + BLOCKS_PER_STEP])):
+            keep = wanted[start:stop]
+            xs.append(rows.read(start, stop)[keep])
+            ys.append(rows.labels[start:stop][keep])
+        X, y = np.concatenate(xs), np.concatenate(ys)
+        mix = rng.permutation(len(y))
+        yield X[mix], y[mix]
+
+
+def in_order(rows, codes):
+    """(start, X, keep) of each block holding rows whose split code is in ``codes``, in row order."""
+    wanted = np.isin(rows.splits, codes)
+    for start, stop in _blocks(rows.n):
+        keep = wanted[start:stop]
+        if keep.any():
+            yield start, rows.read(start, stop)[keep], keep
+
+
+def fit_scaler(rows, codes):
+    """A StandardScaler fitted on the rows of ``codes``, one block at a time."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    for _, X, _ in in_order(rows, codes):
+        scaler.partial_fit(X)
+    return scaler
+
+
+def _estimator(name: str, params: dict, class_weight: dict | None, seed: int):
+    spec = heads.get_head_spec(name)
+    clf = spec.factory(dict(params), None, seed, True, None)
+    if class_weight is not None:  # partial_fit takes class weights as a dict only
+        clf.set_params(class_weight=class_weight)
+    return clf
+
+
+def _class_weights(labels: np.ndarray, n_classes: int, how: str | None) -> dict | None:
+    """scikit-learn's "balanced" weights, from the labels held in memory."""
+    if how is None:
+        return None
+    counts = np.bincount(labels, minlength=n_classes)
+    return {c: float(len(labels) / (n_classes * counts[c])) for c in range(n_classes) if counts[c]}
+
+
+def fit_streaming_head(name: str, rows, fixed: dict | None = None, class_weight: str | None = None,
+                       seed: int = 0, epochs: int | None = None) -> heads.FittedHead:
+    """Choose the hyper-parameters on the validation split, then refit on train + val.
+
+    Args:
+        rows: a :class:`features.cache.CacheRows`.
+        fixed: grid keys the user gave (``alpha``): not searched.
+        epochs: passes of the final fit; None chooses them on the validation split
+            (up to ``MAX_EPOCHS``).
+
+    Raises:
+        UsageError: fewer than two classes in the training rows, or a search without a
+            validation split.
+    """
+    spec = heads.get_head_spec(name)
+    fixed = heads.check_params(fixed)
+    heads.check_epochs(epochs, spec)
+    train_labels = rows.labels[rows.splits == TRAIN]
+    if len(np.unique(train_labels)) < 2:
+        raise UsageError("the training split holds fewer than two classes; nothing to classify")
+    classes = np.arange(len(rows.class_names))
+    params = {k: v[0] for k, v in spec.grid.items()}
+    params.update(fixed)
+    grid = [k for k, v in spec.grid.items() if k not in fixed and len(v) > 1]
+    has_val = bool((rows.splits == VAL).any())
+    rng = np.random.default_rng(seed)
+    val_accuracy, start = None, time.perf_counter()
+    if grid or epochs is None:
+        if not has_val:
+            raise UsageError(f"{rows.path}: the cache has no validation rows to choose {name}'s settings on; "
+                             "fix them (e.g. {alpha=0.0001} and {epochs=10}) or extract with a {split} that "
+                             "has a validation fraction")
+        params, chosen_epochs, val_accuracy, held_out = _search(name, spec, rows, params, grid, classes,
+                                                                class_weight, seed, rng, epochs or MAX_EPOCHS,
+                                                                fixed_epochs=epochs)
+        epochs = epochs or chosen_epochs
+    elif has_val:  # nothing to choose: a copy trained on train alone scores val, as for every head
+        held_out = _fit(name, params, rows, [TRAIN], classes, class_weight, seed, np.random.default_rng(seed), epochs)
+    else:
+        held_out = None
+    val = predict_split(held_out, rows, VAL) if held_out is not None else None
+    search_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    pipeline = _fit(name, params, rows, [TRAIN, VAL], classes, class_weight, seed, rng, epochs)
+    val = None if val is None else (val[2], val[1], val[0])  # (ids, labels, probabilities)
+    return heads.FittedHead(name, pipeline, heads.plain({**params, "epochs": int(epochs)}), None,
+                            search_seconds, time.perf_counter() - start, val_accuracy=val_accuracy, val=val)
+
+
+def _fit(name, params, rows, codes, classes, class_weight, seed, rng, epochs: int):
+    """``Pipeline(scaler, estimator)`` trained for ``epochs`` passes over the rows of ``codes``."""
+    from sklearn.pipeline import Pipeline
+
+    scaler = fit_scaler(rows, codes)
+    weights = _class_weights(rows.labels[np.isin(rows.splits, codes)], len(classes), class_weight)
+    clf = _estimator(name, params, weights, seed)
+    for _ in range(epochs):
+        for X, y in steps(rows, codes, rng):
+            clf.partial_fit(scaler.transform(X), y, classes=classes)
+    if weights is not None:
+        clf.set_params(class_weight=class_weight)  # what was asked for, as the in-memory heads record it
+    return Pipeline([("scale", scaler), ("clf", clf)])
+
+
+def _search(name, spec, rows, params, grid, classes, class_weight, seed, rng, max_epochs, fixed_epochs):
+    """Every candidate side by side, scored on val after each epoch.
+
+    Returns:
+        (params, epochs, val accuracy, the chosen candidate at its chosen epoch as a
+        ``Pipeline``: trained on train alone, what scores the validation probabilities).
+    """
+    import copy
+    import itertools
+
+    from sklearn.pipeline import Pipeline
+
+    candidates = [{**params, **dict(zip(grid, values))} for values in itertools.product(*(spec.grid[k] for k in grid))]
+    scaler = fit_scaler(rows, [TRAIN])
+    weights = _class_weights(rows.labels[rows.splits == TRAIN], len(classes), class_weight)
+    models = [_estimator(name, p, weights, seed) for p in candidates]
+    best, chosen = (-1.0, 0, 0), None  # (accuracy, epoch, candidate), a copy of that candidate
+    for epoch in range(1, max_epochs + 1):
+        for X, y in steps(rows, [TRAIN], rng):
+            X = scaler.transform(X)
+            for model in models:
+                model.partial_fit(X, y, classes=classes)
+        correct, total = np.zeros(len(models)), 0
+        for start, X, keep in in_order(rows, VAL):
+            y = rows.labels[start:start + len(keep)][keep]
+            X = scaler.transform(X)
+            correct += [(model.predict(X) == y).sum() for model in models]
+            total += len(y)
+        accuracy = correct / total
+        i = int(accuracy.argmax())
+        if fixed_epochs is not None or accuracy[i] > best[0]:  # fixed epochs: the last epoch decides
+            best, chosen = (float(accuracy[i]), epoch, i), copy.deepcopy(models[i])
+        elif epoch - best[1] >= PATIENCE:
+            break
+    accuracy, epoch, i = best
+    return candidates[i], epoch, accuracy, Pipeline([("scale", scaler), ("clf", chosen)])
+
+
+def predict_split(fitted, rows, code: int = TEST):
+    """(probabilities, labels, ids) of the rows of one split, a block at a time.
+
+    Args:
+        fitted: a :class:`~features.heads.registry.FittedHead`, or a fitted pipeline.
+    """
+    probas, labels, ids = [], [], []
+    for start, X, keep in in_order(rows, code):
+        probas.append(fitted.predict_proba(X))
+        labels.append(rows.labels[start:start + len(keep)][keep])
+        ids.append(rows.ids(start, start + len(keep))[keep])
+    if not probas:
+        return np.zeros((0, len(rows.class_names))), np.zeros(0, np.int64), np.zeros(0, str)
+    return np.concatenate(probas), np.concatenate(labels), np.concatenate(ids)

@@ -1,0 +1,288 @@
+"""Files written whole or not at all, checksums, and the checks made before any work writes.
+
+Every file the toolkit writes goes through :func:`atomic_path` (or :func:`atomic_write`,
+:func:`write_json` on top of it): the content goes to a temporary name in the same folder,
+is flushed to the disk (fsync), and is renamed over the final name, so a file under its
+final name is never half-written; on any failure the temporary file is removed. A killed
+process cannot remove its own: its temporary names carry its pid, and
+:func:`remove_abandoned` removes those whose process is gone.
+
+Output files the user names (:func:`write_output`) are written the same way, except where
+the path is not a regular file (``/dev/stdout``, a FIFO, a link to either): there the
+text is written through, and the device stays a device.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import DiskFullError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def temporary_name(path, suffix: str = "tmp", hidden: bool = True) -> Path:
+    """The temporary name beside ``path`` this process writes it under (``.<name>.<pid>.tmp``)."""
+    path = Path(path)
+    return path.with_name(f"{'.' if hidden else ''}{path.name}.{os.getpid()}.{suffix}")
+
+
+def fsync_path(path) -> None:
+    """Flush a file (or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path, suffix: str = "tmp", hidden: bool = True):
+    """Yield a temporary path beside ``path`` to write; then flush it and rename it to ``path``.
+
+    The rename happens only when the block ends without an error; on any error (a full
+    disk, Ctrl-C) the temporary file is removed and ``path`` is as it was.
+
+    Args:
+        suffix, hidden: the temporary name's shape (see :func:`temporary_name`); the HDF5
+            cache uses ``<name>.<pid>.partial``, which its writers' lock cleans up.
+    """
+    path = Path(path)
+    tmp = temporary_name(path, suffix, hidden)
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def atomic_write(path, mode: str = "w", **open_kwargs):
+    """Open a temporary file beside ``path`` for writing; rename it to ``path`` when the block ends.
+
+    Text modes default to UTF-8. See :func:`atomic_path`.
+    """
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+
+
+def write_json(path, obj) -> None:
+    """Write JSON (indented, keys sorted) whole or not at all."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def write_text(path, text: str) -> None:
+    """Write text whole or not at all."""
+    with atomic_write(path) as f:
+        f.write(text)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may take fewer than it is given)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_files(path) -> list[Path]:
+    """A file itself, or every file under a folder, in order."""
+    path = Path(path)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def tree_sha256(path) -> str:
+    """The SHA-256 of a file, or of a folder's files (each one's relative name, then its bytes)."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in tree_files(path):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_bytes(path) -> int:
+    """The size on disk of a file, or of every file under a folder."""
+    return sum(p.stat().st_size for p in tree_files(path))
+
+
+def available_memory() -> int:
+    """Bytes of memory available without swapping (Linux's MemAvailable: reclaimable cache counts)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a run's temporary names carry its pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+_ABANDONED = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?:partial|tmp)$")
+
+
+def remove_abandoned(folder, pattern: re.Pattern = _ABANDONED) -> list[Path]:
+    """Remove the temporary files and folders that runs killed mid-way left in ``folder``.
+
+    A temporary name is ``.<name>.<pid>.partial`` or ``.<name>.<pid>.tmp`` (or what
+    ``pattern`` matches, with groups ``name`` and ``pid``); it is provably abandoned when
+    no process with that pid runs any more (a run's own, or a concurrent live run's, are
+    left alone). The empty folder a killed run had claimed as its final name goes with its
+    ``.partial``. Each removal is logged.
+
+    Returns:
+        What was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if not match or pid_alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            claim = folder / match["name"]
+            try:
+                claim.rmdir()  # only when empty: the claim of the killed run
+            except OSError:
+                pass
+        else:
+            try:
+                entry.unlink()
+            except OSError:
+                continue
+        log.warning("removed %s, left by process %s, which is gone (killed or crashed)", entry, match["pid"])
+        removed.append(entry)
+    return removed
+
+
+def check_output_folder(folder, param: str = "out") -> Path:
+    """Make sure ``folder`` exists and takes a file, before any work is done for it.
+
+    A read-only mount, a file in the folder's place or a full device is found here, in a
+    second, not after a fit of minutes.
+
+    Raises:
+        UsageError: the path is a file, or the folder cannot be created or written.
+        DiskFullError: the folder's device is full.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{{{param}}} {folder}: is a file, not a folder; give a folder")
+    probe = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-check.{os.getpid()}"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left on the device of {folder}; free some space first") from None
+        raise UsageError(f"{{{param}}} {folder}: cannot write there ({exc.strerror or exc}); "
+                         "give a folder you can write to") from None
+    finally:
+        if probe is not None:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
+    return folder
+
+
+def check_output_file(path, param: str = "out") -> os.stat_result | None:
+    """Refuse a folder where a file is to be written; return the path's status (None: not there yet).
+
+    Raises:
+        UsageError: the path is a folder.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{{{param}}} {path}: is a folder; give a file name")
+    return st
+
+
+def write_output(path, write, param: str = "out") -> Path:
+    """Write a file the user named, without ever leaving it half-written or replacing a device.
+
+    Args:
+        write: ``write(f)`` writes the content to the open text file ``f``.
+        param: the parameter that named ``path``, for the messages.
+
+    A regular file (or a new name) is written under a temporary name beside it, then
+    renamed (through a link, the file it points to is replaced and the link kept); a
+    path that is not a regular file (``/dev/stdout``, ``/dev/null``, a FIFO) is written
+    through; a folder is refused.
+
+    Raises:
+        UsageError: the path is a folder, or its folder does not exist.
+    """
+    path = Path(path)
+    st = check_output_file(path, param)
+    # surrogateescape: text from the command line that was not valid UTF-8 goes out as the bytes it came in as
+    options = {"newline": "", "encoding": "utf-8", "errors": "surrogateescape"}
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, "w", **options) as f:
+            write(f)
+        return path
+    target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():
+        raise UsageError(f"{{{param}}} {path}: the folder {target.parent} does not exist")
+    try:
+        with atomic_write(target, **options) as f:
+            write(f)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UsageError(f"{{{param}}} {path}: cannot write there ({exc.strerror or exc}); give a file in a "
+                         "folder you can write to") from None
+    return path

@@ -1,0 +1,164 @@
+"""Ensembles of run folders: their class probabilities averaged, scored as one more method.
+
+Every run folder of classify.py and finetune.py holds ``probabilities.npz``: the image ids,
+labels and class probabilities of its validation and test images. An ensemble averages the
+members' probabilities image by image (matched by id), so no image is decoded again;
+members are chosen on the validation split (:func:`select`), and the test split is scored
+once, for the chosen set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..cache.reader import align_ids
+from ..errors import UsageError
+from ..io import check_output_folder
+from . import metrics, runs
+from .runs import RunFiles
+
+METHOD = "ensemble"
+
+
+@dataclass
+class Member:
+    """One run folder's record and probabilities."""
+
+    run_dir: Path
+    row: dict
+    class_names: list[str]
+    splits: dict  # split -> (ids, labels, probabilities)
+
+    @property
+    def label(self) -> str:
+        r = self.row
+        what = r.get("head") if r.get("method") == "frozen-features" else r.get("method")
+        flip = " flip" if r.get("tta") == "flip" else ""
+        return f"{r.get('backbone')}{flip} {what}"
+
+
+def load_member(run_dir) -> Member:
+    """A run folder's metrics.json and probabilities.npz.
+
+    Raises:
+        UsageError: a folder without them (made before ensembles existed, or not a run).
+    """
+    files = RunFiles(run_dir)
+    names, splits = files.read_probabilities()
+    row = files.read_metrics()
+    row.pop("metrics", None)
+    row.pop("config", None)
+    return Member(Path(run_dir), row, names, splits)
+
+
+def aligned(members: list[Member], split: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(ids, labels, each member's probabilities) on the images every member scored, in one order.
+
+    Raises:
+        UsageError: members of other classes or datasets, or labels that disagree.
+    """
+    first = members[0]
+    for m in members[1:]:
+        if m.class_names != first.class_names or m.row.get("dataset") != first.row.get("dataset"):
+            raise UsageError(f"{m.run_dir} is a run on {m.row.get('dataset')} {m.class_names}, "
+                             f"{first.run_dir} on {first.row.get('dataset')} {first.class_names}: an ensemble "
+                             "needs runs on the same dataset and classes")
+    common = set(first.splits[split][0])
+    for m in members[1:]:
+        common &= set(m.splits[split][0])
+    ids = np.array(sorted(common), dtype=str)
+    if not len(ids):
+        raise UsageError(f"the runs share no {split} images: were they made with the same split and seed?")
+    labels, probas = None, []
+    for m in members:
+        m_ids, m_labels, m_proba = m.splits[split]
+        try:
+            order = align_ids(ids, m_ids, exact=False)
+        except ValueError as exc:
+            raise UsageError(f"{m.run_dir}: its {split} images cannot be matched by id ({exc})") from None
+        order = np.arange(len(ids)) if order is None else order
+        if labels is not None and not np.array_equal(labels, m_labels[order]):
+            raise UsageError(f"{m.run_dir} labels the {split} images otherwise than {first.run_dir}")
+        labels = m_labels[order]
+        probas.append(m_proba[order])
+    return ids, labels, probas
+
+
+def select(members: list[Member], max_members: int | None = None) -> list[int]:
+    """Greedy forward selection on the validation split (Caruana et al., 2004, without repeats).
+
+    Start from the member of best validation accuracy (ties: lower validation log loss);
+    add the member whose addition improves the average most (validation accuracy, ties:
+    lower log loss), while one does. Returns the chosen members' positions, in the order chosen.
+    """
+    _, labels, probas = aligned(members, "val")
+
+    def key(chosen):
+        p = np.mean([probas[i] for i in chosen], axis=0)
+        loss = -np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1)))
+        return metrics.accuracy(labels, p), -loss
+
+    chosen = [max(range(len(members)), key=lambda i: key([i]))]
+    while len(chosen) < (max_members or len(members)):
+        rest = [i for i in range(len(members)) if i not in chosen]
+        if not rest:
+            break
+        best = max(rest, key=lambda i: key(chosen + [i]))
+        if key(chosen + [best]) <= key(chosen):
+            break
+        chosen.append(best)
+    return chosen
+
+
+def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = None, out_dir="runs") -> dict:
+    """Average the runs' probabilities, score the test split once, record a results row.
+
+    Args:
+        selection: "all" (every run given) or "val" (greedy selection on the validation split).
+
+    Returns:
+        The results row plus "metrics" and "members" (each with its own val and test accuracy).
+    """
+    if selection not in ("all", "val"):
+        raise UsageError(f"{{select}} {selection}: choose all or val")
+    members = [load_member(d) for d in dict.fromkeys(str(d) for d in run_dirs)]
+    if len(members) < 2:
+        raise UsageError("an ensemble needs at least two different run folders")
+    chosen = select(members, max_members) if selection == "val" else list(range(len(members)))
+    picked = [members[i] for i in chosen]
+    val_ids, val_labels, val_probas = aligned(picked, "val")
+    ids, labels, probas = aligned(picked, "test")
+    proba = np.mean(probas, axis=0)
+    names = picked[0].class_names
+    scores = metrics.score(labels, proba, names)
+    report = []
+    for m in members:
+        _, y, (p,) = aligned([m], "test")
+        _, vy, (vp,) = aligned([m], "val")
+        report.append({"run_dir": str(m.run_dir), "label": m.label, "chosen": m in picked,
+                       "val_accuracy": metrics.accuracy(vy, vp), "test_accuracy": metrics.accuracy(y, p)})
+    first = picked[0].row
+    seconds = sum(float(m.row.get("total_seconds") or 0.0) for m in picked)
+    check_output_folder(out_dir)
+    with runs.run_folder(out_dir, str(first.get("dataset")), "+".join(dict.fromkeys(
+            str(m.row.get("backbone")) for m in picked)), METHOD) as run:
+        row = {
+            "dataset": first.get("dataset"),
+            "backbone": "+".join(dict.fromkeys(str(m.row.get("backbone")) for m in picked)),
+            "image_size": first.get("image_size"), "method": METHOD,
+            "head": " + ".join(m.label for m in picked),
+            **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
+            "val_accuracy": metrics.accuracy(val_labels, np.mean(val_probas, axis=0)),
+            "selection": selection, "members": [str(m.run_dir) for m in picked],
+            "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
+            "run_dir": str(run.final),
+        }
+        run.files.write_probabilities(names, val=(val_ids, val_labels, np.mean(val_probas, axis=0)),
+                                      test=(ids, labels, proba))
+        run.files.write_text(RunFiles.REPORT, metrics.report_text(labels, proba, names))
+        run.files.write_json(RunFiles.METRICS, {**row, "metrics": scores, "members_report": report})
+    runs.append_result(out_dir, row)
+    return {**row, "metrics": scores, "members_report": report}

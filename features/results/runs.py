@@ -1,0 +1,290 @@
+"""Run folders and the one results table every script appends to: the owner of both formats.
+
+Layout under the outputs folder (default ``runs/``)::
+
+    runs/results.jsonl                 one JSON object per run (the report's table)
+    runs/<time>-<dataset>-<backbone>-<method>/   a run folder
+
+A run folder (:class:`RunFiles` names, writes and reads every file in it)::
+
+    config.json         the resolved settings of the run (every run but an ensemble)
+    metrics.json        its results row, with "metrics" (every score) and "config"
+    report.txt          scikit-learn's per-class report of the test images
+    predictions.csv     id, true, predicted, p_<class>... of each test image (classify.py, finetune.py)
+    probabilities.npz   class_names (C,); {val,test}_ids (n,) str, {val,test}_labels (n,) int64,
+                        {val,test}_proba (n, C) float32 of the validation and test images:
+                        what ensembles average (a head's val probabilities come from a copy
+                        fitted on train alone)
+    confusion.png       the test confusion matrix (classify.py, finetune.py)
+    head.skops          the fitted head (classify.py; its format is features.heads.registry's)
+    model.keras         the trained model (finetune.py)
+    history.csv         epoch, phase, seconds, elapsed, loss, accuracy, val_loss, val_accuracy (finetune.py)
+    curves.png, tensorboard/   the training curves (finetune.py)
+    export/<format>[-<quantization>]/   what export.py wrote (features.serve.export's format)
+
+A run folder is built under a hidden temporary name and renamed when everything in it is
+written, so a folder under its final name is complete; its final name is claimed first
+(an exclusive ``mkdir``), so runs started in the same second never collide. Rows are
+appended whole under the table's lock: a write the disk cuts short is undone and the run
+fails with the disk-full message, so a row is in the table entirely or not at all. A
+table damaged by other means is read up to its damage, with a warning naming the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DiskFullError, UsageError
+from ..io import atomic_write, remove_abandoned, write_all, write_json
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+HISTORY_FIELDS = ("epoch", "phase", "seconds", "elapsed", "loss", "accuracy", "val_loss", "val_accuracy")
+PROBABILITY_SPLITS = ("val", "test")
+
+
+class RunFiles:
+    """The files of one run folder (see the module docstring): their names, writers and readers."""
+
+    CONFIG = "config.json"
+    METRICS = "metrics.json"
+    REPORT = "report.txt"
+    PREDICTIONS = "predictions.csv"
+    PROBABILITIES = "probabilities.npz"
+    CONFUSION = "confusion.png"
+    HEAD = "head.skops"
+    MODEL = "model.keras"
+    HISTORY = "history.csv"
+    CURVES = "curves.png"
+    TENSORBOARD = "tensorboard"
+    EXPORTS = "export"
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.folder / name
+
+    @property
+    def kind(self) -> str | None:
+        """"head" (classify.py), "finetune" (finetune.py) or None (neither's model is here)."""
+        if (self / self.MODEL).is_file():
+            return "finetune"
+        if (self / self.HEAD).is_file():
+            return "head"
+        return None
+
+    def write_json(self, name: str, obj) -> None:
+        write_json(self / name, obj)
+
+    def _read_json(self, name: str) -> dict:
+        try:
+            obj = json.loads((self / name).read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            obj = None
+        if not isinstance(obj, dict):
+            raise UsageError(f"{self.folder}: {name} is missing, unreadable or not a record of a run")
+        return obj
+
+    def read_config(self) -> dict:
+        """config.json, a JSON object.
+
+        Raises:
+            UsageError: missing, unreadable or not an object.
+        """
+        return self._read_json(self.CONFIG)
+
+    def read_metrics(self) -> dict:
+        """metrics.json, a JSON object (see :meth:`read_config`)."""
+        return self._read_json(self.METRICS)
+
+    def write_text(self, name: str, text: str) -> None:
+        with atomic_write(self / name) as f:
+            f.write(text)
+
+    def write_probabilities(self, class_names, **splits) -> None:
+        """Write ``split=(ids, labels, probabilities)`` for each split given ("val", "test")."""
+        arrays = {"class_names": np.array(class_names, dtype=str)}
+        for split, (ids, labels, proba) in splits.items():
+            arrays[f"{split}_ids"] = np.array([str(i) for i in ids], dtype=str)
+            arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int64)
+            arrays[f"{split}_proba"] = np.asarray(proba, dtype=np.float32)
+        with atomic_write(self / self.PROBABILITIES, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    def read_probabilities(self) -> tuple[list[str], dict]:
+        """(class names, {split: (ids, labels, probabilities)}) of the validation and test images.
+
+        Raises:
+            UsageError: the file is missing or does not hold both splits.
+        """
+        try:
+            with np.load(self / self.PROBABILITIES, allow_pickle=False) as f:
+                names = [str(n) for n in f["class_names"]]
+                splits = {s: (f[f"{s}_ids"].astype(str), f[f"{s}_labels"], f[f"{s}_proba"].astype(np.float64))
+                          for s in PROBABILITY_SPLITS}
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{self.folder}: not a run folder with {self.PROBABILITIES} and {self.METRICS} "
+                             f"({exc.__class__.__name__}); rerun classify.py or finetune.py to make one") from None
+        return names, splits
+
+    def write_predictions(self, ids, y_true, proba, class_names) -> None:
+        """Every scored test image with its true and predicted class and its probabilities."""
+        with atomic_write(self / self.PREDICTIONS, newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "true", "predicted", *[f"p_{c}" for c in class_names]])
+            for i, y, p in zip(ids, y_true, np.asarray(proba)):
+                writer.writerow([i, class_names[int(y)], class_names[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
+
+    def _prediction_rows(self) -> list[dict]:
+        with open(self / self.PREDICTIONS, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def test_ids(self) -> set[str]:
+        """The ids of the test images the run was scored on.
+
+        Raises:
+            OSError, KeyError: no predictions.csv, or not one of this format.
+        """
+        return {row["id"] for row in self._prediction_rows()}
+
+    def mistakes(self) -> set[str]:
+        """The ids of the test images the run got wrong (see :meth:`test_ids`)."""
+        return {row["id"] for row in self._prediction_rows() if row["true"] != row["predicted"]}
+
+    def write_history(self, history: list[dict]) -> None:
+        """The per-epoch history as CSV (:data:`HISTORY_FIELDS`)."""
+        with atomic_write(self / self.HISTORY, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows({k: row.get(k) for k in HISTORY_FIELDS} for row in history)
+
+    def validation_curve(self) -> list[tuple[float, float]]:
+        """(cumulative training seconds, validation accuracy) of each epoch; [] where there is no history."""
+        try:
+            with open(self / self.HISTORY, newline="") as f:
+                return [(float(h["elapsed"]), float(h["val_accuracy"])) for h in csv.DictReader(f)
+                        if h.get("val_accuracy") not in (None, "")]
+        except (OSError, ValueError, KeyError):
+            return []
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class RunFolder:
+    """Where a run writes (``path``, temporary; ``files``, its :class:`RunFiles`) and where it ends up
+    (``final``)."""
+
+    def __init__(self, path: Path, final: Path):
+        self.path, self.final = path, final
+        self.files = RunFiles(path)
+
+
+def _claim(out_dir: Path, stem: str) -> Path:
+    """Create ``out_dir/stem`` (or ``stem-2``, ``stem-3``, ...) exclusively and return it."""
+    n = 1
+    while True:
+        final = out_dir / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            final.mkdir()
+            return final
+        except FileExistsError:
+            n += 1
+
+
+@contextmanager
+def run_folder(out_dir, *parts: str):
+    """Yield a :class:`RunFolder`; on success ``path`` is renamed to ``final``,
+    ``out_dir/<time>-<parts>``. On an error the temporary folder is removed.
+
+    The final name is claimed at the start with an exclusive ``mkdir`` (an empty folder,
+    replaced by the finished one), so two runs never pick the same name.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(out_dir)
+    stem = "-".join([_now().strftime("%Y%m%d-%H%M%S"), *(p.replace("/", "_") for p in parts if p)])
+    final = _claim(out_dir, stem)
+    tmp = out_dir / f".{final.name}.{os.getpid()}.partial"
+    done = False
+    try:
+        tmp.mkdir()
+        yield RunFolder(tmp, final)
+        os.replace(tmp, final)  # over the empty claimed folder
+        done = True
+    finally:
+        if not done:
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                final.rmdir()  # the claim, still empty
+            except OSError:
+                pass
+
+
+def append_result(out_dir, row: dict) -> Path:
+    """Append one row (with the time) to the results table and return its path.
+
+    The row is written whole or not at all: under the table's lock, a write cut short
+    (a full disk) is truncated away again before the error is raised.
+
+    Raises:
+        DiskFullError: the disk is full; the table is as it was.
+    """
+    path = Path(out_dir) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({"time": _now().isoformat(timespec="seconds"), **row}, sort_keys=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one appender at a time, so an undo cuts only its own bytes
+        size = os.fstat(fd).st_size
+        try:
+            write_all(fd, line.encode())
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space left on the device while adding this run's row to {path}; "
+                                    "the table is as it was. Free some space and run again") from None
+            raise
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_results(out_dir) -> list[dict]:
+    """Every row of the results table, oldest first (empty if there is none).
+
+    A line that is not a whole JSON object (a table damaged by hand, or by a run from
+    before rows were appended whole) is left out with a warning naming it.
+    """
+    path = Path(out_dir) / RESULTS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict):
+                log.warning("%s line %d is damaged (not one JSON row); it is left out", path, number)
+                continue
+            rows.append(row)
+    return rows

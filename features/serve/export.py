@@ -1,0 +1,311 @@
+"""Export a run folder to where models run: a TensorFlow SavedModel, TFLite or ONNX.
+
+One exported model maps uint8 RGB images at the model's size, (N, size, size, 3) in
+0-255, to class probabilities (N, classes):
+
+* a ``finetune.py`` run: its ``model.keras`` (one sigmoid output becomes two columns);
+* a ``classify.py`` run with a linear head: the backbone with its input scaling, the
+  pooling, then the scaler and the head folded into one linear map
+  (:func:`features.heads.fold_head`), calibration included. Heads with no single-graph
+  form (the RBF SVM, k nearest neighbours) are refused.
+
+Beside the model go ``export.json`` (the input contract: classes, size, dtype and range,
+how images are decoded and resized, format, quantization, source run, sha256 of the model)
+and ``labels.txt``. A SavedModel has a second signature, ``serving_bytes``, taking encoded
+JPEG/PNG bytes and decoding and resizing them with the toolkit's own decode function.
+TFLite ``int8`` is full integer quantization calibrated on training images of the run
+(never its test images). Each export is written into a temporary folder and renamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DiskFullError, UsageError, is_disk_full
+from ..io import tree_sha256, write_json, write_text
+from ..results.runs import RunFiles
+from .exported import EXPORT_FORMAT, FORMATS, MODEL_FILE, RECORD, uint8_images, verbose
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = {"saved_model": ("none",), "tflite": ("none", "dynamic", "float16", "int8"), "onnx": ("none",)}
+CALIBRATION_IMAGES = 200
+
+
+def check_settings(fmt: str, quantize: str = "none") -> None:
+    """Raises UsageError for a format or a quantization the format does not have."""
+    if fmt not in FORMATS:
+        raise UsageError(f"{{format}} {fmt}: choose one of {', '.join(FORMATS)}")
+    if quantize not in QUANTIZATIONS[fmt]:
+        raise UsageError(f"{{quantize}} {quantize}: {fmt} takes {' or '.join(QUANTIZATIONS[fmt])}"
+                         + ("; quantized models are exported as tflite" if fmt != "tflite" else ""))
+
+
+@dataclass
+class Exportable:
+    """What a run folder exports: a probability function of uint8 images, and its record."""
+
+    run_dir: Path
+    kind: str  # "head" or "finetune"
+    class_names: list[str]
+    image_size: int
+    keras_model: object  # the backbone (head runs) or the whole fine-tuned model
+    linear: object = None  # features.heads.Linear, head runs only
+    head: str | None = None
+
+    def probabilities(self, images):
+        """TensorFlow ops: uint8 (N, size, size, 3) -> float32 (N, classes)."""
+        import tensorflow as tf
+
+        x = tf.cast(images, tf.float32)
+        out = tf.cast(self.keras_model(x, training=False), tf.float32)
+        if self.kind == "finetune":
+            return tf.concat([1.0 - out, out], axis=-1) if out.shape[-1] == 1 else out
+        return linear_probabilities(self.linear, out)
+
+
+def linear_probabilities(linear, embeddings):
+    """TensorFlow ops of :meth:`features.heads.Linear.predict_proba`: what the exports compute."""
+    import tensorflow as tf
+
+    kernel = tf.constant(linear.kernel, tf.float32)
+    bias = tf.constant(linear.bias, tf.float32)
+    z = tf.einsum("nd,mdk->mnk", tf.cast(embeddings, tf.float32), kernel) + bias[:, None, :]
+    if linear.activation == "softmax":
+        p = tf.nn.softmax(z, axis=-1)
+    else:
+        s = tf.sigmoid(z)
+        p = tf.concat([1.0 - s, s], axis=-1) if s.shape[-1] == 1 else s / tf.reduce_sum(s, -1, keepdims=True)
+    return tf.reduce_mean(p, axis=0)
+
+
+def load_exportable(run_dir) -> Exportable:
+    """The model of a run folder, ready to export.
+
+    Raises:
+        UsageError: not a run folder, a head with no single-graph form, or a head on
+            several backbones.
+    """
+    from ..heads.registry import fold_head
+    from .predict import load_predictor
+
+    predictor = load_predictor(run_dir)
+    if predictor.kind == "finetune":
+        return Exportable(Path(run_dir), "finetune", predictor.class_names, predictor.image_size, predictor.model)
+    if len(predictor.backbones) != 1:
+        raise UsageError(f"{run_dir}: the head reads the embeddings of {len(predictor.backbones)} backbones; "
+                         "export a head trained on one")
+    from ..heads.registry import load_head
+
+    name = load_head(RunFiles(run_dir) / RunFiles.HEAD)["head"]
+    linear = fold_head(predictor.model, name)
+    model, size = predictor.backbones[0]
+    return Exportable(Path(run_dir), "head", predictor.class_names, size, model, linear, name)
+
+
+def calibration_paths(run_dir, n: int = CALIBRATION_IMAGES, seed: int = 0) -> list[str]:
+    """Up to ``n`` training images of the run (seeded sample), never its test images.
+
+    A head run: the train rows listed in its cache. A fine-tuning run: the images of its
+    source folder less the test images named in its predictions.csv.
+
+    Raises:
+        UsageError: the images cannot be found (the cache or the folder moved).
+    """
+    from ..data.splits import TRAIN
+
+    files = RunFiles(run_dir)
+    config = files.read_config()
+    rng = np.random.default_rng(seed)
+    if files.kind == "head":
+        from ..cache import CacheRows, read_attrs
+
+        features = config.get("features") or []
+        try:
+            source = read_attrs(features[0])["source"]
+            with CacheRows(features[:1], verify_checksum=False) as rows:
+                train = np.flatnonzero(rows.splits == TRAIN)
+                pick = np.sort(rng.choice(train, min(n, len(train)), replace=False))
+                paths = [os.path.join(source, rows.ids(int(i), int(i) + 1)[0]) for i in pick]
+        except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
+            raise UsageError(f"{run_dir}: cannot list the training images of its cache ({exc}); int8 "
+                             "quantization calibrates on them: keep the cache and its photos") from None
+    else:
+        from ..data import images_under
+
+        source = config.get("source")
+        if not source or not Path(source).is_dir():
+            raise UsageError(f"{run_dir}: its photos ({source}) are not there; int8 quantization calibrates on "
+                             "its training images")
+        try:
+            test = files.test_ids()
+        except (OSError, KeyError):
+            raise UsageError(f"{run_dir}: its predictions.csv, which names its test images, is missing or "
+                             "unreadable; int8 quantization calibrates on the other images") from None
+        candidates = [p for p in images_under(Path(source)) if os.path.relpath(p, source) not in test]
+        pick = rng.choice(len(candidates), min(n, len(candidates)), replace=False)
+        paths = [candidates[i] for i in sorted(pick)]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UsageError(f"{missing[0]}: a training image of the run is missing; int8 quantization calibrates "
+                         "on them")
+    return paths
+
+
+def _uint8_batches(paths, size: int, batch_size: int = 16):
+    """The exported models' input: decoded and resized as training did, rounded to uint8."""
+    from ..data import image_batches
+
+    for _, images in image_batches(paths, size, batch_size):
+        yield uint8_images(images)
+
+
+def _saved_model(model: Exportable, folder: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    from ..data import decode_image
+
+    size = model.image_size
+    archive = keras.export.ExportArchive()
+    archive.track(model.keras_model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
+    def serve(images):
+        return {"probabilities": model.probabilities(images)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="encoded")])
+    def serve_bytes(encoded):
+        def one(data):
+            return tf.cast(tf.clip_by_value(tf.round(decode_image(data, size)), 0, 255), tf.uint8)
+
+        images = tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8))
+        return {"probabilities": model.probabilities(images)}
+
+    archive.add_endpoint("serving_default", serve)
+    archive.add_endpoint("serving_bytes", serve_bytes)
+    archive.write_out(str(folder / MODEL_FILE["saved_model"]), verbose=False)
+
+
+def _tflite(model: Exportable, folder: Path, quantize: str) -> None:
+    import tensorflow as tf
+
+    staging = folder / "staging"
+    _saved_model(model, staging)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(staging / MODEL_FILE["saved_model"]),
+                                                         signature_keys=["serving_default"])
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        paths = calibration_paths(model.run_dir)
+
+        def representative():
+            for batch in _uint8_batches(paths, model.image_size, 1):
+                yield {"images": batch}
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    from contextlib import nullcontext
+
+    from ..device import native_stderr_silenced
+
+    with nullcontext() if verbose() else native_stderr_silenced():  # the converter's C++ lines
+        flatbuffer = converter.convert()
+    (folder / MODEL_FILE["tflite"]).write_bytes(flatbuffer)
+    shutil.rmtree(staging)
+
+
+def _onnx(model: Exportable, folder: Path) -> None:
+    import tensorflow as tf
+
+    try:
+        import tf2onnx
+    except ImportError:
+        raise UsageError("ONNX export needs tf2onnx and onnx: pip install -r requirements-export.txt") from None
+    size = model.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
+    def serve(images):
+        return {"probabilities": model.probabilities(images)}
+
+    tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17,
+                                  output_path=str(folder / MODEL_FILE["onnx"]))
+
+
+def _quiet_converters() -> None:
+    """TensorFlow's and tf2onnx's own progress lines (INFO) stay out of the output, unless -v."""
+    if not verbose():
+        for name in ("tensorflow", "tf2onnx", "absl"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force: bool = False) -> Path:
+    """Export a run folder's model; return the folder holding it, export.json and labels.txt.
+
+    Args:
+        out: the export folder (default ``RUN_DIR/export/<format>[-<quantize>]``).
+        force: replace an export already there.
+
+    Raises:
+        UsageError: bad settings, a run that cannot export, or an export already there.
+    """
+    from ..data import RESIZE_METHOD
+
+    check_settings(fmt, quantize)
+    _quiet_converters()
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "export" / (fmt if quantize == "none" else f"{fmt}-{quantize}")
+    if out.exists() and not force:
+        raise UsageError(f"{out}: an export is already there; give {{force=True}} to replace it, or another "
+                         "{out}")
+    model = load_exportable(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        try:
+            if fmt == "saved_model":
+                _saved_model(model, tmp)
+            elif fmt == "tflite":
+                _tflite(model, tmp, quantize)
+            else:
+                _onnx(model, tmp)
+        except Exception as exc:  # TensorFlow's writers raise their own types for a full disk
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left on the device while writing {out}: free some space and "
+                                    "run the same command again") from None
+            raise
+        target = tmp / MODEL_FILE[fmt]
+        record = {
+            "export_format": EXPORT_FORMAT, "format": fmt, "quantization": quantize, "model": MODEL_FILE[fmt],
+            "sha256": tree_sha256(target), "classes": model.class_names, "image_size": model.image_size,
+            "input": {"name": "images", "dtype": "uint8", "shape": [None, model.image_size, model.image_size, 3],
+                      "range": [0, 255], "layout": "NHWC, RGB"},
+            "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(model.class_names)]},
+            "resize_method": RESIZE_METHOD, "kind": model.kind, "head": model.head,
+            "source_run": str(run_dir.resolve()),
+            "signatures": {"serving_default": "images", "serving_bytes": "encoded JPEG/PNG/BMP/GIF bytes, "
+                           "decoded and resized in the graph by the toolkit's decode function (no EXIF "
+                           "rotation, no DCT downscaling)"} if fmt == "saved_model" else None,
+        }
+        write_json(tmp / RECORD, record)
+        write_text(tmp / "labels.txt", "".join(f"{name}\n" for name in model.class_names))
+        if out.exists():
+            old = out.with_name(f".{out.name}.{os.getpid()}.old")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

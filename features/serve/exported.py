@@ -1,0 +1,159 @@
+"""Exported models loaded for prediction, and the format of an export folder (this module owns it).
+
+An export folder (``RUN_DIR/export/<format>[-<quantization>]/`` by default) holds::
+
+    model.tflite | model.onnx | saved_model/   the model: uint8 RGB (N, size, size, 3) in 0-255 ->
+                                               float32 class probabilities (N, classes)
+    export.json     the input contract: export_format, format, quantization, model (the file's
+                    name), sha256 (of the model's bytes; a SavedModel's files in order), classes,
+                    image_size, input and output (name, dtype, shape, range), resize_method,
+                    kind ("head" or "finetune"), head, source_run, signatures (SavedModel)
+    labels.txt      the class names, one a line
+
+:func:`load_exported` reads export.json back and checks the model against it before running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..io import tree_sha256
+from .base import Predictor
+
+FORMATS = ("saved_model", "tflite", "onnx")
+MODEL_FILE = {"saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+EXPORT_FORMAT = 1
+RECORD = "export.json"
+
+
+def verbose() -> bool:
+    """-v: the converters' and runtimes' own lines are shown."""
+    return logging.getLogger("features").isEnabledFor(logging.DEBUG)
+
+
+def uint8_images(images) -> np.ndarray:
+    """The exported models' input: decoded and resized images rounded to uint8, as training saw them."""
+    return np.clip(np.round(np.asarray(images)), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class ExportedModel(Predictor):
+    """An exported model loaded for prediction, with its contract (``export.json``)."""
+
+    path: Path
+    record: dict
+    run: object  # a callable: uint8 batch -> probabilities
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.record["classes"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.record["image_size"])
+
+    def probabilities(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
+        """The model as exported (``tta`` "none": a flip, if any, is inside the exported graph)."""
+        from ..data import image_batches
+
+        if tta != "none":
+            raise UsageError(f"{self.path}: an exported model runs as it was exported; {{tta}} takes run folders")
+        rows, probas = [], []
+        for index, images in image_batches(paths, self.image_size, batch_size):
+            rows.append(index.numpy())
+            probas.append(self.run(uint8_images(images)))
+        rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        proba = np.concatenate(probas) if probas else np.zeros((0, len(self.class_names)))
+        return rows, proba
+
+
+def find_export(path) -> Path | None:
+    """The export folder of ``path`` (an exported model, or the folder holding one), else None."""
+    path = Path(path)
+    folder = path if path.is_dir() and (path / RECORD).is_file() else path.parent
+    if (folder / RECORD).is_file() and (path == folder or path.name in MODEL_FILE.values()):
+        return folder
+    return None
+
+
+def load_exported(path) -> ExportedModel:
+    """Load an exported model for prediction (``predict.py model.tflite photos/``).
+
+    Raises:
+        UsageError: no export.json beside it, a model that does not match it, or a
+            runtime that is not installed.
+    """
+    folder = find_export(path)
+    if folder is None:
+        raise UsageError(f"{path}: not an exported model (no export.json beside it); make one with export.py")
+    try:
+        record = json.loads((folder / "export.json").read_text())
+        fmt, target = record["format"], folder / record["model"]
+        int(record["image_size"]), list(record["classes"])  # what ExportedModel reads: there and well-formed
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{folder}/export.json: unreadable or not written by export.py") from None
+    if not target.exists() or tree_sha256(target) != record.get("sha256"):
+        raise UsageError(f"{target}: missing, or changed since it was exported (its sha256 differs from "
+                         "export.json's)")
+    if fmt == "tflite":
+        run = _tflite_runner(target)
+    elif fmt == "onnx":
+        run = _onnx_runner(target)
+    elif fmt == "saved_model":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+
+        def run(batch):
+            return serve(images=tf.constant(batch))["probabilities"].numpy()
+    else:
+        raise UsageError(f"{folder}/export.json: unknown format {fmt!r}")
+    return ExportedModel(target, record, run)
+
+
+def _tflite_runner(target: Path):
+    try:  # LiteRT, where the TFLite interpreter moved
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            Interpreter = tf.lite.Interpreter
+    from contextlib import nullcontext
+
+    from ..device import native_stderr_silenced
+
+    interpreter = Interpreter(model_path=str(target), num_threads=os.cpu_count())
+    runner = interpreter.get_signature_runner("serving_default")  # resizes its input to each batch
+    first = [True]
+
+    def run(batch):
+        quiet = first.pop() if first else False  # the first call prints "Created ... XNNPACK delegate"
+        with native_stderr_silenced() if quiet and not verbose() else nullcontext():
+            return runner(images=np.ascontiguousarray(batch, np.uint8))["probabilities"]
+
+    return run
+
+
+def _onnx_runner(target: Path):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("running an ONNX model needs onnxruntime: pip install -r requirements-export.txt") from None
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(batch):
+        return session.run(None, {name: batch})[0]
+
+    return run

@@ -1,0 +1,240 @@
+"""Classify new images with a run folder (a fitted head with its backbone, or a fine-tuned model), several
+run folders averaged, or an exported model (:mod:`.exported`); every one is a :class:`~.base.Predictor`.
+
+Images go through the decoding their model was trained with: the extraction pipeline for
+heads on embeddings, the training pipeline (decoded, resized, rounded to uint8) for
+fine-tuned models. A run folder is refused, with the reason, when what it holds does not
+match what it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data import image_batches, images_under, indexed_batches
+from ..errors import UsageError
+from ..results.runs import RunFiles
+from .base import Predictor
+
+
+def list_inputs(inputs) -> list[str]:
+    """Files as given (any extension) and the images under folders, in order, without repeats.
+
+    Raises:
+        UsageError: an input that does not exist.
+    """
+    paths: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += images_under(path)
+        elif path.exists():  # a file, or a special one: reported as skipped, never read
+            paths.append(str(path))
+        else:
+            raise UsageError(f"{item}: no such file or folder")
+    seen = set()
+    return [p for p in paths if not (p in seen or seen.add(p))]
+
+
+@dataclass
+class RunPredictor(Predictor):
+    """A loaded run folder: a head on its backbones (``kind`` "head") or a fine-tuned model ("finetune")."""
+
+    run_dir: Path
+    kind: str  # "head" or "finetune"
+    class_names: list[str]
+    image_size: int
+    model: object  # a head pipeline, or a keras.Model
+    backbones: list = None
+
+    def probabilities(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
+        """``tta`` "flip" averages a fine-tuned model's probabilities of each image and its mirror;
+        a head's embeddings are flip-averaged when its cache was (recorded in the run folder),
+        whatever ``tta`` says."""
+        if self.kind == "finetune":
+            from ..train.loop import probabilities
+
+            return probabilities(self.model, indexed_batches(paths, None, self.image_size, batch_size), tta)
+        parts, rows = [], None
+        for model, size in self.backbones:
+            index, emb = [], []
+            for batch_index, images in image_batches(paths, size, batch_size):
+                index.append(batch_index.numpy())
+                emb.append(np.asarray(model(images, training=False)))
+            got = np.concatenate(index) if index else np.zeros(0, np.int64)
+            if rows is not None and not np.array_equal(rows, got):
+                raise UsageError("the backbones decoded different images; give files every backbone can read")
+            rows = got
+            parts.append(np.vstack(emb) if emb else np.zeros((0, model.output.shape[-1]), np.float32))
+        if not len(rows):
+            return rows, np.zeros((0, len(self.class_names)))
+        return rows, self.model.predict_proba(np.hstack(parts))
+
+
+class EnsemblePredictor(Predictor):
+    """Several run folders' probabilities averaged, for each image every one of them read.
+
+    Raises:
+        UsageError: run folders of different classes.
+    """
+
+    def __init__(self, members: list[RunPredictor]):
+        names = members[0].class_names
+        for p in members[1:]:
+            if p.class_names != names:
+                raise UsageError(f"{p.run_dir} predicts {p.class_names}, {members[0].run_dir} {names}: an "
+                                 "ensemble needs run folders of the same classes")
+        self.members, self.class_names = members, names
+
+    def probabilities(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
+        results = [p.probabilities(paths, batch_size, tta) for p in self.members]
+        common = set(results[0][0].tolist())
+        for rows, _ in results[1:]:
+            common &= set(rows.tolist())
+        rows = np.array(sorted(common), dtype=np.int64)
+        if not len(rows):
+            return rows, np.zeros((0, len(self.class_names)))
+        return rows, np.mean([p[np.searchsorted(r, rows)] for r, p in results], axis=0)
+
+
+def open_predictor(path, ensemble=(), tta: str = "none") -> Predictor:
+    """What ``predict.py`` classifies with: a run folder, an exported model, or run folders averaged.
+
+    Args:
+        path: a run folder of classify.py or finetune.py, or a model export.py wrote (or its folder).
+        ensemble: more run folders whose probabilities are averaged with ``path``'s.
+        tta: the test-time augmentation asked for; an exported model runs as it was exported.
+
+    Raises:
+        UsageError: an export given with ``ensemble`` or ``tta``, or any run folder refused.
+    """
+    from .exported import find_export, load_exported
+
+    exported = find_export(path)
+    if exported:
+        if ensemble or tta != "none":
+            raise UsageError(f"{path}: an exported model runs as it was exported; {{ensemble}} and {{tta}} "
+                             "take run folders")
+        return load_exported(exported)
+    predictor = load_predictor(path)
+    return EnsemblePredictor([predictor] + [load_predictor(d) for d in ensemble]) if ensemble else predictor
+
+
+def _refuse(run_dir, why: str):
+    raise UsageError(f"{run_dir}: {why}")
+
+
+def load_predictor(run_dir) -> RunPredictor:
+    """Load a run folder written by classify.py (head.skops) or finetune.py (model.keras).
+
+    Raises:
+        UsageError: not a run folder, or its model and its record disagree (the message says how).
+    """
+    files = RunFiles(run_dir)
+    if files.kind == "finetune":
+        return _load_finetuned(files)
+    if files.kind == "head":
+        return _load_head(files)
+    _refuse(run_dir, "not a run folder of classify.py (head.skops) or finetune.py (model.keras)")
+
+
+def _load_finetuned(files: RunFiles) -> RunPredictor:
+    import keras
+
+    from ..models.build import preprocess_layer
+
+    run_dir = files.folder
+    preprocess_layer("none")  # registers the custom layer so that safe mode can load it
+    try:
+        config = files.read_config()
+    except UsageError:
+        _refuse(run_dir, "config.json is missing, unreadable or not a record of a run; it records the classes "
+                         "and image size")
+    try:
+        model = keras.saving.load_model(files / RunFiles.MODEL, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - whatever Keras says, the file is refused, never run
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Lambda" in reason:
+            reason = "it holds a Lambda layer, whose Python code safe loading never runs"
+        _refuse(run_dir, f"model.keras cannot be loaded safely: {reason[:300]}")
+    names, size = config.get("class_names") or [], config.get("image_size")
+    if tuple(model.input_shape[1:3]) != (size, size):
+        _refuse(run_dir, f"model.keras takes {model.input_shape[1:3]} images but config.json says {size}")
+    units = model.output_shape[-1]
+    if len(names) < 2 or units not in (len(names), 1 if len(names) == 2 else len(names)):
+        _refuse(run_dir, f"model.keras has {units} outputs for the {len(names)} classes in config.json")
+    return RunPredictor(run_dir, "finetune", names, size, model)
+
+
+def _load_head(files: RunFiles) -> RunPredictor:
+    from ..heads.registry import load_head
+    from ..models.build import create_backbone
+    from ..models.registry import resolve_backbone
+
+    run_dir = files.folder
+    head = load_head(files / RunFiles.HEAD)
+    meta = head.get("meta") or {}
+    if not isinstance(meta, dict):
+        _refuse(run_dir, "head.skops holds no record of its classes and backbone")
+    names = meta.get("class_names") or []
+    pipeline = head.get("pipeline")
+    classes = getattr(pipeline, "classes_", None)
+    if len(names) < 2 or classes is None or len(classes) != len(names):
+        _refuse(run_dir, f"the head predicts {0 if classes is None else len(classes)} classes but records "
+                         f"{len(names)} class names")
+    backbones = str(meta.get("backbone", "")).split("+")
+    sizes = meta.get("image_size")
+    sizes = sizes if isinstance(sizes, list) else [sizes]
+    weights = meta.get("weights")
+    weights = weights if isinstance(weights, list) else [weights] * len(backbones)
+    if len(sizes) != len(backbones) or len(weights) != len(backbones) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        _refuse(run_dir, "the head's record does not say the image size and weights of each backbone")
+    models, width = [], 0
+    for name, size, w in zip(backbones, sizes, weights):
+        backbone = resolve_backbone(name, int(size), w or "imagenet")
+        if backbone.weights not in ("imagenet", "none") and len(backbones) == 1 and meta.get("weights_sha256") \
+                and backbone.weights_sha256 != meta["weights_sha256"]:
+            _refuse(run_dir, f"the weights file {backbone.weights_file} changed since the head was trained "
+                             "(checksum differs)")
+        model = create_backbone(backbone, pooling=meta.get("pooling") or "avg", tta=meta.get("tta") or "none")
+        models.append((model, int(size)))
+        width += int(model.output.shape[-1])
+    try:
+        expected = int(pipeline.named_steps["scale"].n_features_in_)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        _refuse(run_dir, "head.skops does not hold a fitted scaler and classifier of classify.py")
+    if width != expected:
+        _refuse(run_dir, f"the head takes {expected}-d embeddings but {meta.get('backbone')} gives {width}")
+    return RunPredictor(run_dir, "head", names, int(sizes[0]), pipeline, models)
+
+
+def top_k(proba: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]]]:
+    """The k most probable classes of each row, best first."""
+    order = np.argsort(-proba, axis=1)[:, :k]
+    return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(proba, order)]
+
+
+def write_csv(path, paths, rows, proba, class_names, failed) -> None:
+    """One line per input: path, predicted class, each class's probability (or the error)."""
+    import csv
+
+    from ..io import write_output
+
+    by_row = dict(zip(rows.tolist(), proba))
+    reasons = dict(failed)
+
+    def write(f):
+        writer = csv.writer(f)
+        writer.writerow(["path", "predicted", *[f"p_{c}" for c in class_names], "error"])
+        for i, p in enumerate(paths):
+            if i in by_row:
+                q = by_row[i]
+                writer.writerow([p, class_names[int(np.argmax(q))], *[f"{v:.6f}" for v in q], ""])
+            else:
+                writer.writerow([p, "", *[""] * len(class_names), reasons.get(p, "unreadable")])
+
+    write_output(path, write, param="csv")

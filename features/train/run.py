@@ -1,0 +1,288 @@
+"""A fine-tuning (or from-scratch) run, step by step: settle, build, train, score, record.
+
+:func:`finetune` calls each step once: :func:`~features.train.config.resolve_config`
+(every check, before any work), :func:`build`, :func:`fit` (on images, or on the frozen
+prefix's cached activations), :func:`score` (and :func:`predict_rows` on validation),
+:func:`write_run_files` and :func:`results_row`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..data import DataSource, activation_batches, indexed_batches, labelled_batches
+from ..errors import UsageError
+from ..io import available_memory, check_output_folder
+from ..results import metrics, runs
+from ..results.plots import plot_confusion, plot_history
+from ..results.runs import RunFiles
+from . import loop
+from . import model as training
+from .config import HEAD_UNITS, TrainConfig, resolve_config
+
+log = logging.getLogger(__name__)
+
+
+def frozen_activations(prefix, source: DataSource, indices, image_size: int, batch_size: int,
+                       spill_dir, memory_limit: int | None = None):
+    """Run the frozen prefix once over the given rows.
+
+    Activations go to memory, or to a file under ``spill_dir`` (deleted with it) when they
+    would take more than ``memory_limit`` bytes (default: half the free memory).
+
+    Returns:
+        (rows, activations): the listing indices that decoded, and their activations.
+    """
+    shape = tuple(int(d) for d in prefix.output.shape[1:])
+    nbytes = len(indices) * int(np.prod(shape)) * 4
+    limit = available_memory() // 2 if memory_limit is None else memory_limit
+    if nbytes > limit:
+        os.makedirs(spill_dir, exist_ok=True)
+        path = os.path.join(spill_dir, f"activations-{len(os.listdir(spill_dir))}.f32")
+        log.info("frozen activations (%.1f GB) go to %s", nbytes / 1e9, path)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(indices), *shape))
+    else:
+        out = np.empty((len(indices), *shape), dtype=np.float32)
+    from ..models.build import embedding_function
+
+    run = embedding_function(prefix, image_size)  # one traced graph: eager calls are 2x slower
+    rows, n = [], 0
+    for index, images in indexed_batches(source, indices, image_size, batch_size):
+        batch = np.asarray(run(images), dtype=np.float32)
+        out[n:n + len(batch)] = batch
+        rows.append(index.numpy())
+        n += len(batch)
+    return (np.concatenate(rows) if rows else np.zeros(0, np.int64)), out[:n]
+
+
+def _precision_policy(precision: str) -> str:
+    if precision == "float32":
+        return "float32"
+    from ..device import visible_gpus
+
+    # float16 is the GPU's fast type; this CPU family computes bfloat16 natively.
+    return "mixed_float16" if visible_gpus() else "mixed_bfloat16"
+
+
+def strategy(config: TrainConfig):
+    """The distribution strategy of a run and its replica count.
+
+    "mirrored" is ``tf.distribute.MirroredStrategy`` over this machine's GPUs (one replica
+    each), or over its logical CPU devices where it has no GPU and more than one CPU device
+    is configured (``tf.config.set_logical_device_configuration``; how it is tested).
+    Each replica takes ``batch_size`` images a step, so the global batch is
+    ``batch_size`` x replicas. Several machines are not supported: Keras 3's ``fit`` fails
+    under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
+    """
+    import tensorflow as tf
+
+    if config.distribute == "none":
+        return tf.distribute.get_strategy(), 1  # the default strategy: one device
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+        [d.name for d in tf.config.list_logical_devices("CPU")]
+    mirrored = tf.distribute.MirroredStrategy(devices=devices)
+    if mirrored.num_replicas_in_sync == 1:
+        log.warning("the mirrored strategy found one device (%s): training runs on it alone", devices[0])
+    return mirrored, mirrored.num_replicas_in_sync
+
+
+@dataclass
+class Built:
+    """The model of a run and what was settled while building it."""
+
+    model: object
+    network: object  # the backbone network inside ``model`` (its last layers are unfrozen)
+    policy: str  # the Keras dtype policy it was built under
+    sigmoid: bool  # one sigmoid output for two classes
+    global_batch: int  # images a step takes from the data: the config's batch size on each of the replicas
+
+
+def build(config: TrainConfig, backbone, n_classes: int, replicas: int = 1) -> Built:
+    """Seed, then build the classifier under the config's precision policy.
+
+    Args:
+        replicas: the distribution strategy's replicas, each taking ``config.batch_size`` images a step.
+    """
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    policy = _precision_policy(config.precision)
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model, network = training.build_model(config, backbone, n_classes)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    if not config.scratch:
+        training.unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
+    return Built(model, network, policy, model.output.shape[-1] == 1, config.batch_size * replicas)
+
+
+def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, folder, verbose):
+    """``cache_frozen``: the frozen prefix runs once; the rest trains on its activations."""
+    n = training.unfrozen_count(built.network, config.unfreeze)
+    prefix, trainable, suffix = training.frozen_prefix_models(built.model, built.network, n)
+    start = time.perf_counter()
+    data = {}
+    for split in ("train", "val"):
+        index, x = frozen_activations(prefix, source, rows[split], config.image_size, built.global_batch,
+                                      folder / "activations")
+        y = source.labels[index].astype(np.float32 if built.sigmoid else np.int64)
+        data[split] = (x, y[:, None] if built.sigmoid else y)
+    cache_seconds = time.perf_counter() - start
+    log.info("frozen prefix (%s) ran once over %d images in %.1f s", prefix.output.shape[1:],
+             sum(len(d[0]) for d in data.values()), cache_seconds)
+    train_ds = activation_batches(*data["train"], built.global_batch, shuffle=True, seed=config.seed)
+    val_ds = activation_batches(*data["val"], built.global_batch)
+    result = loop.train(trainable, suffix, config, train_ds, val_ds, folder / "best.weights.h5", verbose,
+                        log_dir=folder / RunFiles.TENSORBOARD)
+    data.clear()
+    shutil.rmtree(folder / "activations", ignore_errors=True)
+    for row in result["history"]:
+        row["elapsed"] += cache_seconds
+    if result["seconds_to_best"] is not None:
+        result["seconds_to_best"] += cache_seconds
+    result["train_seconds"] += cache_seconds
+    result["cache_seconds"] = cache_seconds
+    return result
+
+
+def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folder, verbose: int = 1) -> dict:
+    """Train on the train rows, choose the best epoch on the val rows; see :func:`loop.train`.
+
+    Returns:
+        :func:`loop.train`'s record plus ``cache_seconds`` (the frozen prefix's pass).
+    """
+    if config.cache_frozen:
+        return _fit_on_activations(built, config, source, rows, folder, verbose)
+    train_ds = labelled_batches(source, rows["train"], config.image_size, built.global_batch, built.sigmoid,
+                                shuffle=True, seed=config.seed)
+    val_ds = labelled_batches(source, rows["val"], config.image_size, built.global_batch, built.sigmoid)
+    result = loop.train(built.model, built.network, config, train_ds, val_ds, folder / "best.weights.h5",
+                        verbose=verbose, log_dir=folder / RunFiles.TENSORBOARD)
+    result["cache_seconds"] = 0.0
+    return result
+
+
+def predict_rows(model, config: TrainConfig, source: DataSource, rows,
+                 batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows that decoded, their class probabilities), with the config's test-time augmentation.
+
+    Args:
+        batch_size: images per step (default: the config's).
+    """
+    batches = indexed_batches(source, rows, config.image_size, batch_size or config.batch_size)
+    return loop.probabilities(model, batches, config.tta)
+
+
+def score(model, config: TrainConfig, source: DataSource, test_rows,
+          batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Score the model once on the test rows (with the config's test-time augmentation).
+
+    Returns:
+        (rows, probabilities, scores): the test rows that decoded, their class
+        probabilities, and :func:`metrics.score`'s figures.
+    """
+    index, proba = predict_rows(model, config, source, test_rows, batch_size)
+    if not np.isfinite(proba).all():
+        rates = "{scratch_lr}" if config.scratch else "{lr} and {head_lr}"
+        raise UsageError(f"training diverged: the model's outputs are NaN or infinite; lower {rates} "
+                         f"(now {config.scratch_lr if config.scratch else f'{config.lr:g} and {config.head_lr:g}'})")
+    return index, proba, metrics.score(source.labels[index], proba, source.class_names)
+
+
+def write_run_files(files: RunFiles, built: Built, config: TrainConfig, source: DataSource, history: list,
+                    index, proba, scores: dict, val=None) -> None:
+    """The run folder's model and records (the best-epoch checkpoint is removed), and the
+    validation (``val``: rows and probabilities, where given) and test probabilities that
+    ensembles average (:mod:`features.results.ensemble`).
+    """
+    y_test = source.labels[index]
+    splits = {"test": ([source.ids[i] for i in index], y_test, proba)}
+    if val is not None:
+        v_index, v_proba = val
+        splits["val"] = ([source.ids[i] for i in v_index], source.labels[v_index], v_proba)
+    files.write_probabilities(source.class_names, **splits)
+    built.model.save(files / RunFiles.MODEL)
+    if (files / "best.weights.h5").exists():
+        os.remove(files / "best.weights.h5")
+    files.write_history(history)
+    plot_history(files / RunFiles.CURVES, history, f"{config.method}: {config.backbone} on {source.name}")
+    plot_confusion(scores["confusion_matrix"], source.class_names, files / RunFiles.CONFUSION,
+                   f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}")
+    files.write_text(RunFiles.REPORT, metrics.report_text(y_test, proba, source.class_names))
+    files.write_predictions([source.ids[i] for i in index], y_test, proba, source.class_names)
+
+
+def settings(config: TrainConfig, source: DataSource, policy: str) -> dict:
+    """The resolved configuration, saved beside the results (config.json)."""
+    return {**dataclasses.asdict(config), "policy": policy, "dataset": source.name,
+            "source": source.location, "class_names": source.class_names,
+            "split_origin": source.split_origin, "fingerprint": source.fingerprint}
+
+
+def results_row(config: TrainConfig, source: DataSource, result: dict, scores: dict, rows: dict, n_test: int,
+                policy: str, run_dir) -> dict:
+    """The run's row of the results table."""
+    epochs = len(result["history"])
+    return {
+        "dataset": source.name, "backbone": config.backbone, "image_size": config.image_size,
+        "method": config.method, "head": f"dense{HEAD_UNITS}",
+        "unfrozen_layers": result["unfrozen"], "epochs_run": epochs, "best_epoch": result["best_epoch"],
+        **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
+        "train_seconds": result["train_seconds"],
+        "seconds_per_epoch": sum(h["seconds"] for h in result["history"]) / epochs if epochs else None,
+        "cache_frozen": config.cache_frozen, "cache_seconds": result["cache_seconds"],
+        "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
+        "augment": config.augment, "label_smoothing": config.label_smoothing,
+        "tta": config.tta, "schedule": config.schedule, "weight_decay": config.weight_decay,
+        "unfreeze": config.unfreeze, "lr": config.scratch_lr if config.scratch else config.lr,
+        "train_per_class": config.train_per_class, "precision": policy,
+        "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(n_test),
+        "run_dir": str(run_dir),
+    }
+
+
+def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: int = 1) -> dict:
+    """Train the course's model on ``source``'s train split and score it on its test split.
+
+    Writes a run folder (model.keras, history.csv, curves.png, metrics.json, config.json,
+    report.txt, confusion.png, predictions.csv) and appends a row to the results table.
+
+    Returns:
+        The results-table row plus "metrics".
+    """
+    config, backbone = resolve_config(config, source)
+    check_output_folder(out_dir)
+    distribution, replicas = strategy(config)
+    with distribution.scope():  # variables, optimizers and every compile of the phases: mirrored
+        built = build(config, backbone, len(source.class_names), replicas)
+        rows = {name: source.rows(name) for name in ("train", "val", "test")}
+        if config.train_per_class:
+            from ..data.splits import subsample
+
+            train = rows["train"]
+            rows["train"] = train[subsample(source.labels[train], config.train_per_class, config.seed)]
+        with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
+            result = fit(built, config, source, rows, run.path, verbose)
+            index, proba, scores = score(built.model, config, source, rows["test"], built.global_batch)
+            v_index, v_proba = predict_rows(built.model, config, source, rows["val"], built.global_batch)
+            val_accuracy = metrics.accuracy(source.labels[v_index], v_proba) if len(v_index) else None
+            write_run_files(run.files, built, config, source, result["history"], index, proba, scores,
+                            (v_index, v_proba))
+            saved = {**settings(config, source, built.policy), "replicas": replicas,
+                     "global_batch_size": built.global_batch}
+            row = {**results_row(config, source, result, scores, rows, len(index), built.policy, run.final),
+                   "distribute": config.distribute, "replicas": replicas,
+                   "global_batch_size": built.global_batch, "val_accuracy": val_accuracy}
+            run.files.write_json(RunFiles.CONFIG, saved)
+            run.files.write_json(RunFiles.METRICS, {**row, "metrics": scores, "config": saved})
+    runs.append_result(out_dir, row)
+    return {**row, "metrics": scores}
