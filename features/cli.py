@@ -94,13 +94,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, groups: dict
         target = groups.setdefault(group, parser.add_argument_group(group))
         flag = "--" + f.name.replace("_", "-")
         type_name = str(f.type).replace(" | None", "")
+        mine = {alias: spec for alias, spec in (aliases or {}).items() if spec[0] == f.name}
+        if mine:  # a flag and its aliases: one of them at a time (--augment strong --no-augment is refused)
+            target = target.add_mutually_exclusive_group()
         if type_name == "bool":
             target.add_argument(flag, action="store_true", default=f.default, help=help_text)
         else:
             target.add_argument(flag, type=_TYPES[type_name], default=f.default, help=help_text, **meta)
-        for alias, (name, value, alias_help) in (aliases or {}).items():
-            if name == f.name:
-                target.add_argument(alias, dest=name, action="store_const", const=value, help=alias_help)
+        for alias, (name, value, alias_help) in mine.items():
+            target.add_argument(alias, dest=name, action="store_const", const=value, help=alias_help)
     flag = flag_renderer(parser)
     for action in parser._actions:  # help text speaks in this script's flags
         if action.help and "{" in action.help:
@@ -196,7 +198,7 @@ def run(main_body, prog: str, flag=None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing was written under a final name", file=sys.stderr)
         return 130
-    except OSError as exc:
+    except Exception as exc:  # a full disk, in whatever words and error type the writing library has
         if not is_disk_full(exc):
             raise
         from .cache.writer import close_open_files

@@ -95,6 +95,60 @@ def write_text(path, text: str) -> None:
         f.write(text)
 
 
+class Busy(Exception):
+    """The lock is held by another process (its pid in ``holder``)."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+@contextmanager
+def file_lock(lock, on_wait=None, wait: bool = True):
+    """Hold the operating system's lock (``flock``) on the file ``lock``; one holder at a time.
+
+    A killed holder releases it at once. The holder writes its pid into the file and
+    deletes the file when done, so none outlives its run; a waiter whose file was deleted
+    meanwhile finds that out and locks the new one.
+
+    Args:
+        on_wait: called with the holder's pid (as written) before waiting for it.
+        wait: False raises :class:`Busy` instead of waiting.
+    """
+    import fcntl
+
+    lock = Path(lock)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            if not wait:
+                os.close(fd)
+                raise Busy(holder) from None
+            if on_wait is not None:
+                on_wait(holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder we waited for deleted this file: lock the one there now
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        try:
+            os.unlink(lock)  # while still holding it: a waiter re-checks the inode
+        except OSError:
+            pass
+        os.close(fd)
+
+
 def write_all(fd: int, data: bytes) -> None:
     """``os.write`` until every byte is written (a write may take fewer than it is given)."""
     view = memoryview(data)

@@ -120,7 +120,7 @@ def test_refusals_leave_nothing_behind(head_runs, tmp_path, capsys, monkeypatch)
     out = tmp_path / "once"
     assert export.main([str(runs["logreg"]), "--format", "onnx", "--out", str(out), "-q"]) == 0
     assert export.main([str(runs["logreg"]), "--format", "onnx", "--out", str(out)]) == 2
-    assert "an export is already there; give --force" in capsys.readouterr().err
+    assert "an export is already there (onnx); give --force" in capsys.readouterr().err
 
     def interrupted(*args):
         raise KeyboardInterrupt

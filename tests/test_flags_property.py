@@ -123,6 +123,7 @@ def test_classify_flags(flags, cache, tmp_path, capsys, monkeypatch):
 class _Predictor(Predictor):
     class_names = ["cat", "dog"]
     run_dir = "run"
+    kind = "finetune"
 
     def probabilities(self, paths, batch_size, tta="none"):
         return np.arange(len(paths)), np.full((len(paths), 2), 0.5)

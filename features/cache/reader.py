@@ -15,29 +15,40 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from .schema import FeatureCache, check_schema, h5py_module, read_attrs
+from .schema import FeatureCache, RowsChecksum, check_schema, embedding_problems, h5py_module, read_attrs
 
 
 def verify(path, rows_per_read: int = 4096) -> None:
-    """Recompute a complete cache's embeddings checksum, reading a block of rows at a time.
+    """Recompute a complete cache's checksums (embeddings, and the other rows where the cache records
+    theirs), reading a block of rows at a time.
 
     Raises:
-        CacheError: missing, incomplete, unreadable, or the embeddings do not match.
+        CacheError: missing, incomplete, unreadable, or a checksum does not match.
     """
     h5py = h5py_module()
     attrs = read_attrs(path)
-    sha = hashlib.sha256()
+    sha, rows = hashlib.sha256(), RowsChecksum()
     try:
         with h5py.File(path, "r") as f:
             check_sources(path, f)
             data = f["embeddings"]
             for start in range(0, data.shape[0], rows_per_read):
-                sha.update(np.ascontiguousarray(data[start:start + rows_per_read], dtype=np.float32).tobytes())
-    except (OSError, KeyError) as exc:
+                stop = start + rows_per_read
+                sha.update(np.ascontiguousarray(data[start:stop], dtype=np.float32).tobytes())
+                rows.update(f["labels"][start:stop], f["ids"].asstr()[start:stop], f["index"][start:stop],
+                            f["splits"][start:stop])
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CacheError(f"{path}: cannot read the feature cache ({exc})") from None
-    if sha.hexdigest() != attrs.get("embeddings_sha256"):
+    _check_checksums(path, attrs, sha.hexdigest(), rows.hexdigest())
+
+
+def _check_checksums(path, attrs: dict, embeddings: str, rows: str) -> None:
+    if embeddings != attrs.get("embeddings_sha256"):
         raise CacheError(f"{path}: embeddings do not match their checksum; run the extraction again with "
                          "{force=True}")
+    if "rows_sha256" in attrs and rows != attrs["rows_sha256"]:
+        raise CacheError(f"{path}: labels, ids, listing positions or splits do not match their checksum (an "
+                         "edited cache, or a shard swapped for another); run the extraction again with {force=True}")
 
 
 def read_cache(path, verify: bool = True) -> FeatureCache:
@@ -65,10 +76,10 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
                          "for a merged shard file, every shard must sit beside it") from None
     check_schema(path, cache)
     if verify:
-        digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings).tobytes()).hexdigest()
-        if digest != attrs.get("embeddings_sha256"):
-            raise CacheError(f"{path}: embeddings do not match their checksum; "
-                             "run the extraction again with {force=True}")
+        rows = RowsChecksum()
+        rows.update(cache.labels, cache.ids, cache.index, cache.splits)
+        _check_checksums(path, attrs, hashlib.sha256(np.ascontiguousarray(cache.embeddings).tobytes()).hexdigest(),
+                         rows.hexdigest())
     return cache
 
 
@@ -218,9 +229,10 @@ class CacheRows:
                 by_position = np.argsort(wanted)
                 block = np.empty((len(wanted), data.shape[1]), np.float32)
                 block[by_position] = data[wanted[by_position]]  # HDF5 reads rows in increasing order
-            if not np.isfinite(block).all():
-                raise CacheError(f"{path}: a damaged or edited cache: rows {start}..{stop - 1} hold NaN or "
-                                 "infinite embeddings; run the extraction again with {force=True}")
+            problems = embedding_problems(block, f"rows {start}..{stop - 1}")
+            if problems:
+                raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction "
+                                 "again with {force=True}")
             parts.append(np.asarray(block, np.float32))
         return parts[0] if len(parts) == 1 else np.hstack(parts)
 

@@ -22,16 +22,20 @@ Schema (version 1)::
     /skipped/kinds       str (K,)        ... and the kind of reason (features.data.SKIP_KINDS;
                                          absent from caches written before it was added)
     attributes: schema_version, complete (True only once every row is written),
-        embeddings_sha256 (of the embedding bytes in row order), dataset, source_kind,
+        embeddings_sha256 (of the embedding bytes in row order), rows_sha256 (of the other
+        row datasets, see :class:`RowsChecksum`; absent from caches written before it was
+        added, which are checked by their embeddings alone), dataset, source_kind,
         source, fingerprint (of the source listing), class_names, n_listed, n_images,
         n_skipped, backbone, weights, weights_sha256, image_size, pooling, preprocessing,
         resize_method, embedding_dim, seed, split (JSON train/val/test fractions),
         split_origin, max_per_class, batch_size, shard ("i/k"), seconds,
         images_per_second, created (UTC ISO time), versions (JSON).
 
-Rows are the images that decoded, in listing order. Files are written under a temporary
-name in the same folder and renamed when complete, so a file under its final name is
-never half-written.
+Rows are the images that decoded, in listing order. Every read checks the arrays against
+each other and the attributes (:func:`check_schema`): shapes, labels and split codes in
+range, embeddings finite and within ±:data:`MAX_ABS_EMBEDDING`; and, by default, both
+checksums. Files are written under a temporary name in the same folder and renamed when
+complete, so a file under its final name is never half-written.
 
 While an extraction runs, its rows are checkpointed in ``<cache>.parts/``: ``key.json``
 (the settings) and ``rows-<first index>.npz`` files (``index`` int64 (n,), ``embeddings``
@@ -57,6 +61,9 @@ from ..data.splits import DEFAULT_SPLIT, SPLITS, split_code
 from ..errors import CacheError
 
 SCHEMA_VERSION = 1
+# No backbone's pooled embedding comes near this; a row past it was edited or damaged, and would
+# dominate every head (one finite 3e38 row made every prediction one class).
+MAX_ABS_EMBEDDING = 1e5
 ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
 
 
@@ -80,6 +87,31 @@ def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: s
     if max_per_class:
         name += f"-max{max_per_class}per-class"
     return Path(out_dir) / dataset / f"{name}.h5"
+
+
+class RowsChecksum:
+    """The checksum of a cache's rows other than the embeddings (``rows_sha256``): SHA-256 of the
+    SHA-256 digests of /labels (int64 little-endian), /ids (UTF-8, each ended by a NUL byte),
+    /index (int64 little-endian) and /splits (uint8), each over its rows in order. A shard swapped
+    for one whose embeddings are the same but whose splits are not is found by it."""
+
+    NAMES = ("labels", "ids", "index", "splits")
+
+    def __init__(self):
+        import hashlib
+
+        self._digests = {name: hashlib.sha256() for name in self.NAMES}
+
+    def update(self, labels, ids, index, splits) -> None:
+        self._digests["labels"].update(np.ascontiguousarray(labels, "<i8").tobytes())
+        self._digests["ids"].update(b"".join(str(i).encode("utf-8", "surrogateescape") + b"\0" for i in ids))
+        self._digests["index"].update(np.ascontiguousarray(index, "<i8").tobytes())
+        self._digests["splits"].update(np.ascontiguousarray(splits, "u1").tobytes())
+
+    def hexdigest(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(b"".join(self._digests[name].digest() for name in self.NAMES)).hexdigest()
 
 
 def h5py_module():
@@ -132,7 +164,31 @@ def read_attrs(path) -> dict:
     if missing:
         raise CacheError(f"{path}: the cache lacks the attribute(s) {', '.join(missing)}; it was not written "
                          "by extract.py or was edited: run the extraction again with {force=True}")
+    problems = _attr_problems(attrs)
+    if problems:
+        raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction again "
+                         "with {force=True}")
     return attrs
+
+
+def _attr_problems(attrs: dict) -> list[str]:
+    """What is wrong with the attributes every reader relies on (their types and ranges)."""
+    problems = []
+    for key in ("n_images", "n_skipped", "embedding_dim"):
+        value = attrs[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "embedding_dim" else 0):
+            problems.append(f"its {key} {value!r} is not a count")
+    for key in ("embeddings_sha256", "dataset", "backbone"):
+        if not isinstance(attrs[key], str) or not attrs[key]:
+            problems.append(f"its {key} {attrs[key]!r} is not a name")
+    names = attrs["class_names"]
+    try:
+        names = json.loads(names) if isinstance(names, str) else names
+    except ValueError:
+        pass
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        problems.append(f"its class_names {attrs['class_names']!r} are not a list of names")
+    return problems
 
 
 REQUIRED_ATTRS = ("n_images", "n_skipped", "embedding_dim", "embeddings_sha256", "class_names", "dataset",
@@ -167,12 +223,30 @@ def check_schema(path, cache: "FeatureCache") -> None:
         problems.append(f"labels outside 0..{len(cache.class_names) - 1}")
     if len(cache.splits) and not np.isin(cache.splits, np.arange(len(SPLITS))).all():
         problems.append(f"split codes outside 0..{len(SPLITS) - 1}")
-    if isinstance(cache.embeddings, np.ndarray) and cache.embeddings.size and not np.isfinite(cache.embeddings).all():
-        problems.append(f"{int((~np.isfinite(cache.embeddings)).any(axis=-1).sum())} rows hold NaN or "
-                        "infinite embeddings")
+    if isinstance(cache.embeddings, np.ndarray) and cache.embeddings.size:
+        problems += embedding_problems(cache.embeddings)
     if problems:
         raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction again "
                          "with {force=True}")
+
+
+def embedding_problems(block: np.ndarray, rows: str | None = None) -> list[str]:
+    """What is wrong with a block of embedding rows: NaN or infinite values, or values past
+    ±:data:`MAX_ABS_EMBEDDING` (no backbone gives them; one such row decides every prediction).
+
+    Args:
+        rows: how the message names the rows ("rows 128..255"); default: how many they are.
+    """
+    problems = []
+    finite = np.isfinite(block)
+    bad = (~finite).any(axis=-1)
+    if bad.any():
+        problems.append(f"{rows or f'{int(bad.sum())} rows'} hold NaN or infinite embeddings")
+    huge = (np.abs(np.where(finite, block, 0)) > MAX_ABS_EMBEDDING).any(axis=-1)
+    if huge.any():
+        problems.append(f"{rows or f'{int(huge.sum())} rows'} hold values beyond ±{MAX_ABS_EMBEDDING:g}, which no "
+                        "backbone gives")
+    return problems
 
 
 @dataclass

@@ -13,8 +13,8 @@ import numpy as np
 from ..data.splits import SPLITS
 from ..errors import CacheError
 from ..io import atomic_path
-from .reader import read_skipped
-from .schema import attr_value, h5py_module, read_attrs
+from .reader import CacheRows, read_skipped
+from .schema import RowsChecksum, attr_value, h5py_module, read_attrs
 
 _SHARED_ATTRS = ("dataset", "source", "fingerprint", "backbone", "weights", "weights_sha256",
                  "image_size", "pooling", "tta", "seed", "split", "embedding_dim", "class_names")
@@ -72,12 +72,23 @@ def merge_shards(shard_paths, out_path=None) -> Path:
     if not shard_paths:
         raise CacheError("no shards to merge")
     infos = [read_attrs(p) for p in shard_paths]
+    for p in shard_paths:  # every row is read for the merged checksum anyway: each shard is checked first
+        with CacheRows([p]):  # its schema, its values' range, both checksums
+            pass
+        try:
+            with h5py.File(p, "r") as f:
+                read_skipped(f)
+        except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise CacheError(f"{p}: cannot read the shard's skipped files ({exc}); extract it again") from None
     for key in _SHARED_ATTRS:
         values = {json.dumps(info.get(key)) for info in infos}
         if len(values) > 1:
             raise CacheError(f"shards disagree on {key}: {sorted(values)}; they are not one extraction")
     _check_whole(shard_paths, infos)
     out_path = Path(out_path) if out_path is not None else merged_path(shard_paths[0])
+    if out_path.is_dir() or (out_path.exists() and not out_path.is_file()):
+        raise CacheError(f"{out_path}: the merged cache's name is taken by a folder or a special file; move it "
+                         "away, or name the cache otherwise")
     if out_path.resolve() in {p.resolve() for p in shard_paths}:
         raise CacheError(f"{out_path}: the merged cache would replace one of its shards; name another file")
     indices = []
@@ -112,11 +123,12 @@ def merge_shards(shard_paths, out_path=None) -> Path:
         f["splits"].attrs["names"] = list(SPLITS)
         with h5py.File(shard_paths[0], "r") as s:
             f.create_dataset("class_names", data=list(s["class_names"].asstr()[:]), dtype=str_t)
-        skipped = []
+        skipped, rows = [], RowsChecksum()
         for p in shard_paths:
             with h5py.File(p, "r") as s:
                 skipped += read_skipped(s)
                 sha.update(np.ascontiguousarray(s["embeddings"][:]).tobytes())
+                rows.update(s["labels"][:], s["ids"].asstr()[:], s["index"][:], s["splits"][:])
         group = f.create_group("skipped")
         group.create_dataset("index", data=np.asarray([s["index"] for s in skipped], dtype=np.int64))
         for key, name in (("id", "ids"), ("reason", "reasons"), ("kind", "kinds")):
@@ -128,6 +140,6 @@ def merge_shards(shard_paths, out_path=None) -> Path:
             "n_images": n, "n_skipped": len(skipped), "shard": f"merged {len(infos)}",
             "shards": json.dumps([p.name for p in shard_paths]), "seconds": seconds,
             "images_per_second": n / seconds if seconds else 0.0,
-            "embeddings_sha256": sha.hexdigest(), "complete": True})
+            "embeddings_sha256": sha.hexdigest(), "rows_sha256": rows.hexdigest(), "complete": True})
     return out_path
 

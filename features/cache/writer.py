@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.splits import SPLITS
-from ..io import atomic_write, remove_abandoned, temporary_name, write_text
-from .schema import ROW_DATASETS, SCHEMA_VERSION, attr_value, h5py_module
+from ..io import atomic_write, file_lock, remove_abandoned, temporary_name, write_text
+from .schema import ROW_DATASETS, SCHEMA_VERSION, RowsChecksum, attr_value, h5py_module
 
 log = logging.getLogger(__name__)
 
@@ -58,39 +58,17 @@ def writer_lock(path, wait_message: bool = True):
     that waited on a file deleted meanwhile finds that out and locks the new one. The
     holder also removes the ``.partial`` cache files of writers that were killed.
     """
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(path.name + ".lock")
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            if wait_message:
-                log.warning("%s is being written by another run (pid %s); waiting for it to finish", path, holder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the holder we waited for deleted this file: lock the one there now
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+    def waiting(holder):
+        if wait_message:
+            log.warning("%s is being written by another run (pid %s); waiting for it to finish", path, holder)
+
+    with file_lock(path.with_name(path.name + ".lock"), on_wait=waiting):
         # Cache files of writers that were killed (CacheWriter's ``<cache>.<pid>.partial``).
         remove_abandoned(path.parent, re.compile(rf"^(?P<name>{re.escape(path.name)})\.(?P<pid>\d+)\.partial$"))
         yield
-    finally:
-        try:
-            os.unlink(lock)  # while still holding it: a waiter re-checks the inode
-        except OSError:
-            pass
-        os.close(fd)
 
 
 class Checkpoints:
@@ -169,6 +147,7 @@ class CacheWriter:
         self._file = None
         self._rows = 0
         self._sha = hashlib.sha256()
+        self._rows_sha = RowsChecksum()
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +183,7 @@ class CacheWriter:
             ds.resize(self._rows + n, axis=0)
             ds[self._rows:] = values
         self._sha.update(embeddings.tobytes())
+        self._rows_sha.update(labels, ids, index, splits)
         self._rows += n
 
     def finish(self, attrs: dict, skipped=()) -> Path:
@@ -229,6 +209,7 @@ class CacheWriter:
         f.attrs["n_skipped"] = len(skipped)
         f.attrs["embedding_dim"] = self.dim
         f.attrs["embeddings_sha256"] = self._sha.hexdigest()
+        f.attrs["rows_sha256"] = self._rows_sha.hexdigest()
         f.attrs["complete"] = True
         f.flush()
         os.fsync(f.id.get_vfd_handle())

@@ -7,8 +7,11 @@ square float32 image; the tf.data pipelines (:mod:`.pipelines`) map it over a da
 and :func:`decode_paths` runs it on a batch of paths in any process (a worker needs no
 :class:`~.listing.DataSource`), with the same pixels as a result.
 
-A file that cannot be used is a :class:`Skip`: its kind (one of :data:`SKIP_KINDS`) is
-decided by what went wrong, never by the wording of a library's message.
+The bytes are read by :func:`read_regular_file`: each file opened once, without blocking,
+checked to be a regular file on the open descriptor, and read up to the size it had then,
+so a file swapped for a device or a FIFO after its header was read is skipped, not read
+without end. A file that cannot be used is a :class:`Skip`: its kind (one of
+:data:`SKIP_KINDS`) is decided by what went wrong, never by the wording of a library's message.
 """
 
 from __future__ import annotations
@@ -34,6 +37,55 @@ class Skip:
 
     kind: str
     reason: str
+
+
+class NotRegularFile(OSError):
+    """A path that is a device, a FIFO, a socket or a folder, found on the open descriptor."""
+
+
+def _what(mode: int) -> str:
+    import stat
+
+    return ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder"
+            if stat.S_ISDIR(mode) else "a special file")
+
+
+def open_regular(path) -> bytes:
+    """The bytes of a regular file: opened once, without blocking (a FIFO never waits for a
+    writer), checked on the descriptor (what was opened is what is read), read up to its size.
+
+    Raises:
+        NotRegularFile: a device, a FIFO, a socket or a folder (a link to one is followed).
+        OSError: it cannot be opened or read.
+    """
+    import stat
+
+    fd = os.open(os.fsdecode(path), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"not a regular file but {_what(st.st_mode)}; only regular files are read as "
+                                 "images")
+        chunks, left = [], st.st_size
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 22))
+            if not block:
+                break
+            chunks.append(block)
+            left -= len(block)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_regular_file(path) -> bytes:
+    """:func:`open_regular`, or no bytes for whatever cannot be read that way (its decode then
+    fails, and :func:`why_undecodable` says why): what the pipelines read files with."""
+    try:
+        return open_regular(path)
+    except OSError:
+        return b""
 
 
 def decode_image(data, image_size: int, orientation=1, dct_shift=0, antialias=None):
@@ -126,10 +178,7 @@ def _not_regular(path) -> str | None:
         return None  # the reader reports why it cannot be read
     if stat.S_ISREG(mode):
         return None
-    what = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)"
-            if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder"
-            if stat.S_ISDIR(mode) else "a special file")
-    return f"not a regular file but {what}; only regular files are read as images"
+    return f"not a regular file but {_what(mode)}; only regular files are read as images"
 
 
 def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, rows=None,
@@ -158,12 +207,15 @@ def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PI
                 with Image.open(paths[i]) as im:
                     width, height, fmt = im.width, im.height, im.format
                     orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "PNG", "WEBP") else 1
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                    # The decoder decodes every frame of an animation (and keeps the first): they count.
+                    frames = int(getattr(im, "n_frames", 1) or 1) if fmt == "GIF" else 1
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
                 continue
-            if max_pixels and width * height > max_pixels:
+            if max_pixels and width * height * frames > max_pixels:
+                each = f" x {frames:,} frames" if frames > 1 else ""
                 headers.refused[i] = Skip(
-                    "over the pixel limit", f"{width}x{height} = {width * height:,} pixels is over the limit of "
-                    f"{max_pixels:,} (a decompression bomb?); raise the pixel limit if it is genuine")
+                    "over the pixel limit", f"{width}x{height}{each} = {width * height * frames:,} pixels is over the "
+                    f"limit of {max_pixels:,} (a decompression bomb?); raise the pixel limit if it is genuine")
                 continue
             headers.orientation[i] = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
             if dct_scaling and fmt == "JPEG":
@@ -200,7 +252,7 @@ def decode_paths(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PI
 
     def one(i):
         try:
-            return decode_image(tf.io.read_file(str(paths[i])), image_size, int(headers.orientation[i]),
+            return decode_image(tf.constant(open_regular(paths[i])), image_size, int(headers.orientation[i]),
                                 int(headers.dct_shift[i]), headers.antialias_of(i)).numpy()
         except (tf.errors.OpError, ValueError, OSError):
             return None
@@ -245,14 +297,10 @@ def why_undecodable(path=None, data: bytes | None = None) -> Skip:
     import tensorflow as tf
 
     if data is None:
-        special = _not_regular(path)
-        if special:
-            return Skip("not a regular file", special)
         try:
-            if os.path.getsize(path) == 0:
-                return Skip("empty file", "empty file (0 bytes)")
-            with open(path, "rb") as f:
-                data = f.read()
+            data = open_regular(path)
+        except NotRegularFile as exc:
+            return Skip("not a regular file", str(exc))
         except OSError as exc:
             return Skip("unreadable", f"cannot read the file: {exc.strerror or exc}")
     if not data:

@@ -168,9 +168,21 @@ def images_under(folder: Path, ignored: dict | None = None, seen: set | None = N
             elif _inside(os.path.realpath(os.path.join(root, name)), other_classes):
                 log.warning("%s links into another class folder; it keeps its own label", os.path.join(root, name))
                 count("link into another class folder")
+            elif (problem := _unstattable(os.path.join(root, name))) is not None:
+                log.warning("%s: %s; it is left out", os.path.join(root, name), problem)
+                count("cannot be read (a dangling or looping link, or no permission)")
             else:
                 found.append(os.path.join(root, name))
     return sorted(found)
+
+
+def _unstattable(path: str) -> str | None:
+    """Why ``path`` cannot be looked at (a link to nothing, a loop of links, no permission); None when it can."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
 
 
 def _list_classes(root: Path, class_dirs: list[Path], class_names: list[str], ignored: dict):
@@ -188,8 +200,11 @@ def _list_classes(root: Path, class_dirs: list[Path], class_names: list[str], ig
 def _fingerprint(root: Path, ids: list[str]) -> str:
     h = hashlib.sha256()
     for rel in ids:
-        st = os.stat(root / rel)
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(root / rel)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:  # gone since it was listed: the decode step skips it with its reason
+            h.update(f"{rel}\0gone\n".encode())
     return h.hexdigest()[:16]
 
 

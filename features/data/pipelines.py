@@ -14,7 +14,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from .decoding import Headers, Skip, decode_image, read_headers, why_undecodable
+from .decoding import Headers, Skip, decode_image, read_headers, read_regular_file, why_undecodable
 from .listing import DEFAULT_MAX_PIXELS, DataSource, tfds_records
 
 Images = Union[DataSource, Sequence[str]]  # a listing, or image paths
@@ -92,7 +92,9 @@ def decoded_images(images: Images, image_size: int, indices=None, headers: Heade
         ds = tf.data.Dataset.from_tensor_slices((indices, [paths[i] for i in indices.tolist()]))
 
         def read_and_decode(i, path):
-            return decode(i, tf.io.read_file(path))
+            data = tf.numpy_function(read_regular_file, [path], tf.string, stateful=False)
+            data.set_shape(())
+            return decode(i, data)
 
         ds = ds.map(read_and_decode, num_parallel_calls=os.cpu_count() or 2, deterministic=True)
     else:

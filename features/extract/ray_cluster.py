@@ -49,13 +49,28 @@ def _ray():
     return ray
 
 
+# What an HTTP/2 client sends first: the connection preface, then an empty SETTINGS frame.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def _reachable(address: str, default_port: int) -> bool:
+    """Whether a Ray service answers at ``address``: Ray's GCS and client server speak gRPC, so an
+    HTTP/2 preface is answered by a SETTINGS frame (type 4). A web server, a database or anything else
+    that merely accepts the connection is not taken for Ray (joining it hung for minutes, deaf to Ctrl-C)."""
     host, _, port = address.rpartition(":") if ":" in address else (address, "", str(default_port))
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port or default_port)), timeout=CONNECT_TIMEOUT):
-            return True
+        with socket.create_connection((host or "127.0.0.1", int(port or default_port)), timeout=CONNECT_TIMEOUT) as s:
+            s.settimeout(CONNECT_TIMEOUT)
+            s.sendall(_HTTP2_PREFACE)
+            reply = b""
+            while len(reply) < 9:
+                block = s.recv(9 - len(reply))
+                if not block:
+                    break
+                reply += block
     except (OSError, ValueError):
         return False
+    return len(reply) == 9 and reply[3] == 4  # a frame header whose type is SETTINGS
 
 
 def connect(address: str | None = None, temp_dir: str | None = None) -> None:
@@ -120,6 +135,11 @@ def _init(ray, address, temp_dir) -> None:
     elif not local and address != "auto" and not _reachable(address, 6379):
         raise DatasetUnavailableError(f"{{ray_address}} {address}: no Ray cluster answers there; {how}")
     temp_dir = temp_dir or os.path.join(tempfile.gettempdir(), "ray")
+    home = os.path.expanduser("~")
+    if local and not os.access(os.path.join(home, ".ray") if os.path.isdir(os.path.join(home, ".ray")) else home,
+                               os.W_OK):
+        raise DatasetUnavailableError(f"a local Ray writes its token under {home}/.ray, and HOME ({home}) is not "
+                                      "writable: set HOME to a folder you can write to, or make it writable")
     try:
         if local:
             ray.init(_temp_dir=temp_dir, **quiet)

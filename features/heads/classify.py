@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,22 +26,30 @@ METHOD = "frozen-features"
 MEMORY_FACTOR = 4
 
 
+def fits_in_memory(paths, available: int | None = None) -> bool:
+    """Whether an in-memory head can hold these caches' embeddings (and its copies of them)."""
+    attrs = [read_attrs(p) for p in paths]
+    size = int(attrs[0]["n_images"]) * sum(int(a["embedding_dim"]) for a in attrs) * 4
+    return size * MEMORY_FACTOR <= (available_memory() if available is None else available)
+
+
 def check_fits_in_memory(paths, head: str, available: int | None = None) -> None:
-    """Refuse to load caches whose embeddings an in-memory head could not hold.
+    """Refuse to load caches whose embeddings an in-memory head that cannot stream could not hold.
 
     Raises:
-        UsageError: naming the size, the memory available and the head that streams.
+        UsageError: naming the size, the memory available and the heads that stream.
     """
+    if fits_in_memory(paths, available):
+        return
     attrs = [read_attrs(p) for p in paths]
     rows = int(attrs[0]["n_images"])
     size = rows * sum(int(a["embedding_dim"]) for a in attrs) * 4
     available = available_memory() if available is None else available
-    if size * MEMORY_FACTOR > available:
-        streaming = [name for name, spec in heads.HEADS.items() if spec.streaming]
-        raise UsageError(f"{paths[0]}: {rows} rows of embeddings take {size / 1e9:.1f} GB; {{head}} {head} holds "
-                         f"them in memory, about {size * MEMORY_FACTOR / 1e9:.1f} GB with its copies, and "
-                         f"{available / 1e9:.1f} GB is available: train {{head={streaming[0]}}}, which reads them "
-                         "a block at a time")
+    streaming = [name for name, spec in heads.HEADS.items() if spec.streams]
+    raise UsageError(f"{paths[0]}: {rows} rows of embeddings take {size / 1e9:.1f} GB; {{head}} {head} holds "
+                     f"them in memory, about {size * MEMORY_FACTOR / 1e9:.1f} GB with its copies, and "
+                     f"{available / 1e9:.1f} GB is available: train {' or '.join(f'{{head={n}}}' for n in streaming)}, "
+                     "which read them a block at a time")
 
 
 def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_weight: str | None = None,
@@ -66,26 +75,47 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     predict_seconds = time.perf_counter() - start
     val = None
     if len(y_val):  # the head saw val in its final fit: a copy fitted on train alone scores it fairly
-        held_out = heads.make_head(head, fitted.params, class_weight, seed, probability=True, n_jobs=n_jobs)
+        held_out = heads.make_head(head, fitted.params, class_weight, seed, probability=True, n_jobs=n_jobs,
+                                   calibration=fitted.calibration)
         val = (cache.ids[cache.splits == VAL], y_val, held_out.fit(X_train, y_train).predict_proba(X_val))
     return _record(fitted, cache, proba, y_test, cache.ids[cache.splits == TEST], predict_seconds,
                    {"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed}, out_dir, features, val)
 
 
+def fit_streamed(name: str, rows, fixed: dict | None = None, class_weight: str | None = None, seed: int = 0,
+                 epochs: int | None = None) -> heads.FittedHead:
+    """Fit a head a block of rows at a time, the way its registry entry streams (``HeadSpec.streams``):
+    "partial_fit" (sgd, :func:`.streaming.fit_streaming_head`) or "lbfgs" (logreg, :mod:`.lbfgs`).
+
+    Raises:
+        UsageError: a head that cannot stream (naming those that can).
+    """
+    spec = heads.get_head_spec(name)
+    if spec.streams == "lbfgs":
+        from .lbfgs import fit_lbfgs_head
+
+        return fit_lbfgs_head(name, rows, fixed, class_weight, seed, epochs)
+    if spec.streams != "partial_fit":
+        can = ", ".join(n for n, s in heads.HEADS.items() if s.streams)
+        raise UsageError(f"{{head}} {name} holds the embeddings in memory and cannot stream; heads that stream: {can}")
+    from .streaming import fit_streaming_head
+
+    return fit_streaming_head(name, rows, fixed, class_weight, seed, epochs)
+
+
 def classify_streaming(rows, head: str, fixed: dict | None = None, class_weight: str | None = None,
                        seed: int = 0, epochs: int | None = None, out_dir="runs", features=None) -> dict:
-    """:func:`classify` for a head that streams (:mod:`features.heads.streaming`), on a
+    """:func:`classify`, a block of rows at a time (:func:`fit_streamed`), on a
     :class:`features.cache.CacheRows`: settings chosen on the validation split, memory
     independent of the number of rows.
     """
-    from . import streaming
+    from .blocks import predict_split
 
     check_output_folder(out_dir)
     _require_test_rows(rows.path, rows.splits)
-    fitted = streaming.fit_streaming_head(head, rows, fixed=fixed, class_weight=class_weight, seed=seed,
-                                          epochs=epochs)
+    fitted = fit_streamed(head, rows, fixed=fixed, class_weight=class_weight, seed=seed, epochs=epochs)
     start = time.perf_counter()
-    proba, y_test, ids = streaming.predict_split(fitted, rows, TEST)
+    proba, y_test, ids = predict_split(fitted, rows, TEST)
     predict_seconds = time.perf_counter() - start
     return _record(fitted, rows, proba, y_test, ids, predict_seconds,
                    {"fixed": fixed, "class_weight": class_weight, "epochs": epochs, "seed": seed}, out_dir, features,
@@ -105,12 +135,13 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
     fixed = settings.get("fixed")
     scores = metrics.score(y_test, proba, cache.class_names)
     attrs = cache.attrs
+    resolved = [str(Path(p).resolve()) for p in features or [cache.path]]  # found from any folder later
     meta = {
         "class_names": cache.class_names, "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
         "image_size": attrs.get("image_size"), "pooling": attrs.get("pooling"),
         "tta": attrs.get("tta") or "none",
         "weights": attrs.get("weights"), "weights_sha256": attrs.get("weights_sha256"),
-        "embedding_dim": int(attrs.get("embedding_dim")), "features": features or [str(cache.path)],
+        "embedding_dim": int(attrs.get("embedding_dim")), "features": resolved,
         "fingerprint": attrs.get("fingerprint"), "seed": attrs.get("seed"), "split": attrs.get("split"),
     }
     config = {"head": head, "params": fitted.params, **settings,
@@ -139,6 +170,8 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
             "split_counts": {name: int((cache.splits == i).sum()) for i, name in enumerate(SPLITS)},
             "run_dir": str(run.final), "features": meta["features"], "tta": meta["tta"],
         }
+        if fitted.passes is not None:  # fitted a block at a time by L-BFGS: its passes over the cache
+            row["passes"] = fitted.passes
         if fitted.val_accuracy is not None:
             row["val_accuracy"] = fitted.val_accuracy
         elif val is not None:  # settings chosen by cross-validation on train: val was unseen by the copy

@@ -42,6 +42,12 @@ class HeadSpec:
         fold: optional ``fold(fitted estimator)`` giving its probabilities as
             :class:`Linear` members (linear heads only): what lets the export fold the head
             into one graph with its backbone.
+        calibration_folds: the folds of cross-validation that calibrate its probabilities
+            (the SVMs), at most; every class needs at least two rows for it.
+        streams: how it fits a block of rows at a time, where it can: "partial_fit"
+            (:func:`features.heads.streaming.fit_streaming_head`; such a head always streams) or
+            "lbfgs" (:mod:`features.heads.lbfgs`: the in-memory head's own optimum, streamed when
+            asked or when the matrix would not fit in memory).
     """
 
     name: str
@@ -53,6 +59,8 @@ class HeadSpec:
     max_grid: Callable | None = None
     streaming: bool = False
     fold: Callable | None = None
+    calibration_folds: int | None = None
+    streams: str | None = None
 
 
 @dataclass
@@ -127,21 +135,24 @@ def fold_head(pipeline, name: str) -> Linear:
 
 
 HEADS: dict[str, HeadSpec] = {}
+CALIBRATION = "_calibration_folds"  # the factory's key for the calibration folds (not a recorded setting)
 
 
 def register_head(name: str, description: str, grid: dict, linear: bool, search_keys: dict | None = None,
-                  max_grid: Callable | None = None, streaming: bool = False, fold: Callable | None = None):
+                  max_grid: Callable | None = None, streaming: bool = False, fold: Callable | None = None,
+                  calibration_folds: int | None = None, streams: str | None = None):
     """Decorator: the decorated factory becomes the registry entry ``name``."""
     def register(factory):
         keys = search_keys or {k: k for k in grid}
-        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid, streaming, fold)
+        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid, streaming, fold,
+                               calibration_folds, "partial_fit" if streaming else streams)
         return factory
 
     return register
 
 
-@register_head("logreg", "multinomial logistic regression", {"C": [0.001, 0.01, 0.1, 1.0]}, linear=True,
-               fold=_fold_logreg)
+@register_head("logreg", "multinomial logistic regression (streams when the matrix would not fit in memory)",
+               {"C": [0.001, 0.01, 0.1, 1.0]}, linear=True, fold=_fold_logreg, streams="lbfgs")
 def _logreg(p, class_weight, seed, probability, n_jobs):
     from sklearn.linear_model import LogisticRegression
 
@@ -149,7 +160,7 @@ def _logreg(p, class_weight, seed, probability, n_jobs):
 
 
 @register_head("svm", "SVM with an RBF kernel (Platt-scaled probabilities)",
-               {"C": [1.0, 10.0, 100.0], "gamma": ["scale"]}, linear=False)
+               {"C": [1.0, 10.0, 100.0], "gamma": ["scale"]}, linear=False, calibration_folds=5)
 def _svm(p, class_weight, seed, probability, n_jobs):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
@@ -157,12 +168,12 @@ def _svm(p, class_weight, seed, probability, n_jobs):
     clf = SVC(C=p.get("C", 10.0), gamma=p.get("gamma", "scale"), kernel="rbf", class_weight=class_weight,
               random_state=seed)
     if probability:  # Platt scaling, as SVC(probability=True) did before scikit-learn 1.9
-        clf = CalibratedClassifierCV(clf, method="sigmoid", cv=5, ensemble=False)
+        clf = CalibratedClassifierCV(clf, method="sigmoid", cv=p.get(CALIBRATION, 5), ensemble=False)
     return clf
 
 
 @register_head("linear_svm", "linear SVM (calibrated probabilities)", {"C": [0.0001, 0.001, 0.01, 0.1]},
-               linear=True, fold=_fold_calibrated_linear_svm)
+               linear=True, fold=_fold_calibrated_linear_svm, calibration_folds=3)
 def _linear_svm(p, class_weight, seed, probability, n_jobs):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import LinearSVC
@@ -170,7 +181,7 @@ def _linear_svm(p, class_weight, seed, probability, n_jobs):
     # The dual solver: on 2,184 x 1,280 embeddings it fit C=0.1 in 1 s; "auto" picked
     # the primal one (more rows than features), which took 34 s.
     clf = LinearSVC(C=p.get("C", 0.001), dual=True, class_weight=class_weight, random_state=seed, max_iter=5000)
-    return CalibratedClassifierCV(clf, cv=3) if probability else clf
+    return CalibratedClassifierCV(clf, cv=p.get(CALIBRATION, 3)) if probability else clf
 
 
 def _knn_max_grid(grid: dict, rows_per_fold: int) -> dict:
@@ -216,6 +227,10 @@ def check_params(fixed: dict | None) -> dict:
             continue
         if key == "gamma" and value in ("scale", "auto"):
             out[key] = value
+        elif key == "alpha":  # SGD's steps overflow far from its grid (1e300 ended in scikit-learn's traceback)
+            out[key] = validate.positive(value, key)
+            if not 1e-12 <= out[key] <= 1e3:
+                raise UsageError(f"{{alpha}} {value}: give a number from 1e-12 to 1000")
         elif key == "k":
             out[key] = validate.whole(value, "k", 1, what=" of neighbours")
         else:
@@ -255,8 +270,28 @@ def check_epochs(epochs: int | None, spec: HeadSpec | None = None) -> None:
     validate.whole(epochs, "epochs", 1, 1000, what=" of passes")
 
 
+def calibration_folds(name: str, labels) -> int | None:
+    """The calibration folds a head can use on rows with these labels (None: it calibrates nothing).
+
+    Raises:
+        UsageError: a class has a single row: cross-validation cannot calibrate on it.
+    """
+    spec = get_head_spec(name)
+    if not spec.calibration_folds:
+        return None
+    counts = np.bincount(np.asarray(labels))
+    fewest = int(counts[counts > 0].min())
+    if fewest < 2:
+        others = ", ".join(n for n, s in HEADS.items() if not s.calibration_folds and not s.streaming)
+        raise UsageError(f"{{head}} {name}: its probabilities are calibrated by cross-validation, which needs at "
+                         f"least two training images of every class, and one class has {fewest}; add photos, or "
+                         f"use {others}")
+    return min(spec.calibration_folds, fewest)
+
+
 def make_head(name: str, params: dict | None = None, class_weight: str | None = None,
-              seed: int = 0, probability: bool = True, n_jobs: int | None = None):
+              seed: int = 0, probability: bool = True, n_jobs: int | None = None,
+              calibration: int | None = None):
     """An unfitted head pipeline: ``Pipeline(StandardScaler(), the entry's estimator)``.
 
     Args:
@@ -265,12 +300,16 @@ def make_head(name: str, params: dict | None = None, class_weight: str | None = 
         class_weight: None or "balanced" (knn has no class weights and ignores it).
         probability: False gives the cheaper estimator used inside the search (the RBF SVM
             without Platt scaling, the linear SVM without calibration).
+        calibration: the calibration folds (:func:`calibration_folds`); the head's own by default.
     """
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
     spec = get_head_spec(name)
-    clf = spec.factory(dict(params or {}), class_weight, seed, probability, n_jobs)
+    params = dict(params or {})
+    if calibration:
+        params[CALIBRATION] = calibration
+    clf = spec.factory(params, class_weight, seed, probability, n_jobs)
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
 
 
@@ -286,6 +325,8 @@ class FittedHead:
     fit_seconds: float
     val_accuracy: float | None = None  # where the settings were chosen on the validation split
     val: tuple | None = None  # (ids, labels, probabilities) of val by a copy fitted on train alone, where made
+    calibration: int | None = None  # the calibration folds it was fitted with (the SVMs)
+    passes: int | None = None  # passes over the cache, for a head fitted a block at a time by L-BFGS
 
     def predict_proba(self, X) -> np.ndarray:
         return self.pipeline.predict_proba(X)

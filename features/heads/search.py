@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from ..errors import UsageError
-from .registry import FittedHead, check_params, check_search, get_head_spec, make_head, plain
+from .registry import FittedHead, calibration_folds, check_params, check_search, get_head_spec, make_head, plain
 
 
 def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | None = None,
@@ -34,6 +34,7 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
         n_jobs = os.cpu_count() or 1
     if len(np.unique(y_train)) < 2:
         raise UsageError("the training split holds fewer than two classes; nothing to classify")
+    calibration = calibration_folds(name, y_train)  # the train rows alone: the held-out copy fits on them
     n_fit = len(y_train) + (len(y_val) if y_val is not None else 0)
     if fixed.get("k", 0) > n_fit:
         raise UsageError(f"{{k}} {fixed['k']}: the training and validation splits hold only {n_fit} images; "
@@ -58,8 +59,8 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
     X_fit, y_fit = X_train, y_train
     if X_val is not None and len(X_val):
         X_fit, y_fit = np.vstack([X_train, X_val]), np.concatenate([y_train, y_val])
-    pipeline = make_head(name, params, class_weight, seed, probability=True, n_jobs=n_jobs)
+    pipeline = make_head(name, params, class_weight, seed, probability=True, n_jobs=n_jobs, calibration=calibration)
     start = time.perf_counter()
     pipeline.fit(X_fit, y_fit)
     return FittedHead(name, pipeline, plain(params), cv_accuracy, search_seconds,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, calibration=calibration)

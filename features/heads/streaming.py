@@ -1,6 +1,6 @@
-"""Heads trained a block of rows at a time, for caches whose embeddings do not fit in memory.
+"""Heads trained by ``partial_fit`` a block of rows at a time (sgd), for caches larger than memory.
 
-A streaming head (``HeadSpec.streaming``, today ``sgd``) is fitted with ``partial_fit`` over
+A head that streams by ``partial_fit`` (``HeadSpec.streams``, today ``sgd``) is fitted with ``partial_fit`` over
 mixed blocks read from the cache (:class:`features.cache.CacheRows`): a step reads
 ``BLOCKS_PER_STEP`` blocks of ``BLOCK_ROWS`` consecutive rows at shuffled places (a cache's
 rows are in listing order, often one class after another, so a step mixes several places of
@@ -21,28 +21,24 @@ import time
 
 import numpy as np
 
-from ..data.splits import TEST, TRAIN, VAL
+from ..data.splits import TRAIN, VAL
 from ..errors import UsageError
 from . import registry as heads
+from .blocks import blocks, class_weights, fit_scaler, in_order, predict_split
 
-BLOCK_ROWS = 1024
 BLOCKS_PER_STEP = 8
 MAX_EPOCHS = 20
 PATIENCE = 3
 
 
-def _blocks(n: int) -> list[tuple[int, int]]:
-    return [(s, min(s + BLOCK_ROWS, n)) for s in range(0, n, BLOCK_ROWS)]
-
-
 def steps(rows, codes, rng):
     """(X, y) of each step of one epoch over the rows whose split code is in ``codes``, shuffled."""
     wanted = np.isin(rows.splits, codes)
-    blocks = [b for b in _blocks(rows.n) if wanted[b[0]:b[1]].any()]
-    order = rng.permutation(len(blocks))
+    chosen = [b for b in blocks(rows.n) if wanted[b[0]:b[1]].any()]
+    order = rng.permutation(len(chosen))
     for s in range(0, len(order), BLOCKS_PER_STEP):
         xs, ys = [], []
-        for start, stop in (blocks[i] for i in sorted(order[s:s + BLOCKS_PER_STEP])):
+        for start, stop in (chosen[i] for i in sorted(order[s:s + BLOCKS_PER_STEP])):
             keep = wanted[start:stop]
             xs.append(rows.read(start, stop)[keep])
             ys.append(rows.labels[start:stop][keep])
@@ -51,39 +47,12 @@ def steps(rows, codes, rng):
         yield X[mix], y[mix]
 
 
-def in_order(rows, codes):
-    """(start, X, keep) of each block holding rows whose split code is in ``codes``, in row order."""
-    wanted = np.isin(rows.splits, codes)
-    for start, stop in _blocks(rows.n):
-        keep = wanted[start:stop]
-        if keep.any():
-            yield start, rows.read(start, stop)[keep], keep
-
-
-def fit_scaler(rows, codes):
-    """A StandardScaler fitted on the rows of ``codes``, one block at a time."""
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler()
-    for _, X, _ in in_order(rows, codes):
-        scaler.partial_fit(X)
-    return scaler
-
-
 def _estimator(name: str, params: dict, class_weight: dict | None, seed: int):
     spec = heads.get_head_spec(name)
     clf = spec.factory(dict(params), None, seed, True, None)
     if class_weight is not None:  # partial_fit takes class weights as a dict only
         clf.set_params(class_weight=class_weight)
     return clf
-
-
-def _class_weights(labels: np.ndarray, n_classes: int, how: str | None) -> dict | None:
-    """scikit-learn's "balanced" weights, from the labels held in memory."""
-    if how is None:
-        return None
-    counts = np.bincount(labels, minlength=n_classes)
-    return {c: float(len(labels) / (n_classes * counts[c])) for c in range(n_classes) if counts[c]}
 
 
 def fit_streaming_head(name: str, rows, fixed: dict | None = None, class_weight: str | None = None,
@@ -140,7 +109,7 @@ def _fit(name, params, rows, codes, classes, class_weight, seed, rng, epochs: in
     from sklearn.pipeline import Pipeline
 
     scaler = fit_scaler(rows, codes)
-    weights = _class_weights(rows.labels[np.isin(rows.splits, codes)], len(classes), class_weight)
+    weights = class_weights(rows.labels[np.isin(rows.splits, codes)], len(classes), class_weight)
     clf = _estimator(name, params, weights, seed)
     for _ in range(epochs):
         for X, y in steps(rows, codes, rng):
@@ -164,7 +133,7 @@ def _search(name, spec, rows, params, grid, classes, class_weight, seed, rng, ma
 
     candidates = [{**params, **dict(zip(grid, values))} for values in itertools.product(*(spec.grid[k] for k in grid))]
     scaler = fit_scaler(rows, [TRAIN])
-    weights = _class_weights(rows.labels[rows.splits == TRAIN], len(classes), class_weight)
+    weights = class_weights(rows.labels[rows.splits == TRAIN], len(classes), class_weight)
     models = [_estimator(name, p, weights, seed) for p in candidates]
     best, chosen = (-1.0, 0, 0), None  # (accuracy, epoch, candidate), a copy of that candidate
     for epoch in range(1, max_epochs + 1):
@@ -186,19 +155,3 @@ def _search(name, spec, rows, params, grid, classes, class_weight, seed, rng, ma
             break
     accuracy, epoch, i = best
     return candidates[i], epoch, accuracy, Pipeline([("scale", scaler), ("clf", chosen)])
-
-
-def predict_split(fitted, rows, code: int = TEST):
-    """(probabilities, labels, ids) of the rows of one split, a block at a time.
-
-    Args:
-        fitted: a :class:`~features.heads.registry.FittedHead`, or a fitted pipeline.
-    """
-    probas, labels, ids = [], [], []
-    for start, X, keep in in_order(rows, code):
-        probas.append(fitted.predict_proba(X))
-        labels.append(rows.labels[start:start + len(keep)][keep])
-        ids.append(rows.ids(start, start + len(keep))[keep])
-    if not probas:
-        return np.zeros((0, len(rows.class_names))), np.zeros(0, np.int64), np.zeros(0, str)
-    return np.concatenate(probas), np.concatenate(labels), np.concatenate(ids)

@@ -124,7 +124,10 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
     """
     if selection not in ("all", "val"):
         raise UsageError(f"{{select}} {selection}: choose all or val")
-    members = [load_member(d) for d in dict.fromkeys(str(d) for d in run_dirs)]
+    unique: dict[Path, str] = {}
+    for d in run_dirs:  # "R" and "R/" (or a link to R) are one run
+        unique.setdefault(Path(d).resolve(), str(d))
+    members = [load_member(d) for d in unique.values()]
     if len(members) < 2:
         raise UsageError("an ensemble needs at least two different run folders")
     chosen = select(members, max_members) if selection == "val" else list(range(len(members)))

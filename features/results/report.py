@@ -154,6 +154,11 @@ def markdown(rows: list[dict], images: dict, env: dict, source_note: str, curve:
     return "\n".join(lines)
 
 
+def file_part(name: str) -> str:
+    """A dataset's name as part of a file name: never a path (``a/../b``), never hidden."""
+    return re.sub(r"[^\w.-]", "_", name).lstrip(".") or "_"
+
+
 def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
                  source_note: str = "", map_method: str = "tsne") -> Path:
     """Read the results table and write the report and its plots.
@@ -177,11 +182,11 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     plots.plot_per_class_precision(full, precision_png)
     drawn = [("accuracy against training time", accuracy_png), ("per-class precision", precision_png)]
     for dataset in sorted({r["dataset"] for r in rows}):
-        png = plots_dir / f"time_to_accuracy_{dataset}.png"
+        png = plots_dir / f"time_to_accuracy_{file_part(dataset)}.png"
         if plots.plot_time_to_accuracy([r for r in rows if r["dataset"] == dataset
                                         and not r.get("train_per_class")], png):
             drawn.append((f"{dataset}: validation accuracy against training seconds", png))
-        png = plots_dir / f"learning_curve_{dataset}.png"
+        png = plots_dir / f"learning_curve_{file_part(dataset)}.png"
         mine = [r for r in rows if r["dataset"] == dataset]
         if plots.plot_few_shot(few_shot_table(mine, [r for r in curve if r.get("dataset") == dataset]), dataset, png):
             drawn.append((f"{dataset}: test accuracy against training images per class", png))
@@ -190,7 +195,7 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
         if heads:
             best = chosen_on_validation(heads)
             try:
-                png = plots.embedding_map(best, plots_dir / f"embedding_map_{dataset}.png", map_method).path
+                png = plots.embedding_map(best, plots_dir / f"embedding_map_{file_part(dataset)}.png", map_method).path
             except UsageError as exc:  # the cache or run folder was moved or deleted: the rest still reports
                 log.warning("%s", exc)
                 continue

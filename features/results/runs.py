@@ -135,9 +135,13 @@ class RunFiles:
                 names = [str(n) for n in f["class_names"]]
                 splits = {s: (f[f"{s}_ids"].astype(str), f[f"{s}_labels"], f[f"{s}_proba"].astype(np.float64))
                           for s in PROBABILITY_SPLITS}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
             raise UsageError(f"{self.folder}: not a run folder with {self.PROBABILITIES} and {self.METRICS} "
                              f"({exc.__class__.__name__}); rerun classify.py or finetune.py to make one") from None
+        problems = _probability_problems(names, splits)
+        if problems:
+            raise UsageError(f"{self / self.PROBABILITIES}: damaged or edited ({'; '.join(problems)}); rerun "
+                             "classify.py or finetune.py to make it again")
         return names, splits
 
     def write_predictions(self, ids, y_true, proba, class_names) -> None:
@@ -179,6 +183,29 @@ class RunFiles:
                         if h.get("val_accuracy") not in (None, "")]
         except (OSError, ValueError, KeyError):
             return []
+
+
+def _probability_problems(names: list[str], splits: dict) -> list[str]:
+    """What is wrong with a probabilities file's arrays: shapes, labels, ids, values (empty: nothing)."""
+    problems = []
+    if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+        problems.append("its class names are not two or more different names")
+    for split, (ids, labels, proba) in splits.items():
+        n = len(ids)
+        if ids.ndim != 1 or labels.ndim != 1 or proba.ndim != 2 or len(labels) != n or len(proba) != n \
+                or proba.shape[1] != len(names):
+            problems.append(f"{split}: {len(ids)} ids, {len(labels)} labels and probabilities of shape "
+                            f"{proba.shape} for {len(names)} classes")
+            continue
+        if len(set(ids.tolist())) != n:
+            problems.append(f"{split}: an image id appears more than once")
+        if n and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(names)):
+            problems.append(f"{split}: labels outside 0..{len(names) - 1}")
+        if not np.isfinite(proba).all():
+            problems.append(f"{split}: NaN or infinite probabilities")
+        elif n and (proba.min() < -1e-6 or proba.max() > 1 + 1e-6 or np.abs(proba.sum(axis=1) - 1).max() > 1e-3):
+            problems.append(f"{split}: probabilities outside 0..1, or rows that do not sum to 1")
+    return problems
 
 
 def _now() -> datetime.datetime:
@@ -269,7 +296,9 @@ def read_results(out_dir) -> list[dict]:
     """Every row of the results table, oldest first (empty if there is none).
 
     A line that is not a whole JSON object (a table damaged by hand, or by a run from
-    before rows were appended whole) is left out with a warning naming it.
+    before rows were appended whole) is left out with a warning naming it. A row's run
+    folder is found from any working folder: it sits beside the table (the same ``out_dir``
+    made both), so a recorded relative path that does not resolve from here is read there.
     """
     path = Path(out_dir) / RESULTS_FILE
     if not path.exists():
@@ -286,5 +315,9 @@ def read_results(out_dir) -> list[dict]:
             if not isinstance(row, dict):
                 log.warning("%s line %d is damaged (not one JSON row); it is left out", path, number)
                 continue
+            run_dir = row.get("run_dir")
+            if isinstance(run_dir, str) and run_dir and not Path(run_dir).exists() \
+                    and (path.parent / Path(run_dir).name).is_dir():
+                row["run_dir"] = str(path.parent / Path(run_dir).name)
             rows.append(row)
     return rows

@@ -37,21 +37,54 @@ def run_files(row: dict) -> RunFiles:
     return RunFiles(folder)
 
 
-def usable_rows(rows: list[dict]) -> list[dict]:
-    """The rows that hold every figure the report shows; others are left out with a warning.
+COUNTS = ("epochs_run", "best_epoch", "n_test", "n_train")
 
-    A row edited by hand, or written by another tool, must not make the whole report fail.
+
+def _in_range(value, key: str) -> bool:
+    """A figure the report can show: a finite number; seconds from 0 to a year, counts up to a billion,
+    every other figure (accuracies, precisions) a share from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return 0 <= value <= (3.2e7 if "seconds" in key else 1e9 if key in COUNTS else 1)
+
+
+# Figures a row may hold and the report may show: each a number in its range, or left out.
+OPTIONAL = ("val_accuracy", "cv_accuracy", "seconds_per_epoch", "train_seconds", "seconds_to_best",
+            "extract_seconds", "epochs_run", "best_epoch", "n_test", "n_train")
+
+
+def usable_rows(rows: list[dict]) -> list[dict]:
+    """The rows that hold every figure the report shows, checked; others are left out with a warning.
+
+    A row edited by hand, or written by another tool, must not make the whole report fail:
+    a row whose headline figures are missing or out of range (an accuracy of 1e308) is left
+    out; an optional figure out of range, or per-class figures that are not, are dropped
+    from the row (a copy), so nothing the report draws or prints is garbage.
     """
     kept = []
     for n, row in enumerate(rows, 1):
-        bad = [k for k in REPORTED if k != "dataset" and not (
-            isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) and math.isfinite(row[k]))]
-        if not isinstance(row.get("dataset"), str) or bad:
+        bad = [k for k in REPORTED if k != "dataset" and not _in_range(row.get(k), k)]
+        if not isinstance(row.get("dataset"), str) or not row.get("dataset") or bad:
             log.warning("results row %d lacks %s; it is left out of the report", n,
-                                                ", ".join(bad) or "its dataset")
+                        ", ".join(bad) or "its dataset")
             continue
+        row = dict(row)
+        for key in OPTIONAL:
+            if row.get(key) is not None and not _in_range(row[key], key):
+                log.warning("results row %d: its %s %r is out of range; it is left out", n, key, row[key])
+                row[key] = None
+        if "per_class" in row and not _per_class_ok(row["per_class"]):
+            log.warning("results row %d: its per-class figures are damaged; they are left out", n)
+            row["per_class"] = {}
         kept.append(row)
     return kept
+
+
+def _per_class_ok(value) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(name, str) and isinstance(figures, dict)
+        and all(_in_range(figures.get(k, 0), k) for k in ("precision", "recall", "f1")) for name, figures in
+        value.items())
 
 
 def latest_rows(rows: list[dict]) -> list[dict]:
@@ -114,8 +147,8 @@ def tta(row: dict) -> str:
 
 def val_accuracy(row: dict) -> float | None:
     """The row's validation accuracy, or its run folder's (probabilities.npz) for rows without one."""
-    if isinstance(row.get("val_accuracy"), (int, float)) and not isinstance(row.get("val_accuracy"), bool):
-        return float(row["val_accuracy"])
+    if "val_accuracy" in row and row["val_accuracy"] is not None:
+        return float(row["val_accuracy"]) if _in_range(row["val_accuracy"], "val_accuracy") else None
     try:
         _, splits = run_files(row).read_probabilities()
     except UsageError:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DiskFullError, UsageError, is_disk_full
-from ..io import tree_sha256, write_json, write_text
+from ..io import Busy, check_output_folder, file_lock, tree_sha256, write_json, write_text
 from ..results.runs import RunFiles
-from .exported import EXPORT_FORMAT, FORMATS, MODEL_FILE, RECORD, uint8_images, verbose
+from .exported import EXPORT_FORMAT, FORMATS, MODEL_FILE, RECORD, read_record, uint8_images, verbose
 
 log = logging.getLogger(__name__)
 
@@ -247,15 +247,53 @@ def _quiet_converters() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _existing_export(out: Path, force: bool) -> bool:
+    """Whether an export that export.py wrote is at ``out``, to be replaced (``force``).
+
+    Nothing but such an export is ever replaced: a folder that holds anything else, a file,
+    a device or a link at ``out`` is refused, whatever ``force`` says.
+
+    Raises:
+        UsageError: something else is there, or an export is there without ``force``.
+    """
+    if out.is_symlink():
+        raise UsageError(f"{{out}} {out}: is a link; give a folder path that is not one")
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise UsageError(f"{{out}} {out}: is a file, not an export folder; give a new folder")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return False  # an empty folder: the export takes its place
+    try:
+        record = read_record(out)
+    except UsageError:
+        raise UsageError(f"{{out}} {out}: a folder that holds no export ({len(entries)} entries, no export.json "
+                         "export.py wrote); export.py replaces only its own exports: give a new or empty folder"
+                         ) from None
+    others = sorted(set(entries) - {RECORD, "labels.txt", record["model"]})
+    if others:
+        raise UsageError(f"{{out}} {out}: holds files an export does not ({', '.join(others[:3])}); export.py "
+                         "replaces only its own exports: give a new or empty folder")
+    if not force:
+        raise UsageError(f"{{out}} {out}: an export is already there ({record['format']}); give {{force=True}} to "
+                         "replace it, or another {out}")
+    return True
+
+
 def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force: bool = False) -> Path:
     """Export a run folder's model; return the folder holding it, export.json and labels.txt.
 
+    Two exports into one folder take turns: the second is refused while the first runs.
+
     Args:
         out: the export folder (default ``RUN_DIR/export/<format>[-<quantize>]``).
-        force: replace an export already there.
+        force: replace an export that export.py wrote there (never anything else).
 
     Raises:
-        UsageError: bad settings, a run that cannot export, or an export already there.
+        UsageError: bad settings, a run that cannot export, something at ``out`` that is not
+            an export of export.py's (or one, without ``force``), or an export into ``out``
+            already running.
     """
     from ..data import RESIZE_METHOD
 
@@ -263,11 +301,21 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
     _quiet_converters()
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "export" / (fmt if quantize == "none" else f"{fmt}-{quantize}")
-    if out.exists() and not force:
-        raise UsageError(f"{out}: an export is already there; give {{force=True}} to replace it, or another "
-                         "{out}")
-    model = load_exportable(run_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _existing_export(out, force)  # before any work; checked again under the lock
+    check_output_folder(out.parent, "out")
+    try:
+        with file_lock(out.parent / f".{out.name}.export.lock", wait=False):
+            replace = _existing_export(out, force)
+            model = load_exportable(run_dir)
+            return _write(model, run_dir, out, fmt, quantize, replace, RESIZE_METHOD)
+    except Busy as busy:
+        raise UsageError(f"{{out}} {out}: another export into it is running (pid {busy.holder}); wait for it to "
+                         "finish") from None
+
+
+def _write(model: Exportable, run_dir: Path, out: Path, fmt: str, quantize: str, replace: bool,
+           resize_method: str) -> Path:
+    """The export written into a temporary folder beside ``out``, then renamed to it."""
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -291,7 +339,7 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
             "input": {"name": "images", "dtype": "uint8", "shape": [None, model.image_size, model.image_size, 3],
                       "range": [0, 255], "layout": "NHWC, RGB"},
             "output": {"name": "probabilities", "dtype": "float32", "shape": [None, len(model.class_names)]},
-            "resize_method": RESIZE_METHOD, "kind": model.kind, "head": model.head,
+            "resize_method": resize_method, "kind": model.kind, "head": model.head,
             "source_run": str(run_dir.resolve()),
             "signatures": {"serving_default": "images", "serving_bytes": "encoded JPEG/PNG/BMP/GIF bytes, "
                            "decoded and resized in the graph by the toolkit's decode function (no EXIF "
@@ -299,13 +347,13 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
         }
         write_json(tmp / RECORD, record)
         write_text(tmp / "labels.txt", "".join(f"{name}\n" for name in model.class_names))
-        if out.exists():
+        if replace:  # an export of export.py's, checked under the lock: moved aside, then removed
             old = out.with_name(f".{out.name}.{os.getpid()}.old")
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, out)
+            os.replace(tmp, out)  # a new name, or an empty folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -83,39 +83,94 @@ def find_export(path) -> Path | None:
     return None
 
 
+def read_record(folder) -> dict:
+    """An export folder's export.json, checked: its format, its model's file name (in the folder, never a
+    path out of it), its image size, its classes and checksum are what export.py writes.
+
+    Raises:
+        UsageError: unreadable, or any field not one export.py writes (the message lists them).
+    """
+    from ..models.registry import MAX_IMAGE_SIZE
+
+    path = Path(folder) / RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict):
+        raise UsageError(f"{path}: unreadable or not written by export.py; export the run again")
+    problems = []
+    if record.get("export_format") != EXPORT_FORMAT:
+        problems.append(f"export_format {record.get('export_format')!r}, not {EXPORT_FORMAT}")
+    fmt = record.get("format")
+    if fmt not in FORMATS:
+        problems.append(f"format {fmt!r} is none of {', '.join(FORMATS)}")
+    elif record.get("model") != MODEL_FILE[fmt]:
+        problems.append(f"model {record.get('model')!r}: a {fmt} export's model is {MODEL_FILE[fmt]}, beside it")
+    size = record.get("image_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
+        problems.append(f"image_size {size!r} is not a size from 1 to {MAX_IMAGE_SIZE}")
+    classes = record.get("classes")
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        problems.append("classes is not a list of two or more different names")
+    sha = record.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        problems.append("sha256 is not a checksum")
+    if problems:
+        raise UsageError(f"{path}: not a record export.py wrote ({'; '.join(problems)}); export the run again")
+    return record
+
+
 def load_exported(path) -> ExportedModel:
     """Load an exported model for prediction (``predict.py model.tflite photos/``).
 
+    The record is checked (:func:`read_record`), the model's bytes against its checksum, and
+    the model's own input size and output width against the record, before any image is
+    decoded: a record that disagrees with its model would give wrong labels without a word.
+
     Raises:
-        UsageError: no export.json beside it, a model that does not match it, or a
-            runtime that is not installed.
+        UsageError: no export.json beside it, a record or a model that does not match it, or
+            a runtime that is not installed.
     """
     folder = find_export(path)
     if folder is None:
         raise UsageError(f"{path}: not an exported model (no export.json beside it); make one with export.py")
-    try:
-        record = json.loads((folder / "export.json").read_text())
-        fmt, target = record["format"], folder / record["model"]
-        int(record["image_size"]), list(record["classes"])  # what ExportedModel reads: there and well-formed
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{folder}/export.json: unreadable or not written by export.py") from None
-    if not target.exists() or tree_sha256(target) != record.get("sha256"):
+    record = read_record(folder)
+    fmt, target = record["format"], folder / record["model"]
+    if not target.exists() or tree_sha256(target) != record["sha256"]:
         raise UsageError(f"{target}: missing, or changed since it was exported (its sha256 differs from "
                          "export.json's)")
-    if fmt == "tflite":
-        run = _tflite_runner(target)
-    elif fmt == "onnx":
-        run = _onnx_runner(target)
-    elif fmt == "saved_model":
-        import tensorflow as tf
-
-        serve = tf.saved_model.load(str(target)).signatures["serving_default"]
-
-        def run(batch):
-            return serve(images=tf.constant(batch))["probabilities"].numpy()
-    else:
-        raise UsageError(f"{folder}/export.json: unknown format {fmt!r}")
+    run, (height, width, outputs) = {"tflite": _tflite_runner, "onnx": _onnx_runner,
+                                     "saved_model": _saved_model_runner}[fmt](target)
+    size, classes = record["image_size"], len(record["classes"])
+    disagree = []
+    if (height, width) != (size, size) and None not in (height, width):
+        disagree.append(f"the model takes {height}x{width} images, export.json says {size}")
+    if outputs not in (None, classes):
+        disagree.append(f"the model gives {outputs} probabilities, export.json names {classes} classes")
+    if disagree:
+        raise UsageError(f"{folder}/{RECORD}: it does not match its model ({'; '.join(disagree)}); export the run "
+                         "again")
     return ExportedModel(target, record, run)
+
+
+def _dim(value) -> int | None:
+    """A static dimension, or None (a symbolic or unknown one)."""
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value > 0 else None
+
+
+def _saved_model_runner(target: Path):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(target)).signatures["serving_default"]
+    images = serve.structured_input_signature[1]["images"].shape
+    outputs = serve.structured_outputs["probabilities"].shape
+
+    def run(batch):
+        return serve(images=tf.constant(batch))["probabilities"].numpy()
+
+    return run, (_dim(images[1]), _dim(images[2]), _dim(outputs[-1]))
 
 
 def _tflite_runner(target: Path):
@@ -142,7 +197,9 @@ def _tflite_runner(target: Path):
         with native_stderr_silenced() if quiet and not verbose() else nullcontext():
             return runner(images=np.ascontiguousarray(batch, np.uint8))["probabilities"]
 
-    return run
+    images = runner.get_input_details()["images"]["shape"]
+    outputs = runner.get_output_details()["probabilities"]["shape"]
+    return run, (_dim(images[1]), _dim(images[2]), _dim(outputs[-1]))
 
 
 def _onnx_runner(target: Path):
@@ -156,4 +213,5 @@ def _onnx_runner(target: Path):
     def run(batch):
         return session.run(None, {name: batch})[0]
 
-    return run
+    images, outputs = session.get_inputs()[0].shape, session.get_outputs()[0].shape
+    return run, (_dim(images[1]), _dim(images[2]), _dim(outputs[-1]))

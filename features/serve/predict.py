@@ -49,6 +49,7 @@ class RunPredictor(Predictor):
     image_size: int
     model: object  # a head pipeline, or a keras.Model
     backbones: list = None
+    tta: str = "none"  # a head's: its cache's flip averaging, inside its backbone
 
     def probabilities(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
         """``tta`` "flip" averages a fine-tuned model's probabilities of each image and its mirror;
@@ -120,7 +121,12 @@ def open_predictor(path, ensemble=(), tta: str = "none") -> Predictor:
                              "take run folders")
         return load_exported(exported)
     predictor = load_predictor(path)
-    return EnsemblePredictor([predictor] + [load_predictor(d) for d in ensemble]) if ensemble else predictor
+    if ensemble:  # {tta} applies to the fine-tuned runs among them
+        return EnsemblePredictor([predictor] + [load_predictor(d) for d in ensemble])
+    if predictor.kind == "head" and tta != "none":
+        raise UsageError(f"{path}: a head's embeddings are flip-averaged when its cache was extracted with flips "
+                         f"(this head's: {predictor.tta}), whatever {{tta}} says; {{tta}} applies to fine-tuned runs")
+    return predictor
 
 
 def _refuse(run_dir, why: str):
@@ -209,7 +215,7 @@ def _load_head(files: RunFiles) -> RunPredictor:
         _refuse(run_dir, "head.skops does not hold a fitted scaler and classifier of classify.py")
     if width != expected:
         _refuse(run_dir, f"the head takes {expected}-d embeddings but {meta.get('backbone')} gives {width}")
-    return RunPredictor(run_dir, "head", names, int(sizes[0]), pipeline, models)
+    return RunPredictor(run_dir, "head", names, int(sizes[0]), pipeline, models, tta=meta.get("tta") or "none")
 
 
 def top_k(proba: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]]]:

@@ -68,8 +68,9 @@ class TrainConfig:
               "stay the same (learning curves)", metavar="K")
     precision: str = _setting("float32", "mixed: float16 on a GPU, bfloat16 on a CPU; outputs stay float32",
                               choices=PRECISIONS)
-    schedule: str = _setting("constant", "learning rate over the main phase (fine-tuning, or from scratch): "
-                                         "constant, or a cosine decay towards 0", choices=SCHEDULES)
+    schedule: str = _setting("constant", "learning rate over the main phase (fine-tuning; from scratch, the "
+                                         "only phase; with {unfreeze=0}, the head's): constant, or a cosine "
+                                         "decay towards 0", choices=SCHEDULES)
     warmup_epochs: int = _setting(0, "the main phase's learning rate rises linearly over its first N epochs",
                                   metavar="N")
     weight_decay: float = _setting(

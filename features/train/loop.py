@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from contextlib import contextmanager
 
 import keras
 import numpy as np
 
+from ..errors import DiskFullError, UsageError, is_disk_full
 from .config import TrainConfig
 from .model import compile_model, set_trainable
 
@@ -78,6 +80,27 @@ class LearningRateLog(keras.callbacks.Callback):
 
 
 
+@contextmanager
+def _writes_refused(checkpoint_path):
+    """What the callbacks write during training (the checkpoint, TensorBoard's logs) failing on a full or
+    read-only disk, in TensorFlow's own error types, as the toolkit's one-line errors."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except (OSError, tf.errors.OpError) as exc:
+        folder = os.path.dirname(str(checkpoint_path))
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left on the device while writing {folder}: free some space and run "
+                                "the same command again") from None
+        text = str(getattr(exc, "message", exc))
+        if isinstance(exc, (PermissionError, tf.errors.PermissionDeniedError)) or "Read-only file system" in text:
+            raise UsageError(f"cannot write the run's checkpoint or training logs under {folder} "
+                             f"({text.splitlines()[0][:200] if text else type(exc).__name__}); give an "
+                             "{out} folder you can write to") from None
+        raise
+
+
 def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path, verbose: int = 1,
           log_dir=None) -> dict:
     """Run the phases and leave the best weights (lowest validation loss, or with ``monitor``
@@ -129,7 +152,7 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
         if scheduled and (config.schedule != "constant" or config.warmup_epochs):
             callbacks.insert(0, keras.callbacks.LearningRateScheduler(
                 lambda epoch, _: phase_rate(lr, epoch - done, epochs, config.schedule, config.warmup_epochs)))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _writes_refused(checkpoint_path):
             # The dataset's length is unknown (undecodable files are dropped), so Keras
             # finds its end each epoch and says so; the dataset shuffles itself.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
