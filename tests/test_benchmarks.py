@@ -63,7 +63,7 @@ def test_performance_benchmark_smoke_run_prints_every_target(tmp_path, capsys):
     assert "5-fold logreg accuracy" in text and "extraction speed-up at batch 256" in text
 
 
-def test_streaming_benchmark_prints_memory_epochs_and_accuracy(tmp_path, capsys):
+def test_streaming_benchmark_prints_memory_passes_and_accuracy(tmp_path, capsys):
     make_image_folder(tmp_path / "root" / "pets", per_class=10)
     report = tmp_path / "BENCH.md"
     report.write_text("# kept\n")
@@ -73,7 +73,8 @@ def test_streaming_benchmark_prints_memory_epochs_and_accuracy(tmp_path, capsys)
     out = capsys.readouterr().out
     assert code == 0
     assert "3,000 rows" in out and "6,000 rows" in out and "peak memory" in out and "2x rows:" in out
-    assert "pets          sgd" in out and "logreg" in out
+    assert "logreg streamed: peak memory" in out and "passes (C" in out and "s an epoch" in out
+    assert "pets          streamed" in out and "test predictions alike" in out and "sgd" in out
     text = report.read_text()
     assert text.startswith("# kept") and "<!-- section:streaming -->" in text and "6,000 rows" in text
     assert not list(tmp_path.glob("streaming-*"))  # the synthetic caches are deleted

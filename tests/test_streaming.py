@@ -1,5 +1,7 @@
-"""The head that streams (sgd): block reads, the same results files, memory refusals of the others."""
+"""The heads that stream (sgd; logreg by L-BFGS): block reads, the same results files, memory refusals of the
+others."""
 
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,7 +13,7 @@ from features import cache as store
 from features import heads
 from features.data.splits import TEST
 from features.errors import CacheError, UsageError
-from features.heads import streaming
+from features.heads import blocks, streaming
 from features.heads.classify import check_fits_in_memory
 
 
@@ -22,7 +24,7 @@ def cache(tmp_path):
 
 
 def test_sgd_trains_in_blocks_and_writes_what_every_head_writes(cache, tmp_path, capsys, monkeypatch, run_main):
-    monkeypatch.setattr(streaming, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 64)
     monkeypatch.setattr(streaming, "BLOCKS_PER_STEP", 2)
     reads = []
     original = store.CacheRows.read
@@ -108,10 +110,10 @@ def test_heads_that_hold_the_matrix_say_when_it_would_not_fit(cache, tmp_path, c
         available = 10_000
 
     monkeypatch.setattr("psutil.virtual_memory", lambda: Tiny)
-    code, out, err = run_main(classify.main, ["--model", "logreg", "--features", str(cache), "--out",
+    code, out, err = run_main(classify.main, ["--model", "svm", "--features", str(cache), "--out",
                                               str(tmp_path / "r")])
     assert code == 2 and "Traceback" not in err
-    assert "holds them in memory" in err and "train --model sgd, which reads them a block at a time" in err
+    assert "holds them in memory" in err and "train --model logreg or --model sgd, which read them a block" in err
     code, out, err = run_main(classify.main, ["--model", "sgd", "--features", str(cache), "--out",
                                               str(tmp_path / "r"), "-q"])
     assert code == 0, err
@@ -155,3 +157,83 @@ def test_an_sgd_run_joins_an_ensemble(tmp_path, run_main):
     code, out, err = run_main(ensemble.main, [dirs[0], dirs[2], "--out", str(tmp_path / "r"), "--json"])
     assert code == 0, err
     assert last_json(out)["members"] == [dirs[0], dirs[2]]
+
+
+@pytest.mark.parametrize("classes", [3, 2])  # multinomial, and binomial (one row of coefficients) as logreg has
+def test_streamed_logreg_reaches_the_in_memory_optimum(classes, tmp_path, monkeypatch):
+    """The same C, the same rows: the L-BFGS passes over blocks land where scikit-learn's in-memory fit does.
+
+    At scikit-learn's own tolerance (a gradient below 1e-4) both stop near the optimum and predict alike.
+    Run both to a gradient below 1e-9 on the same numbers (the cache's float32 values, computed in float64
+    on both sides), they meet: coefficients and intercepts within 1e-5.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from features.heads import lbfgs
+    from features.heads.classify import fit_streamed
+    from features.heads.search import fit_head
+
+    X, y = blobs(n_per_class=150, classes=classes, dim=24, spread=2.5)
+    path = write_cache(tmp_path / "c.h5", X, y, [f"c{k}" for k in range(classes)])
+    cache = store.read_cache(path)
+    monkeypatch.setattr(lbfgs, "PASS_ROWS", 64)  # many blocks on a small cache
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 64)
+    reads = []
+    real = store.CacheRows.read
+
+    def read(self, start, stop):
+        reads.append(stop - start)
+        return real(self, start, stop)
+
+    monkeypatch.setattr(store.CacheRows, "read", read)
+    with store.CacheRows([path]) as rows:
+        streamed = fit_streamed("logreg", rows, fixed={"C": 0.1})
+    memory = fit_head("logreg", *cache.split("train"), *cache.split("val"), fixed={"C": 0.1}, n_jobs=1)
+    assert np.array_equal(streamed.pipeline.predict(cache.embeddings), memory.pipeline.predict(cache.embeddings))
+    assert max(reads) <= 64 and streamed.passes > 1
+    assert streamed.pipeline.named_steps["clf"].coef_.shape == memory.pipeline.named_steps["clf"].coef_.shape
+    monkeypatch.setattr(lbfgs, "TOL", 1e-9)
+    with store.CacheRows([path]) as rows:
+        tight = fit_streamed("logreg", rows, fixed={"C": 0.1}).pipeline.named_steps
+    fit_rows = cache.splits != 2
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, tol=1e-9, max_iter=10_000)).fit(
+        cache.embeddings[fit_rows].astype(np.float64), cache.labels[fit_rows])
+    np.testing.assert_allclose(tight["scale"].mean_, reference[0].mean_, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tight["clf"].coef_, reference[1].coef_, atol=1e-5)
+    np.testing.assert_allclose(tight["clf"].intercept_, reference[1].intercept_, atol=1e-5)
+
+
+def test_logreg_streams_by_itself_when_the_matrix_would_not_fit(tmp_path, run_main, monkeypatch):
+    import ensemble
+    from features.heads import load_head
+
+    X, y = blobs(n_per_class=80)
+    cache = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+
+    class Tiny:
+        available = 1000
+
+    monkeypatch.setattr("psutil.virtual_memory", lambda: Tiny)
+    code, out, err = run_main(classify.main, ["--model", "logreg", "--features", str(cache), "--out",
+                                              str(tmp_path / "r"), "--json", "-q"])
+    assert code == 0, err
+    row = last_json(out)
+    assert row["passes"] > 1 and row["val_accuracy"] > 0.9 and row["params"]["C"] in (0.001, 0.01, 0.1, 1.0)
+    head = load_head(Path(row["run_dir"]) / "head.skops")
+    assert type(head["pipeline"].named_steps["clf"]).__name__ == "LogisticRegression"
+    code, out, err = run_main(classify.main, ["--model", "knn", "--features", str(cache), "--out",
+                                              str(tmp_path / "r"), "-q"])
+    assert code == 2 and "train --model logreg or --model sgd, which read them a block at a time" in err
+    monkeypatch.undo()
+    code, out, err = run_main(classify.main, ["--model", "sgd", "--features", str(cache), "--out",
+                                              str(tmp_path / "r"), "--json", "-q"])
+    assert code == 0, err
+    other = last_json(out)["run_dir"]
+    code, out, err = run_main(ensemble.main, [row["run_dir"], other, "--out", str(tmp_path / "r")])
+    assert code == 0, err  # its validation probabilities come from the train-only fit of the chosen C
+    from features.heads import fold_head
+
+    linear = fold_head(head["pipeline"], "logreg")
+    np.testing.assert_allclose(linear.predict_proba(X), head["pipeline"].predict_proba(X), atol=1e-8)
