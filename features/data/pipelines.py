@@ -59,6 +59,14 @@ def _tfds_encoded(source: DataSource, indices):
     return ds.map(indexed).filter(is_wanted)
 
 
+READ_BATCH = 16
+
+
+def _read_files(paths) -> np.ndarray:
+    """The bytes of each path (no bytes where it is not a regular file or cannot be read)."""
+    return np.array([read_regular_file(p) for p in paths], dtype=object)
+
+
 def decoded_images(images: Images, image_size: int, indices=None, headers: Headers | None = None):
     """A ``tf.data.Dataset`` of (index, float32 image) with decoding in parallel.
 
@@ -88,15 +96,18 @@ def decoded_images(images: Images, image_size: int, indices=None, headers: Heade
                                0 if dct_shift is None else tf.gather(dct_shift, i), antialias)
 
     paths = _paths(images)
-    if paths is not None:  # read and decode in one step: a second stage costs ~4%
+    if paths is not None:
+        # The bytes are read by open_regular (a regular file, opened once, without blocking), in Python:
+        # READ_BATCH files a call, so the call's cost is spread over them, then decoded in parallel.
         ds = tf.data.Dataset.from_tensor_slices((indices, [paths[i] for i in indices.tolist()]))
 
-        def read_and_decode(i, path):
-            data = tf.numpy_function(read_regular_file, [path], tf.string, stateful=False)
-            data.set_shape(())
-            return decode(i, data)
+        def read(i, batch):
+            data = tf.numpy_function(_read_files, [batch], tf.string, stateful=False)
+            data.set_shape(batch.shape)
+            return i, data
 
-        ds = ds.map(read_and_decode, num_parallel_calls=os.cpu_count() or 2, deterministic=True)
+        ds = ds.batch(READ_BATCH).map(read, num_parallel_calls=2, deterministic=True).unbatch()
+        ds = ds.map(decode, num_parallel_calls=os.cpu_count() or 2, deterministic=True)
     else:
         ds = _tfds_encoded(images, indices).map(decode, num_parallel_calls=os.cpu_count() or 2,
                                                  deterministic=True)
