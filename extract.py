@@ -78,7 +78,7 @@ def _merge(args) -> None:
 
 
 def _body(args) -> None:
-    from features.models.registry import REGISTRY, describe
+    from features.models.registry import REGISTRY, describe, describe_hub
 
     if args.merge:
         return _merge(args)
@@ -86,6 +86,7 @@ def _body(args) -> None:
         print(f"{'name':20s} {'size':>7s}  {'width':>7s}  {'scale':7s} imagenet weights")
         for spec in REGISTRY.values():
             print(describe(spec))
+        print(describe_hub())
         return
     from features.extract.run import ExtractSettings, extract
 

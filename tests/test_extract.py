@@ -167,8 +167,33 @@ def test_list_backbones(capsys, run_main):
     code, out, _ = run_main(extract.main, ["--list-backbones"])
     assert code == 0
     assert "efficientnet_lite0" in out and "nasnetlarge" in out and "pip package" in out
-    assert len(out.strip().splitlines()) == 31  # header + 30
+    assert len(out.strip().splitlines()) == 46  # header, 40 Keras applications, 3 lite, small_cnn, hub:PRESET
     assert "small_cnn             128 px    256-d  rescale none: trained from scratch only" in out
+    assert "convnexttiny          224 px    768-d  none    Keras download" in out
+    assert "hub:PRESET" in out and "DINOv2, DINOv3, ViT, CLIP, SigLIP" in out
+
+
+def test_the_registry_holds_every_keras_application():
+    """Every model keras.applications exports (its capitalised names) is a registry entry."""
+    import keras
+
+    from features.models.registry import REGISTRY
+
+    apps = {name.lower() for name in dir(keras.applications) if name[0].isupper()}
+    assert len(apps) == 40 and apps <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("backbone,width", [("efficientnetv2b0", 1280), ("convnexttiny", 768),
+                                            ("mobilenetv3small", 576)])
+def test_a_newer_keras_application_builds_with_its_documented_width(backbone, width):
+    """The newer applications carry their preprocessing inside (include_preprocessing): the registry's is none."""
+    from features.models import create_backbone, get_spec
+
+    spec = get_spec(backbone)
+    assert spec.width == width and spec.preprocessing == "none"
+    model = create_backbone(backbone, weights="none", image_size=64)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    assert np.asarray(model(images, training=False)).shape == (2, width)
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "mobilenetv2", "resnet50", "densenet121"])

@@ -164,3 +164,21 @@ def test_a_ray_that_cannot_start_or_join_says_so_in_one_message(monkeypatch):
         connect(None, temp_dir="/tmp/ray-test")
     with pytest.raises(DatasetUnavailableError, match="ray_address auto: cannot join a Ray cluster"):
         connect("auto")
+
+
+def test_the_ray_engines_actors_build_the_same_hub_preset(tmp_path, capsys):
+    """A KerasHub preset folder (tiny, randomly initialised, saved with save_to_preset): each actor loads it
+    by its name and embeds what the local engine embeds."""
+    keras_hub = pytest.importorskip("keras_hub")
+    preset = tmp_path / "vit"
+    preset.mkdir()
+    keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=16, hidden_dim=16, mlp_dim=32, num_layers=1,
+                                 num_heads=1).save_to_preset(str(preset))
+    keras_hub.layers.ViTImageConverter(image_size=(32, 32), scale=1 / 255).save_to_preset(str(preset))
+    photos = make_image_folder(tmp_path / "photos", per_class=4)
+    caches = {}
+    for engine in ("local", "ray"):
+        assert extract.main(["--data-dir", str(photos), "--backbone", f"hub:{preset}", "--engine", engine, "--out",
+                             str(tmp_path / engine), "--batch-size", "4", "--json", "-q"]) == 0
+        caches[engine] = store.read_cache(last_json(capsys.readouterr().out)["cache"])
+    _same(caches["ray"], caches["local"])

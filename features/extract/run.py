@@ -174,7 +174,7 @@ def cache_key(source: DataSource, settings: ExtractSettings) -> dict:
 def target_path(source: DataSource, settings: ExtractSettings) -> Path:
     """Where the cache of this extraction goes (a shard file for one worker of several)."""
     backbone = settings.backbone
-    path = store.cache_path(settings.out_dir, source.name, backbone.name, backbone.image_size, settings.pooling,
+    path = store.cache_path(settings.out_dir, source.name, backbone.spec.slug, backbone.image_size, settings.pooling,
                             backbone.weights, backbone.weights_sha256, source.seed, source.split,
                             source.max_per_class, settings.tta)
     i, k = settings.shard

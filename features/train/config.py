@@ -24,6 +24,8 @@ MONITORS = ("val_loss", "val_accuracy")
 AUGMENTATIONS = ("none", "standard", "strong")
 PRECISIONS = ("float32", "mixed")
 BINARY_OUTPUTS = ("sigmoid", "softmax")
+UNFREEZE_LAYERS = "20"  # the default --unfreeze: the last 20 layers of a Keras network ...
+UNFREEZE_BLOCKS = "2"  # ... and the last 2 transformer blocks of a hub encoder
 
 
 def _setting(default, help: str, group: str = "training", **flag):
@@ -39,8 +41,9 @@ class TrainConfig:
     backbone: str = _setting("efficientnet_lite0", "registry name; see extract.py's list of backbones", "model")
     weights: str = _setting("imagenet", "'imagenet', 'none' (from scratch) or PATH of a weights file", "model")
     image_size: int | None = _setting(None, "input size (default: the backbone's own)", "model", metavar="PX")
-    unfreeze: str = _setting("20", "train the last N layers of the base (0: head only on a frozen base; 'all')",
-                             "model", metavar="N")
+    unfreeze: str | None = _setting(
+        None, f"train the last N layers of the base (default {UNFREEZE_LAYERS}; of a hub encoder, its last N "
+        f"transformer blocks, default {UNFREEZE_BLOCKS}; 0: head only on a frozen base; 'all')", "model", metavar="N")
     binary_output: str | None = _setting(
         None, "two classes only: one sigmoid neuron (default) or two softmax neurons", "model",
         choices=BINARY_OUTPUTS)
@@ -134,7 +137,7 @@ def check_settings(config: TrainConfig) -> TrainConfig:
     validate.choice(config.distribute, "distribute", DISTRIBUTE)
     if config.binary_output is not None:
         validate.choice(config.binary_output, "binary_output", BINARY_OUTPUTS)
-    unfreeze = parse_unfreeze(config.unfreeze)
+    unfreeze = None if config.unfreeze is None else parse_unfreeze(config.unfreeze)
     if not isinstance(config.cache_frozen, bool):
         raise UsageError(f"{{cache_frozen}} {config.cache_frozen}: give True or False")
     if config.cache_frozen and config.scratch:
@@ -173,6 +176,7 @@ def resolve_config(config: TrainConfig, source):
     for split, count in source.split_counts().items():
         if count == 0:
             raise UsageError(f"{source.name} has no {split} images with this {{split}}; give every split a share")
+    unfreeze = config.unfreeze or (UNFREEZE_BLOCKS if backbone.spec.preset else UNFREEZE_LAYERS)
     config = dataclasses.replace(config, backbone=backbone.name, image_size=backbone.image_size,
-                                 binary_output=config.binary_output or "sigmoid")
+                                 binary_output=config.binary_output or "sigmoid", unfreeze=unfreeze)
     return config, backbone

@@ -19,29 +19,51 @@ def base_layers(network) -> list:
     return [layer for layer in network.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
+def units(network) -> tuple[list[list], list, str]:
+    """What ``unfreeze`` counts in ``network``, first to last, and what stays frozen below it.
+
+    Returns:
+        (units, below, word): for a Keras network each unit is one layer (its input layer not
+        counted) and ``below`` is empty; for a KerasHub encoder each unit is one transformer block,
+        the last holding what follows the blocks too (final norm, pooling head), and ``below``
+        what runs before them (image converter, patch embedding), trained only with ``all``.
+        ``word`` names the unit in messages.
+    """
+    from ..models.hub import transformer_blocks
+
+    cut = transformer_blocks(network)
+    if cut is None:
+        return [[layer] for layer in base_layers(network)], [], "layers"
+    before, blocks, after = cut
+    return [[block] for block in blocks[:-1]] + [[blocks[-1], *after]], before, "transformer blocks"
+
+
 def unfrozen_count(network, unfreeze: str) -> int:
-    """How many of the network's last layers ``unfreeze`` names; refuses more than it has."""
-    layers = base_layers(network)
-    n = len(layers) if unfreeze == "all" else int(unfreeze)
-    if n > len(layers):
-        raise UsageError(f"{{unfreeze}} {unfreeze}: {network.name} has only {len(layers)} layers")
+    """How many of the network's last units (:func:`units`) ``unfreeze`` names; refuses more than it has."""
+    counted, _, word = units(network)
+    n = len(counted) if unfreeze == "all" else int(unfreeze)
+    if n > len(counted):
+        raise UsageError(f"{{unfreeze}} {unfreeze}: {network.name} has only {len(counted)} {word}")
     return n
 
 
 def set_trainable(network, unfreeze: str, scratch: bool = False) -> int:
-    """Freeze the network except its last ``unfreeze`` layers; return how many are unfrozen.
+    """Freeze the network except its last ``unfreeze`` units (:func:`units`); return how many are unfrozen.
 
     BatchNormalization layers stay frozen when fine-tuning: with their statistics
     updated on a small dataset, the first epoch wrecks the pretrained features.
     Recompile the model after calling this, or the change has no effect.
     """
-    layers = base_layers(network)
+    counted, below, _ = units(network)
     network.trainable = True
     if scratch:
-        return len(layers)
+        return len(counted)
     n = unfrozen_count(network, unfreeze)
-    for i, layer in enumerate(layers):
-        layer.trainable = i >= len(layers) - n and not isinstance(layer, keras.layers.BatchNormalization)
+    for i, unit in enumerate(counted):
+        for layer in unit:
+            layer.trainable = i >= len(counted) - n and not isinstance(layer, keras.layers.BatchNormalization)
+    for layer in below:  # a hub encoder's embeddings: with "all" only
+        layer.trainable = unfreeze == "all"
     return n
 
 
@@ -91,21 +113,23 @@ def build_model(config: TrainConfig, backbone, n_classes: int):
     backbone = resolve_backbone(backbone, config.image_size, config.weights)
     image_size = backbone.image_size
     base = create_backbone(backbone, pooling=None)
-    network = base.get_layer(backbone.name)
+    network = base.get_layer(backbone.spec.slug)
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     if config.augment != "none":
         x = augmentation(config.augment, config.seed)(x)
     # A pretrained base runs in inference mode even while its last layers train.
     x = base(x, training=None if config.scratch else False)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    # A feature map is pooled here; a hub encoder's output is already its family's embedding.
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x) if len(x.shape) == 4 else \
+        keras.layers.Identity(name="pool")(x)
     x = keras.layers.Dense(HEAD_UNITS, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(HEAD_DROPOUT, name="dropout")(x)
     if n_classes == 2 and config.binary_output != "softmax":  # unset means the default, sigmoid
         outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
     else:
         outputs = keras.layers.Dense(n_classes, activation="softmax", dtype="float32", name="output")(x)
-    return keras.Model(inputs, outputs, name=f"{backbone.name}_classifier"), network
+    return keras.Model(inputs, outputs, name=f"{backbone.spec.slug}_classifier"), network
 
 
 def augmentation(kind: str, seed: int):

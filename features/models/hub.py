@@ -1,0 +1,255 @@
+"""KerasHub's image encoders as frozen feature extractors: ``--backbone hub:PRESET``.
+
+PRESET is what ``keras_hub.models.Backbone.from_preset`` takes: a preset name
+(``dinov2_base``), a Kaggle handle (``kaggle://keras/dinov2/keras/dinov2_base``), a Hugging
+Face one (``hf://...``), or a local folder written by ``save_to_preset`` (how weights reach a
+machine without network: save the preset on one that has it, copy the folder). The folder
+must hold the preset's image converter too (``image_converter.json``): it does the input
+scaling, inside the network, so 0-255 RGB goes in as with every backbone.
+
+The embedding of each family is the one its authors use for linear probes (:data:`FAMILIES`).
+A preset is read once (its config, not its weights) to know its family, size and width;
+``weights="imagenet"`` loads the preset's own weights (their file's SHA-256 keys the cache),
+``"none"`` the same architecture randomly initialised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import UsageError, WeightsUnavailableError
+
+PREFIX = "hub:"
+INSTALL = "pip install -r requirements-hub.txt"
+# Hosts a remote preset downloads from: checked in seconds before KerasHub retries for minutes offline.
+HOSTS = {"kaggle": "www.kaggle.com", "hf": "huggingface.co"}
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one KerasHub class's output becomes an embedding.
+
+    Attributes:
+        pooling: "cls+mean" (the class token, then the mean of the patch tokens, side by side),
+            "cls" (the class token) or "pooled" (the encoder's own pooled output).
+        widths: the embedding's width in hidden_dims.
+        block: the class of its transformer blocks, what ``finetune.py --unfreeze N`` counts.
+        source: where its authors say this is the embedding to probe.
+    """
+
+    pooling: str
+    widths: int
+    block: str
+    source: str
+
+
+FAMILIES = {
+    "DINOV2Backbone": Family(
+        "cls+mean", 2, "DINOV2Layer",
+        "DINOv2 model card: a linear layer on the class token concatenated with the average of the patch tokens"),
+    "DINOV3Backbone": Family(
+        "cls+mean", 2, "DINOV3Layer", "DINOv3, as DINOv2: the class token and the mean patch token"),
+    "ViTBackbone": Family(
+        "cls", 1, "ViTEncoderBlock", "ViT (Dosovitskiy et al., 2021): linear probes on the class token"),
+    "CLIPVisionEncoder": Family(
+        "cls", 1, "CLIPEncoderLayer", "CLIP (Radford et al., 2021): linear probes on the image encoder's class token"),
+    "CLIPBackbone": Family(
+        "cls", 1, "CLIPEncoderLayer", "CLIP (Radford et al., 2021): the vision encoder's class token"),
+    "SigLIPVisionEncoder": Family(
+        "pooled", 1, "SigLIPEncoderLayer", "SigLIP (Zhai et al., 2023): the vision tower's attention-pooled output"),
+    "SigLIPBackbone": Family(
+        "pooled", 1, "SigLIPEncoderLayer", "SigLIP: the vision tower's attention-pooled output"),
+}
+# What the families are called by their authors, for the listing.
+NAMES = ("DINOv2", "DINOv3", "ViT", "CLIP", "SigLIP")
+
+
+def is_hub(name) -> bool:
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def slug(name: str) -> str:
+    """A hub backbone's name as part of file and layer names: the preset's last part and a short hash."""
+    preset = name[len(PREFIX):]
+    tail = re.sub(r"[^\w.-]+", "-", preset.rstrip("/").rsplit("/", 1)[-1]).strip("-.") or "preset"
+    return f"hub-{tail}-{hashlib.sha256(preset.encode()).hexdigest()[:8]}"
+
+
+def _keras_hub():
+    try:
+        import keras_hub
+    except ModuleNotFoundError:
+        raise UsageError(f"hub backbones need KerasHub, which is not installed: run '{INSTALL}'") from None
+    return keras_hub
+
+
+def _check_reachable(preset: str) -> None:
+    """A remote preset offline fails in seconds, naming the way on."""
+    if Path(preset).expanduser().is_dir():
+        return
+    scheme = preset.split("://", 1)[0] if "://" in preset else "kaggle"
+    host = HOSTS.get(scheme)
+    if host is None:
+        raise UsageError(f"{{backbone}} hub:{preset}: not a folder, a preset name, kaggle:// or hf:// handle")
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        raise WeightsUnavailableError(
+            f"{{backbone}} hub:{preset}: {host} cannot be reached (no network?). On a machine with network, "
+            "save it with keras_hub.models.Backbone.from_preset(...).save_to_preset(FOLDER) and its image "
+            "converter with keras_hub.layers.ImageConverter.from_preset(...).save_to_preset(FOLDER), copy the "
+            "folder here and give hub:FOLDER") from None
+
+
+def _config(preset: str) -> dict:
+    from keras_hub.src.utils.preset_utils import load_json
+
+    try:
+        return load_json(preset, "config.json")
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{{backbone}} hub:{preset}: cannot read its config.json ({exc})") from None
+
+
+def _vision_config(config: dict) -> dict:
+    inner = config.get("config", {})
+    vision = inner.get("vision_encoder")
+    return vision.get("config", {}) if isinstance(vision, dict) else inner
+
+
+@lru_cache(maxsize=32)
+def hub_facts(name: str) -> tuple[str, int, int]:
+    """(preset, image size, embedding width) of ``hub:PRESET``, from the preset's config (its weights are
+    not read): what its registry entry is made of (:func:`features.models.registry.get_spec`).
+
+    Raises:
+        UsageError: KerasHub missing, or a preset that is not an image encoder this toolkit knows.
+        WeightsUnavailableError: a remote preset with no network.
+    """
+    _keras_hub()
+    preset = name[len(PREFIX):]
+    if not preset:
+        raise UsageError("{backbone} hub: give a preset after hub:, e.g. hub:dinov2_base or hub:FOLDER")
+    if Path(preset).expanduser().is_dir():
+        preset = str(Path(preset).expanduser().resolve())
+    _check_reachable(preset)
+    config = _config(preset)
+    cls = str(config.get("registered_name", "")).split(">")[-1]
+    if cls not in FAMILIES:
+        raise UsageError(f"{{backbone}} hub:{preset} is a {cls or 'preset of unknown class'}; hub backbones are "
+                         f"image encoders: {', '.join(sorted(FAMILIES))}")
+    vision = _vision_config(config)
+    try:
+        patch = vision["patch_size"]
+        patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)  # ViT's is (height, width)
+        size, hidden = int(vision["image_shape"][0]), int(vision["hidden_dim"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise UsageError(f"{{backbone}} hub:{preset}: its config does not say its image size, width and patch "
+                         "size") from None
+    if size % patch:
+        raise UsageError(f"{{backbone}} hub:{preset}: its image size {size} is not a whole number of patches")
+    return preset, size, FAMILIES[cls].widths * hidden
+
+
+def weights_path(preset: str) -> Path:
+    """The preset's weights file (downloaded into KerasHub's cache for a remote one)."""
+    from keras_hub.src.utils.preset_utils import get_file
+
+    try:
+        return Path(get_file(preset, "model.weights.h5"))
+    except (OSError, ValueError, FileNotFoundError) as exc:
+        raise WeightsUnavailableError(f"{{backbone}} hub:{preset}: its weights cannot be had ({exc})") from None
+
+
+def _converter(keras_hub, preset: str):
+    """The preset's image converter: by its backbone class, or, for a vision tower saved alone (a CLIP or
+    SigLIP vision encoder, which KerasHub pairs with no converter class), as its image_converter.json says."""
+    try:
+        return keras_hub.layers.ImageConverter.from_preset(preset)
+    except ValueError:
+        import keras
+        from keras_hub.src.utils.preset_utils import load_json
+
+        return keras.saving.deserialize_keras_object(load_json(preset, "image_converter.json"))
+
+
+def build(backbone, pooling: str | None):
+    """The encoder with the preset's image converter first and its family's pooling last: 0-255 RGB in,
+    the embedding out (also for ``pooling=None``: a token sequence has no feature map to pool)."""
+    import keras
+
+    keras_hub = _keras_hub()
+    spec = backbone.spec
+    if pooling == "max":
+        raise UsageError(f"{{pooling}} max: {spec.name} pools as its authors do; leave {{pooling}} at avg")
+    preset = spec.preset
+    try:
+        model = keras_hub.models.Backbone.from_preset(preset, load_weights=backbone.weights != "none")
+        converter = _converter(keras_hub, preset)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{{backbone}} {spec.name}: cannot load the preset and its image converter ({exc}); a "
+                         "folder must hold both (save_to_preset of each)") from None
+    cls = type(model).__name__
+    family = FAMILIES[cls]
+    encoder = getattr(model, "vision_encoder", model)
+    size = backbone.image_size
+    images = keras.Input((size, size, 3), name="images")
+    x = converter(images)
+    out = encoder({"images": x} if isinstance(encoder.input, dict) else x)
+    if family.pooling == "pooled":
+        embedding = out
+    else:
+        registers = int(getattr(encoder, "num_register_tokens", 0) or 0)
+        cls_token = out[:, 0]
+        if family.pooling == "cls":
+            embedding = cls_token
+        else:
+            patches = keras.ops.mean(out[:, 1 + registers:], axis=1)
+            embedding = keras.layers.Concatenate(name="class_and_mean_patch")([cls_token, patches])
+    return keras.Model(images, embedding, name=slug(spec.name))
+
+
+def describe_source(name: str) -> str:
+    """Where the family's embedding comes from, for the listing."""
+    return FAMILIES.get(name, Family("", 1, "", "")).source
+
+
+
+def transformer_blocks(network) -> tuple[list, list, list] | None:
+    """A hub network cut where ``finetune.py --unfreeze N`` counts: (before, blocks, after).
+
+    ``blocks`` are the encoder's transformer blocks in order (its family's block class), ``before``
+    every weight-holding layer that runs before the first (image converter, patch and position
+    embeddings, a pre-norm), ``after`` every one after the last (the final norm, SigLIP's pooling
+    head, the pooling). Layers that only contain others (the encoder, ViT's and DINOv2's block
+    stacks) are opened, not listed. None for a network that is no hub encoder.
+    """
+    import keras
+
+    names = {family.block for family in FAMILIES.values()}
+    before, blocks, after = [], [], []
+
+    def visit(layer):
+        if type(layer).__name__ in names:
+            blocks.append(layer)
+            return
+        inner = layer.layers if isinstance(layer, keras.Model) else getattr(layer, "_layers", [])
+        if any(type(sub).__name__ in names for sub in _descendants(layer)):
+            for sub in inner:
+                visit(sub)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            (after if blocks else before).append(layer)
+
+    for layer in network.layers:
+        visit(layer)
+    return (before, blocks, after) if blocks else None
+
+
+def _descendants(layer):
+    for sub in getattr(layer, "_layers", []):
+        yield sub
+        yield from _descendants(sub)
