@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument("--engine", default="local", choices=("local", "ray"),
                       help="local: this process, every core; ray: a pool of actors on a Ray cluster, one per GPU "
                            "(pip install -r requirements-distributed.txt); both write the same cache")
+    run_.add_argument("--runtime", default="auto", choices=("auto", "tf", "onnx"),
+                      help="what runs the network: ONNX Runtime (onnx; converted once, kept in OUT/onnx/), "
+                           "TensorFlow (tf), or auto: ONNX Runtime on a CPU where it is installed and the network "
+                           "converts, else TensorFlow")
     run_.add_argument("--ray-address", metavar="ADDR",
                       help="with --engine ray: 'auto' joins the cluster this machine belongs to, HOST:6379 a head "
                            "node, ray://HOST:10001 a Ray client server (default: a local Ray, started here)")
@@ -93,6 +97,7 @@ def _body(args) -> None:
     settings = ExtractSettings.resolve(  # flags first, then work
         args.backbone, args.weights, args.image_size, pooling=args.pooling, tta=args.tta, batch_size=args.batch_size,
         out_dir=args.out, shard=args.shard, engine=args.engine, ray_address=args.ray_address, force=args.force,
+        runtime=args.runtime,
         progress=not args.quiet)
     source, _ = load_data(args)
     result = extract(source, settings)
@@ -106,7 +111,10 @@ def _body(args) -> None:
     if not result.cache_hit:
         chosen = f" (the default on a {result.batch_default_for.upper()})" if result.batch_default_for else ""
         engine = f"engine {result.engine}, " if result.engine != "local" else ""
-        print(f"  {engine}batch size {result.batch_size}{chosen}")
+        runtime = "ONNX Runtime" if result.runtime == "onnx" else "TensorFlow"
+        if result.conversion_seconds:
+            runtime += f" (the network converted once, in {result.conversion_seconds:.1f} s, kept in {args.out}/onnx)"
+        print(f"  {engine}batch size {result.batch_size}{chosen}, runtime {runtime}")
     if result.resumed:
         print(f"  resumed: {result.resumed} images were embedded by the interrupted run")
     for item in result.skipped:

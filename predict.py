@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", default=[],
                    help="more run folders (classify.py or finetune.py, same classes): the probabilities of all "
                         "of them are averaged")
+    p.add_argument("--runtime", default="auto", choices=("auto", "tf", "onnx"),
+                   help="what runs a classify.py run's backbone: ONNX Runtime (onnx; the network converted once "
+                        "into the onnx/ folder beside the run's caches, as extract.py does), TensorFlow (tf), or "
+                        "auto: ONNX Runtime on a CPU where it is installed and the network converts")
     add_common_flags(p)
     return p
 
@@ -52,7 +56,7 @@ def _body(args) -> None:
     paths = list_inputs(args.inputs)
     if not paths:
         raise UsageError(f"no images in {', '.join(args.inputs)}")
-    predictor = open_predictor(args.run_dir, args.ensemble, args.tta)
+    predictor = open_predictor(args.run_dir, args.ensemble, args.tta, args.runtime)
     rows, proba, failed = predictor.predict(paths, args.batch_size, args.tta)
     best = top_k(proba, predictor.class_names, min(args.top_k, len(predictor.class_names)))
     if args.csv:

@@ -6,8 +6,9 @@ examples:
   python benchmarks/performance.py --images 500 --epochs 1  # a quicker, rougher run
 
 Sections (each prints its figures as it goes; the table at the end marks every target):
-  extraction   extract.py's pipeline against the backbone's compute ceiling (the same model
-               on tensors already in memory, same batch size), the Keras tutorial workflow
+  extraction   extract.py's pipeline on TensorFlow (--runtime tf) against the backbone's compute
+               ceiling in TensorFlow (the same model on tensors already in memory, same batch
+               size; ONNX Runtime against it: benchmarks/runtime.py), the Keras tutorial workflow
                (image_dataset_from_directory + model.predict) and a per-image loop (PIL +
                predict on one image); how much of the gap decoding is; DCT-scaled decoding
                of large JPEGs
@@ -188,7 +189,7 @@ def section_extraction(b: Bench):
         runs["ceiling"].append(_throughput(embed, batches))
         runs["keras"].append(_throughput(keras_embed, batches))
         result = extract(source, b.spec.name, image_size=b.size, batch_size=a.batch_size,
-                         out_dir=b.work / "emb", force=True, progress=False)
+                         out_dir=b.work / "emb", force=True, progress=False, runtime="tf")
         runs["pipeline"].append(result.images_per_second)
         runs.setdefault("steady", []).append(result.steady_images_per_second)
         runs.setdefault("setup", []).append(result.first_batch_seconds)

@@ -133,7 +133,7 @@ class _Predictor(Predictor):
 @given(flags=_flags(["--top-k", "--batch-size", "--csv", "--tta", "--ensemble"]))
 def test_predict_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.serve.predict.load_predictor", lambda run_dir: _Predictor())
+    monkeypatch.setattr("features.serve.predict.load_predictor", lambda run_dir, runtime="tf": _Predictor())
     argv = [str(tmp_path), str(photos / "cat"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(predict.main, argv, capsys, "predict.py")
 

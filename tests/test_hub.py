@@ -176,3 +176,18 @@ def test_each_family_exports_or_names_the_format_that_works(family, presets, tmp
         results[fmt] = "exports" if code == 0 else "refused in one line"
     print(f"{family}: {results}")
     assert results["saved_model"] == "exports"
+
+
+def test_an_encoder_onnx_cannot_run_falls_back_to_tensorflow_or_is_refused(presets, tmp_path, capsys):
+    """DINOv2's exact GELU (Erf) has no ONNX form by tf2onnx: --runtime auto extracts on TensorFlow, --runtime
+    onnx refuses in one line naming the runtime that works. CLIP converts and runs on ONNX Runtime."""
+    pytest.importorskip("onnxruntime")
+    photos = make_image_folder(tmp_path / "pets", per_class=4)
+    base = ["--data-dir", str(photos), "--out", str(tmp_path / "emb"), "--json", "-q"]
+    assert extract.main([*base, "--backbone", f"hub:{presets['dinov2']}", "--runtime", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "has no ONNX form" in err and "give --runtime tf" in err and len(err.strip().splitlines()) == 1
+    assert extract.main([*base, "--backbone", f"hub:{presets['dinov2']}"]) == 0
+    assert last_json(capsys.readouterr().out)["runtime"] == "tf"
+    assert extract.main([*base, "--backbone", f"hub:{presets['clip']}"]) == 0
+    assert last_json(capsys.readouterr().out)["runtime"] == "onnx"

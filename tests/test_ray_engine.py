@@ -42,7 +42,8 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local(photos, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    assert extract.main(["--data-dir", str(photos), "--out", str(out), "-q", *ARGS]) == 0
+    # TensorFlow in this process; the actors run the converted network on ONNX Runtime (the default on CPUs)
+    assert extract.main(["--data-dir", str(photos), "--out", str(out), "-q", "--runtime", "tf", *ARGS]) == 0
     return store.read_cache(next(out.glob("**/*.h5")))
 
 
@@ -59,9 +60,10 @@ def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, 
                          *ARGS]) == 0
     result = last_json(capsys.readouterr().out)
     assert result["engine"] == "ray" and result["skipped_by_kind"] == {"not an image": 1}
+    assert result["runtime"] == "onnx" and local.attrs["runtime"] == "tf"
     cache = store.read_cache(result["cache"])
     _same(cache, local)
-    assert cache.attrs["engine"] == "ray"
+    assert cache.attrs["engine"] == "ray" and cache.attrs["runtime"] == "onnx"
     assert not list(tmp_path.glob("**/*.parts")) and not list(tmp_path.glob("**/*.lock"))
 
 

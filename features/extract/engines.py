@@ -33,24 +33,37 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """This process, every core: tf.data decodes while the frozen graph embeds.
+    """This process, every core: tf.data decodes while the network embeds, in TensorFlow's frozen
+    graph or on ONNX Runtime (``runtime``).
 
     Args:
         headers: the files' headers, read by the caller for the rows to embed (the pixel
             limit's refusals among them).
+        runtime: "tf", "onnx", or "auto" (ONNX Runtime where the network converts, else TensorFlow).
+        onnx_dir: where converted networks are kept.
     """
 
     name = "local"
 
     def __init__(self, source, backbone: Backbone, pooling: str, tta: str, seed: int, batch_size: int,
-                 headers):
+                 headers, runtime: str = "tf", onnx_dir=None):
         self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
         self.batch_size, self.headers, self.model = batch_size, headers, None
+        self.runtime, self.onnx_dir, self.onnx, self.conversion_seconds = runtime, onnx_dir, None, 0.0
 
     def prepare(self) -> None:
         from ..models.build import create_embedder
+        from ..models.onnx import OnnxEmbedder
 
+        converted = onnx_network(self)
+        if converted is not None:
+            self.onnx = OnnxEmbedder(converted.path)
+            return
         self.model = create_embedder(self.backbone, self.pooling, self.tta, self.seed)
+
+    @property
+    def runtime_version(self) -> str:
+        return _runtime_version(self.runtime)
 
     def batches(self, indices):
         from ..data import image_batches
@@ -58,9 +71,33 @@ class LocalEngine:
 
         size = self.backbone.image_size
         pending = iter(image_batches(self.source, size, self.batch_size, indices, self.headers))  # decoding starts ...
-        embed = embedding_function(self.model, size)  # ... while the graph is traced and optimised
+        # ... while the graph is traced and optimised; tf.data decodes the next batch while this one embeds
+        embed = self.onnx or embedding_function(self.model, size)
         for batch_index, images in pending:
             yield batch_index.numpy(), np.asarray(embed(images), np.float32)
+
+
+def _runtime_version(runtime: str) -> str:
+    if runtime == "onnx":
+        import onnxruntime
+
+        return onnxruntime.__version__
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def onnx_network(engine):
+    """The engine's network converted for ONNX Runtime when its ``runtime`` runs it there (see
+    :func:`features.models.onnx.converted_or_none`), else None; sets ``engine.runtime`` to what runs
+    and ``engine.conversion_seconds``."""
+    from ..models.onnx import converted_or_none
+
+    converted = converted_or_none(engine.backbone, engine.pooling, engine.tta, engine.seed, engine.onnx_dir,
+                                  engine.runtime)
+    engine.runtime = "onnx" if converted else "tf"
+    engine.conversion_seconds = converted.seconds if converted else 0.0
+    return converted
 
 
 class RayEngine:
@@ -69,20 +106,28 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, source, backbone: Backbone, pooling: str, tta: str, seed: int, batch_size: int,
-                 address: str | None = None):
+                 address: str | None = None, runtime: str = "tf", onnx_dir=None):
         self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
         self.batch_size, self.address = batch_size, address
+        self.runtime, self.onnx_dir, self.onnx_model, self.conversion_seconds = runtime, onnx_dir, None, 0.0
 
     def prepare(self) -> None:
         from .ray_cluster import check_source
 
         check_source(self.source)
+        converted = onnx_network(self)  # on the driver, once; each actor gets the model's bytes
+        if converted is not None:
+            self.onnx_model = converted.path.read_bytes()
+
+    @property
+    def runtime_version(self) -> str:
+        return _runtime_version(self.runtime)
 
     def batches(self, indices):
         from .ray_cluster import embed_batches
 
         return embed_batches(self.source, self.backbone, self.pooling, self.seed, self.batch_size, indices,
-                             self.address, tta=self.tta)
+                             self.address, tta=self.tta, onnx_model=self.onnx_model)
 
 
 def run_engine(engine: Engine, indices, checkpoints, checkpoint_rows: int, progress: bool, done: int = 0):

@@ -173,18 +173,26 @@ class Embedder:
     """One actor of the pool: builds the backbone once, then decodes and embeds batches of paths."""
 
     def __init__(self, backbone: str, image_size: int, weights: str, pooling: str, seed: int,
-                 max_pixels: int | None, threads: int = 0, tta: str = "none"):
+                 max_pixels: int | None, threads: int = 0, tta: str = "none", onnx_model: bytes | None = None):
         import tensorflow as tf
 
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-        from ..models.build import create_embedder, embedding_function
         from ..models.registry import resolve_backbone
 
-        model = create_embedder(resolve_backbone(backbone, image_size, weights), pooling, tta, seed)
-        self.size, self.max_pixels, self.width = image_size, max_pixels, int(model.output.shape[-1])
+        spec = resolve_backbone(backbone, image_size, weights)
+        self.size, self.max_pixels, self.width = image_size, max_pixels, spec.spec.width
         self.threads = threads or None  # decoding threads: the node's cores, as the local engine's tf.data
+        if onnx_model is not None:  # converted once by the driver; ONNX Runtime's threads: the actor's share
+            from ..models.onnx import OnnxEmbedder
+
+            self.embed = OnnxEmbedder(onnx_model, threads or None)
+            return
+        from ..models.build import create_embedder, embedding_function
+
+        model = create_embedder(spec, pooling, tta, seed)
+        self.width = int(model.output.shape[-1])
         self.embed = embedding_function(model, image_size)
 
     def __call__(self, batch: dict) -> dict:
@@ -233,7 +241,7 @@ def check_source(source) -> None:
 
 
 def embed_batches(source, backbone, pooling: str, seed: int, batch_size: int, indices, address: str | None = None,
-                  temp_dir: str | None = None, tta: str = "none"):
+                  temp_dir: str | None = None, tta: str = "none", onnx_model: bytes | None = None):
     """(listing indices, embeddings) of the rows ``indices`` of ``source``, embedded on Ray, in listing order.
 
     Raises:
@@ -260,7 +268,7 @@ def embed_batches(source, backbone, pooling: str, seed: int, batch_size: int, in
         fn_constructor_kwargs={"backbone": backbone.name, "image_size": backbone.image_size,
                                "weights": backbone.weights, "pooling": pooling, "seed": seed,
                                "max_pixels": source.max_pixels, "threads": setup["threads"],
-                               "tta": tta})
+                               "tta": tta, "onnx_model": onnx_model})
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             yield np.asarray(batch["index"], np.int64), np.asarray(batch["embedding"], np.float32)

@@ -23,6 +23,7 @@ from .. import validate
 from ..data import RESIZE_METHOD, DataSource, Headers, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
 from ..io import check_output_folder
+from ..models.onnx import resolve_runtime
 from ..models.registry import Backbone, check_pooling, check_tta, default_batch_size, resolve_backbone
 from .engines import LocalEngine, RayEngine, run_engine
 
@@ -50,6 +51,8 @@ class ExtractionResult:
     engine: str = "local"
     batch_size: int | None = None  # images per forward pass (None: a cache hit, not recorded)
     batch_default_for: str | None = None  # "cpu" or "gpu" where the batch was the device's default
+    runtime: str = "tf"  # what ran the network: "tf" (TensorFlow's frozen graph) or "onnx" (ONNX Runtime)
+    conversion_seconds: float = 0.0  # converting the network for ONNX Runtime, this run (0: converted before)
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
@@ -64,7 +67,8 @@ class ExtractionResult:
                 "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes,
                 "first_batch_seconds": round(self.first_batch_seconds, 3),
                 "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, "runtime": self.runtime,
+                "conversion_seconds": round(self.conversion_seconds, 2)}
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class ExtractSettings:
         out_dir: the cache folder.
         shard: (index, count): this worker embeds the index-th of count slices of the listing.
         engine: "local" or "ray".
+        runtime: what runs the network: "tf", "onnx" (ONNX Runtime), or "auto" (ONNX Runtime on a
+            CPU where it is installed and the network converts, else TensorFlow).
         ray_address: the Ray cluster (see :func:`features.extract.ray_cluster.connect`).
         force: recompute even when the cache is up to date.
         progress: show a progress bar.
@@ -96,12 +102,13 @@ class ExtractSettings:
     force: bool = False
     progress: bool = True
     checkpoint_batches: int = 8
+    runtime: str = "auto"
 
     @classmethod
     def resolve(cls, backbone, weights: str = "imagenet", image_size: int | None = None, pooling: str = "avg",
                 tta: str = "none", batch_size: int | None = None, out_dir="embeddings", shard: str = "0/1",
                 engine: str = "local", ray_address: str | None = None, force: bool = False,
-                progress: bool = True, checkpoint_batches: int = 8) -> "ExtractSettings":
+                progress: bool = True, checkpoint_batches: int = 8, runtime: str = "auto") -> "ExtractSettings":
         """Check every setting, before any work.
 
         Args:
@@ -122,8 +129,9 @@ class ExtractSettings:
         check_pooling(pooling)
         check_tta(tta)
         validate.whole(checkpoint_batches, "checkpoint_batches", 1)
+        resolve_runtime(runtime, gpu=False)  # an unknown runtime, or onnx not installed: refused before any work
         return cls(backbone, pooling, tta, batch_size, Path(out_dir), parse_shard(shard), engine, ray_address,
-                   bool(force), bool(progress), checkpoint_batches)
+                   bool(force), bool(progress), checkpoint_batches, runtime)
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -141,6 +149,17 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return i, k
 
 
+def engine_gpus(settings: ExtractSettings) -> int:
+    """The GPUs that will embed: this process's (local engine) or the cluster's (Ray engine)."""
+    if settings.engine == "ray":
+        from .ray_cluster import cluster_gpus
+
+        return cluster_gpus(settings.ray_address)
+    from ..device import visible_gpus
+
+    return visible_gpus()
+
+
 def resolve_batch_size(settings: ExtractSettings) -> tuple[int, str | None]:
     """(batch, device): the batch size as given (device None), or where none was given the default
     for the device that will embed ("gpu" or "cpu"): a GPU of this process (local engine) or
@@ -148,13 +167,7 @@ def resolve_batch_size(settings: ExtractSettings) -> tuple[int, str | None]:
     """
     if settings.batch_size is not None:
         return settings.batch_size, None
-    if settings.engine == "ray":
-        from .ray_cluster import cluster_gpus
-
-        return default_batch_size(cluster_gpus(settings.ray_address))
-    from ..device import visible_gpus
-
-    return default_batch_size(visible_gpus())
+    return default_batch_size(engine_gpus(settings))
 
 
 def cache_key(source: DataSource, settings: ExtractSettings) -> dict:
@@ -261,17 +274,26 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
     todo = indices[indices > last]
     headers = Headers.unread(len(source))  # the Ray engine's actors read the headers of their own files
     engine_args = (source, settings.backbone, settings.pooling, settings.tta, source.seed, batch_size)
+    runtime = settings.runtime if len(todo) else "tf"  # with nothing left to embed, nothing runs
+    if runtime != "tf" and resolve_runtime(runtime, gpu=engine_gpus(settings) > 0) == "tf":
+        runtime = "tf"  # "auto" on a GPU, or without ONNX Runtime; else the engine tries the conversion
+    runtime = {"runtime": runtime, "onnx_dir": settings.out_dir / "onnx"}
     if settings.engine == "ray":
-        engine = RayEngine(*engine_args, address=settings.ray_address)
+        engine = RayEngine(*engine_args, address=settings.ray_address, **runtime)
     else:
         if len(todo):
             headers = headers_for(source, settings.backbone.image_size, indices)
-        engine = LocalEngine(*engine_args, headers=headers)
+        engine = LocalEngine(*engine_args, headers=headers, **runtime)
     first = None  # every row may have been checkpointed before the run stopped (a full disk)
     start = time.perf_counter()
     try:
         if len(todo):
-            engine.prepare()  # the local engine's network is built before the clock starts; Ray's set-up counts
+            try:
+                engine.prepare()  # the local engine's network is built before the clock starts; Ray's set-up counts
+            except Exception:
+                if not resumed:  # refused before any row: no checkpoint folder is left behind
+                    checkpoints.clear()
+                raise
             start = time.perf_counter() if engine.name == "local" else start
             first = run_engine(engine, todo, checkpoints, settings.checkpoint_batches * batch_size,
                                settings.progress, done=len(indices) - len(todo))
@@ -288,11 +310,11 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
     # The one-time set-up (tracing and optimising the graph, the first batch), and the rate after it.
     setup = (first[0] - start, first[1]) if first else (seconds, 0)
     return _write_cache(source, settings, batch_size, path, key, checkpoints, indices, headers, resumed, seconds,
-                        setup)
+                        setup, engine)
 
 
 def _write_cache(source, settings: ExtractSettings, batch_size: int, path: Path, key: dict, checkpoints, indices,
-                 headers, resumed: int, seconds: float, setup: tuple[float, int]) -> ExtractionResult:
+                 headers, resumed: int, seconds: float, setup: tuple[float, int], engine) -> ExtractionResult:
     """The cache from the checkpoints, with every skipped image and its reason; the checkpoints removed.
 
     Args:
@@ -323,6 +345,7 @@ def _write_cache(source, settings: ExtractSettings, batch_size: int, path: Path,
                 "batch_size": batch_size, "seconds": seconds, "resumed_rows": resumed,
                 "images_per_second": rate, "first_batch_seconds": setup, "max_pixels": source.max_pixels or 0,
                 "ignored": source.ignored, "engine": settings.engine,
+                "runtime": engine.runtime, "runtime_version": engine.runtime_version,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "versions": library_versions(),
             }
@@ -342,4 +365,5 @@ def _write_cache(source, settings: ExtractSettings, batch_size: int, path: Path,
                             [{"id": s[1], "reason": s[2], "kind": s[3]} for s in skipped],
                             resumed=resumed, ignored=dict(source.ignored), empty_classes=empty,
                             first_batch_seconds=setup, steady_images_per_second=steady, engine=settings.engine,
-                            batch_size=batch_size)
+                            batch_size=batch_size, runtime=engine.runtime,
+                            conversion_seconds=engine.conversion_seconds)

@@ -105,7 +105,7 @@ def load_exportable(run_dir) -> Exportable:
 
     name = load_head(RunFiles(run_dir) / RunFiles.HEAD)["head"]
     linear = fold_head(predictor.model, name)
-    model, size = predictor.backbones[0]
+    _, size, _, model = predictor.backbones[0]  # loaded on TensorFlow: the Keras model is the graph to export
     return Exportable(Path(run_dir), "head", predictor.class_names, size, model, linear, name)
 
 
@@ -235,7 +235,7 @@ def _onnx(model: Exportable, folder: Path) -> None:
     try:
         import tf2onnx
     except ImportError:
-        raise UsageError("ONNX export needs tf2onnx and onnx: pip install -r requirements-export.txt") from None
+        raise UsageError("ONNX export needs tf2onnx and onnx: pip install -r requirements.txt") from None
     size = model.image_size
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])

@@ -206,7 +206,7 @@ def _onnx_runner(target: Path):
     try:
         import onnxruntime
     except ImportError:
-        raise UsageError("running an ONNX model needs onnxruntime: pip install -r requirements-export.txt") from None
+        raise UsageError("running an ONNX model needs onnxruntime: pip install -r requirements.txt") from None
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 

@@ -48,7 +48,8 @@ class RunPredictor(Predictor):
     class_names: list[str]
     image_size: int
     model: object  # a head pipeline, or a keras.Model
-    backbones: list = None
+    backbones: list = None  # a head's: (embed, image size, width, keras.Model or None on ONNX Runtime) of each
+    runtime: str = "tf"  # what runs a head's backbones: "tf" or "onnx" (ONNX Runtime)
     tta: str = "none"  # a head's: its cache's flip averaging, inside its backbone
 
     def probabilities(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
@@ -60,16 +61,16 @@ class RunPredictor(Predictor):
 
             return probabilities(self.model, indexed_batches(paths, None, self.image_size, batch_size), tta)
         parts, rows = [], None
-        for model, size in self.backbones:
+        for embed, size, width, _ in self.backbones:
             index, emb = [], []
             for batch_index, images in image_batches(paths, size, batch_size):
                 index.append(batch_index.numpy())
-                emb.append(np.asarray(model(images, training=False)))
+                emb.append(np.asarray(embed(images), np.float32))
             got = np.concatenate(index) if index else np.zeros(0, np.int64)
             if rows is not None and not np.array_equal(rows, got):
                 raise UsageError("the backbones decoded different images; give files every backbone can read")
             rows = got
-            parts.append(np.vstack(emb) if emb else np.zeros((0, model.output.shape[-1]), np.float32))
+            parts.append(np.vstack(emb) if emb else np.zeros((0, width), np.float32))
         if not len(rows):
             return rows, np.zeros((0, len(self.class_names)))
         return rows, self.model.predict_proba(np.hstack(parts))
@@ -101,13 +102,16 @@ class EnsemblePredictor(Predictor):
         return rows, np.mean([p[np.searchsorted(r, rows)] for r, p in results], axis=0)
 
 
-def open_predictor(path, ensemble=(), tta: str = "none") -> Predictor:
+def open_predictor(path, ensemble=(), tta: str = "none", runtime: str = "auto") -> Predictor:
     """What ``predict.py`` classifies with: a run folder, an exported model, or run folders averaged.
 
     Args:
         path: a run folder of classify.py or finetune.py, or a model export.py wrote (or its folder).
         ensemble: more run folders whose probabilities are averaged with ``path``'s.
         tta: the test-time augmentation asked for; an exported model runs as it was exported.
+        runtime: what runs a head's backbones: "tf", "onnx" or "auto" (ONNX Runtime on a CPU, with the
+            network converted once into the ``onnx/`` folder beside the head's caches; see
+            :func:`features.models.onnx.converted_or_none`).
 
     Raises:
         UsageError: an export given with ``ensemble`` or ``tta``, or any run folder refused.
@@ -120,9 +124,9 @@ def open_predictor(path, ensemble=(), tta: str = "none") -> Predictor:
             raise UsageError(f"{path}: an exported model runs as it was exported; {{ensemble}} and {{tta}} "
                              "take run folders")
         return load_exported(exported)
-    predictor = load_predictor(path)
+    predictor = load_predictor(path, runtime)
     if ensemble:  # {tta} applies to the fine-tuned runs among them
-        return EnsemblePredictor([predictor] + [load_predictor(d) for d in ensemble])
+        return EnsemblePredictor([predictor] + [load_predictor(d, runtime) for d in ensemble])
     if predictor.kind == "head" and tta != "none":
         raise UsageError(f"{path}: a head's embeddings are flip-averaged when its cache was extracted with flips "
                          f"(this head's: {predictor.tta}), whatever {{tta}} says; {{tta}} applies to fine-tuned runs")
@@ -133,7 +137,7 @@ def _refuse(run_dir, why: str):
     raise UsageError(f"{run_dir}: {why}")
 
 
-def load_predictor(run_dir) -> RunPredictor:
+def load_predictor(run_dir, runtime: str = "tf") -> RunPredictor:
     """Load a run folder written by classify.py (head.skops) or finetune.py (model.keras).
 
     Raises:
@@ -143,7 +147,7 @@ def load_predictor(run_dir) -> RunPredictor:
     if files.kind == "finetune":
         return _load_finetuned(files)
     if files.kind == "head":
-        return _load_head(files)
+        return _load_head(files, runtime)
     _refuse(run_dir, "not a run folder of classify.py (head.skops) or finetune.py (model.keras)")
 
 
@@ -175,9 +179,33 @@ def _load_finetuned(files: RunFiles) -> RunPredictor:
     return RunPredictor(run_dir, "finetune", names, size, model)
 
 
-def _load_head(files: RunFiles) -> RunPredictor:
+def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: int = 0):
+    """(embed, width, runtime, Keras model or None) of one of a head's backbones: on ONNX Runtime where
+    ``runtime`` runs it there (converted into ``onnx_dir`` once), else TensorFlow's frozen graph."""
+    from ..device import visible_gpus
+    from ..models.build import create_embedder, embedding_function
+    from ..models.onnx import OnnxEmbedder, converted_or_none, resolve_runtime
+
+    if runtime != "tf" and onnx_dir is not None and resolve_runtime(runtime, gpu=visible_gpus() > 0) != "tf":
+        converted = converted_or_none(backbone, pooling, tta, seed, onnx_dir, runtime)
+        if converted:
+            return OnnxEmbedder(converted.path), backbone.spec.width, "onnx", None
+    model = create_embedder(backbone, pooling, tta, seed)
+    return embedding_function(model, backbone.image_size), int(model.output.shape[-1]), "tf", model
+
+
+def _onnx_folder(meta: dict):
+    """Where the head's extraction kept its converted networks: ``onnx/`` in the caches' folder."""
+    features = meta.get("features")
+    first = features[0] if isinstance(features, list) and features else features
+    if not isinstance(first, str):
+        return None
+    root = Path(first).parent.parent  # <out>/<dataset>/<cache>.h5
+    return root / "onnx" if root.is_dir() else None
+
+
+def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
     from ..heads.registry import load_head
-    from ..models.build import create_backbone
     from ..models.registry import resolve_backbone
 
     run_dir = files.folder
@@ -199,23 +227,27 @@ def _load_head(files: RunFiles) -> RunPredictor:
     if len(sizes) != len(backbones) or len(weights) != len(backbones) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in sizes):
         _refuse(run_dir, "the head's record does not say the image size and weights of each backbone")
-    models, width = [], 0
+    models, width, ran = [], 0, set()
     for name, size, w in zip(backbones, sizes, weights):
         backbone = resolve_backbone(name, int(size), w or "imagenet")
         if backbone.weights not in ("imagenet", "none") and len(backbones) == 1 and meta.get("weights_sha256") \
                 and backbone.weights_sha256 != meta["weights_sha256"]:
             _refuse(run_dir, f"the weights file {backbone.weights_file} changed since the head was trained "
                              "(checksum differs)")
-        model = create_backbone(backbone, pooling=meta.get("pooling") or "avg", tta=meta.get("tta") or "none")
-        models.append((model, int(size)))
-        width += int(model.output.shape[-1])
+        seed = meta.get("seed")
+        embed, dim, used, model = _embedder(backbone, meta.get("pooling") or "avg", meta.get("tta") or "none",
+                                            runtime, _onnx_folder(meta), seed if isinstance(seed, int) else 0)
+        models.append((embed, int(size), dim, model))
+        width += dim
+        ran.add(used)
     try:
         expected = int(pipeline.named_steps["scale"].n_features_in_)
     except (AttributeError, KeyError, TypeError, ValueError):
         _refuse(run_dir, "head.skops does not hold a fitted scaler and classifier of classify.py")
     if width != expected:
         _refuse(run_dir, f"the head takes {expected}-d embeddings but {meta.get('backbone')} gives {width}")
-    return RunPredictor(run_dir, "head", names, int(sizes[0]), pipeline, models, tta=meta.get("tta") or "none")
+    return RunPredictor(run_dir, "head", names, int(sizes[0]), pipeline, models, tta=meta.get("tta") or "none",
+                        runtime="+".join(sorted(ran)))
 
 
 def top_k(proba: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]]]:
