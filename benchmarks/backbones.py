@@ -17,10 +17,11 @@ A benchmark, not a test: compare figures from one run on one machine.
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import os
 import platform
-import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=4.0, help="time each backbone at least this long (and 2 batches)")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the file whose section this writes")
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument("--one", metavar="NAME", help=argparse.SUPPRESS)  # one backbone, in a child process
     return p
 
 
@@ -124,13 +126,31 @@ def _hub_preset(name: str, build, converter_class, folder: Path) -> str:
     return f"hub:{path}"
 
 
+def measure(name: str, batch_size: int, seconds: float) -> dict:
+    """One backbone's figures, in this process (``--one``): size, width, parameters, images per second."""
+    from features.models import create_backbone, get_spec
+
+    try:
+        hub = hub_encoders()
+    except ModuleNotFoundError:
+        hub = {}
+    with tempfile.TemporaryDirectory(prefix="backbones-") as presets:
+        backbone = _hub_preset(name, *hub[name], Path(presets)) if name in hub else name
+        size = get_spec(backbone).default_size
+        model = create_backbone(backbone, weights="none", image_size=size)
+        return {"size": size, "width": int(model.output.shape[-1]), "params": model.count_params(),
+                "rate": _rate(model, size, batch_size, seconds)}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.one:
+        print(json.dumps(measure(args.one, args.batch_size, args.seconds)))
+        return 0
     import keras
     import tensorflow as tf
 
-    from features.models import create_backbone, get_spec
     from features.models.registry import REGISTRY
 
     try:
@@ -144,27 +164,23 @@ def main(argv=None) -> int:
         return 2
     lines = [f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, TensorFlow "
              f"{tf.__version__}, Keras {keras.__version__}; frozen graph, batches of {args.batch_size}, random "
-             "weights and pixels", "",
+             "weights and pixels, each backbone in a fresh process", "",
              f"{'backbone':20s} {'size':>5s} {'width':>6s} {'params':>8s} {'img/s':>7s}  {'published':>9s}  source"]
     print("\n".join(lines), flush=True)
-    presets = tempfile.TemporaryDirectory(prefix="backbones-")
-    for name in names:
-        keras.backend.clear_session()
-        gc.collect()
-        backbone = _hub_preset(name, *hub[name], Path(presets.name)) if name in hub else name
-        size = get_spec(backbone).default_size
-        model = create_backbone(backbone, weights="none", image_size=size)
-        params = model.count_params()
-        rate = _rate(model, size, args.batch_size, args.seconds)
+    for name in names:  # a fresh process each: the largest networks need the memory the others would keep
+        child = subprocess.run([sys.executable, __file__, "--one", name, "--batch-size", str(args.batch_size),
+                                "--seconds", str(args.seconds)], capture_output=True, text=True)
         top1, source = PUBLISHED.get(name, (None, ""))
-        line = (f"{name:20s} {size:5d} {model.output.shape[-1]:6d} {params / 1e6:7.1f}M {rate:7.1f}  "
-                f"{f'{top1:.1f}%' if top1 else '-':>9s}  {source}")
+        published = f"{f'{top1:.1f}%' if top1 else '-':>9s}  {source}"
+        if child.returncode:
+            why = (child.stderr.strip().splitlines() or [""])[-1]
+            line = f"{name:20s} failed (exit code {child.returncode}): {why}"
+        else:
+            r = json.loads(child.stdout.strip().splitlines()[-1])
+            line = (f"{name:20s} {r['size']:5d} {r['width']:6d} {r['params'] / 1e6:7.1f}M {r['rate']:7.1f}  "
+                    f"{published}")
         lines.append(line)
         print(line, flush=True)
-        del model
-        if name in hub:
-            shutil.rmtree(backbone[len("hub:"):])
-    presets.cleanup()
     lines += ["", "published figures, quoted (not measured here):"]
     lines += [f"  {key}: {text}" for key, text in SOURCES.items()]
     print("\n".join(lines[-len(SOURCES) - 1:]))
