@@ -173,8 +173,10 @@ def main(argv=None) -> int:
         top1, source = PUBLISHED.get(name, (None, ""))
         published = f"{f'{top1:.1f}%' if top1 else '-':>9s}  {source}"
         if child.returncode:
-            why = (child.stderr.strip().splitlines() or [""])[-1]
-            line = f"{name:20s} failed (exit code {child.returncode}): {why}"
+            lines_out = [x for x in child.stderr.strip().splitlines() if x[:1] not in "IWE" or "Error" in x]
+            why = f"killed by signal {-child.returncode} (on Linux, the out-of-memory killer, most likely)" \
+                if child.returncode < 0 else (lines_out or [""])[-1]
+            line = f"{name:20s} failed: {why}"
         else:
             r = json.loads(child.stdout.strip().splitlines()[-1])
             line = (f"{name:20s} {r['size']:5d} {r['width']:6d} {r['params'] / 1e6:7.1f}M {r['rate']:7.1f}  "

@@ -6,7 +6,8 @@ first batch came (the set-up mark) and checkpoints the rows (:class:`features.ca
 The local engine decodes with tf.data and embeds in this process; the Ray engine
 (:mod:`.ray_cluster`) maps the same decode and the same network over a pool of actors.
 Both build the network the same way (:func:`features.models.build.create_embedder`), so
-they write the same cache.
+they write the same cache; either runs it in TensorFlow's frozen graph or, converted once,
+on ONNX Runtime (:mod:`features.models.onnx`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ class Engine(Protocol):
 
     name: str
     backbone: Backbone
+    runtime: str  # asked for ("tf", "onnx", "auto"); after prepare, what runs the network ("tf" or "onnx")
+    conversion_seconds: float  # converting the network for ONNX Runtime in prepare (0: none, or kept before)
 
     def prepare(self) -> None:
-        """Set-up that does not count as embedding time (the local engine builds its network here)."""
+        """Set-up that does not count as embedding time (the local engine builds its network here, and both
+        convert it for ONNX Runtime where their runtime asks for it: :func:`onnx_network`)."""
 
     def batches(self, indices: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(listing indices, float32 embeddings) of the rows ``indices`` that decoded, in order."""
