@@ -88,7 +88,7 @@ def test_the_default_batch_suits_the_device_and_is_printed_and_recorded(image_fo
     assert "batch size 12 (the default on a GPU)" in out and result["batch_size"] == 12
     assert store.read_attrs(result["cache"])["batch_size"] == 12
     code, out, err = run_main(extract.main, args + ["--out", str(tmp_path / "given"), "--batch-size", "8"])
-    assert "batch size 8\n" in out and store.read_attrs(last_json(out)["cache"])["batch_size"] == 8
+    assert "batch size 8, runtime" in out and store.read_attrs(last_json(out)["cache"])["batch_size"] == 8
 
 
 def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys, run_main):
