@@ -157,3 +157,16 @@ def test_predict_runs_a_heads_backbone_on_either_runtime_alike(image_folder, tmp
     from features.serve.predict import open_predictor
 
     assert open_predictor(run, runtime="onnx").runtime == "onnx" and open_predictor(run, runtime="tf").runtime == "tf"
+
+
+def test_a_full_disk_while_converting_ends_in_one_line_and_leaves_nothing(image_folder, tmp_path, run_main):
+    from conftest import tmpfs
+
+    with tmpfs(tmp_path / "emb" / "onnx", "size=1m") as onnx_dir:  # the converted Lite0 is 13 MB
+        code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"),
+                                               *FAST])
+        assert code == 2 and "no space left on the device while converting the network" in err, err
+        assert len(err.strip().splitlines()) == 1 and "--runtime tf" in err
+        assert not list(onnx_dir.glob("*.onnx")) and not list(onnx_dir.glob(".*tmp"))
+        assert not list((tmp_path / "emb").glob("*/*.h5*"))
+        assert _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "tf")["runtime"] == "tf"
