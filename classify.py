@@ -1,102 +1,11 @@
 """Train a scikit-learn head on cached embeddings and score it on the cache's test split.
 
-examples:
-  python classify.py --model svm                          # the cache extract.py made or re-used last
-  python classify.py --model logreg --features embeddings/flowers/efficientnet_lite0-224.h5
-  python classify.py --model logreg --features a.h5 b.h5  # two backbones' embeddings side by side
-  python classify.py --model logreg --stream --features big.h5   # never holds the embeddings in memory
-
-Hyper-parameters (C, gamma, k) are chosen by stratified cross-validation on the training
-split (--C etc. fix one), then the head is refitted on train + val and scored on test:
-the same test images that every other method is scored on. logreg with --stream (or by
-itself, when the matrix would not fit in memory) reads the cache a block of rows at a time
-and reaches the same optimum by L-BFGS, C chosen on the validation split; sgd always streams
-and chooses alpha and its epochs on the validation split. Each run writes a folder under
---out (head.skops, metrics.json, report.txt, confusion.png) and appends one row to
---out/results.jsonl.
+The code is features/cli/classify.py (`tl-classify` when installed); `python classify.py --help` says how.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
 
-from features import cli
-from features.cli import HelpFormatter, add_common_flags, print_json
-from features.heads.registry import HEADS  # scikit-learn itself is imported only when a head is made
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classify.py", description=__doc__, formatter_class=HelpFormatter)
-    data = p.add_argument_group("features")
-    data.add_argument("--features", nargs="+", metavar="H5",
-                      help="feature cache(s) made by extract.py; several are concatenated "
-                           "(default: the cache extract.py made or re-used last, under --embeddings-dir)")
-    data.add_argument("--embeddings-dir", default="embeddings", metavar="DIR",
-                      help="where to look for the newest cache")
-    head = p.add_argument_group("head")
-    head.add_argument("--model", dest="head", default="logreg", help=f"one of: {', '.join(HEADS)}")
-    head.add_argument("--C", type=float, help="fix the regularisation C (logreg, svm, linear_svm)")
-    head.add_argument("--gamma", help="fix the RBF kernel's gamma (svm): a number, 'scale' or 'auto'")
-    head.add_argument("--k", type=int, help="fix the number of neighbours (knn)")
-    head.add_argument("--alpha", type=float, help="fix the regularisation alpha (sgd)")
-    head.add_argument("--epochs", type=int,
-                      help="passes over the rows (sgd; default: chosen on the validation split)")
-    head.add_argument("--stream", action="store_true",
-                      help="read the cache a block of rows at a time (logreg: the same optimum by L-BFGS, C chosen on "
-                           "the validation split); logreg streams by itself when the matrix would not fit in memory")
-    head.add_argument("--class-weight", default="none", choices=("none", "balanced"),
-                      help="'balanced' reweights classes by inverse frequency (imbalanced folders)")
-    head.add_argument("--cv", type=int, default=5, help="folds of the hyper-parameter search")
-    head.add_argument("--n-jobs", type=int, default=-1, help="parallel jobs of the search (-1: all cores)")
-    head.add_argument("--seed", type=int, default=0, help="seed of the search folds and estimators")
-    out = p.add_argument_group("run")
-    out.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
-    add_common_flags(p)
-    return p
-
-
-def _body(args) -> None:
-    from features import cache as store
-    from features.errors import UsageError
-    from features.heads.classify import check_fits_in_memory, classify, classify_streaming, fits_in_memory
-    from features.heads.registry import check_epochs, check_params, check_search, get_head_spec
-    from features.results.metrics import summary_line
-
-    spec = get_head_spec(args.head)  # flags first, then work
-    fixed = check_params({"C": args.C, "gamma": args.gamma, "k": args.k, "alpha": args.alpha})
-    check_search(args.cv, args.n_jobs, args.seed)
-    check_epochs(args.epochs, spec)
-
-    if args.stream and not spec.streams:
-        can = ", ".join(n for n, s in HEADS.items() if s.streams)
-        raise UsageError(f"{{stream}}: {{head}} {args.head} holds the embeddings in memory; heads that stream: {can}")
-    paths = args.features or [store.newest_cache(args.embeddings_dir)]
-    class_weight = None if args.class_weight == "none" else "balanced"
-    if spec.streaming or (spec.streams and (args.stream or not fits_in_memory(paths))):
-        if not (spec.streaming or args.stream):
-            logging.getLogger("classify").info("the embeddings would not fit in memory: %s streams them", args.head)
-        with store.CacheRows(paths) as rows:
-            result = classify_streaming(rows, args.head, fixed, class_weight=class_weight, seed=args.seed,
-                                        epochs=args.epochs, out_dir=args.out, features=[str(p) for p in paths])
-    else:
-        check_fits_in_memory(paths, args.head)
-        cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])
-        result = classify(cache, args.head, fixed, class_weight=class_weight, cv=args.cv, n_jobs=args.n_jobs,
-                          seed=args.seed, out_dir=args.out, features=[str(p) for p in paths])
-    passes = f", {result['passes']} passes over the cache" if result.get("passes") else ""
-    print(f"{args.head} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
-          f"  params {result['params']}, search {result['search_seconds']:.2f} s, "
-          f"fit {result['fit_seconds']:.2f} s{passes}, predict {result['predict_seconds']:.3f} s\n"
-          f"  run folder {result['run_dir']}")
-    if args.json:
-        print_json(result)
-
-
-def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
-
+from features.cli.classify import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,56 +1,11 @@
 """Score an ensemble of run folders: their probabilities averaged, on the same test images.
 
-examples:
-  python ensemble.py runs/<finetune run>/ runs/<logreg run>/            # these runs, averaged
-  python ensemble.py runs/*flowers* --select val                       # the best set, chosen on val
-
-Each run folder of classify.py and finetune.py holds its validation and test probabilities
-(probabilities.npz), so nothing is decoded again. --select val chooses the members greedily
-on the validation split (start from the best run, add the one that improves the average's
-validation accuracy most, ties broken by log loss, while one does); the test split is scored
-once, for the chosen set. Appends one row (method "ensemble") to --out/results.jsonl and writes a run folder.
+The code is features/cli/ensemble.py (`tl-ensemble` when installed); `python ensemble.py --help` says how.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from features import cli
-from features.cli import HelpFormatter, add_common_flags, print_json
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ensemble.py", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders of classify.py or finetune.py")
-    p.add_argument("--select", default="all", choices=("all", "val"),
-                   help="all: every run given; val: greedy selection on the validation split")
-    p.add_argument("--max-members", type=int, metavar="N", help="with --select val: at most N runs")
-    p.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
-    add_common_flags(p)
-    return p
-
-
-def _body(args) -> None:
-    from features.errors import UsageError
-    from features.results.ensemble import score_ensemble
-    from features.results.metrics import summary_line
-
-    if args.max_members is not None and args.max_members < 1:
-        raise UsageError(f"{{max_members}} {args.max_members}: must be at least 1")
-    result = score_ensemble(args.run_dirs, args.select, args.max_members, args.out)
-    for m in result["members_report"]:
-        mark = "*" if m["chosen"] else " "
-        print(f"{mark} {m['label']:40s} val {m['val_accuracy']:.4f}  test {m['test_accuracy']:.4f}  {m['run_dir']}")
-    print(f"ensemble of {len(result['members'])} ({args.select}) on {result['dataset']}: val "
-          f"{result['val_accuracy']:.4f}; {summary_line(result['metrics'])}\n  run folder {result['run_dir']}")
-    if args.json:
-        print_json(result)
-
-
-def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
-
+from features.cli.ensemble import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,81 +1,11 @@
 """Classify photos with a run folder of classify.py (a head and its backbone) or finetune.py.
 
-examples:
-  python predict.py runs/<run>/ photo.jpg more_photos/ --top-k 3
-  python predict.py runs/<run>/ more_photos/ --csv predictions.csv
-  python predict.py runs/<run>/export/tflite-int8/model.tflite photos/   # an exported model
-  python predict.py runs/<finetune run>/ photos/ --tta flip            # each photo and its mirror
-  python predict.py runs/<run>/ photos/ --ensemble runs/<run2>/ runs/<run3>/   # probabilities averaged
-
-Folders are searched for images (jpg, jpeg, png, bmp, gif) as extract.py does; files that
-cannot be decoded are listed with the reason, and the others are still classified.
-A run folder whose model and record disagree (classes, image size, embedding width,
-weights file) is refused with the reason.
+The code is features/cli/predict.py (`tl-predict` when installed); `python predict.py --help` says how.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from features import cli
-from features.cli import HelpFormatter, add_common_flags, print_json
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="predict.py", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR_OR_EXPORT",
-                   help="a run folder holding head.skops (classify.py) or model.keras (finetune.py), or a model "
-                        "export.py wrote (model.tflite, model.onnx, a SavedModel folder) with its export.json")
-    p.add_argument("inputs", nargs="+", help="image files and folders")
-    p.add_argument("--top-k", type=int, default=3, help="classes to print per image")
-    p.add_argument("--csv", metavar="PATH", help="write every image's probabilities to this CSV instead of printing")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--tta", default="none", choices=("none", "flip"),
-                   help="flip: a fine-tuned model's probabilities of each photo and its mirror, averaged (a head "
-                        "trained on an extract.py --tta flip cache does this itself)")
-    p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", default=[],
-                   help="more run folders (classify.py or finetune.py, same classes): the probabilities of all "
-                        "of them are averaged")
-    p.add_argument("--runtime", default="auto", choices=("auto", "tf", "onnx"),
-                   help="what runs a classify.py run's backbone: ONNX Runtime (onnx; the network converted once "
-                        "into the onnx/ folder beside the run's caches, as extract.py does), TensorFlow (tf), or "
-                        "auto: ONNX Runtime on a CPU where it is installed and the network converts")
-    add_common_flags(p)
-    return p
-
-
-def _body(args) -> None:
-    from features import validate
-    from features.errors import UsageError
-    from features.serve.predict import list_inputs, open_predictor, top_k, write_csv
-
-    if args.top_k < 1:
-        raise UsageError(f"{{top_k}} {args.top_k}: must be at least 1")
-    validate.batch_size(args.batch_size)
-    paths = list_inputs(args.inputs)
-    if not paths:
-        raise UsageError(f"no images in {', '.join(args.inputs)}")
-    predictor = open_predictor(args.run_dir, args.ensemble, args.tta, args.runtime)
-    rows, proba, failed = predictor.predict(paths, args.batch_size, args.tta)
-    best = top_k(proba, predictor.class_names, min(args.top_k, len(predictor.class_names)))
-    if args.csv:
-        write_csv(args.csv, paths, rows, proba, predictor.class_names, failed)
-        print(f"wrote {args.csv}: {len(rows)} images classified, {len(failed)} unreadable")
-    else:
-        for i, ranked in zip(rows, best):
-            print(f"{paths[i]}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
-    for path, reason in failed:
-        print(f"unreadable {path}: {reason}")
-    if args.json:
-        print_json({"predictions": [{"path": paths[i], "top": [[n, p] for n, p in ranked]}
-                                    for i, ranked in zip(rows, best)],
-                    "unreadable": [{"path": p, "reason": r} for p, r in failed]})
-
-
-def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
-
+from features.cli.predict import main
 
 if __name__ == "__main__":
     sys.exit(main())

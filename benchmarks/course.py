@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from features.cli import HelpFormatter
+from features.cli.common import HelpFormatter
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 STEPS = ("features", "curve", "small-cnn", "frozen-in-graph", "finetune", "recipe", "scratch", "few-shot",

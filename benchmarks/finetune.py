@@ -21,7 +21,7 @@ import platform
 import sys
 from pathlib import Path
 
-from features.cli import HelpFormatter
+from features.cli.common import HelpFormatter
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 METHODS = ("frozen-features", "frozen-in-graph", "finetune", "scratch")

@@ -24,7 +24,7 @@ import numpy as np
 
 
 def build_parser():
-    from features.cli import HelpFormatter
+    from features.cli.common import HelpFormatter
 
     p = argparse.ArgumentParser(prog="benchmarks/gpu_batch.py", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--backbone", default="efficientnet_lite0")

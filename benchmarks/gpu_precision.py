@@ -27,7 +27,7 @@ import numpy as np
 
 
 def build_parser():
-    from features.cli import HelpFormatter
+    from features.cli.common import HelpFormatter
 
     p = argparse.ArgumentParser(prog="benchmarks/gpu_precision.py", description=__doc__,
                                 formatter_class=HelpFormatter)

@@ -18,7 +18,7 @@ import platform
 import sys
 from pathlib import Path
 
-from features.cli import HelpFormatter
+from features.cli.common import HelpFormatter
 from features.heads import HEADS
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.cli import HelpFormatter
+from features.cli.common import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.cli import HelpFormatter
+from features.cli.common import HelpFormatter
 from features.results.report import write_printed_section
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from features.cli import HelpFormatter
+from features.cli.common import HelpFormatter
 from features.results.report import write_printed_section
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -65,8 +65,7 @@ def head_runs(tmp_path_factory):
     sgd run folder on it: ``head_runs.photos``, ``.cache``, ``.runs[head]``. Tests copy what they change."""
     from types import SimpleNamespace
 
-    import classify
-    import extract
+    from features.cli import classify, extract
 
     root = tmp_path_factory.mktemp("heads")
     photos = make_image_folder(root / "pets", per_class=12)
@@ -212,3 +211,51 @@ def fill(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# A script run in a child process that stops at its first checkpoint, written whole, until the test acts: the
+# interruption lands where the test says, never at a moment it hopes for (the run cannot finish first).
+_PAUSED = """
+import sys, time
+from pathlib import Path
+from features.cache import Checkpoints
+from features.cli import extract
+
+real = Checkpoints.write
+
+def write(self, *args, **kwargs):
+    real(self, *args, **kwargs)
+    Path(sys.argv[1]).write_text("checkpointed")
+    time.sleep(3600)  # Ctrl-C lands here as KeyboardInterrupt, kill -9 ends the process here
+
+Checkpoints.write = write
+sys.exit(extract.main(sys.argv[2:]))
+"""
+
+
+@contextmanager
+def paused_extraction(argv, tmp_path, timeout=300):
+    """``extract.py ARGV`` in a child process, yielded once its first checkpoint is on disk and it waits there.
+
+    The caller sends the signal and waits; a child still alive at the end is killed."""
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "paused.marker"
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSED, str(marker), *argv], cwd=Path(__file__).parents[1],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"the extraction ended before its first checkpoint: {proc.communicate()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint within {timeout} s")
+            time.sleep(0.05)
+        marker.unlink()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(60)

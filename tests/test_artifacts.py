@@ -19,12 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import classify
-import ensemble
-import extract
-import predict
-import report
 from conftest import blobs, last_json, write_cache
+from features.cli import classify, ensemble, extract, predict, report
 from features.results import runs
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
@@ -279,7 +275,7 @@ def test_a_damaged_head_file(edits, meta, cut, head_runs, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def onnx_export(head_runs, tmp_path_factory):
-    import export
+    from features.cli import export
 
     out = tmp_path_factory.mktemp("artifact-onnx") / "model"
     assert export.main([str(head_runs.runs["logreg"]), "--format", "onnx", "--out", str(out), "-q"]) == 0

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-import extract
 from conftest import last_json, write_image
 from features import cache as store
+from features.cli import extract
 from features.data import decode_image, decoded_images, headers_for, load_folder
 from features.errors import DatasetUnavailableError
 

@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-import classify
 from conftest import blobs, fill, last_json, tmpfs, write_cache
 from features import cache as store
 from features import heads
+from features.cli import classify
 from features.results import runs
 
 

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import classify
-import ensemble
-import export
-import extract
-import finetune
-import predict
-import report
 from conftest import make_image_folder
-from features import cli, device
+from features import device
+from features.cli import classify, ensemble, export, extract, finetune, predict, report
+from features.cli import common as cli
 from features.errors import UsageError
 from features.train.config import TrainConfig, check_settings
 

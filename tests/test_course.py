@@ -8,13 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import classify
-import ensemble
-import extract
-import finetune
-import predict
 from conftest import blobs, last_json, make_image_folder, write_cache
 from features import cache as store
+from features.cli import classify, ensemble, extract, finetune, predict
 from features.errors import UsageError
 from features.models import create_backbone
 from features.results import learning_curve, runs

@@ -5,11 +5,9 @@ import json
 import numpy as np
 import pytest
 
-import export
-import finetune
-import predict
 from conftest import blobs, last_json, make_image_folder
 from features import heads
+from features.cli import export, finetune, predict
 from features.serve.export import Exportable, linear_probabilities, load_exportable
 from features.serve.exported import load_exported
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-import extract
 from conftest import last_json, make_image_folder, write_image
 from features import cache as store
+from features.cli import extract
 from features.data import load_folder
 from features.models import DEFAULT_BATCH_SIZE
 

@@ -7,10 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-import extract
-import finetune
 from conftest import last_json, make_image_folder
 from features import cache as store
+from features.cli import extract, finetune
 from features.data import load_folder
 from features.results import runs
 from features.train import loop
@@ -225,7 +224,7 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import finetune
+from features.cli import finetune
 for mode in ("none", "mirrored"):
     assert finetune.main(sys.argv[1:] + ["--distribute", mode]) == 0
 """

@@ -14,12 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import classify
-import extract
-import finetune
-import predict
-import report
 from conftest import blobs, make_image_folder, write_cache
+from features.cli import classify, extract, finetune, predict, report
 from features.serve.base import Predictor
 
 ODD = ["", " ", "nan", "NaN", "inf", "-inf", "1e23", "1e300", "-1e300", "-1", "0", "-0", "1", "2", "3/2", "0/1",
@@ -156,7 +152,7 @@ def test_report_flags(flags, tmp_path, capsys, monkeypatch):
 @SETTINGS
 @given(flags=_flags(["--select", "--max-members", "--out"]))
 def test_ensemble_flags(flags, tmp_path, capsys, monkeypatch):
-    import ensemble
+    from features.cli import ensemble
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("features.results.ensemble.load_member", _reach)
@@ -167,7 +163,7 @@ def test_ensemble_flags(flags, tmp_path, capsys, monkeypatch):
 @SETTINGS
 @given(flags=_flags(["--format", "--quantize", "--out"]))
 def test_export_flags(flags, cache, tmp_path, capsys, monkeypatch):
-    import export
+    from features.cli import export
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("features.serve.export.load_exportable", _reach)

@@ -12,15 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-import classify
-import ensemble
-import export
-import extract
-import finetune
-import predict
-import report
 from conftest import blobs, last_json, make_image_folder, tmpfs, write_cache
 from features import cache as store
+from features.cli import classify, ensemble, export, extract, finetune, predict, report
 from features.data import load_folder
 from features.results import runs
 

@@ -6,12 +6,8 @@ import time
 import numpy as np
 import pytest
 
-import classify
-import export
-import extract
-import finetune
-import predict
 from conftest import last_json, make_image_folder
+from features.cli import classify, export, extract, finetune, predict
 
 keras_hub = pytest.importorskip("keras_hub")
 

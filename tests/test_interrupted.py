@@ -13,21 +13,20 @@ import h5py
 import numpy as np
 import pytest
 
-import extract
-import finetune
-from conftest import fill, last_json, make_image_folder, tmpfs
+from conftest import fill, last_json, make_image_folder, paused_extraction, tmpfs
 from features import cache as store
+from features.cli import extract, finetune
 from features.errors import DiskFullError, is_disk_full
 
 ROOT = Path(__file__).resolve().parents[1]
-# Real weights (the pip package), so every process computes the same embeddings;
-# one image a batch and a checkpoint every 8 batches, so there is time to stop it midway.
+# Real weights (the pip package), so every process computes the same embeddings; one image a batch and a
+# checkpoint every 8 batches, so the first checkpoint (where the runs below are stopped) is 8 of the 59 rows.
 SLOW = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--batch-size", "1"]
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = make_image_folder(tmp_path_factory.mktemp("data") / "photos", per_class=150)
+    root = make_image_folder(tmp_path_factory.mktemp("data") / "photos", per_class=30)
     (root / "cat" / "img7.png").write_text("broken")  # a skipped row must survive resuming too
     return root
 
@@ -39,24 +38,8 @@ def uninterrupted(photos, tmp_path_factory):
     return store.read_cache(next(out.glob("**/*.h5")))
 
 
-def _start(photos, out):
-    return subprocess.Popen([sys.executable, "extract.py", "--data-dir", str(photos), "--out", str(out), "-q", *SLOW],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _stop_after_first_parts(proc, out, sig, parts=1, timeout=120):
-    """Send ``sig`` once the first checkpoint is written: 8 of 299 images, well before the end even when
-    the machine is loaded (a signal sent later, at the second part, once landed after a loaded run's end)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if len(list(out.glob("**/*.parts/rows-*.npz"))) >= parts:
-            proc.send_signal(sig)
-            return proc.wait(60)
-        if proc.poll() is not None:
-            pytest.fail(f"extraction ended before it could be stopped: {proc.communicate()}")
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("no checkpoint appeared")
+def _argv(photos, out, *more):
+    return ["--data-dir", str(photos), "--out", str(out), "-q", *SLOW, *more]
 
 
 def _resume_and_compare(photos, out, uninterrupted, capsys):
@@ -79,23 +62,27 @@ def _resume_and_compare(photos, out, uninterrupted, capsys):
 
 
 def test_kill_9_then_the_same_command_resumes_to_the_identical_cache(photos, uninterrupted, tmp_path, capsys):
-    proc = _start(photos, tmp_path)
-    assert _stop_after_first_parts(proc, tmp_path, signal.SIGKILL) == -signal.SIGKILL
-    _resume_and_compare(photos, tmp_path, uninterrupted, capsys)
+    out = tmp_path / "out"
+    with paused_extraction(_argv(photos, out), tmp_path) as proc:
+        proc.kill()
+        assert proc.wait(60) == -signal.SIGKILL
+    _resume_and_compare(photos, out, uninterrupted, capsys)
 
 
 def test_ctrl_c_exits_cleanly_with_a_message_and_resumes(photos, uninterrupted, tmp_path, capsys):
-    proc = _start(photos, tmp_path)
-    assert _stop_after_first_parts(proc, tmp_path, signal.SIGINT) == 130
-    err = proc.stderr.read()
+    out = tmp_path / "out"
+    with paused_extraction(_argv(photos, out), tmp_path) as proc:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+        err = proc.stderr.read()
     assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
-    _resume_and_compare(photos, tmp_path, uninterrupted, capsys)
+    _resume_and_compare(photos, out, uninterrupted, capsys)
 
 
 def test_parts_made_with_other_settings_are_not_used(photos, tmp_path, capsys):
-    proc = _start(photos, tmp_path)
-    _stop_after_first_parts(proc, tmp_path, signal.SIGKILL)
-    code = extract.main(["--data-dir", str(photos), "--out", str(tmp_path), "--json", "-q", *SLOW[:-2],
+    with paused_extraction(_argv(photos, tmp_path / "out"), tmp_path) as proc:
+        proc.kill()
+    code = extract.main(["--data-dir", str(photos), "--out", str(tmp_path / "out"), "--json", "-q", *SLOW[:-2],
                          "--batch-size", "2"])
     assert code == 0 and last_json(capsys.readouterr().out)["resumed_rows"] == 0
 
@@ -185,7 +172,7 @@ def runs_rows(out):
 
 
 def test_disk_full_is_recognised_however_it_is_worded(capsys):
-    from features import cli
+    from features.cli import common as cli
 
     assert is_disk_full(OSError(errno.ENOSPC, "x"))
     assert is_disk_full(OSError("Can't write data (file write failed: errno = 28, error message = 'No space "
@@ -344,8 +331,8 @@ def test_finetuning_onto_a_disk_that_fills_mid_checkpoint_exits_2_not_a_crash(ph
 
 
 def test_what_a_killed_finetune_left_is_removed_by_the_next_run_and_said(photos, tmp_path, caplog):
-    import classify
     from conftest import blobs, write_cache
+    from features.cli import classify
 
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "finetune.py", "--data-dir", str(photos), "--image-size", "32",

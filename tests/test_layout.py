@@ -78,13 +78,7 @@ def _non_docstring_strings(path: Path):
 
 
 def _toolkit_flags() -> set[str]:
-    import classify
-    import ensemble
-    import export
-    import extract
-    import finetune
-    import predict
-    import report
+    from features.cli import classify, ensemble, export, extract, finetune, predict, report
 
     return {option for script in (extract, classify, finetune, predict, report, export, ensemble)
             for action in script.build_parser()._actions for option in action.option_strings
@@ -92,13 +86,13 @@ def _toolkit_flags() -> set[str]:
 
 
 def test_the_library_names_parameters_not_flags():
-    """Flags belong to the command line (features/cli.py); the library's messages name parameters.
+    """Flags belong to the command line (features/cli/); the library's messages name parameters.
 
     Other programs' flags (``ray start --head``) are theirs to name.
     """
     flags = _toolkit_flags()
     offenders = [f"{path.relative_to(ROOT)}:{line}: {text!r}"
-                 for path in LIBRARY.rglob("*.py") if path.name != "cli.py"
+                 for path in LIBRARY.rglob("*.py") if path.relative_to(LIBRARY).parts[0] != "cli"
                  for line, text in _non_docstring_strings(path) if set(FLAG.findall(text)) & flags]
     assert not offenders, "\n".join(offenders)
 

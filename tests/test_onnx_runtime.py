@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-import extract
 from conftest import last_json
+from features.cli import extract
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -137,8 +137,7 @@ def test_on_real_photos_the_runtimes_agree_and_logreg_predicts_the_same(shared_d
 def test_predict_runs_a_heads_backbone_on_either_runtime_alike(image_folder, tmp_path, run_main):
     """predict.py on a classify.py run: ONNX Runtime reuses the network extraction converted (no new file), and
     gives TensorFlow's probabilities within 1e-4."""
-    import classify
-    import predict
+    from features.cli import classify, predict
 
     cache = _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx")["cache"]
     code, out, err = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json",

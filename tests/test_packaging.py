@@ -40,29 +40,71 @@ def test_requirements_files_say_what_pyproject_says():
                         ["-e", "."]]  # and the toolkit itself
 
 
-def test_every_script_is_a_module_and_an_entry_point():
+def test_every_script_is_a_face_over_the_package_and_an_entry_point():
+    """The top-level scripts only call features/cli/; the installed commands call the same functions."""
     project = _project()
     scripts = sorted(p.stem for p in ROOT.glob("*.py"))
-    assert sorted(target.split(":")[0] for target in project["scripts"].values()) == scripts
+    assert sorted(project["scripts"]) == [f"tl-{s}" for s in scripts]
+    for name in scripts:
+        assert project["scripts"][f"tl-{name}"] == f"features.cli.{name}:main"
+        code = [line for line in (ROOT / f"{name}.py").read_text().split('"""')[2].splitlines() if line.strip()]
+        assert code == ["import sys", f"from features.cli.{name} import main", 'if __name__ == "__main__":',
+                        "    sys.exit(main())"], name
     tomllib = pytest.importorskip("tomllib")
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert sorted(setuptools["py-modules"]) == scripts
+    assert "py-modules" not in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"].get("setuptools", {})
+
+
+def _fresh_venv(where: Path) -> Path:
+    """A virtual environment of its own, without pip or setuptools (so none older than the build needs is
+    found first), that sees this environment's libraries through a .pth file: nothing is downloaded."""
+    import site
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120)
+    python = where / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *site.getsitepackages()}
+    (Path(purelib) / "outer.pth").write_text("\n".join(sorted(ours)) + "\n")
+    return python
+
+
+def _pip_install(python: Path, *args: str) -> None:
+    """This environment's pip, installing into ``python``'s environment, building with what is installed."""
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                           "--no-build-isolation", "--disable-pip-version-check", *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def _runs_the_commands(venv: Path, cwd: Path) -> None:
+    for script in ("tl-extract", "tl-classify"):
+        done = subprocess.run([venv / "bin" / script, "--help"], cwd=cwd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
+    code = ("import features, features.cache, features.extract, features.heads, features.train, features.serve, "
+            "features.results; print(features.__file__)")
+    done = subprocess.run([venv / "bin" / "python", "-c", code], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_pip_install_puts_only_the_package_in_site_packages(tmp_path):
+    """``pip install .``: site-packages holds ``features`` and its dist-info, no top-level module beside them,
+    and the installed ``tl-extract --help`` works from any folder."""
+    python = _fresh_venv(tmp_path / "venv")
+    site_packages = Path(next((tmp_path / "venv" / "lib").glob("python*/site-packages")))
+    before = {p.name for p in site_packages.iterdir()}
+    _pip_install(python, str(ROOT))
+    added = {p.name for p in site_packages.iterdir()} - before
+    assert {n for n in added if not n.endswith(".dist-info")} == {"features"}, added
+    assert len([n for n in added if n.endswith(".dist-info")]) == 1, added
+    where = _runs_the_commands(tmp_path / "venv", tmp_path)
+    assert where.startswith(str(site_packages)), where  # the installed copy, not the checkout
 
 
 def test_an_editable_install_runs_the_entry_points(tmp_path):
-    """``pip install -e .`` in a fresh virtual environment (its libraries seen from this one, so that
-    nothing is downloaded), then ``tl-extract --help`` from anywhere."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-deps",
-                          "--no-build-isolation", "--disable-pip-version-check", "-e", str(ROOT)],
-                         capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
-    for script in ("tl-extract", "tl-classify"):
-        done = subprocess.run([venv / "bin" / script, "--help"], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
-    code = "import features.cache, features.extract, features.heads, features.train, features.serve, features.results"
-    done = subprocess.run([venv / "bin" / "python", "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
+    """``pip install -e .`` builds with the setuptools requirements-dev.txt installs (no ``wheel`` needed)."""
+    python = _fresh_venv(tmp_path / "venv")
+    _pip_install(python, "-e", str(ROOT))
+    assert _runs_the_commands(tmp_path / "venv", tmp_path) == str(ROOT / "features" / "__init__.py")

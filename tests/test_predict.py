@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-import finetune
-import predict
 from conftest import last_json
 from features import cache as store
 from features import heads
+from features.cli import finetune, predict
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import extract
-from conftest import last_json, make_image_folder
+from conftest import last_json, make_image_folder, paused_extraction
 from features import cache as store
+from features.cli import extract
 from features.errors import DatasetUnavailableError
-from features.extract.ray_cluster import local_actor_pids
 
 ray = pytest.importorskip("ray")
 
@@ -47,6 +45,19 @@ def local(photos, tmp_path_factory):
     return store.read_cache(next(out.glob("**/*.h5")))
 
 
+def local_actor_pids() -> list[int]:
+    """Process ids of this machine's embedding actors (Ray names them ``MapWorker(...)``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"MapWorker" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def _same(cache, local):
     assert cache.ids.tolist() == local.ids.tolist()
     assert np.array_equal(cache.labels, local.labels) and np.array_equal(cache.splits, local.splits)
@@ -67,45 +78,37 @@ def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, 
     assert not list(tmp_path.glob("**/*.parts")) and not list(tmp_path.glob("**/*.lock"))
 
 
-def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, local, tmp_path, capsys):
+def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, local, tmp_path, monkeypatch):
+    """The actors are killed at the run's first checkpoint, while it has rows left to embed."""
     killed = []
+    real = store.Checkpoints.write
 
-    def kill_when_rows_arrive():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            if list(tmp_path.glob("**/*.parts/rows-*.npz")):
-                for pid in local_actor_pids():
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-            time.sleep(0.05)
+    def write_then_kill_the_actors(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        if not killed:
+            for pid in local_actor_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
 
-    killer = threading.Thread(target=kill_when_rows_arrive)
-    killer.start()
+    monkeypatch.setattr(store.Checkpoints, "write", write_then_kill_the_actors)
     from features.data import load_folder
     from features.extract.run import extract as run_extract
 
     result = run_extract(load_folder(photos), "efficientnet_lite0", image_size=48, batch_size=4, out_dir=tmp_path,
                          engine="ray", progress=False, checkpoint_batches=1)
-    killer.join()
     assert killed, "no actor process was found to kill"
     _same(store.read_cache(result.path), local)
 
 
 def test_a_killed_driver_resumes_on_the_same_command(photos, local, tmp_path, capsys):
-    argv = [sys.executable, "extract.py", "--data-dir", str(photos), "--out", str(tmp_path), "--engine", "ray",
-            "-q", *ARGS]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while not list(tmp_path.glob("**/*.parts/rows-*.npz")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait(60)
-    assert not list(tmp_path.glob("**/*.h5"))
-    assert extract.main(["--data-dir", str(photos), "--out", str(tmp_path), "--engine", "ray", "--json", "-q",
-                         *ARGS]) == 0
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(photos), "--out", str(out), "--engine", "ray", "-q", *ARGS]
+    with paused_extraction(argv, tmp_path) as proc:  # stopped at its first checkpoint, rows still to embed
+        proc.kill()
+    assert not list(out.glob("**/*.h5"))
+    assert extract.main([*argv, "--json"]) == 0
     result = last_json(capsys.readouterr().out)
-    assert 0 < result["resumed_rows"] <= result["images"]
+    assert 0 < result["resumed_rows"] < result["images"]
     _same(store.read_cache(result["cache"]), local)
 
 

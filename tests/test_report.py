@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-import report
+from features.cli import report
 from features.results import runs
 
 
@@ -77,9 +77,9 @@ def test_a_damaged_table_still_gives_a_report(tmp_path, capsys, caplog):
 
 
 def test_the_embedding_map_marks_the_best_heads_mistakes_and_is_reproducible(tmp_path, capsys, caplog):
-    import classify
     from conftest import blobs, last_json, write_cache
     from features import cache as store
+    from features.cli import classify
     from features.heads import load_head
     from features.results.plots import embedding_map
 

@@ -7,9 +7,9 @@ Skips where the folder is absent (a user's clone has none).
 import numpy as np
 import pytest
 
-import extract
 from conftest import last_json
 from features import cache as store
+from features.cli import extract
 
 
 @pytest.mark.parametrize("dataset,per_class,classes,floor", [("flowers", 16, 5, 0.65),

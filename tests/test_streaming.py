@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-import classify
 from conftest import blobs, last_json, write_cache
 from features import cache as store
 from features import heads
+from features.cli import classify
 from features.data.splits import TEST
 from features.errors import CacheError, UsageError
 from features.heads import blocks, streaming
@@ -139,7 +139,7 @@ def test_bad_epochs_and_a_search_without_val_rows_are_refused(cache, tmp_path, c
 
 def test_an_sgd_run_joins_an_ensemble(tmp_path, run_main):
     """Its validation probabilities come from the chosen candidate trained on train alone."""
-    import ensemble
+    from features.cli import ensemble
     from features.results.ensemble import load_member
 
     X, y = blobs(n_per_class=60, spread=2.0)
@@ -206,7 +206,7 @@ def test_streamed_logreg_reaches_the_in_memory_optimum(classes, tmp_path, monkey
 
 
 def test_logreg_streams_by_itself_when_the_matrix_would_not_fit(tmp_path, run_main, monkeypatch):
-    import ensemble
+    from features.cli import ensemble
     from features.heads import load_head
 
     X, y = blobs(n_per_class=80)

@@ -210,21 +210,6 @@ class Embedder:
         return {"index": np.asarray(batch["index"], np.int64)[rows], "embedding": embeddings}
 
 
-def local_actor_pids() -> list[int]:
-    """Process ids of this machine's embedding actors (Ray names them ``MapWorker(...)``): for fault drills."""
-    from pathlib import Path
-
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"MapWorker" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc)
     for line in reversed(text.splitlines()):

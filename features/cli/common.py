@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from .errors import DiskFullError, ToolkitError, disk_full_path, is_disk_full
+from ..errors import DiskFullError, ToolkitError, disk_full_path, is_disk_full
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -30,7 +30,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """The dataset flags. Scripts given the same values list the same images and split."""
-    from .data import DEFAULT_MAX_PIXELS, DEFAULT_SPLIT_TEXT, TFDS_DATASETS
+    from ..data import DEFAULT_MAX_PIXELS, DEFAULT_SPLIT_TEXT, TFDS_DATASETS
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="tf_flowers", choices=sorted(TFDS_DATASETS),
@@ -51,9 +51,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 def load_data(args):
     """Check the data flags, then list the dataset. Returns (source, split fractions)."""
-    from . import validate
-    from .data import load_source, parse_split
-    from .errors import UsageError
+    from .. import validate
+    from ..data import load_source, parse_split
+    from ..errors import UsageError
 
     split = parse_split(args.split)
     validate.optional_whole(args.max_per_class, "max_per_class", 1)
@@ -106,7 +106,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, groups: dict
     flag = flag_renderer(parser)
     for action in parser._actions:  # help text speaks in this script's flags
         if action.help and "{" in action.help:
-            from .errors import ToolkitError
+            from ..errors import ToolkitError
 
             action.help = ToolkitError(action.help).render(flag)
 
@@ -131,7 +131,7 @@ def setup_logging(args) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.verbose:  # TensorFlow's C++ start-up chatter drowns the messages that matter
-        from .device import quiet_tensorflow
+        from ..device import quiet_tensorflow
 
         quiet_tensorflow()
 
@@ -190,7 +190,7 @@ def run(main_body, prog: str, flag=None) -> int:
         main_body()
     except ToolkitError as exc:
         if isinstance(exc, DiskFullError):
-            from .cache.writer import close_open_files
+            from ..cache.writer import close_open_files
 
             close_open_files()
         print(f"{prog}: error: {one_line(exc.render(flag))}", file=sys.stderr)
@@ -201,7 +201,7 @@ def run(main_body, prog: str, flag=None) -> int:
     except Exception as exc:  # a full disk, in whatever words and error type the writing library has
         if not is_disk_full(exc):
             raise
-        from .cache.writer import close_open_files
+        from ..cache.writer import close_open_files
 
         close_open_files()  # a write cut short may have left one open: closing it at exit crashed
         where = disk_full_path(exc)

