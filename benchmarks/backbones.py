@@ -26,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sections import write_printed_section  # benchmarks/sections.py
+
 from features.cli.common import HelpFormatter
-from features.results.report import write_printed_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "backbones"

@@ -97,10 +97,11 @@ def main(argv=None) -> int:
 
     from features import cache as store
     from features.data import load_folder
-    from features.extract.run import extract
+    from features.extraction.run import extract
     from features.heads.classify import classify
-    from features.results import learning_curve, runs
-    from features.results.ensemble import score_ensemble
+    from features.records import runs
+    from features.reports import learning_curve
+    from features.reports.ensemble import score_ensemble
     from features.train.config import TrainConfig
     from features.train.run import finetune
 

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     from features import cache as store
     from features.data import load_folder
-    from features.extract.run import extract
+    from features.extraction.run import extract
     from features.heads.classify import classify
     from features.train.config import TrainConfig
     from features.train.run import finetune

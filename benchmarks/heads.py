@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from features import cache as store
     from features.data import load_folder
-    from features.extract.run import extract
+    from features.extraction.run import extract
     from features.heads.classify import classify
 
     rows = []

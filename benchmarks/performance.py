@@ -169,7 +169,7 @@ def section_extraction(b: Bench):
     import tensorflow as tf
 
     from features.data import decoded_images
-    from features.extract.run import extract
+    from features.extraction.run import extract
     from features.models import create_backbone, embedding_function
 
     a = b.args
@@ -344,7 +344,7 @@ def section_memory(b: Bench):
 
 def section_heads(b: Bench):
     from features import cache as store
-    from features.extract.run import extract
+    from features.extraction.run import extract
     from features.heads import fit_head
 
     print("heads: logistic-regression fit time against the number of embeddings", flush=True)
@@ -367,7 +367,7 @@ def section_heads(b: Bench):
 def _frozen_features(b: Bench):
     """Extraction (forced) + logistic regression on the whole folder: (accuracy, seconds)."""
     from features import cache as store
-    from features.extract.run import extract
+    from features.extraction.run import extract
     from features.heads.classify import classify
 
     start = time.perf_counter()
@@ -432,7 +432,7 @@ def section_precision(b: Bench):
 
     from features.heads import fit_head
     from features.models import create_backbone, embedding_function
-    from features.results.metrics import score
+    from features.records.metrics import score
 
     a = b.args
     gpu = bool(tf.config.list_physical_devices("GPU"))

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sections import write_printed_section  # benchmarks/sections.py
 
 from features.cli.common import HelpFormatter
-from features.results.report import write_printed_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "runtime"
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
 
     from features.cache import read_cache
     from features.data import image_batches, load_folder
-    from features.extract.run import extract
+    from features.extraction.run import extract
     from features.heads.classify import classify
     from features.models import create_backbone, embedding_function, onnx
     from features.models.registry import resolve_backbone

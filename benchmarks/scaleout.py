@@ -25,8 +25,9 @@ import threading
 import time
 from pathlib import Path
 
+from sections import write_printed_section  # benchmarks/sections.py
+
 from features.cli.common import HelpFormatter
-from features.results.report import write_printed_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,8 +96,8 @@ def main(argv=None) -> int:
 
     from features import cache as store
     from features.data import load_folder
-    from features.extract.ray_cluster import local_actor_pids
-    from features.extract.run import extract
+    from features.extraction.ray_cluster import local_actor_pids
+    from features.extraction.run import extract
 
     source = load_folder(args.data_dir, max_per_class=args.max_per_class)
     lines = [f"engines: {args.backbone}, batch {args.batch_size}, data "

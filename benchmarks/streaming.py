@@ -31,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sections import write_printed_section  # benchmarks/sections.py
+
 from features.cli.common import HelpFormatter
-from features.results.report import write_printed_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +136,7 @@ def part2(args, say) -> None:
         "accuracy):")
     from features.data import load_folder
     from features.device import quiet_tensorflow
-    from features.extract.run import extract
+    from features.extraction.run import extract
 
     quiet_tensorflow()
     for name in args.datasets:

@@ -68,6 +68,18 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def verbose() -> bool:
+    """-v: the toolkit logs at DEBUG, and the libraries' own lines (converters, runtimes, Ray) are shown."""
+    return logging.getLogger("features").isEnabledFor(logging.DEBUG)
+
+
+def quiet_converters() -> None:
+    """TensorFlow's and tf2onnx's own progress lines (INFO) stay out of the output, unless -v."""
+    if not verbose():
+        for name in ("tensorflow", "tf2onnx", "absl"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's native logging quiet: its start-up lines and its INFO to ERROR messages.
 

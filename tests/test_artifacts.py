@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import blobs, last_json, write_cache
 from features.cli import classify, ensemble, extract, predict, report
-from features.results import runs
+from features.records import runs
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

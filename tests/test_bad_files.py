@@ -97,9 +97,9 @@ def test_every_kind_is_used_or_skipped_with_its_reason(messy, tmp_path, capsys):
     assert code == 0, err
     result = last_json(out)
     cache = store.read_cache(result["cache"])
-    skipped = {s["id"]: s["reason"] for s in cache.skipped}
+    skipped = {s.id: s.reason for s in cache.skipped}
     assert set(skipped) == set(BAD)
-    assert {s["id"]: s["kind"] for s in cache.skipped} == BAD  # the kind is recorded, not guessed from text
+    assert {s.id: s.kind for s in cache.skipped} == BAD  # the kind is recorded, not guessed from text
     assert {s["id"]: s["kind"] for s in result["skipped_files"]} == BAD
     assert "pixel limit" in skipped["odd/bomb.png"] and "raise --max-pixels" in out
     assert result["skipped_by_kind"] == {kind: 1 for kind in BAD.values()}

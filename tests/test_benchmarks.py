@@ -1,14 +1,18 @@
 """Seconds-long smoke runs of the benchmark scripts on tiny folders (not benchmarks)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from conftest import make_image_folder
-from features.results import runs
+from features.records import runs
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/X.py` runs them: their shared module beside them
 
 
 def _load(name):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    path = BENCHMARKS / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -78,3 +82,19 @@ def test_streaming_benchmark_prints_memory_passes_and_accuracy(tmp_path, capsys)
     text = report.read_text()
     assert text.startswith("# kept") and "<!-- section:streaming -->" in text and "6,000 rows" in text
     assert not list(tmp_path.glob("streaming-*"))  # the synthetic caches are deleted
+
+
+def test_a_benchmark_replaces_its_own_section_and_leaves_the_others(tmp_path):
+    from sections import replace_section, write_printed_section
+
+    md = tmp_path / "BENCH.md"
+    md.write_text("# Benchmarks\n\nwritten by performance.py\n")
+    write_printed_section(md, "a", "A", "printed", ["1", "2"])
+    replace_section(md, "b", "## B\n\nold")
+    write_printed_section(md, "a", "A", "printed again", ["3"])
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nwritten by performance.py\n")
+    assert "printed again:\n\n```\n3\n```" in text and "1\n2" not in text
+    assert text.count("<!-- section:a -->") == 1 and "## B\n\nold" in text
+    assert text.index("section:a") < text.index("section:b")  # replaced where it was
+

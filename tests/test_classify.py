@@ -9,7 +9,7 @@ from conftest import blobs, fill, last_json, tmpfs, write_cache
 from features import cache as store
 from features import heads
 from features.cli import classify
-from features.results import runs
+from features.records import runs
 
 
 @pytest.fixture

@@ -13,9 +13,10 @@ from features import cache as store
 from features.cli import classify, ensemble, extract, finetune, predict
 from features.errors import UsageError
 from features.models import create_backbone
-from features.results import learning_curve, runs
-from features.results.ensemble import load_member, select
-from features.results.runs import RunFiles
+from features.records import runs
+from features.records.runs import RunFiles
+from features.reports import learning_curve
+from features.reports.ensemble import load_member, select
 from features.train.config import TrainConfig, check_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +141,7 @@ def test_an_ensemble_averages_its_members_and_records_one_more_method(tmp_path, 
 
 def _member(name, correct_probability):
     """A run folder's record whose validation probability of the true class is given per image."""
-    from features.results.ensemble import Member
+    from features.reports.ensemble import Member
 
     labels = np.array([0] * 5 + [1] * 5)
     p = np.asarray(correct_probability, np.float64)

@@ -36,7 +36,7 @@ def test_end_to_end_with_bad_files(image_folder, tmp_path, capsys, run_main):
     assert np.array_equal(cache.splits, listing.splits[cache.index])
     assert cache.attrs["backbone"] == "efficientnet_lite0" and cache.attrs["image_size"] == 32
     assert "tensorflow" in json.loads(cache.attrs["versions"])
-    assert {s["id"] for s in cache.skipped} == {"dog/broken.jpg", "cat/empty.jpg"}
+    assert {s.id for s in cache.skipped} == {"dog/broken.jpg", "cat/empty.jpg"}
 
 
 def test_each_row_is_its_own_files_embedding(image_folder, tmp_path, capsys, run_main):
@@ -51,7 +51,7 @@ def test_each_row_is_its_own_files_embedding(image_folder, tmp_path, capsys, run
                           "--image-size", "64", "--batch-size", "5", "-q"])
     assert code == 0, err
     cache = store.read_cache(last_json(out)["cache"])
-    assert [s["id"] for s in cache.skipped] == ["cat/img3b.jpg"]
+    assert [s.id for s in cache.skipped] == ["cat/img3b.jpg"]
     model = create_backbone("efficientnet_lite0", "imagenet", 64)
     images = tf.stack([decode_image(tf.io.read_file(str(image_folder / i)), 64) for i in cache.ids])
     expected = np.asarray(model(images, training=False))
@@ -221,7 +221,7 @@ def test_the_split_travels_with_the_listing_and_keys_the_cache(image_folder, tmp
     import numpy as np
 
     from features.cache import read_attrs, read_cache
-    from features.extract.run import extract
+    from features.extraction.run import extract
 
     options = dict(weights="none", image_size=32, out_dir=tmp_path, progress=False)
     seeded = load_folder(image_folder, seed=3)

@@ -11,7 +11,7 @@ from conftest import last_json, make_image_folder
 from features import cache as store
 from features.cli import extract, finetune
 from features.data import load_folder
-from features.results import runs
+from features.records import runs
 from features.train import loop
 from features.train import model as training
 from features.train.config import TrainConfig

@@ -85,7 +85,7 @@ DATA_FLAGS = ["--split", "--seed", "--max-per-class", "--max-pixels", "--tfds-di
                                   "--shard", "--merge", "--tta"]))
 def test_extract_flags(flags, photos, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.extract.run._extract", _reach)
+    monkeypatch.setattr("features.extraction.run._extract", _reach)
     argv = ["--data-dir", str(photos), "--out", str(tmp_path / "emb"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(extract.main, argv, capsys, "extract.py")
 
@@ -137,7 +137,7 @@ def test_predict_flags(flags, photos, tmp_path, capsys, monkeypatch):
 @SETTINGS
 @given(flags=_flags(["--results", "--out", "--plots-dir", "--note"]))
 def test_report_flags(flags, tmp_path, capsys, monkeypatch):
-    from features.results import runs
+    from features.records import runs
 
     monkeypatch.chdir(tmp_path)
     runs.append_result(tmp_path / "runs", {"dataset": "pets", "backbone": "toy", "image_size": 32,
@@ -155,7 +155,7 @@ def test_ensemble_flags(flags, tmp_path, capsys, monkeypatch):
     from features.cli import ensemble
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.results.ensemble.load_member", _reach)
+    monkeypatch.setattr("features.reports.ensemble.load_member", _reach)
     argv = [str(tmp_path / "a"), str(tmp_path / "b"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(ensemble.main, argv, capsys, "ensemble.py")
 

@@ -7,7 +7,7 @@ from conftest import blobs
 from features import heads
 from features.data import stratified_split
 from features.errors import UsageError
-from features.results import metrics
+from features.records import metrics
 
 
 def _splits(y):

@@ -16,7 +16,7 @@ from conftest import blobs, last_json, make_image_folder, tmpfs, write_cache
 from features import cache as store
 from features.cli import classify, ensemble, export, extract, finetune, predict, report
 from features.data import load_folder
-from features.results import runs
+from features.records import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]
@@ -354,7 +354,7 @@ def test_a_read_only_home_is_named_for_a_local_ray(image_folder, tmp_path, capsy
     pytest.importorskip("ray")
     with tmpfs(tmp_path / "home", "ro,size=1m") as home:
         monkeypatch.setenv("HOME", str(home))
-        from features.extract import ray_cluster
+        from features.extraction import ray_cluster
 
         with pytest.raises(Exception, match="HOME .* is not writable"):
             ray_cluster._init(__import__("ray"), None, str(tmp_path / "ray"))

@@ -56,7 +56,7 @@ def _resume_and_compare(photos, out, uninterrupted, capsys):
     assert np.array_equal(resumed.index, uninterrupted.index)
     assert np.array_equal(resumed.embeddings, uninterrupted.embeddings)
     assert not list(out.glob("**/*.lock")) and not list(out.glob("**/*.partial"))  # nothing outlives the run
-    assert [s["id"] for s in resumed.skipped] == [s["id"] for s in uninterrupted.skipped] == ["cat/img7.png"]
+    assert [s.id for s in resumed.skipped] == [s.id for s in uninterrupted.skipped] == ["cat/img7.png"]
     assert resumed.attrs["embeddings_sha256"] == uninterrupted.attrs["embeddings_sha256"]
     assert not list(out.glob("**/*.parts")), "checkpoints left after the cache was whole"
 
@@ -89,7 +89,7 @@ def test_parts_made_with_other_settings_are_not_used(photos, tmp_path, capsys):
 
 def test_a_second_writer_waits_for_the_first_then_finds_the_cache(photos, tmp_path, caplog, monkeypatch):
     from features.data import load_folder
-    from features.extract import run as extraction
+    from features.extraction import run as extraction
     from features.models import build
 
     source = load_folder(photos, max_per_class=4)
@@ -166,7 +166,7 @@ def test_a_full_disk_during_finetuning_says_so_and_leaves_no_run_folder(photos, 
 
 
 def runs_rows(out):
-    from features.results import runs
+    from features.records import runs
 
     return runs.read_results(out) if (out / "results.jsonl").exists() else []
 
@@ -219,7 +219,7 @@ def small_disk(tmp_path):
 
 
 def test_a_row_cut_short_by_a_full_disk_is_undone(tmp_path, monkeypatch):
-    from features.results import runs
+    from features.records import runs
 
     runs.append_result(tmp_path, {"run": 1})
     before = (tmp_path / "results.jsonl").read_bytes()
@@ -241,7 +241,7 @@ def test_a_row_cut_short_by_a_full_disk_is_undone(tmp_path, monkeypatch):
 
 
 def test_a_full_tmpfs_leaves_the_table_whole(tiny_disk):
-    from features.results import runs
+    from features.records import runs
 
     runs.append_result(tiny_disk, {"run": 1, "pad": "x" * 200})
     fill(tiny_disk)
@@ -251,7 +251,7 @@ def test_a_full_tmpfs_leaves_the_table_whole(tiny_disk):
 
 
 def test_a_damaged_table_is_read_up_to_its_damage_with_a_warning(tmp_path, caplog):
-    from features.results import runs
+    from features.records import runs
 
     (tmp_path / "results.jsonl").write_text('{"run": 1}\n{"run": 2, "acc\n{"run": 3}{"run": 4}\n{"run": 5}\n')
     assert [r["run"] for r in runs.read_results(tmp_path)] == [1, 5]
@@ -261,7 +261,7 @@ def test_a_damaged_table_is_read_up_to_its_damage_with_a_warning(tmp_path, caplo
 def test_run_folders_started_in_the_same_second_get_their_own_names(tmp_path, monkeypatch):
     import datetime
 
-    from features.results import runs
+    from features.records import runs
 
     fixed = datetime.datetime(2026, 11, 26, 12, 0, 0, tzinfo=datetime.timezone.utc)
     monkeypatch.setattr(runs, "_now", lambda: fixed)
@@ -286,7 +286,7 @@ def test_concurrent_classify_runs_each_keep_their_folder_and_row(tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    from features.results import runs
+    from features.records import runs
 
     rows = runs.read_results(tmp_path / "runs")
     folders = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]

@@ -61,6 +61,65 @@ def test_library_imports_run_one_way():
         visit(node, [])
 
 
+# The package's floors, bottom first: a module imports only from floors below its own (and from its own
+# package). The records every job writes sit below the heads and the training; the reports above them.
+LAYERS = [
+    {"errors"},
+    {"validate", "io"},
+    {"device"},
+    {"data"},
+    {"models"},
+    {"cache"},
+    {"records"},
+    {"extraction", "heads", "train"},
+    {"serve"},
+    {"reports"},
+    {"cli"},
+]
+
+
+def _package(module: str) -> str | None:
+    """``features.heads.lbfgs`` -> ``heads``; the root package itself -> None."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_package_has_a_floor():
+    floors = set().union(*LAYERS)
+    found = {p.stem if p.is_file() else p.name for p in LIBRARY.iterdir()
+             if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()}
+    assert found == floors, found ^ floors
+
+
+def test_packages_import_only_from_the_floors_below():
+    floor = {name: i for i, names in enumerate(LAYERS) for name in names}
+    offenders = []
+    for module, imported in _graph().items():
+        here = _package(module)
+        for target in imported:
+            there = _package(target)
+            if here and there and here != there and floor[there] >= floor[here]:
+                offenders.append(f"{module} imports {target} ({here} is not above {there})")
+    assert not offenders, "\n".join(sorted(offenders))
+
+
+def test_the_package_itself_imports_nothing_until_a_name_is_used():
+    """``import features`` is instant: the API's names (features/__init__.py) are imported on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, features\n"
+            "heavy = [m for m in ('tensorflow', 'keras', 'sklearn', 'h5py', 'onnxruntime') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "missing = [n for n in features.__all__ if not callable(getattr(features, n)) and n not in "
+            "('metrics', 'tables', 'plots')]\n"
+            "assert not missing, missing\n"
+            "assert features.extract.__module__ == 'features.extraction.run'\n"
+            "assert features.classify.__module__ == 'features.heads.classify'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
 
 

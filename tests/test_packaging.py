@@ -81,8 +81,8 @@ def _runs_the_commands(venv: Path, cwd: Path) -> None:
     for script in ("tl-extract", "tl-classify"):
         done = subprocess.run([venv / "bin" / script, "--help"], cwd=cwd, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
-    code = ("import features, features.cache, features.extract, features.heads, features.train, features.serve, "
-            "features.results; print(features.__file__)")
+    code = ("import features, features.cache, features.extraction, features.heads, features.train, features.serve, "
+            "features.records, features.reports; print(features.__file__)")
     done = subprocess.run([venv / "bin" / "python", "-c", code], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
@@ -92,10 +92,16 @@ def _runs_the_commands(venv: Path, cwd: Path) -> None:
 def test_pip_install_puts_only_the_package_in_site_packages(tmp_path):
     """``pip install .``: site-packages holds ``features`` and its dist-info, no top-level module beside them,
     and the installed ``tl-extract --help`` works from any folder."""
+    import shutil
+
+    source = tmp_path / "source"  # a copy: setuptools builds in the source folder (build/), not in the checkout
+    shutil.copytree(ROOT / "features", source / "features", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     python = _fresh_venv(tmp_path / "venv")
     site_packages = Path(next((tmp_path / "venv" / "lib").glob("python*/site-packages")))
     before = {p.name for p in site_packages.iterdir()}
-    _pip_install(python, str(ROOT))
+    _pip_install(python, str(source))
     added = {p.name for p in site_packages.iterdir()} - before
     assert {n for n in added if not n.endswith(".dist-info")} == {"features"}, added
     assert len([n for n in added if n.endswith(".dist-info")]) == 1, added

@@ -63,7 +63,7 @@ def _same(cache, local):
     assert np.array_equal(cache.labels, local.labels) and np.array_equal(cache.splits, local.splits)
     assert np.array_equal(cache.index, local.index)
     np.testing.assert_allclose(cache.embeddings, local.embeddings, atol=1e-4)
-    assert [(s["id"], s["kind"]) for s in cache.skipped] == [(s["id"], s["kind"]) for s in local.skipped]
+    assert [(s.id, s.kind) for s in cache.skipped] == [(s.id, s.kind) for s in local.skipped]
 
 
 def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, capsys):
@@ -92,7 +92,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, loc
 
     monkeypatch.setattr(store.Checkpoints, "write", write_then_kill_the_actors)
     from features.data import load_folder
-    from features.extract.run import extract as run_extract
+    from features.extraction.run import extract as run_extract
 
     result = run_extract(load_folder(photos), "efficientnet_lite0", image_size=48, batch_size=4, out_dir=tmp_path,
                          engine="ray", progress=False, checkpoint_batches=1)
@@ -116,7 +116,7 @@ def test_a_path_a_worker_cannot_read_is_named_with_its_node(tmp_path):
     import socket
 
     from features.data import load_folder
-    from features.extract.run import extract as run_extract
+    from features.extraction.run import extract as run_extract
 
     root = make_image_folder(tmp_path / "photos", per_class=3)
     source = load_folder(root)
@@ -147,7 +147,7 @@ def test_without_ray_installed_the_message_names_the_install(photos, tmp_path, c
 
 
 def test_the_pool_never_takes_every_cpu_and_puts_one_actor_on_each_gpu():
-    from features.extract.ray_cluster import plan
+    from features.extraction.ray_cluster import plan
 
     two = plan({"CPU": 2.0}, [{"Alive": True, "Resources": {"CPU": 2.0}}])
     assert two["actors"] == 1 and two["num_cpus"] == 1.0 and two["threads"] == 2 and not two["num_gpus"]
@@ -158,7 +158,7 @@ def test_the_pool_never_takes_every_cpu_and_puts_one_actor_on_each_gpu():
 
 
 def test_a_ray_that_cannot_start_or_join_says_so_in_one_message(monkeypatch):
-    from features.extract.ray_cluster import connect
+    from features.extraction.ray_cluster import connect
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Failed to start the GCS server\nmore detail")

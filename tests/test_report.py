@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from features.cli import report
-from features.results import runs
+from features.records import runs
 
 
 def _row(method, head, acc, total, per_epoch=None, precision=0.9):
@@ -81,7 +81,7 @@ def test_the_embedding_map_marks_the_best_heads_mistakes_and_is_reproducible(tmp
     from features import cache as store
     from features.cli import classify
     from features.heads import load_head
-    from features.results.plots import embedding_map
+    from features.records.plots import embedding_map
 
     X, y = blobs(n_per_class=40, classes=3, spread=6.0)  # overlapping classes: the head makes mistakes
     cache = write_cache(tmp_path / "emb" / "toy.h5", X, y, ["ant", "bee", "cow"])

@@ -140,7 +140,7 @@ def test_bad_epochs_and_a_search_without_val_rows_are_refused(cache, tmp_path, c
 def test_an_sgd_run_joins_an_ensemble(tmp_path, run_main):
     """Its validation probabilities come from the chosen candidate trained on train alone."""
     from features.cli import ensemble
-    from features.results.ensemble import load_member
+    from features.reports.ensemble import load_member
 
     X, y = blobs(n_per_class=60, spread=2.0)
     cache = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])

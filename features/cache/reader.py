@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CacheError
-from .schema import FeatureCache, RowsChecksum, check_schema, embedding_problems, h5py_module, read_attrs
+from .schema import (
+    FeatureCache,
+    RowsChecksum,
+    check_schema,
+    embedding_problems,
+    h5py_module,
+    read_attrs,
+    read_skipped,
+)
 
 
 def verify(path, rows_per_read: int = 4096) -> None:
@@ -275,14 +283,6 @@ def check_sources(path, f) -> None:
     if missing:
         raise CacheError(f"{path}: a merged cache whose shard(s) {', '.join(missing)} are missing; put them back "
                          "beside it (the merged file holds none of their rows)")
-
-
-def read_skipped(f) -> list[dict]:
-    group = f["skipped"]
-    n = len(group["index"])
-    kinds = group["kinds"].asstr()[:] if "kinds" in group else [None] * n
-    return [{"index": int(i), "id": s, "reason": r, "kind": k} for i, s, r, k in zip(
-        group["index"][:], group["ids"].asstr()[:], group["reasons"].asstr()[:], kinds)]
 
 
 def newest_cache(root="embeddings") -> Path:

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.decoding import SkippedImage
 from ..data.splits import DEFAULT_SPLIT, SPLITS, split_code
 from ..errors import CacheError
 
@@ -260,7 +261,7 @@ class FeatureCache:
     index: np.ndarray
     splits: np.ndarray
     class_names: list[str]
-    skipped: list[dict]
+    skipped: list[SkippedImage]
     attrs: dict
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -269,3 +270,21 @@ class FeatureCache:
         return self.embeddings[mask], self.labels[mask]
 
 
+def write_skipped(f, skipped) -> None:
+    """The ``skipped`` group: every :class:`~features.data.SkippedImage` of the listing."""
+    h5py = h5py_module()
+    skipped = list(skipped)
+    group = f.create_group("skipped")
+    group.create_dataset("index", data=np.asarray([s.index for s in skipped], dtype=np.int64))
+    for name, values in (("ids", [s.id for s in skipped]), ("reasons", [s.reason for s in skipped]),
+                         ("kinds", [s.kind or "" for s in skipped])):
+        group.create_dataset(name, data=values, dtype=h5py.string_dtype())
+
+
+def read_skipped(f) -> list[SkippedImage]:
+    """The ``skipped`` group back (a cache written before kinds were recorded gives kind "")."""
+    group = f["skipped"]
+    n = len(group["index"])
+    kinds = group["kinds"].asstr()[:] if "kinds" in group else [""] * n
+    return [SkippedImage(int(i), str(s), str(k), str(r)) for i, s, r, k in zip(
+        group["index"][:], group["ids"].asstr()[:], group["reasons"].asstr()[:], kinds)]

@@ -13,8 +13,8 @@ import numpy as np
 from ..data.splits import SPLITS
 from ..errors import CacheError
 from ..io import atomic_path
-from .reader import CacheRows, read_skipped
-from .schema import RowsChecksum, attr_value, h5py_module, read_attrs
+from .reader import CacheRows
+from .schema import RowsChecksum, attr_value, h5py_module, read_attrs, read_skipped, write_skipped
 
 _SHARED_ATTRS = ("dataset", "source", "fingerprint", "backbone", "weights", "weights_sha256",
                  "image_size", "pooling", "tta", "seed", "split", "embedding_dim", "class_names")
@@ -129,10 +129,7 @@ def merge_shards(shard_paths, out_path=None) -> Path:
                 skipped += read_skipped(s)
                 sha.update(np.ascontiguousarray(s["embeddings"][:]).tobytes())
                 rows.update(s["labels"][:], s["ids"].asstr()[:], s["index"][:], s["splits"][:])
-        group = f.create_group("skipped")
-        group.create_dataset("index", data=np.asarray([s["index"] for s in skipped], dtype=np.int64))
-        for key, name in (("id", "ids"), ("reason", "reasons"), ("kind", "kinds")):
-            group.create_dataset(name, data=[s[key] or "" for s in skipped], dtype=str_t)
+        write_skipped(f, skipped)
         for key, value in infos[0].items():
             f.attrs[key] = attr_value(value)
         seconds = max(float(info.get("seconds", 0)) for info in infos)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.splits import SPLITS
 from ..io import atomic_write, file_lock, remove_abandoned, temporary_name, write_text
-from .schema import ROW_DATASETS, SCHEMA_VERSION, RowsChecksum, attr_value, h5py_module
+from .schema import ROW_DATASETS, SCHEMA_VERSION, RowsChecksum, attr_value, h5py_module, write_skipped
 
 log = logging.getLogger(__name__)
 
@@ -191,18 +191,11 @@ class CacheWriter:
 
         Args:
             attrs: scalar (or JSON-able) attributes, see the module docstring.
-            skipped: (index, id, reason, kind) of every image that could not be decoded (the
-                kind may be left out: it is then recorded as "").
+            skipped: a :class:`~features.data.SkippedImage` for every image that could not be decoded.
         """
-        h5py = h5py_module()
         f = self._file
-        group = f.create_group("skipped")
         skipped = list(skipped)
-        group.create_dataset("index", data=np.asarray([s[0] for s in skipped], dtype=np.int64))
-        group.create_dataset("ids", data=[s[1] for s in skipped], dtype=h5py.string_dtype())
-        group.create_dataset("reasons", data=[s[2] for s in skipped], dtype=h5py.string_dtype())
-        group.create_dataset("kinds", data=[s[3] if len(s) > 3 else "" for s in skipped],
-                             dtype=h5py.string_dtype())
+        write_skipped(f, skipped)
         for key, value in attrs.items():
             f.attrs[key] = attr_value(value)
         f.attrs["n_images"] = self._rows

@@ -19,7 +19,6 @@ and chooses alpha and its epochs on the validation split. Each run writes a fold
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from features.cli import common as cli
@@ -58,33 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features import cache as store
-    from features.errors import UsageError
-    from features.heads.classify import check_fits_in_memory, classify, classify_streaming, fits_in_memory
-    from features.heads.registry import check_epochs, check_params, check_search, get_head_spec
-    from features.results.metrics import summary_line
+    from features.heads.classify import classify_caches
+    from features.records.metrics import summary_line
 
-    spec = get_head_spec(args.head)  # flags first, then work
-    fixed = check_params({"C": args.C, "gamma": args.gamma, "k": args.k, "alpha": args.alpha})
-    check_search(args.cv, args.n_jobs, args.seed)
-    check_epochs(args.epochs, spec)
-
-    if args.stream and not spec.streams:
-        can = ", ".join(n for n, s in HEADS.items() if s.streams)
-        raise UsageError(f"{{stream}}: {{head}} {args.head} holds the embeddings in memory; heads that stream: {can}")
-    paths = args.features or [store.newest_cache(args.embeddings_dir)]
-    class_weight = None if args.class_weight == "none" else "balanced"
-    if spec.streaming or (spec.streams and (args.stream or not fits_in_memory(paths))):
-        if not (spec.streaming or args.stream):
-            logging.getLogger("classify").info("the embeddings would not fit in memory: %s streams them", args.head)
-        with store.CacheRows(paths) as rows:
-            result = classify_streaming(rows, args.head, fixed, class_weight=class_weight, seed=args.seed,
-                                        epochs=args.epochs, out_dir=args.out, features=[str(p) for p in paths])
-    else:
-        check_fits_in_memory(paths, args.head)
-        cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])
-        result = classify(cache, args.head, fixed, class_weight=class_weight, cv=args.cv, n_jobs=args.n_jobs,
-                          seed=args.seed, out_dir=args.out, features=[str(p) for p in paths])
+    result = classify_caches(args.features, args.head, fixed={"C": args.C, "gamma": args.gamma, "k": args.k,
+                                                              "alpha": args.alpha},
+                             stream=args.stream, class_weight=None if args.class_weight == "none" else "balanced",
+                             cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, epochs=args.epochs, out_dir=args.out,
+                             embeddings_dir=args.embeddings_dir)
     passes = f", {result['passes']} passes over the cache" if result.get("passes") else ""
     print(f"{args.head} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
           f"  params {result['params']}, search {result['search_seconds']:.2f} s, "

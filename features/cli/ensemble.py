@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _body(args) -> None:
     from features.errors import UsageError
-    from features.results.ensemble import score_ensemble
-    from features.results.metrics import summary_line
+    from features.records.metrics import summary_line
+    from features.reports.ensemble import score_ensemble
 
     if args.max_members is not None and args.max_members < 1:
         raise UsageError(f"{{max_members}} {args.max_members}: must be at least 1")

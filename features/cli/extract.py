@@ -92,13 +92,12 @@ def _body(args) -> None:
             print(describe(spec))
         print(describe_hub())
         return
-    from features.extract.run import ExtractSettings, extract
+    from features.extraction.run import ExtractSettings, extract
 
     settings = ExtractSettings.resolve(  # flags first, then work
-        args.backbone, args.weights, args.image_size, pooling=args.pooling, tta=args.tta, batch_size=args.batch_size,
-        out_dir=args.out, shard=args.shard, engine=args.engine, ray_address=args.ray_address, force=args.force,
-        runtime=args.runtime,
-        progress=not args.quiet)
+        args.backbone, weights=args.weights, image_size=args.image_size, pooling=args.pooling, tta=args.tta,
+        batch_size=args.batch_size, out_dir=args.out, shard=args.shard, engine=args.engine,
+        ray_address=args.ray_address, force=args.force, runtime=args.runtime, progress=not args.quiet)
     source, _ = load_data(args)
     result = extract(source, settings)
     summary = result.as_dict()
@@ -118,7 +117,7 @@ def _body(args) -> None:
     if result.resumed:
         print(f"  resumed: {result.resumed} images were embedded by the interrupted run")
     for item in result.skipped:
-        print(f"  skipped {item['id']}: {item['reason']}")
+        print(f"  skipped {item.id}: {item.reason}")
     if result.skipped:
         by_kind = result.skipped_by_kind()
         print("  skipped by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())))

@@ -56,7 +56,7 @@ def _body(args) -> None:
     config = check_settings(config_from_flags(args, TrainConfig, backbone=backbone.name,
                                               image_size=backbone.image_size))
     source, _ = load_data(args)
-    from features.results.metrics import summary_line
+    from features.records.metrics import summary_line
     from features.train.run import finetune
 
     result = finetune(source, config, out_dir=args.out, verbose=0 if args.quiet else 1)

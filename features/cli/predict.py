@@ -46,31 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features import validate
     from features.errors import UsageError
-    from features.serve.predict import list_inputs, open_predictor, top_k, write_csv
+    from features.serve.predict import predict, write_csv
 
     if args.top_k < 1:
         raise UsageError(f"{{top_k}} {args.top_k}: must be at least 1")
-    validate.batch_size(args.batch_size)
-    paths = list_inputs(args.inputs)
-    if not paths:
-        raise UsageError(f"no images in {', '.join(args.inputs)}")
-    predictor = open_predictor(args.run_dir, args.ensemble, args.tta, args.runtime)
-    rows, proba, failed = predictor.predict(paths, args.batch_size, args.tta)
-    best = top_k(proba, predictor.class_names, min(args.top_k, len(predictor.class_names)))
+    found = predict(args.run_dir, args.inputs, ensemble=args.ensemble, tta=args.tta, runtime=args.runtime,
+                    batch_size=args.batch_size)
+    best = found.top_k(args.top_k)
     if args.csv:
-        write_csv(args.csv, paths, rows, proba, predictor.class_names, failed)
-        print(f"wrote {args.csv}: {len(rows)} images classified, {len(failed)} unreadable")
+        write_csv(args.csv, found.paths, found.rows, found.probabilities, found.class_names, found.failed)
+        print(f"wrote {args.csv}: {len(found.rows)} images classified, {len(found.failed)} unreadable")
     else:
-        for i, ranked in zip(rows, best):
-            print(f"{paths[i]}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
-    for path, reason in failed:
+        for path, ranked in best:
+            print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+    for path, reason in found.failed:
         print(f"unreadable {path}: {reason}")
     if args.json:
-        print_json({"predictions": [{"path": paths[i], "top": [[n, p] for n, p in ranked]}
-                                    for i, ranked in zip(rows, best)],
-                    "unreadable": [{"path": p, "reason": r} for p, r in failed]})
+        print_json({"predictions": [{"path": path, "top": [[n, p] for n, p in ranked]} for path, ranked in best],
+                    "unreadable": [{"path": p, "reason": r} for p, r in found.failed]})
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    from features.results.report import write_report
+    from features.reports.report import write_report
 
     path = write_report(args.results, args.out, args.plots_dir, args.note, args.map)
     print(f"wrote {path} and its plots in {args.plots_dir}/")

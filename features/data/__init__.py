@@ -14,6 +14,7 @@ from .decoding import (
                        SKIP_KINDS,
                        Headers,
                        Skip,
+                       SkippedImage,
                        decode_image,
                        decode_paths,
                        read_headers,
@@ -52,7 +53,7 @@ from .splits import (
 )
 
 __all__ = [
-    "RESIZE_METHOD", "SKIP_KINDS", "Headers", "Skip", "decode_image", "decode_paths", "read_headers",
+    "RESIZE_METHOD", "SKIP_KINDS", "Headers", "Skip", "SkippedImage", "decode_image", "decode_paths", "read_headers",
     "why_undecodable", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "TFDS_DATASETS", "DataSource", "images_under",
     "load_folder", "load_source", "load_tfds", "activation_batches", "decoded_images", "fixed_threads",
     "headers_for", "image_batches", "indexed_batches", "labelled_batches", "why_skipped", "DEFAULT_SPLIT",

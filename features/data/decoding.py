@@ -39,6 +39,20 @@ class Skip:
     reason: str
 
 
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image of a listing left out of a cache: its position in the listing, its id, and why (as a
+    :class:`Skip` says). The one shape a skipped image has: in the cache, an extraction's result, its JSON."""
+
+    index: int
+    id: str
+    kind: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "id": self.id, "kind": self.kind, "reason": self.reason}
+
+
 class NotRegularFile(OSError):
     """A path that is a device, a FIFO, a socket or a folder, found on the open descriptor."""
 

@@ -1,7 +1,9 @@
 """Heads on cached embeddings: the registry, the search, the streamed fit, and a run of one.
 
-* :mod:`.registry`: one :class:`HeadSpec` per head (its factory, grid, linear form), head
-  files (skops, with an allow-list), :func:`make_head`.
+* :mod:`.registry`: one :class:`HeadSpec` per head (its factory, grid, linear form), :func:`make_head`.
+* :mod:`.params`: the checks of what a caller sets (fixed values, the search, epochs, calibration folds).
+* :mod:`.linear`: a linear head as one map on the raw embeddings (what the export folds).
+* :mod:`.files`: head files (skops, with an allow-list).
 * :mod:`.search`: :func:`fit_head`, settings chosen by cross-validation on train, refit on train + val.
 * :mod:`.streaming`: heads fitted a block of rows at a time (caches larger than memory).
 * :mod:`.classify`: a head on a cache, scored once on test, recorded as a run folder and a row.
@@ -9,23 +11,10 @@
 scikit-learn is imported only when a head is made.
 """
 
-from .registry import (
-                       HEAD_FORMAT,
-                       HEADS,
-                       TRUSTED_TYPES,
-                       FittedHead,
-                       HeadSpec,
-                       Linear,
-                       check_epochs,
-                       check_params,
-                       check_search,
-                       fold_head,
-                       get_head_spec,
-                       load_head,
-                       make_head,
-                       register_head,
-                       save_head,
-)
+from .files import HEAD_FORMAT, TRUSTED_TYPES, load_head, save_head
+from .linear import Linear
+from .params import check_epochs, check_params, check_search
+from .registry import HEADS, FittedHead, HeadSpec, fold_head, get_head_spec, make_head, register_head
 from .search import fit_head
 
 __all__ = [

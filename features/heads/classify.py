@@ -12,10 +12,12 @@ from ..cache import FeatureCache, read_attrs
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
 from ..io import available_memory, check_output_folder
-from ..results import metrics, runs
-from ..results.plots import plot_confusion
-from ..results.runs import RunFiles
+from ..records import metrics, runs
+from ..records.plots import plot_confusion
+from ..records.runs import RunFiles
 from . import registry as heads
+from .files import save_head
+from .params import check_epochs, check_params, check_search
 from .search import fit_head
 
 METHOD = "frozen-features"
@@ -61,7 +63,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     ``out_dir`` and appends one row to the results table.
 
     Returns:
-        The row appended to the results table, plus "metrics" (see :func:`features.results.metrics.score`).
+        The row appended to the results table, plus "metrics" (see :func:`features.records.metrics.score`).
     """
     check_output_folder(out_dir)
     _require_test_rows(cache.path, cache.splits)
@@ -122,6 +124,50 @@ def classify_streaming(rows, head: str, fixed: dict | None = None, class_weight:
                    fitted.val)
 
 
+def classify_caches(paths=None, head: str = "logreg", *, fixed: dict | None = None, stream: bool = False,
+                    class_weight: str | None = None, cv: int = 5, n_jobs: int | None = -1, seed: int = 0,
+                    epochs: int | None = None, out_dir="runs", embeddings_dir="embeddings") -> dict:
+    """A head on the caches at ``paths`` (several are joined side by side), scored once on their test rows.
+
+    ``paths`` None: the cache extracted or re-used last under ``embeddings_dir``.
+
+    The one policy for how the caches are read: a head that always streams (sgd) reads them a block
+    of rows at a time; one that can (logreg) does so when ``stream`` is set or when the matrix would not
+    fit in memory; the others load them, after a check that they fit, every row verified.
+
+    Returns:
+        As :func:`classify`; a streamed fit adds "passes".
+
+    Raises:
+        UsageError: ``stream`` for a head that cannot stream, or caches too large for an in-memory head.
+    """
+    import logging
+
+    from .. import cache as store
+
+    spec = heads.get_head_spec(head)  # every setting checked before a file is opened
+    fixed = check_params(fixed)
+    check_search(cv, n_jobs, seed)
+    check_epochs(epochs, spec)
+    if stream and not spec.streams:
+        can = ", ".join(n for n, s in heads.HEADS.items() if s.streams)
+        raise UsageError(f"{{stream}}: {{head}} {head} holds the embeddings in memory; heads that stream: {can}")
+    if not paths:
+        paths = [store.newest_cache(embeddings_dir)]
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    features = [str(p) for p in paths]
+    if spec.always_streams or (spec.streams and (stream or not fits_in_memory(paths))):
+        if not (spec.always_streams or stream):
+            logging.getLogger(__name__).info("the embeddings would not fit in memory: %s streams them", head)
+        with store.CacheRows(paths) as rows:
+            return classify_streaming(rows, head, fixed, class_weight=class_weight, seed=seed, epochs=epochs,
+                                      out_dir=out_dir, features=features)
+    check_fits_in_memory(paths, head)
+    cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])
+    return classify(cache, head, fixed, class_weight=class_weight, cv=cv, n_jobs=n_jobs, seed=seed,
+                    out_dir=out_dir, features=features)
+
+
 def _require_test_rows(path, splits) -> None:
     if not (splits == TEST).any():
         raise CacheError(f"{path}: the cache has no test rows; extract it with a {{split}} "
@@ -151,7 +197,7 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
     n_fit = int(np.isin(cache.splits, (TRAIN, VAL)).sum())
     with runs.run_folder(out_dir, str(attrs.get("dataset")), str(attrs.get("backbone")), head) as run:
         files = run.files
-        heads.save_head(files / RunFiles.HEAD, fitted, meta)
+        save_head(files / RunFiles.HEAD, fitted, meta)
         files.write_text(RunFiles.REPORT, metrics.report_text(y_test, proba, cache.class_names))
         files.write_predictions(test_ids, y_test, proba, cache.class_names)
         files.write_probabilities(cache.class_names, test=(test_ids, y_test, proba),

@@ -30,6 +30,7 @@ from ..data.splits import TRAIN, VAL
 from ..errors import UsageError
 from . import registry as heads
 from .blocks import class_weights, fit_scaler, in_order, predict_split
+from .params import check_params
 
 PASS_ROWS = 8192  # rows a pass reads at once: 40 MB of 1,280 float32, far from the memory limit
 TOL = 1e-4  # scikit-learn's LogisticRegression default
@@ -126,7 +127,7 @@ def fit_lbfgs_head(name: str, rows, fixed: dict | None = None, class_weight: str
     from sklearn.pipeline import Pipeline
 
     spec = heads.get_head_spec(name)
-    fixed = heads.check_params(fixed)
+    fixed = check_params(fixed)
     if epochs is not None:
         raise UsageError(f"{{epochs}} {epochs}: head {name} runs until its optimum, in as many passes as it takes; "
                          "leave {epochs} out")

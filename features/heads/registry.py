@@ -1,4 +1,4 @@
-"""The head registry: scikit-learn heads for cached embeddings (the frozen-base baseline), and head files.
+"""The head registry: scikit-learn heads for cached embeddings (the frozen-base baseline).
 
 One :class:`HeadSpec` per head, made by decorating its factory with :func:`register_head`
 (timm's ``@register_model``): its grid, whether it is linear and how it folds into one
@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .. import validate
 from ..errors import UsageError
+from .linear import Linear, fold_calibrated_linear_svm, fold_logreg, fold_sgd
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,6 @@ class HeadSpec:
             a softmax or sigmoid (so it folds into one Dense layer, see the export).
         max_grid: optional ``max_grid(grid, rows_per_fold)``, trimming candidates that
             cannot apply to so few rows.
-        streaming: the estimator learns with ``partial_fit``: it is trained a block of rows
-            at a time (:mod:`features.heads.streaming`) and never holds the matrix in memory.
         fold: optional ``fold(fitted estimator)`` giving its probabilities as
             :class:`Linear` members (linear heads only): what lets the export fold the head
             into one graph with its backbone.
@@ -57,66 +55,14 @@ class HeadSpec:
     search_keys: dict
     linear: bool
     max_grid: Callable | None = None
-    streaming: bool = False
     fold: Callable | None = None
     calibration_folds: int | None = None
     streams: str | None = None
 
-
-@dataclass
-class Linear:
-    """A linear head's probabilities: ``members`` linear maps, their outputs averaged.
-
-    Each member ``m`` computes ``z = x @ kernel[m] + bias[m]`` on the scaled embeddings, then
-    "softmax" (``softmax(z)``) or "sigmoid" (``sigmoid(z)`` normalised to sum one; with one
-    column, ``[1 - sigmoid(z), sigmoid(z)]``). The calibrated linear SVM has one member per
-    calibration fold; the others have one.
-    """
-
-    kernel: np.ndarray  # (members, features, outputs)
-    bias: np.ndarray  # (members, outputs)
-    activation: str
-
-    def fold_scaler(self, mean: np.ndarray, scale: np.ndarray) -> "Linear":
-        """The same map on unscaled embeddings: ``(x - mean) / scale`` folded into the weights."""
-        kernel = self.kernel / scale[None, :, None]
-        bias = self.bias - np.einsum("d,mdk->mk", mean, kernel)
-        return Linear(kernel, bias, self.activation)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """The probabilities, in numpy (float64): the reference the exported graph is held to."""
-        z = np.einsum("nd,mdk->mnk", np.asarray(X, np.float64), self.kernel) + self.bias[:, None, :]
-        if self.activation == "softmax":
-            e = np.exp(z - z.max(axis=-1, keepdims=True))
-            p = e / e.sum(axis=-1, keepdims=True)
-        else:
-            s = 1.0 / (1.0 + np.exp(-z))
-            p = np.concatenate([1 - s, s], axis=-1) if s.shape[-1] == 1 else s / s.sum(axis=-1, keepdims=True)
-        return p.mean(axis=0)
-
-
-def _one(coef, intercept, activation) -> Linear:
-    return Linear(np.asarray(coef, np.float64).T[None], np.asarray(intercept, np.float64)[None], activation)
-
-
-def _fold_logreg(clf) -> Linear:
-    return _one(clf.coef_, clf.intercept_, "softmax" if clf.coef_.shape[0] > 1 else "sigmoid")
-
-
-def _fold_sgd(clf) -> Linear:  # one-vs-rest logistic models, normalised (scikit-learn's _predict_proba_lr)
-    return _one(clf.coef_, clf.intercept_, "sigmoid")
-
-
-def _fold_calibrated_linear_svm(clf) -> Linear:
-    """Each calibration member: p_k = sigmoid(-(a_k f_k + b_k)) of the SVM's decision f_k."""
-    kernels, biases = [], []
-    for member in clf.calibrated_classifiers_:
-        svm = member.estimator
-        a = np.array([c.a_ for c in member.calibrators], np.float64)
-        b = np.array([c.b_ for c in member.calibrators], np.float64)
-        kernels.append(-(svm.coef_.T * a))
-        biases.append(-(svm.intercept_ * a + b))
-    return Linear(np.stack(kernels), np.stack(biases), "sigmoid")
+    @property
+    def always_streams(self) -> bool:
+        """A ``partial_fit`` head (sgd) is only ever fitted a block of rows at a time; it has epochs."""
+        return self.streams == "partial_fit"
 
 
 def fold_head(pipeline, name: str) -> Linear:
@@ -138,21 +84,21 @@ HEADS: dict[str, HeadSpec] = {}
 CALIBRATION = "_calibration_folds"  # the factory's key for the calibration folds (not a recorded setting)
 
 
-def register_head(name: str, description: str, grid: dict, linear: bool, search_keys: dict | None = None,
-                  max_grid: Callable | None = None, streaming: bool = False, fold: Callable | None = None,
+def register_head(name: str, description: str, grid: dict, linear: bool, *, search_keys: dict | None = None,
+                  max_grid: Callable | None = None, fold: Callable | None = None,
                   calibration_folds: int | None = None, streams: str | None = None):
-    """Decorator: the decorated factory becomes the registry entry ``name``."""
+    """Decorator: the decorated factory becomes the registry entry ``name`` (see :class:`HeadSpec`)."""
     def register(factory):
         keys = search_keys or {k: k for k in grid}
-        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid, streaming, fold,
-                               calibration_folds, "partial_fit" if streaming else streams)
+        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid=max_grid, fold=fold,
+                               calibration_folds=calibration_folds, streams=streams)
         return factory
 
     return register
 
 
 @register_head("logreg", "multinomial logistic regression (streams when the matrix would not fit in memory)",
-               {"C": [0.001, 0.01, 0.1, 1.0]}, linear=True, fold=_fold_logreg, streams="lbfgs")
+               {"C": [0.001, 0.01, 0.1, 1.0]}, linear=True, fold=fold_logreg, streams="lbfgs")
 def _logreg(p, class_weight, seed, probability, n_jobs):
     from sklearn.linear_model import LogisticRegression
 
@@ -173,7 +119,7 @@ def _svm(p, class_weight, seed, probability, n_jobs):
 
 
 @register_head("linear_svm", "linear SVM (calibrated probabilities)", {"C": [0.0001, 0.001, 0.01, 0.1]},
-               linear=True, fold=_fold_calibrated_linear_svm, calibration_folds=3)
+               linear=True, fold=fold_calibrated_linear_svm, calibration_folds=3)
 def _linear_svm(p, class_weight, seed, probability, n_jobs):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import LinearSVC
@@ -198,8 +144,8 @@ def _knn(p, class_weight, seed, probability, n_jobs):  # no class weights: knn i
 
 
 @register_head("sgd", "logistic regression by SGD, trained a block of rows at a time (for caches "
-               "larger than memory)", {"alpha": [1e-5, 1e-4, 1e-3, 1e-2]}, linear=True, streaming=True,
-               fold=_fold_sgd)
+               "larger than memory)", {"alpha": [1e-5, 1e-4, 1e-3, 1e-2]}, linear=True,
+               streams="partial_fit", fold=fold_sgd)
 def _sgd(p, class_weight, seed, probability, n_jobs):
     from sklearn.linear_model import SGDClassifier
 
@@ -213,80 +159,6 @@ def get_head_spec(name: str) -> HeadSpec:
         return HEADS[name]
     except KeyError:
         raise UsageError(f"{{head}} {name}: unknown head; choose one of: {', '.join(HEADS)}") from None
-
-
-def check_params(fixed: dict | None) -> dict:
-    """Check values the caller fixed (``C``, ``gamma``, ``k``); return those given, cleaned.
-
-    Raises:
-        UsageError: a value no head can take (NaN, infinite, zero or negative).
-    """
-    out = {}
-    for key, value in (fixed or {}).items():
-        if value is None:
-            continue
-        if key == "gamma" and value in ("scale", "auto"):
-            out[key] = value
-        elif key == "alpha":  # SGD's steps overflow far from its grid (1e300 ended in scikit-learn's traceback)
-            out[key] = validate.positive(value, key)
-            if not 1e-12 <= out[key] <= 1e3:
-                raise UsageError(f"{{alpha}} {value}: give a number from 1e-12 to 1000")
-        elif key == "k":
-            out[key] = validate.whole(value, "k", 1, what=" of neighbours")
-        else:
-            number = value
-            if isinstance(value, str):  # a number typed on a command line (--gamma takes words too)
-                try:
-                    number = float(value)
-                except ValueError:
-                    pass
-            out[key] = validate.positive(number, key, also=", 'scale' or 'auto'" if key == "gamma" else "")
-    return out
-
-
-def check_search(cv: int = 5, n_jobs: int | None = None, seed: int = 0) -> None:
-    """Check the search's settings: folds, parallel jobs and seed.
-
-    Raises:
-        UsageError: fewer than two folds, zero jobs, or a seed out of range.
-    """
-    validate.seed(seed)
-    validate.whole(cv, "cv", 2, what=" of folds")
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0):
-        raise UsageError(f"{{n_jobs}} {n_jobs}: give a number of parallel jobs, or -1 for every core")
-
-
-def check_epochs(epochs: int | None, spec: HeadSpec | None = None) -> None:
-    """Check a number of passes given for a head that streams.
-
-    Raises:
-        UsageError: not a whole number from 1 to 1000, or given for a head that has no epochs.
-    """
-    if epochs is None:
-        return
-    if spec is not None and not spec.streaming:
-        raise UsageError(f"{{epochs}} {epochs}: head {spec.name} fits in one call and has no epochs; "
-                         f"{{epochs}} is for {', '.join(n for n, s in HEADS.items() if s.streaming)}")
-    validate.whole(epochs, "epochs", 1, 1000, what=" of passes")
-
-
-def calibration_folds(name: str, labels) -> int | None:
-    """The calibration folds a head can use on rows with these labels (None: it calibrates nothing).
-
-    Raises:
-        UsageError: a class has a single row: cross-validation cannot calibrate on it.
-    """
-    spec = get_head_spec(name)
-    if not spec.calibration_folds:
-        return None
-    counts = np.bincount(np.asarray(labels))
-    fewest = int(counts[counts > 0].min())
-    if fewest < 2:
-        others = ", ".join(n for n, s in HEADS.items() if not s.calibration_folds and not s.streaming)
-        raise UsageError(f"{{head}} {name}: its probabilities are calibrated by cross-validation, which needs at "
-                         f"least two training images of every class, and one class has {fewest}; add photos, or "
-                         f"use {others}")
-    return min(spec.calibration_folds, fewest)
 
 
 def make_head(name: str, params: dict | None = None, class_weight: str | None = None,
@@ -335,46 +207,3 @@ class FittedHead:
 def plain(params: dict) -> dict:
     """Parameters as plain Python values (NumPy scalars become numbers), for JSON and the record."""
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
-
-
-HEAD_FORMAT = 1
-# Types a head file may hold beyond skops' defaults: exactly what the heads above use.
-TRUSTED_TYPES = (
-    "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree",
-)
-
-
-def save_head(path, fitted: FittedHead, meta: dict) -> None:
-    """Save a fitted head with what a predictor must match (class names, backbone, ...).
-
-    The format is skops', made to load scikit-learn models without running arbitrary code.
-    """
-    import skops.io as sio
-
-    sio.dump({"format": HEAD_FORMAT, "head": fitted.name, "params": fitted.params,
-              "pipeline": fitted.pipeline, "meta": meta}, path)
-
-
-def load_head(path) -> dict:
-    """Load a head saved by :func:`save_head`, refusing any type a head never needs.
-
-    Raises:
-        UsageError: not a head file, or it holds types outside the allow-list.
-    """
-    import skops.io as sio
-
-    try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:  # noqa: BLE001 - a file skops cannot even list is not a head file, whatever it is
-        raise UsageError(f"{path}: not a head file written by classify.py ({exc})") from None
-    unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
-    if unexpected:
-        raise UsageError(f"{path}: refusing to load types a head never holds: {', '.join(unexpected)}")
-    obj = sio.load(path, trusted=list(untrusted))
-    if not isinstance(obj, dict) or obj.get("format") != HEAD_FORMAT:
-        raise UsageError(f"{path}: not a head file of format {HEAD_FORMAT}")
-    return obj

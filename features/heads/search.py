@@ -10,7 +10,8 @@ import time
 import numpy as np
 
 from ..errors import UsageError
-from .registry import FittedHead, calibration_folds, check_params, check_search, get_head_spec, make_head, plain
+from .params import calibration_folds, check_params, check_search
+from .registry import FittedHead, get_head_spec, make_head, plain
 
 
 def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | None = None,

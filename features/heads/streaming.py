@@ -25,6 +25,7 @@ from ..data.splits import TRAIN, VAL
 from ..errors import UsageError
 from . import registry as heads
 from .blocks import blocks, class_weights, fit_scaler, in_order, predict_split
+from .params import check_epochs, check_params
 
 BLOCKS_PER_STEP = 8
 MAX_EPOCHS = 20
@@ -70,8 +71,8 @@ def fit_streaming_head(name: str, rows, fixed: dict | None = None, class_weight:
             validation split.
     """
     spec = heads.get_head_spec(name)
-    fixed = heads.check_params(fixed)
-    heads.check_epochs(epochs, spec)
+    fixed = check_params(fixed)
+    check_epochs(epochs, spec)
     train_labels = rows.labels[rows.splits == TRAIN]
     if len(np.unique(train_labels)) < 2:
         raise UsageError("the training split holds fewer than two classes; nothing to classify")

@@ -213,12 +213,6 @@ def build(backbone, pooling: str | None):
     return keras.Model(images, embedding, name=slug(spec.name))
 
 
-def describe_source(name: str) -> str:
-    """Where the family's embedding comes from, for the listing."""
-    return FAMILIES.get(name, Family("", 1, "", "")).source
-
-
-
 def transformer_blocks(network) -> tuple[list, list, list] | None:
     """A hub network cut where ``finetune.py --unfreeze N`` counts: (before, blocks, after).
 

@@ -138,11 +138,10 @@ def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
 def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict) -> dict:
     import tf2onnx
 
-    from ..device import native_stderr_silenced
+    from ..device import native_stderr_silenced, quiet_converters
     from .build import create_embedder, embedding_function
 
-    for name in ("tensorflow", "tf2onnx", "absl"):  # the converter's progress lines
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_converters()
     start = time.perf_counter()
     model = create_embedder(backbone, pooling, tta, seed)
     size = backbone.image_size
@@ -153,7 +152,7 @@ def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict)
             with native_stderr_silenced():
                 tf2onnx.convert.from_function(embed, input_signature=embed.input_signature, opset=OPSET,
                                               output_path=str(tmp))
-            _session(tmp, threads=1)  # tf2onnx leaves ops it cannot convert as they are: the runtime judges
+            ort_session(tmp, threads=1)  # tf2onnx leaves ops it cannot convert as they are: the runtime judges
         except Exception as exc:
             if isinstance(exc, OSError):  # a full disk, a folder that cannot be written: not the network's
                 raise
@@ -202,8 +201,16 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _session(path, threads: int):
+def ort_session(path, threads: int | None = None):
+    """The one way the toolkit opens an ONNX Runtime session: on the CPU, ``threads`` intra-op threads
+    (None: every core this process may use), one inter-op thread, the runtime's own warnings kept quiet.
+
+    Args:
+        path: the .onnx file, or its bytes.
+    """
     import onnxruntime as ort
+
+    threads = threads or cores()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -227,7 +234,7 @@ class OnnxEmbedder:
         import onnxruntime as ort
 
         self.threads = threads or cores()
-        self.session = _session(path, self.threads)
+        self.session = ort_session(path, self.threads)
         self.input = self.session.get_inputs()[0].name
         self.version = ort.__version__
 

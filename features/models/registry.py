@@ -264,15 +264,6 @@ class Backbone:
     def name(self) -> str:
         return self.spec.name
 
-    @property
-    def weights_source(self) -> str:
-        """Where the weights come from, in words."""
-        if self.weights == "none":
-            return "random initialisation"
-        if self.weights == "imagenet":
-            return f"pip package {self.spec.weights_package}" if self.spec.offline_weights else "Keras download"
-        return f"file {self.weights_file}"
-
     @cached_property
     def weights_sha256(self) -> str:
         """The weights file's checksum ("" where there is no local file).

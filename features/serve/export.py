@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..device import quiet_converters, verbose
 from ..errors import DiskFullError, UsageError, is_disk_full
 from ..io import Busy, check_output_folder, file_lock, tree_sha256, write_json, write_text
-from ..results.runs import RunFiles
-from .exported import EXPORT_FORMAT, FORMATS, MODEL_FILE, RECORD, read_record, uint8_images, verbose
+from ..records.runs import RunFiles
+from .exported import EXPORT_FORMAT, FORMATS, MODEL_FILE, RECORD, read_record, uint8_images
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def load_exportable(run_dir) -> Exportable:
     if len(predictor.backbones) != 1:
         raise UsageError(f"{run_dir}: the head reads the embeddings of {len(predictor.backbones)} backbones; "
                          "export a head trained on one")
-    from ..heads.registry import load_head
+    from ..heads.files import load_head
 
     name = load_head(RunFiles(run_dir) / RunFiles.HEAD)["head"]
     linear = fold_head(predictor.model, name)
@@ -242,24 +243,19 @@ def _onnx(model: Exportable, folder: Path) -> None:
     def serve(images):
         return {"probabilities": model.probabilities(images)}
 
-    tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=17,
+    from ..models.onnx import OPSET, ort_session
+
+    tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=OPSET,
                                   output_path=str(folder / MODEL_FILE["onnx"]))
     try:  # tf2onnx writes ops it could not convert as they are: the runtime is the judge
-        import onnxruntime
+        import onnxruntime  # noqa: F401
 
-        onnxruntime.InferenceSession(str(folder / MODEL_FILE["onnx"]), providers=["CPUExecutionProvider"])
+        ort_session(folder / MODEL_FILE["onnx"], threads=1)
     except ImportError:
         pass
     except Exception as exc:  # noqa: BLE001 - whatever onnxruntime says, this network has no ONNX form here
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ConverterRefused("onnx", reason) from None
-
-
-def _quiet_converters() -> None:
-    """TensorFlow's and tf2onnx's own progress lines (INFO) stay out of the output, unless -v."""
-    if not verbose():
-        for name in ("tensorflow", "tf2onnx", "absl"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class ConverterRefused(Exception):
@@ -321,7 +317,7 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
     from ..data import RESIZE_METHOD
 
     check_settings(fmt, quantize)
-    _quiet_converters()
+    quiet_converters()
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "export" / (fmt if quantize == "none" else f"{fmt}-{quantize}")
     _existing_export(out, force)  # before any work; checked again under the lock

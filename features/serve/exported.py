@@ -16,7 +16,6 @@ An export folder (``RUN_DIR/export/<format>[-<quantization>]/`` by default) hold
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,6 @@ FORMATS = ("saved_model", "tflite", "onnx")
 MODEL_FILE = {"saved_model": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
 EXPORT_FORMAT = 1
 RECORD = "export.json"
-
-
-def verbose() -> bool:
-    """-v: the converters' and runtimes' own lines are shown."""
-    return logging.getLogger("features").isEnabledFor(logging.DEBUG)
 
 
 def uint8_images(images) -> np.ndarray:
@@ -186,7 +180,7 @@ def _tflite_runner(target: Path):
             Interpreter = tf.lite.Interpreter
     from contextlib import nullcontext
 
-    from ..device import native_stderr_silenced
+    from ..device import native_stderr_silenced, verbose
 
     interpreter = Interpreter(model_path=str(target), num_threads=os.cpu_count())
     runner = interpreter.get_signature_runner("serving_default")  # resizes its input to each batch
@@ -204,10 +198,12 @@ def _tflite_runner(target: Path):
 
 def _onnx_runner(target: Path):
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise UsageError("running an ONNX model needs onnxruntime: pip install -r requirements.txt") from None
-    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    from ..models.onnx import ort_session
+
+    session = ort_session(target)
     name = session.get_inputs()[0].name
 
     def run(batch):

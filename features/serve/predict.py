@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data import image_batches, images_under, indexed_batches
 from ..errors import UsageError
-from ..results.runs import RunFiles
+from ..records.runs import RunFiles
 from .base import Predictor
 
 
@@ -133,6 +133,42 @@ def open_predictor(path, ensemble=(), tta: str = "none", runtime: str = "auto") 
     return predictor
 
 
+@dataclass
+class Predictions:
+    """What :func:`predict` found: ``probabilities[j]`` is for ``paths[rows[j]]``; ``failed`` the
+    (path, reason) of each image that could not be read."""
+
+    class_names: list[str]
+    paths: list[str]
+    rows: np.ndarray
+    probabilities: np.ndarray
+    failed: list[tuple[str, str]]
+
+    def top_k(self, k: int = 3) -> list[tuple[str, list[tuple[str, float]]]]:
+        """(path, its k most likely classes with their probabilities) for each image read."""
+        best = top_k(self.probabilities, self.class_names, min(k, len(self.class_names)))
+        return [(self.paths[i], ranked) for i, ranked in zip(self.rows, best)]
+
+
+def predict(path, inputs, *, ensemble=(), tta: str = "none", runtime: str = "auto",
+            batch_size: int = 32) -> Predictions:
+    """Classify the images at ``inputs`` (files and folders, searched as extract.py does) with the run
+    folder or export at ``path`` (see :func:`open_predictor` for the other arguments).
+
+    Raises:
+        UsageError: no images in ``inputs``, a bad ``batch_size``, or a model refused.
+    """
+    from .. import validate
+
+    validate.batch_size(batch_size)
+    paths = list_inputs(inputs)
+    if not paths:
+        raise UsageError(f"no images in {', '.join(str(i) for i in inputs)}")
+    predictor = open_predictor(path, ensemble, tta, runtime)
+    rows, proba, failed = predictor.predict(paths, batch_size, tta)
+    return Predictions(list(predictor.class_names), paths, rows, proba, failed)
+
+
 def _refuse(run_dir, why: str):
     raise UsageError(f"{run_dir}: {why}")
 
@@ -205,7 +241,7 @@ def _onnx_folder(meta: dict):
 
 
 def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
-    from ..heads.registry import load_head
+    from ..heads.files import load_head
     from ..models.registry import resolve_backbone
 
     run_dir = files.folder

@@ -20,9 +20,9 @@ import numpy as np
 from ..data import DataSource, activation_batches, indexed_batches, labelled_batches
 from ..errors import UsageError
 from ..io import available_memory, check_output_folder
-from ..results import metrics, runs
-from ..results.plots import plot_confusion, plot_history
-from ..results.runs import RunFiles
+from ..records import metrics, runs
+from ..records.plots import plot_confusion, plot_history
+from ..records.runs import RunFiles
 from . import loop
 from . import model as training
 from .config import HEAD_UNITS, TrainConfig, resolve_config
@@ -202,7 +202,7 @@ def write_run_files(files: RunFiles, built: Built, config: TrainConfig, source: 
                     index, proba, scores: dict, val=None) -> None:
     """The run folder's model and records (the best-epoch checkpoint is removed), and the
     validation (``val``: rows and probabilities, where given) and test probabilities that
-    ensembles average (:mod:`features.results.ensemble`).
+    ensembles average (:mod:`features.reports.ensemble`).
     """
     y_test = source.labels[index]
     splits = {"test": ([source.ids[i] for i in index], y_test, proba)}

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import cache as store
 from .. import validate
-from ..data import RESIZE_METHOD, DataSource, Headers, headers_for, why_skipped
+from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
 from ..io import check_output_folder
 from ..models.onnx import resolve_runtime
@@ -42,7 +42,7 @@ class ExtractionResult:
     n_skipped: int
     seconds: float
     images_per_second: float
-    skipped: list = field(default_factory=list)
+    skipped: list[SkippedImage] = field(default_factory=list)
     resumed: int = 0
     ignored: dict = field(default_factory=dict)
     empty_classes: list = field(default_factory=list)
@@ -56,14 +56,14 @@ class ExtractionResult:
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
-        return dict(Counter(item["kind"] for item in self.skipped))
+        return dict(Counter(item.kind for item in self.skipped))
 
     def as_dict(self) -> dict:
         size = self.path.stat().st_size if self.path.exists() else 0
         return {"cache": str(self.path), "cache_hit": self.cache_hit, "images": self.n_images,
                 "skipped": self.n_skipped, "seconds": round(self.seconds, 3),
                 "images_per_second": round(self.images_per_second, 2), "cache_bytes": size,
-                "skipped_files": self.skipped, "skipped_by_kind": self.skipped_by_kind(),
+                "skipped_files": [s.as_dict() for s in self.skipped], "skipped_by_kind": self.skipped_by_kind(),
                 "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes,
                 "first_batch_seconds": round(self.first_batch_seconds, 3),
                 "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine,
@@ -85,7 +85,7 @@ class ExtractSettings:
         engine: "local" or "ray".
         runtime: what runs the network: "tf", "onnx" (ONNX Runtime), or "auto" (ONNX Runtime on a
             CPU where it is installed and the network converts, else TensorFlow).
-        ray_address: the Ray cluster (see :func:`features.extract.ray_cluster.connect`).
+        ray_address: the Ray cluster (see :func:`features.extraction.ray_cluster.connect`).
         force: recompute even when the cache is up to date.
         progress: show a progress bar.
         checkpoint_batches: batches between checkpoints.
@@ -105,7 +105,7 @@ class ExtractSettings:
     runtime: str = "auto"
 
     @classmethod
-    def resolve(cls, backbone, weights: str = "imagenet", image_size: int | None = None, pooling: str = "avg",
+    def resolve(cls, backbone, *, weights: str = "imagenet", image_size: int | None = None, pooling: str = "avg",
                 tta: str = "none", batch_size: int | None = None, out_dir="embeddings", shard: str = "0/1",
                 engine: str = "local", ray_address: str | None = None, force: bool = False,
                 progress: bool = True, checkpoint_batches: int = 8, runtime: str = "auto") -> "ExtractSettings":
@@ -130,8 +130,9 @@ class ExtractSettings:
         check_tta(tta)
         validate.whole(checkpoint_batches, "checkpoint_batches", 1)
         resolve_runtime(runtime, gpu=False)  # an unknown runtime, or onnx not installed: refused before any work
-        return cls(backbone, pooling, tta, batch_size, Path(out_dir), parse_shard(shard), engine, ray_address,
-                   bool(force), bool(progress), checkpoint_batches, runtime)
+        return cls(backbone, pooling=pooling, tta=tta, batch_size=batch_size, out_dir=Path(out_dir),
+                   shard=parse_shard(shard), engine=engine, ray_address=ray_address, force=bool(force),
+                   progress=bool(progress), checkpoint_batches=checkpoint_batches, runtime=runtime)
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -273,17 +274,17 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
         log.warning("resuming %s: %d images were embedded before the run stopped", path, resumed)
     todo = indices[indices > last]
     headers = Headers.unread(len(source))  # the Ray engine's actors read the headers of their own files
-    engine_args = (source, settings.backbone, settings.pooling, settings.tta, source.seed, batch_size)
+    engine_args = {"pooling": settings.pooling, "tta": settings.tta, "seed": source.seed, "batch_size": batch_size}
     runtime = settings.runtime if len(todo) else "tf"  # with nothing left to embed, nothing runs
     if runtime != "tf" and resolve_runtime(runtime, gpu=engine_gpus(settings) > 0) == "tf":
         runtime = "tf"  # "auto" on a GPU, or without ONNX Runtime; else the engine tries the conversion
     runtime = {"runtime": runtime, "onnx_dir": settings.out_dir / "onnx"}
     if settings.engine == "ray":
-        engine = RayEngine(*engine_args, address=settings.ray_address, **runtime)
+        engine = RayEngine(source, settings.backbone, address=settings.ray_address, **engine_args, **runtime)
     else:
         if len(todo):
             headers = headers_for(source, settings.backbone.image_size, indices)
-        engine = LocalEngine(*engine_args, headers=headers, **runtime)
+        engine = LocalEngine(source, settings.backbone, headers=headers, **engine_args, **runtime)
     first = None  # every row may have been checkpointed before the run stopped (a full disk)
     start = time.perf_counter()
     try:
@@ -309,11 +310,11 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
     seconds = time.perf_counter() - start
     # The one-time set-up (tracing and optimising the graph, the first batch), and the rate after it.
     setup = (first[0] - start, first[1]) if first else (seconds, 0)
-    return _write_cache(source, settings, batch_size, path, key, checkpoints, indices, headers, resumed, seconds,
-                        setup, engine)
+    return _write_cache(source, settings, batch_size=batch_size, path=path, key=key, checkpoints=checkpoints,
+                        indices=indices, headers=headers, resumed=resumed, seconds=seconds, setup=setup, engine=engine)
 
 
-def _write_cache(source, settings: ExtractSettings, batch_size: int, path: Path, key: dict, checkpoints, indices,
+def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Path, key: dict, checkpoints, indices,
                  headers, resumed: int, seconds: float, setup: tuple[float, int], engine) -> ExtractionResult:
     """The cache from the checkpoints, with every skipped image and its reason; the checkpoints removed.
 
@@ -332,7 +333,7 @@ def _write_cache(source, settings: ExtractSettings, batch_size: int, path: Path,
                 seen[rows] = True
             for i in indices[~seen[indices]]:
                 skip = headers.refused.get(int(i)) or why_skipped(source, int(i))
-                skipped.append((int(i), source.ids[i], skip.reason, skip.kind))
+                skipped.append(SkippedImage(int(i), source.ids[i], skip.kind, skip.reason))
                 log.warning("skipped %s: %s", source.ids[i], skip.reason)
             n = int(seen.sum())
             rate = (n - resumed) / seconds if seconds else 0.0
@@ -362,7 +363,7 @@ def _write_cache(source, settings: ExtractSettings, batch_size: int, path: Path,
         log.warning("every image of class %s was skipped: a classifier cannot learn it; "
                     "fix or remove those files", ", ".join(empty))
     return ExtractionResult(path, False, n, len(skipped), seconds, rate,
-                            [{"id": s[1], "reason": s[2], "kind": s[3]} for s in skipped],
+                            skipped,
                             resumed=resumed, ignored=dict(source.ignored), empty_classes=empty,
                             first_batch_seconds=setup, steady_images_per_second=steady, engine=settings.engine,
                             batch_size=batch_size, runtime=engine.runtime,

@@ -17,8 +17,8 @@ import numpy as np
 from ..cache.reader import align_ids
 from ..errors import UsageError
 from ..io import check_output_folder
-from . import metrics, runs
-from .runs import RunFiles
+from ..records import metrics, runs
+from ..records.runs import RunFiles
 
 METHOD = "ensemble"
 

@@ -49,7 +49,7 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, source, backbone: Backbone, pooling: str, tta: str, seed: int, batch_size: int,
+    def __init__(self, source, backbone: Backbone, *, pooling: str, tta: str, seed: int, batch_size: int,
                  headers, runtime: str = "tf", onnx_dir=None):
         self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
         self.batch_size, self.headers, self.model = batch_size, headers, None
@@ -109,7 +109,7 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, source, backbone: Backbone, pooling: str, tta: str, seed: int, batch_size: int,
+    def __init__(self, source, backbone: Backbone, *, pooling: str, tta: str, seed: int, batch_size: int,
                  address: str | None = None, runtime: str = "tf", onnx_dir=None):
         self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
         self.batch_size, self.address = batch_size, address
@@ -130,8 +130,9 @@ class RayEngine:
     def batches(self, indices):
         from .ray_cluster import embed_batches
 
-        return embed_batches(self.source, self.backbone, self.pooling, self.seed, self.batch_size, indices,
-                             self.address, tta=self.tta, onnx_model=self.onnx_model)
+        return embed_batches(self.source, self.backbone, indices, pooling=self.pooling, seed=self.seed,
+                             batch_size=self.batch_size, address=self.address, tta=self.tta,
+                             onnx_model=self.onnx_model)
 
 
 def run_engine(engine: Engine, indices, checkpoints, checkpoint_rows: int, progress: bool, done: int = 0):

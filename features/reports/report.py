@@ -16,9 +16,9 @@ import re
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import check_output_file, check_output_folder, write_output, write_text
-from . import plots, runs
-from .tables import (
+from ..io import check_output_file, check_output_folder, write_output
+from ..records import plots, runs
+from ..records.tables import (
     CURVE,
     SMALL_CNN,
     chosen_on_validation,
@@ -204,25 +204,3 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     rel = {name: os.path.relpath(p, out.parent) for name, p in drawn}
     text = markdown(rows, rel, environment(), source_note, curve)
     return write_output(out, lambda f: f.write(text), param="out")
-
-
-def write_printed_section(path, name: str, heading: str, intro: str, lines: list[str]) -> None:
-    """A benchmark's own section of BENCHMARKS.md: a heading, a sentence, then its lines as printed."""
-    replace_section(path, name, f"## {heading}\n\n{intro}:\n\n```\n" + "\n".join(lines) + "\n```")
-
-
-def replace_section(path, name: str, text: str) -> None:
-    """Put ``text`` between the markers of section ``name`` in the Markdown file ``path``.
-
-    The markers are ``<!-- section:NAME -->`` and ``<!-- /section:NAME -->``; a section
-    not yet there is appended. Written to a temporary name and renamed. Benchmarks that
-    own a section of BENCHMARKS.md write it this way, and leave the others as they are.
-    """
-    path = Path(path)
-    start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block
-    write_text(path, new)
-

@@ -1,7 +1,7 @@
 """What the results table says: its usable rows, their labels, the method chosen on validation,
 time to accuracy and learning curves. The report (:mod:`.report`), its plots (:mod:`.plots`)
 and the notebook compute every answer here, from the table's rows and the run folders
-they name (:class:`features.results.runs.RunFiles`).
+they name (:class:`features.records.runs.RunFiles`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ engine's own functions (:func:`features.data.decode_paths`,
 labels, splits and row order, embeddings equal within float tolerance. Results come back
 in listing order (Ray Data's ``preserve_order``) and each carries its listing index; the
 driver streams them through the same checkpoint loop as the local engine
-(:func:`features.extract.engines.run_engine`), so an interrupted run resumes, the
+(:func:`features.extraction.engines.run_engine`), so an interrupted run resumes, the
 writers' lock holds, the checksum is the same.
 
 Actors: one per GPU (``num_gpus=1``) where the cluster has GPUs; on CPUs, one per node
@@ -88,7 +88,9 @@ def connect(address: str | None = None, temp_dir: str | None = None) -> None:
         UsageError: Ray is not installed.
         DatasetUnavailableError: no cluster answers at ``address``; says how to start one.
     """
-    quiet_native = not logging.getLogger("features").isEnabledFor(logging.DEBUG)  # -v: Ray's own messages too
+    from ..device import verbose
+
+    quiet_native = not verbose()  # -v: Ray's own messages too
     if quiet_native:
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     ray = _ray()
@@ -112,7 +114,9 @@ def cluster_gpus(address: str | None = None, temp_dir: str | None = None) -> int
 
 def _quiet_ray_data() -> None:
     """Ray Data's executor logs each plan at INFO; the toolkit's progress bar says what matters."""
-    if logging.getLogger("features").isEnabledFor(logging.DEBUG):
+    from ..device import verbose
+
+    if verbose():
         return
     try:  # Ray Data re-applies its logging config for each dataset: raise the console's level in it
         from ray.data._internal import logging as ray_data_logging
@@ -172,7 +176,7 @@ def plan(resources: dict, nodes: list[dict]) -> dict:
 class Embedder:
     """One actor of the pool: builds the backbone once, then decodes and embeds batches of paths."""
 
-    def __init__(self, backbone: str, image_size: int, weights: str, pooling: str, seed: int,
+    def __init__(self, backbone: str, *, image_size: int, weights: str, pooling: str, seed: int,
                  max_pixels: int | None, threads: int = 0, tta: str = "none", onnx_model: bytes | None = None):
         import tensorflow as tf
 
@@ -225,7 +229,7 @@ def check_source(source) -> None:
                          "use the local engine, or export it to a folder")
 
 
-def embed_batches(source, backbone, pooling: str, seed: int, batch_size: int, indices, address: str | None = None,
+def embed_batches(source, backbone, indices, *, pooling: str, seed: int, batch_size: int, address: str | None = None,
                   temp_dir: str | None = None, tta: str = "none", onnx_model: bytes | None = None):
     """(listing indices, embeddings) of the rows ``indices`` of ``source``, embedded on Ray, in listing order.
 

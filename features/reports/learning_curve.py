@@ -15,7 +15,7 @@ import numpy as np
 
 from ..data.splits import subsample
 from ..heads.search import fit_head
-from . import metrics
+from ..records import metrics
 
 DEFAULT_SIZES = (5, 10, 20, 50, 100, None)  # None: the whole training split
 

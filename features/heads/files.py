@@ -1,0 +1,49 @@
+"""Head files (``head.skops``), their one owner: skops' format, loaded with an allow-list of the types a
+head holds, so a crafted file cannot run code."""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from .registry import FittedHead
+
+HEAD_FORMAT = 1
+# Types a head file may hold beyond skops' defaults: exactly what the heads above use.
+TRUSTED_TYPES = (
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+)
+
+
+def save_head(path, fitted: FittedHead, meta: dict) -> None:
+    """Save a fitted head with what a predictor must match (class names, backbone, ...).
+
+    The format is skops', made to load scikit-learn models without running arbitrary code.
+    """
+    import skops.io as sio
+
+    sio.dump({"format": HEAD_FORMAT, "head": fitted.name, "params": fitted.params,
+              "pipeline": fitted.pipeline, "meta": meta}, path)
+
+
+def load_head(path) -> dict:
+    """Load a head saved by :func:`save_head`, refusing any type a head never needs.
+
+    Raises:
+        UsageError: not a head file, or it holds types outside the allow-list.
+    """
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 - a file skops cannot even list is not a head file, whatever it is
+        raise UsageError(f"{path}: not a head file written by classify.py ({exc})") from None
+    unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if unexpected:
+        raise UsageError(f"{path}: refusing to load types a head never holds: {', '.join(unexpected)}")
+    obj = sio.load(path, trusted=list(untrusted))
+    if not isinstance(obj, dict) or obj.get("format") != HEAD_FORMAT:
+        raise UsageError(f"{path}: not a head file of format {HEAD_FORMAT}")
+    return obj

@@ -1,0 +1,10 @@
+"""What every job writes, below the heads and the training that write it.
+
+* :mod:`.runs`: run folders (:class:`~.runs.RunFiles`, the owner of every file in one) and the
+  results table every script appends to.
+* :mod:`.metrics`: the one scoring function every method is scored with.
+* :mod:`.tables`: what the results table says (labels, the method chosen on validation, time to
+  accuracy); :mod:`.plots`: every plot (a run's confusion matrix and curves, the report's figures).
+
+The reports made from these records are :mod:`features.reports`, above everything they read.
+"""
