@@ -1,6 +1,9 @@
 """Messy photo folders: every kind of bad or odd file is used correctly, or skipped and listed."""
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -8,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import last_json, write_image
+from conftest import last_json, make_image_folder, write_image
 from features import cache as store
 from features.cli import extract
 from features.data import decode_image, decoded_images, headers_for, load_folder
@@ -271,3 +274,76 @@ def test_a_file_name_that_is_not_utf8_never_blocks_the_dataset(tmp_path, capsys)
     result = last_json(capsys.readouterr().out)
     assert code == 0 and result["images"] == 8
     assert result["ignored_files"] == {"name not valid UTF-8": 1}
+
+ROOT = Path(__file__).resolve().parents[1]
+LITE = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]  # random weights: fast
+
+
+def _gif(path: Path, width: int, height: int, frames: int) -> Path:
+    """A GIF whose logical screen is width x height and whose every frame changes one pixel: a few bytes a
+    frame in the file; every frame decoded to the whole screen by the decoder."""
+    import struct
+
+    out = [b"GIF89a", struct.pack("<HHBBB", width, height, 0xF0, 0, 0), b"\x00\x00\x00\xff\xff\xff",
+           b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"]
+    for n in range(frames):
+        out += [b"!\xf9\x04\x04\x00\x00\x00\x00",  # graphic control: do not dispose
+                b"," + struct.pack("<HHHHB", n % width, 0, 1, 1, 0),  # a 1x1 image
+                b"\x02\x02\x4c\x01\x00"]  # LZW, minimum code size 2: one pixel of colour 1
+    path.write_bytes(b"".join(out) + b";")
+    return path
+
+
+def test_an_animated_gifs_frames_count_against_the_pixel_limit(tmp_path, capsys):
+    from PIL import Image
+
+    photos = make_image_folder(tmp_path / "pets", per_class=4)
+    gif = _gif(photos / "cat" / "bomb.gif", 100, 100, 200)  # 10,000 pixels a frame, 2,000,000 decoded
+    with Image.open(gif) as im:
+        assert im.n_frames == 200
+    assert extract.main(["--data-dir", str(photos), "--out", str(tmp_path / "emb"), "--json", "--max-pixels",
+                         "1000000", *LITE]) == 0
+    skipped = last_json(capsys.readouterr().out)["skipped_files"]
+    assert [s["kind"] for s in skipped] == ["over the pixel limit"] and "x 200 frames" in skipped[0]["reason"]
+
+
+def test_a_gif_bomb_is_refused_in_bounded_memory(tmp_path):
+    """600 frames of 2000x2000 in 9 KB decoded to 7 GB (the whole dataset's extraction took 5 GB for such a
+    file): now refused by its header. Run under a 3 GB cap, so that a regression fails instead of swapping."""
+    photos = make_image_folder(tmp_path / "pets", per_class=3)
+    _gif(photos / "cat" / "bomb.gif", 2000, 2000, 600)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30)); "
+            "import extract; sys.exit(extract.main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "--data-dir", str(photos), "--out", str(tmp_path / "e"),
+                           "--json", *LITE], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    skipped = last_json(done.stdout)["skipped_files"]
+    assert [(s["id"], s["kind"]) for s in skipped] == [("cat/bomb.gif", "over the pixel limit")]
+    assert "2000x2000 x 600 frames" in skipped[0]["reason"]
+
+
+@pytest.mark.parametrize("special", ["zero", "fifo"])
+def test_a_file_swapped_for_a_special_one_after_its_header_was_read_is_skipped(special, tmp_path):
+    from features.data import decoded_images, headers_for, why_skipped
+
+    source = load_folder(make_image_folder(tmp_path / "pets", per_class=3))
+    headers = headers_for(source, 32)  # the header pass sees a regular file ...
+    victim = Path(source.paths()[1])
+    victim.unlink()
+    if special == "zero":  # ... then it becomes a link to /dev/zero, or a FIFO nobody writes to
+        victim.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(victim)
+    rows = [int(i) for i, _ in decoded_images(source, 32, headers=headers)]
+    assert 1 not in rows and len(rows) == len(source) - 1
+    assert why_skipped(source, 1).kind == "not a regular file"
+
+
+def test_a_dangling_or_looping_link_is_left_out_not_fatal(tmp_path, capsys):
+    photos = make_image_folder(tmp_path / "pets", per_class=4)
+    (photos / "cat" / "gone.jpg").symlink_to("/nonexistent/photo.jpg")
+    (photos / "dog" / "loop.jpg").symlink_to(photos / "dog" / "loop.jpg")
+    source = load_folder(photos)
+    assert len(source) == 8 and source.ignored["cannot be read (a dangling or looping link, or no permission)"] == 2
+    assert extract.main(["--data-dir", str(photos), "--out", str(tmp_path / "e"), "--json", *LITE]) == 0
+    assert last_json(capsys.readouterr().out)["images"] == 8

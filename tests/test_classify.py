@@ -1,6 +1,7 @@
 """classify.py end to end on caches written by the store module."""
 
 
+
 import h5py
 import numpy as np
 import pytest
@@ -214,3 +215,25 @@ def test_a_read_only_or_full_output_device_is_found_before_the_fit(options, need
         monkeypatch.setattr(heads, "fit_head", _no_fit)
         code, out, err = run_main(classify.main, ["--features", str(path), "--out", str(mount / "runs"), "-q"])
         assert code == 2 and needle in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("alpha", ["1e300", "1e-300"])
+def test_sgd_alpha_far_from_its_grid_is_refused(alpha, tmp_path, capsys):
+    X, y = blobs()
+    cache = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    assert classify.main(["--features", str(cache), "--model", "sgd", "--alpha", alpha, "--out",
+                          str(tmp_path / "r")]) == 2
+    assert "give a number from 1e-12 to 1000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["svm", "linear_svm"])
+def test_calibrated_heads_with_one_image_of_a_class_say_so(model, tmp_path, capsys):
+    X, y = blobs(n_per_class=6)
+    splits = np.full(len(y), 2, np.uint8)
+    splits[[0, 6, 12]] = 0  # one training image per class
+    splits[[1, 7, 13]] = 1
+    cache = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"], splits=splits)
+    assert classify.main(["--features", str(cache), "--model", model, "--out", str(tmp_path / "r"),
+                          "--n-jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "calibrated by cross-validation" in err and "Traceback" not in err

@@ -250,3 +250,9 @@ def test_monitor_val_accuracy_keeps_the_most_accurate_epoch(pets, tmp_path, caps
         history = [line.split(",") for line in f.read().splitlines()[1:]]
     accs = [(float(h[7]), -float(h[6])) for h in history]
     assert row["best_epoch"] == 1 + accs.index(max(accs))
+
+
+def test_the_same_run_twice_is_not_an_ensemble(head_runs, capsys):
+    run = str(head_runs.runs["logreg"])
+    assert ensemble.main([run, run + "/"]) == 2
+    assert "at least two different run folders" in capsys.readouterr().err

@@ -1,11 +1,14 @@
 """export.py: heads folded into one graph, every format against the Keras model, predict.py on exports."""
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 
-from conftest import blobs, last_json, make_image_folder
+from conftest import blobs, last_json, make_image_folder, tmpfs
+from features import cache as store
 from features import heads
 from features.cli import export, finetune, predict
 from features.serve.export import Exportable, linear_probabilities, load_exportable
@@ -37,7 +40,6 @@ def test_heads_without_a_single_graph_are_refused_by_name():
 
 @pytest.mark.parametrize("head", ["logreg", "sgd"])
 def test_the_folded_graph_gives_the_heads_probabilities_on_the_cached_embeddings(head, head_runs, tmp_path):
-    from features import cache as store
 
     runs, photos = head_runs.runs, head_runs.photos
     fitted = heads.load_head(runs[head] / "head.skops")
@@ -158,3 +160,76 @@ def test_a_full_disk_ends_in_one_line_and_leaves_nothing(fmt, head_runs, tmp_pat
         err = capsys.readouterr().err
         assert code == 2 and "no space left on the device" in err and "Traceback" not in err, err
         assert sorted(p.name for p in mount.iterdir()) == ["ballast"]
+
+
+@pytest.fixture(scope="module")
+def onnx_export(head_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "model"
+    assert export.main([str(head_runs.runs["logreg"]), "--format", "onnx", "--out", str(out), "-q"]) == 0
+    return out
+
+
+def test_force_never_deletes_what_is_not_an_export(head_runs, tmp_path, capsys):
+    run = str(head_runs.runs["logreg"])
+    other_runs = tmp_path / "runs_copy"  # a folder of run folders, as the hostile user gave it
+    shutil.copytree(head_runs.runs["logreg"].parent, other_runs)
+    before = sorted(p.relative_to(other_runs) for p in other_runs.rglob("*"))
+    assert export.main([run, "--format", "onnx", "--out", str(other_runs), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no export" in err and "give a new or empty folder" in err and "--force" not in err.split(":")[-1]
+    assert sorted(p.relative_to(other_runs) for p in other_runs.rglob("*")) == before
+    plain = tmp_path / "notes.txt"
+    plain.write_text("mine")
+    assert export.main([run, "--format", "onnx", "--out", str(plain), "--force"]) == 2
+    assert "is a file, not an export folder" in capsys.readouterr().err and plain.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "runs_copy"]  # no .partial, no .old
+
+
+def test_force_replaces_an_export_and_refuses_one_with_other_files(head_runs, onnx_export, tmp_path, capsys):
+    run = str(head_runs.runs["logreg"])
+    out = tmp_path / "model"
+    shutil.copytree(onnx_export, out)
+    assert export.main([run, "--format", "onnx", "--out", str(out)]) == 2  # an export: --force replaces it
+    assert "an export is already there (onnx); give --force" in capsys.readouterr().err
+    (out / "my_notes.txt").write_text("mine")
+    assert export.main([run, "--format", "onnx", "--out", str(out), "--force"]) == 2
+    assert "holds files an export does not (my_notes.txt)" in capsys.readouterr().err
+    assert (out / "my_notes.txt").read_text() == "mine"
+
+
+def test_a_second_export_into_the_same_folder_is_refused_while_the_first_runs(head_runs, tmp_path, capsys):
+    from features.io import file_lock
+
+    out = tmp_path / "model"
+    with file_lock(tmp_path / ".model.export.lock"):  # as an export into it holds it while it runs
+        assert export.main([str(head_runs.runs["logreg"]), "--format", "onnx", "--out", str(out)]) == 2
+    assert f"another export into it is running (pid {os.getpid()})" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda r: r.update(image_size=20000), "image_size 20000 is not a size from 1 to 1024"),
+    (lambda r: r.update(image_size=-5), "image_size -5"),
+    (lambda r: r.update(format="pickle"), "format 'pickle' is none of"),
+    (lambda r: r.update(model="../../etc/passwd"), "model '../../etc/passwd'"),
+    (lambda r: r.update(classes=[]), "classes is not a list"),
+    (lambda r: r.update(image_size=32), "the model takes 64x64 images, export.json says 32"),
+    (lambda r: r.update(classes=["a", "b", "c"]), "the model gives 2 probabilities, export.json names 3 classes"),
+])
+def test_an_exports_record_is_checked_before_any_image_is_decoded(edit, needle, onnx_export, head_runs, tmp_path,
+                                                                  capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(onnx_export, folder)
+    record = json.loads((folder / "export.json").read_text())
+    edit(record)
+    (folder / "export.json").write_text(json.dumps(record))
+    photo = next(head_runs.photos.glob("cat/*.jpg"))
+    code = predict.main([str(folder / "model.onnx"), str(photo), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_export_onto_a_read_only_folder_says_so_before_the_work(head_runs, tmp_path, capsys):
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
+        assert export.main([str(head_runs.runs["logreg"]), "--format", "onnx", "--out", str(mount / "x")]) == 2
+    assert "--out" in capsys.readouterr().err

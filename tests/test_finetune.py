@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -245,9 +248,6 @@ def _coloured_folder(root, per_class=24):
 
 
 def test_mirrored_over_two_devices_trains_and_scores_like_one(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
 
     data = _coloured_folder(tmp_path / "colours")
     argv = ["--data-dir", str(data), "--out", str(tmp_path / "runs"), "--image-size", "64", "--unfreeze", "0",
@@ -328,3 +328,30 @@ def test_warmup_then_cosine_and_adamw_follow_their_schedule(pets, tmp_path, caps
 def test_bad_recipe_flags_exit_2(argv, needle, pets, tmp_path, capsys, run_main):
     code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--out", str(tmp_path), *argv])
     assert code == 2 and needle in err, err
+
+
+def test_augment_and_no_augment_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        finetune.main(["--augment", "strong", "--no-augment", "--data-dir", str(tmp_path)])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_training_logs_on_a_full_or_read_only_disk_end_in_one_line(tmp_path, capsys, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    photos = make_image_folder(tmp_path / "pets", per_class=6)
+    for error, needle in ((tf.errors.ResourceExhaustedError(None, None, "events file: No space left on device"),
+                           "no space left on the device"),
+                          (tf.errors.PermissionDeniedError(None, None, "Read-only file system"),
+                           "cannot write the run's checkpoint or training logs")):
+        class Failing(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None, error=error):
+                raise error
+
+        monkeypatch.setattr(keras.callbacks, "TensorBoard", lambda *a, **k: Failing())
+        code = finetune.main(["--data-dir", str(photos), "--out", str(tmp_path / "runs"), "--image-size", "32",
+                              "--epochs", "1", "--head-epochs", "1", "--batch-size", "4", "-q"])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and "Traceback" not in err, err
+    assert not list((tmp_path / "runs").iterdir())  # no run folder, no partial one

@@ -202,7 +202,7 @@ def test_no_path_reaches_a_shell():
     assert os.path.exists(ROOT / "extract.py")
 
 
-# --- Reliability, round two: what a hostile user broke --------------------------------------
+# --- The results table, run folders and fine-tunes: full disks, concurrent runs, killed runs --------------------
 
 @pytest.fixture
 def tiny_disk(tmp_path):

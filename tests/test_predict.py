@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -99,7 +101,6 @@ def test_refusals(head_run, image_folder_module, tmp_path, capsys, run_main):
 def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_folder_module, tmp_path, capsys,
                                                                 run_main):
     """A .jpg linked to /dev/zero read without end, and a FIFO named .jpg hung: both are skipped."""
-    import os
 
     run_dir, _ = head_run
     photos = tmp_path / "photos"
@@ -118,7 +119,6 @@ def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_
 
 def test_csv_to_a_device_or_a_pipe_writes_through_and_a_folder_is_refused(head_run, image_folder_module, tmp_path,
                                                                           capsys, run_main):
-    import os
     import stat
     import threading
 
@@ -175,7 +175,6 @@ def _rewrite_head(key, value):
 ])
 def test_refused_artifacts_are_refused_in_one_line(kind, edit, needle, head_run, finetuned_run, image_folder_module,
                                                    tmp_path, capsys, run_main):
-    import shutil
 
     folder = tmp_path / "run"
     shutil.copytree(finetuned_run if kind == "finetune" else head_run[0], folder)
@@ -191,3 +190,9 @@ def finetuned_run(tmp_path_factory, image_folder_module):
     assert finetune.main(["--data-dir", str(image_folder_module), "--image-size", "64", "--unfreeze", "0",
                           "--epochs", "1", "--batch-size", "4", "--out", str(out), "-q"]) == 0
     return next(p for p in out.iterdir() if p.is_dir())
+
+
+def test_predict_refuses_tta_on_a_head_run(head_runs, capsys):
+    photo = next(head_runs.photos.glob("cat/*.jpg"))
+    assert predict.main([str(head_runs.runs["logreg"]), str(photo), "--tta", "flip"]) == 2
+    assert "--tta applies to fine-tuned runs" in capsys.readouterr().err

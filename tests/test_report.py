@@ -1,8 +1,11 @@
 """report.py: RESULTS.md and plots from the results table and the run folders it names."""
 
+import os
 from pathlib import Path
 
-from features.cli import report
+from conftest import blobs, last_json, write_cache
+from features import cache as store
+from features.cli import classify, report
 from features.records import runs
 
 
@@ -52,7 +55,6 @@ def test_empty_table_exits_2(tmp_path, capsys):
 
 
 def test_out_may_be_a_device_never_a_folder(tmp_path, capsys):
-    import os
     import stat
 
     out_dir = tmp_path / "runs"
@@ -78,7 +80,6 @@ def test_a_damaged_table_still_gives_a_report(tmp_path, capsys, caplog):
 
 def test_the_embedding_map_marks_the_best_heads_mistakes_and_is_reproducible(tmp_path, capsys, caplog):
     from conftest import blobs, last_json, write_cache
-    from features import cache as store
     from features.cli import classify
     from features.heads import load_head
     from features.records.plots import embedding_map
@@ -174,3 +175,29 @@ def test_how_high_is_chosen_on_validation_and_the_learning_curve_is_tabled(tmp_p
     assert "| 5 | 10 | 0.6500 ± 0.0500 (2) | 0.5500 | 0.5000 |" in text
     assert "| all | 40 | 0.9000 ± 0.0000 (1) | 0.9700 | - |" in text
     assert (plots / "learning_curve_pets.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_results_row_out_of_range_or_a_dataset_named_like_a_path_still_reports(tmp_path, caplog):
+    out_dir = tmp_path / "runs"
+    base = {"backbone": "toy", "image_size": 32, "method": "frozen-features", "head": "logreg",
+            "precision_macro": 0.9, "recall_macro": 0.9, "f1_macro": 0.9, "total_seconds": 1.0, "n_test": 4}
+    runs.append_result(out_dir, {**base, "dataset": "pets", "accuracy": 1e308})
+    runs.append_result(out_dir, {**base, "dataset": "../../evil", "accuracy": 0.9, "val_accuracy": 1e308,
+                                 "seconds_per_epoch": "fast", "per_class": {"a": {"precision": 1e308}}})
+    plots = tmp_path / "plots"
+    assert report.main(["--results", str(out_dir), "--out", str(tmp_path / "R.md"), "--plots-dir", str(plots),
+                        "--map", "none"]) == 0
+    assert "lacks accuracy" in caplog.text and "val_accuracy 1e+308 is out of range" in caplog.text
+    assert all(p.parent == plots for p in plots.rglob("*")) and not (tmp_path / "evil").exists()
+
+
+def test_a_head_rows_features_are_found_from_any_folder(tmp_path, capsys, monkeypatch):
+    X, y = blobs()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    write_cache(Path("c.h5"), X, y, ["a", "b", "c"])
+    assert classify.main(["--features", "c.h5", "--out", "runs", "--json", "-q", "--n-jobs", "1"]) == 0
+    assert last_json(capsys.readouterr().out)["features"] == [str(tmp_path / "work" / "c.h5")]
+    monkeypatch.chdir(tmp_path)
+    assert report.main(["--results", "work/runs", "--out", "R.md", "--plots-dir", "p", "--map", "pca"]) == 0
+    assert (tmp_path / "p" / "embedding_map_synthetic.png").is_file()

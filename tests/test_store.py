@@ -1,10 +1,14 @@
 """The HDF5 cache: round trip, never half-written, refusals, shards as one file."""
 
+import shutil
+
 import h5py
 import numpy as np
 import pytest
 
+from conftest import blobs, write_cache
 from features import cache as store
+from features.cli import classify, extract
 from features.data import SkippedImage
 from features.errors import CacheError
 
@@ -126,3 +130,59 @@ def test_cache_path_names_the_key():
     p = store.cache_path("emb", "flowers", "vgg19", 192, "max", "none", seed=2, split=(0.8, 0.1, 0.1))
     assert p.name == "vgg19-192-max-random-seed2-split80-10-10.h5"
     assert store.cache_path("e", "d", "b", 9, weights="w.h5", weights_sha256="abcdef0123").name == "b-9-wabcdef01.h5"
+
+LITE = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]  # random weights: fast
+
+
+def _shards(photos, out, seed="0", weights="none"):
+    for i in range(2):
+        assert extract.main(["--data-dir", str(photos), "--out", str(out), "--shard", f"{i}/2", "--seed", seed,
+                             *LITE, "--weights", weights]) == 0
+    return sorted(out.glob("**/*.shard*of2.h5"))
+
+
+def test_a_merge_refuses_a_shard_that_fails_its_checksum(image_folder, tmp_path, capsys):
+    shards = _shards(image_folder, tmp_path / "emb")
+    with h5py.File(shards[1], "r+") as f:
+        f["embeddings"][0] = f["embeddings"][0] + 1.0
+    assert extract.main(["--merge", *map(str, shards)]) == 2
+    err = capsys.readouterr().err
+    assert shards[1].name in err and "do not match their checksum" in err
+    assert not store.merged_path(shards[0]).exists()
+
+
+def test_a_shard_swapped_for_another_seeds_is_found_by_the_rows_checksum(image_folder, tmp_path, capsys):
+    seed0 = _shards(image_folder, tmp_path / "a", weights="imagenet")  # the embeddings depend on the images alone
+    seed1 = _shards(image_folder, tmp_path / "b", seed="1", weights="imagenet")
+    assert extract.main(["--merge", *map(str, seed0)]) == 0
+    merged = store.merged_path(seed0[0])
+    with h5py.File(seed1[1], "r") as other, h5py.File(seed0[1], "r") as mine:
+        assert np.array_equal(other["embeddings"][:], mine["embeddings"][:])  # the same images, other splits
+        assert not np.array_equal(other["splits"][:], mine["splits"][:])
+    shutil.copyfile(seed1[1], seed0[1])  # same size, same embeddings: only the splits differ
+    capsys.readouterr()
+    assert classify.main(["--features", str(merged), "--out", str(tmp_path / "runs"), "-q", "--n-jobs", "1"]) == 2
+    assert "labels, ids, listing positions or splits do not match their checksum" in capsys.readouterr().err
+
+
+def test_a_cache_without_the_rows_checksum_still_reads(tmp_path):
+    X, y = blobs()
+    path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    with h5py.File(path, "r+") as f:
+        del f.attrs["rows_sha256"]  # a cache written before it was recorded
+    assert len(store.read_cache(path).labels) == len(y)
+
+
+def test_merge_onto_a_folder_is_refused(image_folder, tmp_path, capsys):
+    shards = _shards(image_folder, tmp_path / "emb")
+    store.merged_path(shards[0]).mkdir()
+    assert extract.main(["--merge", *map(str, shards)]) == 2
+    assert "taken by a folder" in capsys.readouterr().err
+
+
+def test_a_huge_finite_embedding_is_refused(tmp_path, capsys):
+    X, y = blobs()
+    X[3] = 3e38
+    cache = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
+    assert classify.main(["--features", str(cache), "--out", str(tmp_path / "r")]) == 2
+    assert "1 rows hold values beyond ±100000" in capsys.readouterr().err
