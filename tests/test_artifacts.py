@@ -144,6 +144,7 @@ def valid_shards(tmp_path_factory):
     return sorted((root / "emb").glob("**/*.shard*of2.h5"))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(mutation=CACHE_MUTATIONS.filter(lambda m: m[0] != "truncate" or m[1] > 0), which=st.integers(0, 1))
 def test_a_damaged_shard(mutation, which, valid_shards, tmp_path, capsys):
@@ -220,6 +221,7 @@ ROW_FIELDS = ["dataset", "backbone", "image_size", "method", "head", "accuracy",
               "epochs_run", "features", "train_per_class", "unfreeze", "tta"]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(edits=st.lists(st.tuples(st.sampled_from(ROW_FIELDS), ODD), min_size=1, max_size=4),
        raw=st.one_of(st.none(), st.sampled_from(['{"dataset": "pets", "acc', "[1, 2]", "null", "\u00ff\u00fe"])))
@@ -286,6 +288,7 @@ EXPORT_FIELDS = ["export_format", "format", "quantization", "model", "sha256", "
                  "output", "kind"]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(edits=st.lists(st.tuples(st.sampled_from(EXPORT_FIELDS), st.one_of(ODD, st.integers(-10**6, 10**6))),
                       min_size=1, max_size=3),

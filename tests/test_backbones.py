@@ -7,6 +7,7 @@ from features.errors import UsageError, WeightsUnavailableError
 from features.models import REGISTRY, create_backbone, get_spec, preprocess_layer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_backbone_builds_and_embeds(name):
     spec = REGISTRY[name]

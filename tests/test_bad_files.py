@@ -94,6 +94,7 @@ BAD = {"odd/empty.jpg": "empty file", "odd/truncated.jpg": "truncated or corrupt
        "odd/page.jpg": "not an image", "odd/bomb.png": "over the pixel limit"}
 
 
+@pytest.mark.slow
 def test_every_kind_is_used_or_skipped_with_its_reason(messy, tmp_path, capsys):
     code = extract.main(["--data-dir", str(messy), "--out", str(tmp_path), "--json", *FAST])
     out, err = capsys.readouterr()
@@ -171,6 +172,7 @@ def test_the_bomb_is_refused_by_its_header_before_decoding(messy):
     assert [int(i) for i in rows] == [row + 1]
 
 
+@pytest.mark.slow
 def test_max_pixels_flag_sets_the_limit(tmp_path, capsys):
     root = tmp_path / "small"
     for c in ("a", "b"):
@@ -307,6 +309,7 @@ def test_an_animated_gifs_frames_count_against_the_pixel_limit(tmp_path, capsys)
     assert [s["kind"] for s in skipped] == ["over the pixel limit"] and "x 200 frames" in skipped[0]["reason"]
 
 
+@pytest.mark.slow
 def test_a_gif_bomb_is_refused_in_bounded_memory(tmp_path):
     """600 frames of 2000x2000 in 9 KB decoded to 7 GB (the whole dataset's extraction took 5 GB for such a
     file): now refused by its header. Run under a 3 GB cap, so that a regression fails instead of swapping."""

@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import make_image_folder
 from features.records import runs
 
@@ -19,6 +21,7 @@ def _load(name):
     return module
 
 
+@pytest.mark.slow
 def test_heads_benchmark_prints_its_table(tmp_path, capsys):
     make_image_folder(tmp_path / "root" / "pets", per_class=10)
     code = _load("heads").main(["--root", str(tmp_path / "root"), "--datasets", "pets", "--heads", "logreg",
@@ -31,6 +34,7 @@ def test_heads_benchmark_prints_its_table(tmp_path, capsys):
     assert len(runs.read_results(tmp_path / "runs")) == 2
 
 
+@pytest.mark.slow
 def test_finetune_benchmark_prints_its_table(tmp_path, capsys):
     make_image_folder(tmp_path / "root" / "pets", per_class=10)
     code = _load("finetune").main(["--root", str(tmp_path / "root"), "--datasets", "pets", "--methods",
@@ -46,6 +50,7 @@ def test_finetune_benchmark_prints_its_table(tmp_path, capsys):
     assert methods == ["frozen-features", "frozen-in-graph"]
 
 
+@pytest.mark.slow
 def test_performance_benchmark_smoke_run_prints_every_target(tmp_path, capsys):
     make_image_folder(tmp_path / "pets", per_class=12)
     gpu_log = tmp_path / "gpu.log"
@@ -67,6 +72,7 @@ def test_performance_benchmark_smoke_run_prints_every_target(tmp_path, capsys):
     assert "5-fold logreg accuracy" in text and "extraction speed-up at batch 256" in text
 
 
+@pytest.mark.slow
 def test_streaming_benchmark_prints_memory_passes_and_accuracy(tmp_path, capsys):
     make_image_folder(tmp_path / "root" / "pets", per_class=10)
     report = tmp_path / "BENCH.md"

@@ -58,6 +58,7 @@ def test_finetune_help_is_right_about_augmentation_and_size():
            "(default: 0.7,0.15,0.15)" in text
 
 
+@pytest.mark.slow
 def test_a_script_run_prints_no_native_tensorflow_lines(tmp_path):
     photos = make_image_folder(tmp_path / "photos", per_class=4)
     proc = subprocess.run([sys.executable, "extract.py", "--data-dir", str(photos), "--weights", "none",
@@ -70,6 +71,7 @@ def test_a_script_run_prints_no_native_tensorflow_lines(tmp_path):
     assert not native, proc.stderr
 
 
+@pytest.mark.slow
 def test_the_quiet_import_leaves_tensorflow_as_if_imported_plainly():
     code = ("from features import device; device.quiet_tensorflow()\n"
             "import tensorflow as tf, importlib.machinery as m\n"

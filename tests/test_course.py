@@ -39,6 +39,7 @@ def test_a_flip_averaged_embedding_is_the_mean_of_the_image_and_its_mirror():
         create_backbone("efficientnet_lite0", image_size=32, tta="rotate")
 
 
+@pytest.mark.slow
 def test_extract_tta_flip_is_its_own_cache_and_a_head_on_it_predicts_the_same_way(pets, tmp_path, capsys):
     base = ["--data-dir", str(pets), "--image-size", "32", "--out", str(tmp_path / "emb"), "-q"]
     assert extract.main(base) == 0
@@ -74,6 +75,7 @@ def test_recipe_options_are_checked_in_the_callers_terms():
     assert finetune.main(["--data-dir", "nowhere", "--label-smoothing", "2"]) == 2
 
 
+@pytest.mark.slow
 def test_finetune_with_the_recipe_trains_on_k_per_class_and_scores_with_flips(pets, tmp_path, capsys):
     code = finetune.main(["--data-dir", str(pets), "--out", str(tmp_path), "--json", "--augment", "strong",
                           "--label-smoothing", "0.1", "--tta", "flip", "--train-per-class", "3",
@@ -208,6 +210,7 @@ def test_the_learning_curve_fits_k_per_class_with_seeds_and_scores_the_whole_tes
     assert summary[-1]["accuracy"] >= summary[0]["accuracy"] - 0.05
 
 
+@pytest.mark.slow
 def test_course_benchmark_runs_every_step_on_a_tiny_folder(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("course", ROOT / "benchmarks" / "course.py")
     course = importlib.util.module_from_spec(spec)
@@ -252,6 +255,7 @@ def test_monitor_val_accuracy_keeps_the_most_accurate_epoch(pets, tmp_path, caps
     assert row["best_epoch"] == 1 + accs.index(max(accs))
 
 
+@pytest.mark.slow
 def test_the_same_run_twice_is_not_an_ensemble(head_runs, capsys):
     run = str(head_runs.runs["logreg"])
     assert ensemble.main([run, run + "/"]) == 2

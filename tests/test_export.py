@@ -38,6 +38,7 @@ def test_heads_without_a_single_graph_are_refused_by_name():
             heads.fold_head(heads.make_head(name).fit(X, y), name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["logreg", "sgd"])
 def test_the_folded_graph_gives_the_heads_probabilities_on_the_cached_embeddings(head, head_runs, tmp_path):
 
@@ -60,6 +61,7 @@ def _uint8(photos, size, n=6):
     return next(_uint8_batches(list_inputs([photos])[:n], size, n))
 
 
+@pytest.mark.slow
 def test_every_format_gives_the_keras_models_probabilities(head_runs, tmp_path, capsys):
     runs, photos = head_runs.runs, head_runs.photos
     model = load_exportable(runs["logreg"])
@@ -83,6 +85,7 @@ def test_every_format_gives_the_keras_models_probabilities(head_runs, tmp_path, 
     assert sizes[("tflite", "int8")] < sizes[("tflite", "float16")] < sizes[("tflite", "none")]
 
 
+@pytest.mark.slow
 def test_predict_reads_an_export_and_refuses_a_changed_one(head_runs, tmp_path, capsys):
     runs, photos = head_runs.runs, head_runs.photos
     out = tmp_path / "tfl"
@@ -111,6 +114,7 @@ def test_bad_settings_exit_2(argv, needle, head_runs, capsys):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_refusals_leave_nothing_behind(head_runs, tmp_path, capsys, monkeypatch):
     runs = head_runs.runs
     assert export.main([str(runs["svm"]), "--out", str(tmp_path / "svm")]) == 2
@@ -133,6 +137,7 @@ def test_refusals_leave_nothing_behind(head_runs, tmp_path, capsys, monkeypatch)
     assert predict.main([str(tmp_path / "nothing.tflite"), str(tmp_path)]) == 2
 
 
+@pytest.mark.slow
 def test_a_finetuned_model_exports_with_two_columns(tmp_path, capsys):
     photos = make_image_folder(tmp_path / "pets", per_class=8)
     assert finetune.main(["--data-dir", str(photos), "--backbone", "mobilenet", "--weights", "none", "--out",
@@ -149,6 +154,7 @@ def test_a_finetuned_model_exports_with_two_columns(tmp_path, capsys):
     assert np.abs(got - reference).max() <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "saved_model", "onnx"])
 def test_a_full_disk_ends_in_one_line_and_leaves_nothing(fmt, head_runs, tmp_path, capsys):
     from conftest import tmpfs
@@ -185,6 +191,7 @@ def test_force_never_deletes_what_is_not_an_export(head_runs, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "runs_copy"]  # no .partial, no .old
 
 
+@pytest.mark.slow
 def test_force_replaces_an_export_and_refuses_one_with_other_files(head_runs, onnx_export, tmp_path, capsys):
     run = str(head_runs.runs["logreg"])
     out = tmp_path / "model"

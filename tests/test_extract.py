@@ -59,6 +59,7 @@ def test_each_row_is_its_own_files_embedding(image_folder, tmp_path, capsys, run
     assert np.abs(cache.embeddings[0] - cache.embeddings[1]).max() > 1e-2  # rows differ
 
 
+@pytest.mark.slow
 def test_rerun_is_a_cache_hit_and_force_or_a_changed_folder_recompute(image_folder, tmp_path, capsys, run_main):
     args = ["--data-dir", str(image_folder), "--out", str(tmp_path), "--json", *FAST]
     first = last_json(run_main(extract.main, args)[1])
@@ -74,6 +75,7 @@ def test_rerun_is_a_cache_hit_and_force_or_a_changed_folder_recompute(image_fold
     assert not changed["cache_hit"] and changed["images"] == first["images"] + 1
 
 
+@pytest.mark.slow
 def test_the_default_batch_suits_the_device_and_is_printed_and_recorded(image_folder, tmp_path, capsys,
                                                                        monkeypatch, run_main):
     args = ["--data-dir", str(image_folder), "--json", *FAST]
@@ -91,6 +93,7 @@ def test_the_default_batch_suits_the_device_and_is_printed_and_recorded(image_fo
     assert "batch size 8, runtime" in out and store.read_attrs(last_json(out)["cache"])["batch_size"] == 8
 
 
+@pytest.mark.slow
 def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys, run_main):
     import tensorflow as tf
 
@@ -116,6 +119,7 @@ def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys
     del tf
 
 
+@pytest.mark.slow
 def test_tfds_end_to_end_with_mock_data(tmp_path, capsys, monkeypatch, run_main):
     import tensorflow_datasets as tfds
 
@@ -196,6 +200,7 @@ def test_a_newer_keras_application_builds_with_its_documented_width(backbone, wi
     assert np.asarray(model(images, training=False)).shape == (2, width)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "mobilenetv2", "resnet50", "densenet121"])
 def test_the_frozen_graph_computes_what_the_keras_model_does(backbone):
     import keras
@@ -213,6 +218,7 @@ def test_the_frozen_graph_computes_what_the_keras_model_does(backbone):
     np.testing.assert_allclose(three, frozen[:3], rtol=1e-4, atol=1e-4 * np.abs(plain).max())
 
 
+@pytest.mark.slow
 def test_the_split_travels_with_the_listing_and_keys_the_cache(image_folder, tmp_path, caplog):
     """A listing made with seed 3 is extracted as seed 3 (it used to be recorded as seed 0 unless extract()
     was told again), and a listing whose splits differ from its cache's is recomputed, not a hit."""

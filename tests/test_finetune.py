@@ -29,6 +29,7 @@ def pets(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=10)
 
 
+@pytest.mark.slow
 def test_scratch_epoch_writes_every_output(pets, tmp_path, capsys, run_main):
     code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--backbone", "mobilenet", "--weights", "none",
                           "--out", str(tmp_path), "--json", *TINY])
@@ -53,6 +54,7 @@ def _network_weights(network):
     return {layer.name: [np.array(w) for w in layer.get_weights()] for layer in training.base_layers(network)}
 
 
+@pytest.mark.slow
 def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets, tmp_path):
     source = load_folder(pets)
     config = TrainConfig(image_size=32, unfreeze="30", epochs=2, head_epochs=0, lr=1e-2, augment="none",
@@ -74,6 +76,7 @@ def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets,
     assert trainable_with_weights <= set(moved) | {"head_conv"} and "head_conv" in moved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output,units", [("sigmoid", 1), ("softmax", 2)])
 def test_binary_heads_both_score(output, units, pets, tmp_path, capsys, run_main):
     code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--binary-output", output, "--unfreeze", "5",
@@ -89,6 +92,7 @@ def test_binary_heads_both_score(output, units, pets, tmp_path, capsys, run_main
     assert all(abs(float(r["p_cat"]) + float(r["p_dog"]) - 1) < 1e-5 for r in rows)
 
 
+@pytest.mark.slow
 def test_the_test_split_is_the_extract_split(pets, tmp_path, capsys, run_main):
     (pets / "dog" / "bad.jpg").write_text("not an image")
     try:
@@ -108,6 +112,7 @@ def test_the_test_split_is_the_extract_split(pets, tmp_path, capsys, run_main):
         (pets / "dog" / "bad.jpg").unlink()
 
 
+@pytest.mark.slow
 def test_mixed_precision_runs_and_keeps_float32_outputs(pets, tmp_path, capsys, run_main):
     code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--unfreeze", "0", "--precision", "mixed",
                           "--out", str(tmp_path), "--json", *TINY])
@@ -149,6 +154,7 @@ def test_api_defaults_fit_any_class_count(tmp_path):
     assert config.binary_output == "sigmoid" and config.image_size == 224 and config.unfreeze == "20"
 
 
+@pytest.mark.slow
 def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_path):
     import tensorflow as tf
 
@@ -181,6 +187,7 @@ def test_frozen_prefix_then_trainable_part_is_the_whole_model(backbone, unfreeze
     assert {layer.name for layer in trainable.layers} >= {"dense", "output"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory_limit", [None, 0])  # 0: the activations spill to a file
 def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, memory_limit):
     from features.data import activation_batches
@@ -199,6 +206,7 @@ def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, me
     assert sorted(seen) == list(range(len(x)))  # every row once per epoch
 
 
+@pytest.mark.slow
 def test_cache_frozen_flag_trains_and_scores(pets, tmp_path, capsys, run_main):
     code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--unfreeze", "10", "--no-augment",
                                               "--cache-frozen",
@@ -247,6 +255,7 @@ def _coloured_folder(root, per_class=24):
     return root
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_devices_trains_and_scores_like_one(tmp_path):
 
     data = _coloured_folder(tmp_path / "colours")
@@ -262,6 +271,7 @@ def test_mirrored_over_two_devices_trains_and_scores_like_one(tmp_path):
     assert abs(single["accuracy"] - mirrored["accuracy"]) <= 0.15
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_both_phases_on_one_axis_with_the_learning_rate(pets, tmp_path, capsys, run_main):
     import tensorflow as tf
 
@@ -297,6 +307,7 @@ def test_the_small_cnn_trains_from_scratch_and_refuses_imagenet_weights(pets, tm
     assert "has no ImageNet weights" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_warmup_then_cosine_and_adamw_follow_their_schedule(pets, tmp_path, capsys, run_main):
     import tensorflow as tf
 

@@ -134,6 +134,7 @@ def test_predict_flags(flags, photos, tmp_path, capsys, monkeypatch):
     _run(predict.main, argv, capsys, "predict.py")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(flags=_flags(["--results", "--out", "--plots-dir", "--note"]))
 def test_report_flags(flags, tmp_path, capsys, monkeypatch):

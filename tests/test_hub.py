@@ -43,6 +43,7 @@ def presets(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,width", [("dinov2", 64), ("vit", 32), ("clip", 32), ("siglip", 32)])
 def test_each_family_embeds_as_its_authors_probe(family, width, presets):
     """DINOv2: class token and mean patch token side by side; ViT and CLIP: the class token; SigLIP: its
@@ -60,6 +61,7 @@ def test_each_family_embeds_as_its_authors_probe(family, width, presets):
     np.testing.assert_allclose(np.asarray(embedding_function(model, SIZE)(x)), y, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_extract_classify_predict_export_through_a_hub_preset(presets, tmp_path, capsys):
     photos = make_image_folder(tmp_path / "pets", per_class=8)
     backbone = f"hub:{presets['dinov2']}"
@@ -112,6 +114,7 @@ def test_unfreeze_counts_a_hub_encoders_transformer_blocks(family, presets, caps
         training.unfrozen_count(network, "3")
 
 
+@pytest.mark.slow
 def test_finetune_unfreezes_the_last_blocks_of_a_hub_encoder(presets, tmp_path, capsys):
     """By default a hub encoder trains its last 2 transformer blocks (20 layers would be a whole small ViT)."""
     photos = make_image_folder(tmp_path / "pets", per_class=6)
@@ -151,6 +154,7 @@ def test_a_preset_that_is_not_an_image_encoder_is_refused(tmp_path, capsys):
     assert "hub backbones are image encoders" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["dinov2", "vit", "clip", "siglip"])
 def test_each_family_exports_or_names_the_format_that_works(family, presets, tmp_path, capsys):
     """SavedModel always; TFLite and ONNX where their converters and runtimes take the graph, else one line
@@ -174,6 +178,7 @@ def test_each_family_exports_or_names_the_format_that_works(family, presets, tmp
     assert results["saved_model"] == "exports"
 
 
+@pytest.mark.slow
 def test_an_encoder_onnx_cannot_run_falls_back_to_tensorflow_or_is_refused(presets, tmp_path, capsys):
     """DINOv2's exact GELU (Erf) has no ONNX form by tf2onnx: --runtime auto extracts on TensorFlow, --runtime
     onnx refuses in one line naming the runtime that works. CLIP converts and runs on ONNX Runtime."""

@@ -61,6 +61,7 @@ def _resume_and_compare(photos, out, uninterrupted, capsys):
     assert not list(out.glob("**/*.parts")), "checkpoints left after the cache was whole"
 
 
+@pytest.mark.slow
 def test_kill_9_then_the_same_command_resumes_to_the_identical_cache(photos, uninterrupted, tmp_path, capsys):
     out = tmp_path / "out"
     with paused_extraction(_argv(photos, out), tmp_path) as proc:
@@ -69,6 +70,7 @@ def test_kill_9_then_the_same_command_resumes_to_the_identical_cache(photos, uni
     _resume_and_compare(photos, out, uninterrupted, capsys)
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_cleanly_with_a_message_and_resumes(photos, uninterrupted, tmp_path, capsys):
     out = tmp_path / "out"
     with paused_extraction(_argv(photos, out), tmp_path) as proc:
@@ -79,6 +81,7 @@ def test_ctrl_c_exits_cleanly_with_a_message_and_resumes(photos, uninterrupted, 
     _resume_and_compare(photos, out, uninterrupted, capsys)
 
 
+@pytest.mark.slow
 def test_parts_made_with_other_settings_are_not_used(photos, tmp_path, capsys):
     with paused_extraction(_argv(photos, tmp_path / "out"), tmp_path) as proc:
         proc.kill()
@@ -87,6 +90,7 @@ def test_parts_made_with_other_settings_are_not_used(photos, tmp_path, capsys):
     assert code == 0 and last_json(capsys.readouterr().out)["resumed_rows"] == 0
 
 
+@pytest.mark.slow
 def test_a_second_writer_waits_for_the_first_then_finds_the_cache(photos, tmp_path, caplog, monkeypatch):
     from features.data import load_folder
     from features.extraction import run as extraction
@@ -122,6 +126,7 @@ def test_writer_lock_is_released_when_its_holder_dies(tmp_path):
     assert time.monotonic() - start < 1
 
 
+@pytest.mark.slow
 def test_a_cache_that_fails_its_checksum_is_recomputed(photos, tmp_path, capsys, caplog):
     argv = ["--data-dir", str(photos), "--max-per-class", "3", "--out", str(tmp_path), "--json", "-q",
             "--image-size", "32"]
@@ -139,6 +144,7 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["checkpoint", "cache"])
 def test_a_full_disk_during_extraction_says_so_and_leaves_no_final_file(where, photos, tmp_path, capsys,
                                                                         monkeypatch):
@@ -154,6 +160,7 @@ def test_a_full_disk_during_extraction_says_so_and_leaves_no_final_file(where, p
     assert not list(tmp_path.glob("**/*.lock"))
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_finetuning_says_so_and_leaves_no_run_folder(photos, tmp_path, capsys, monkeypatch):
     import keras
 
@@ -274,6 +281,7 @@ def test_run_folders_started_in_the_same_second_get_their_own_names(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.final.name, b.final.name])
 
 
+@pytest.mark.slow
 def test_concurrent_classify_runs_each_keep_their_folder_and_row(tmp_path):
     from conftest import blobs, write_cache
 
@@ -294,6 +302,7 @@ def test_concurrent_classify_runs_each_keep_their_folder_and_row(tmp_path):
     assert all((f / "head.skops").exists() for f in folders)
 
 
+@pytest.mark.slow
 def test_a_rerun_after_a_full_disk_finishes_when_every_row_was_checkpointed(photos, tmp_path, capsys,
                                                                              monkeypatch):
     argv = ["--data-dir", str(photos), "--max-per-class", "3", "--out", str(tmp_path), "--image-size", "32", "-q"]
@@ -319,6 +328,7 @@ def test_a_cache_writer_that_cannot_even_start_leaves_no_partial_file(tmp_path, 
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_finetuning_onto_a_disk_that_fills_mid_checkpoint_exits_2_not_a_crash(photos, small_disk):
     """Keras' checkpoint writer left an HDF5 file open; closing it at exit crashed (exit 139)."""
     argv = [sys.executable, "finetune.py", "--data-dir", str(photos), "--max-per-class", "8", "--image-size", "32",
@@ -330,6 +340,7 @@ def test_finetuning_onto_a_disk_that_fills_mid_checkpoint_exits_2_not_a_crash(ph
     assert not any((small_disk / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_what_a_killed_finetune_left_is_removed_by_the_next_run_and_said(photos, tmp_path, caplog):
     from conftest import blobs, write_cache
     from features.cli import classify

@@ -4,6 +4,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "features"
 SCRIPTS = {p.stem for p in ROOT.glob("*.py")}
@@ -103,6 +105,7 @@ def test_packages_import_only_from_the_floors_below():
     assert not offenders, "\n".join(sorted(offenders))
 
 
+@pytest.mark.slow
 def test_the_package_itself_imports_nothing_until_a_name_is_used():
     """``import features`` is instant: the API's names (features/__init__.py) are imported on first use."""
     import subprocess

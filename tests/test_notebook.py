@@ -9,6 +9,7 @@ from conftest import make_image_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_notebook_runs_and_answers_from_measured_numbers(tmp_path):
     papermill = pytest.importorskip("papermill")
     import nbformat

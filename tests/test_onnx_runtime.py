@@ -27,6 +27,7 @@ def _embeddings(path):
         return f["embeddings"][:], dict(f.attrs)
 
 
+@pytest.mark.slow
 def test_both_runtimes_write_the_same_cache_and_hit_each_others(image_folder, tmp_path, run_main):
     onnx = _extract(run_main, image_folder, tmp_path / "a", "--runtime", "onnx")
     tf = _extract(run_main, image_folder, tmp_path / "b", "--runtime", "tf")
@@ -42,12 +43,14 @@ def test_both_runtimes_write_the_same_cache_and_hit_each_others(image_folder, tm
     assert again["runtime"] == "onnx" and again["conversion_seconds"] == 0
 
 
+@pytest.mark.slow
 def test_auto_runs_onnx_on_a_cpu_and_says_so(image_folder, tmp_path, run_main):
     code, out, _ = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"),
                                            *FAST[:-2]])
     assert code == 0 and "runtime ONNX Runtime (the network converted once" in out
 
 
+@pytest.mark.slow
 def test_a_converted_network_that_is_not_intact_is_converted_again(image_folder, tmp_path, run_main):
     _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx")
     model = next((tmp_path / "emb" / "onnx").glob("*.onnx"))
@@ -62,6 +65,7 @@ def test_a_converted_network_that_is_not_intact_is_converted_again(image_folder,
     assert not list(folder.glob("*.lock")) and not list(folder.glob(".*tmp"))
 
 
+@pytest.mark.slow
 def test_another_seed_or_size_is_another_conversion(image_folder, tmp_path, run_main):
     _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx")
     _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx", "--seed", "3")
@@ -69,6 +73,7 @@ def test_another_seed_or_size_is_another_conversion(image_folder, tmp_path, run_
     assert len(list((tmp_path / "emb" / "onnx").glob("*.onnx"))) == 3
 
 
+@pytest.mark.slow
 def test_a_network_the_converter_refuses(image_folder, tmp_path, run_main, monkeypatch):
     """--runtime onnx refuses in one line naming the runtime that works; auto runs TensorFlow, and the refusal
     is remembered (the next run does not try again)."""
@@ -108,6 +113,7 @@ def test_a_cache_folder_that_cannot_hold_the_network(image_folder, tmp_path, run
     assert _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "auto")["runtime"] == "tf"
 
 
+@pytest.mark.slow
 def test_on_real_photos_the_runtimes_agree_and_logreg_predicts_the_same(shared_datasets, tmp_path, run_main):
     """Lite0's ImageNet weights on 12 photos of each flowers class: embeddings within 1e-4, and logistic
     regression fitted on either cache predicts the same classes for every test photo."""
@@ -134,6 +140,7 @@ def test_on_real_photos_the_runtimes_agree_and_logreg_predicts_the_same(shared_d
     assert pred["onnx"] == pred["tf"]
 
 
+@pytest.mark.slow
 def test_predict_runs_a_heads_backbone_on_either_runtime_alike(image_folder, tmp_path, run_main):
     """predict.py on a classify.py run: ONNX Runtime reuses the network extraction converted (no new file), and
     gives TensorFlow's probabilities within 1e-4."""
@@ -158,6 +165,7 @@ def test_predict_runs_a_heads_backbone_on_either_runtime_alike(image_folder, tmp
     assert open_predictor(run, runtime="onnx").runtime == "onnx" and open_predictor(run, runtime="tf").runtime == "tf"
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_converting_ends_in_one_line_and_leaves_nothing(image_folder, tmp_path, run_main):
     from conftest import tmpfs
 

@@ -53,6 +53,7 @@ def test_unreadable_files_are_listed_not_fatal(head_run, image_folder_module, tm
     assert rows[0]["predicted"] in ("cat", "dog") and rows[1]["error"]
 
 
+@pytest.mark.slow
 def test_finetuned_predictions_equal_its_own_test_predictions(image_folder_module, tmp_path, capsys, run_main):
     code, out, err = run_main(finetune.main, ["--data-dir", str(image_folder_module), "--unfreeze", "0", "--epochs",
                                               "1",
@@ -166,6 +167,7 @@ def _rewrite_head(key, value):
     return edit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,edit,needle", [
     ("finetune", _lambda_model, "Lambda layer"),
     ("finetune", lambda d: (d / "config.json").write_text("[1, 2]"), "not a record of a run"),

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LITE = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]  # random weights: fast
 
 
+@pytest.mark.slow
 def test_a_web_server_at_the_ray_address_fails_within_seconds(tmp_path):
     pytest.importorskip("ray")
     import socket

@@ -66,6 +66,7 @@ def _same(cache, local):
     assert [(s.id, s.kind) for s in cache.skipped] == [(s.id, s.kind) for s in local.skipped]
 
 
+@pytest.mark.slow
 def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, capsys):
     assert extract.main(["--data-dir", str(photos), "--out", str(tmp_path), "--engine", "ray", "--json", "-q",
                          *ARGS]) == 0
@@ -78,6 +79,7 @@ def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, 
     assert not list(tmp_path.glob("**/*.parts")) and not list(tmp_path.glob("**/*.lock"))
 
 
+@pytest.mark.slow
 def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, local, tmp_path, monkeypatch):
     """The actors are killed at the run's first checkpoint, while it has rows left to embed."""
     killed = []
@@ -100,6 +102,7 @@ def test_an_actor_killed_mid_run_is_restarted_and_the_cache_is_whole(photos, loc
     _same(store.read_cache(result.path), local)
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_on_the_same_command(photos, local, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--data-dir", str(photos), "--out", str(out), "--engine", "ray", "-q", *ARGS]
@@ -112,6 +115,7 @@ def test_a_killed_driver_resumes_on_the_same_command(photos, local, tmp_path, ca
     _same(store.read_cache(result["cache"]), local)
 
 
+@pytest.mark.slow
 def test_a_path_a_worker_cannot_read_is_named_with_its_node(tmp_path):
     import socket
 
@@ -129,6 +133,7 @@ def test_a_path_a_worker_cannot_read_is_named_with_its_node(tmp_path):
     assert "shared mount" in str(err.value)
 
 
+@pytest.mark.slow
 def test_an_address_where_no_cluster_answers_fails_in_seconds(photos, tmp_path):
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "extract.py", "--data-dir", str(photos), "--out", str(tmp_path),
@@ -171,6 +176,7 @@ def test_a_ray_that_cannot_start_or_join_says_so_in_one_message(monkeypatch):
         connect("auto")
 
 
+@pytest.mark.slow
 def test_the_ray_engines_actors_build_the_same_hub_preset(tmp_path, capsys):
     """A KerasHub preset folder (tiny, randomly initialised, saved with save_to_preset): each actor loads it
     by its name and embeds what the local engine embeds."""

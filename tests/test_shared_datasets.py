@@ -12,6 +12,7 @@ from features import cache as store
 from features.cli import extract
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset,per_class,classes,floor", [("flowers", 16, 5, 0.65),
                                                               ("cats_vs_dogs", 12, 2, 0.85)])
 def test_lite0_embeddings_of_real_photos_separate_the_classes(dataset, per_class, classes, floor,

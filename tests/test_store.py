@@ -141,6 +141,7 @@ def _shards(photos, out, seed="0", weights="none"):
     return sorted(out.glob("**/*.shard*of2.h5"))
 
 
+@pytest.mark.slow
 def test_a_merge_refuses_a_shard_that_fails_its_checksum(image_folder, tmp_path, capsys):
     shards = _shards(image_folder, tmp_path / "emb")
     with h5py.File(shards[1], "r+") as f:
@@ -151,6 +152,7 @@ def test_a_merge_refuses_a_shard_that_fails_its_checksum(image_folder, tmp_path,
     assert not store.merged_path(shards[0]).exists()
 
 
+@pytest.mark.slow
 def test_a_shard_swapped_for_another_seeds_is_found_by_the_rows_checksum(image_folder, tmp_path, capsys):
     seed0 = _shards(image_folder, tmp_path / "a", weights="imagenet")  # the embeddings depend on the images alone
     seed1 = _shards(image_folder, tmp_path / "b", seed="1", weights="imagenet")
@@ -173,6 +175,7 @@ def test_a_cache_without_the_rows_checksum_still_reads(tmp_path):
     assert len(store.read_cache(path).labels) == len(y)
 
 
+@pytest.mark.slow
 def test_merge_onto_a_folder_is_refused(image_folder, tmp_path, capsys):
     shards = _shards(image_folder, tmp_path / "emb")
     store.merged_path(shards[0]).mkdir()
