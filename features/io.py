@@ -10,6 +10,15 @@ process cannot remove its own: its temporary names carry its pid, and
 Output files the user names (:func:`write_output`) are written the same way, except where
 the path is not a regular file (``/dev/stdout``, a FIFO, a link to either): there the
 text is written through, and the device stays a device.
+
+Every file the toolkit reads back (a record, a converted network, a preset's files, a file
+it hashes; the photos too) goes through one guarded reader, :func:`read_regular`: opened
+once without blocking (a FIFO never waits for a writer), checked on that descriptor to be a
+regular file (a link to ``/dev/zero`` is a device), and read up to a bound that fits its
+format (:data:`RECORD_LIMIT` for JSON records), never further than the size it had when
+opened. What it refuses is a :class:`NotRegularFile` or a :class:`TooLarge`, both
+``OSError``: where a reader already treats an unreadable file as missing or damaged, these
+are too.
 """
 
 from __future__ import annotations
@@ -159,11 +168,129 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def file_sha256(path) -> str:
-    """The SHA-256 of a file, read a megabyte at a time."""
+RECORD_LIMIT = 1 << 20  # a JSON record the toolkit wrote: a few kilobytes; a megabyte is far past any
+TABLE_LIMIT = 1 << 30  # a table the toolkit wrote (predictions.csv, results.jsonl): a row per image or run
+DATA_LIMIT = 8 << 30  # arrays and models the toolkit wrote (a head, probabilities, a checkpoint's rows)
+
+
+class NotRegularFile(OSError):
+    """A path that is a device, a FIFO, a socket or a folder, found on the open descriptor."""
+
+
+class TooLarge(OSError):
+    """A file larger than its format can be."""
+
+
+def what_it_is(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    return ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)"
+            if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder"
+            if stat.S_ISDIR(mode) else "a special file")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
+
+
+@contextmanager
+def regular_descriptor(path, limit: int | None = None):
+    """Yield ``(fd, size)`` of ``path`` opened once for reading, without blocking, after ``fstat`` on that
+    descriptor said it is a regular file of at most ``limit`` bytes (None: any size).
+
+    Raises:
+        NotRegularFile: a device, a FIFO, a socket or a folder (a link to one is followed).
+        TooLarge: more than ``limit`` bytes.
+        OSError: it cannot be opened.
+    """
+    name = os.fsdecode(path)
+    fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, f"not a regular file but {what_it_is(st.st_mode)}", name)
+        if limit is not None and st.st_size > limit:
+            raise TooLarge(errno.EFBIG, f"{_size(st.st_size)}, more than the {_size(limit)} it can be", name)
+        yield fd, st.st_size
+    finally:
+        os.close(fd)
+
+
+def _blocks(fd: int, size: int, block: int = 1 << 22):
+    """The bytes of an open file up to ``size``, a block at a time (no further, if it grows meanwhile)."""
+    left = size
+    while left > 0:
+        data = os.read(fd, min(left, block))
+        if not data:
+            return
+        left -= len(data)
+        yield data
+
+
+def read_regular(path, limit: int | None = None) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes: the guarded reader (see the module's docstring).
+
+    Raises:
+        NotRegularFile, TooLarge, OSError: as :func:`regular_descriptor`.
+    """
+    with regular_descriptor(path, limit) as (fd, size):
+        return b"".join(_blocks(fd, size))
+
+
+def check_regular(path, limit: int | None = None) -> int:
+    """The size of ``path`` after the guarded reader's checks, for a file a library opens by its name (a Keras
+    model, an HDF5 file): a device or a FIFO is refused before the library can block on it or read it without end.
+
+    Raises:
+        NotRegularFile, TooLarge, OSError: as :func:`regular_descriptor`.
+    """
+    with regular_descriptor(path, limit) as (_, size):
+        return size
+
+
+@contextmanager
+def regular_file(path, limit: int | None = None):
+    """``path`` opened by the guarded reader as a binary file object, for a library that reads a part of it (an
+    image's header): never further than the size it had when opened."""
+    with regular_descriptor(path, limit) as (fd, size):
+        with open(fd, "rb", closefd=False) as f:
+            yield f
+
+
+def read_text(path, limit: int = RECORD_LIMIT, errors: str = "strict") -> str:
+    """A UTF-8 text file of at most ``limit`` bytes, read by :func:`read_regular`.
+
+    Raises:
+        OSError: as :func:`read_regular`.
+        UnicodeDecodeError: not UTF-8 (with ``errors="strict"``).
+    """
+    return read_regular(path, limit).decode("utf-8", errors)
+
+
+def read_system_file(path, limit: int = RECORD_LIMIT) -> str:
+    """A kernel's file (``/proc/cpuinfo``: regular, but of size 0 until read), up to ``limit`` bytes."""
+    with regular_descriptor(path) as (fd, _):
+        return b"".join(_blocks(fd, limit)).decode("utf-8", "replace")
+
+
+def read_json(path, limit: int = RECORD_LIMIT):
+    """A JSON file the toolkit wrote (a record: at most ``limit`` bytes), read by :func:`read_regular`.
+
+    Raises:
+        OSError: as :func:`read_regular`.
+        ValueError: not UTF-8 JSON.
+    """
+    return json.loads(read_regular(path, limit).decode("utf-8"))
+
+
+def file_sha256(path, limit: int | None = None) -> str:
+    """The SHA-256 of a regular file (of at most ``limit`` bytes), read by the guarded reader a block at a time.
+
+    Raises:
+        NotRegularFile, TooLarge, OSError: as :func:`regular_descriptor`.
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+    with regular_descriptor(path, limit) as (fd, size):
+        for block in _blocks(fd, size):
             digest.update(block)
     return digest.hexdigest()
 
@@ -182,8 +309,8 @@ def tree_sha256(path) -> str:
     digest = hashlib.sha256()
     for file in tree_files(path):
         digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
+        with regular_descriptor(file) as (fd, size):
+            for block in _blocks(fd, size):
                 digest.update(block)
     return digest.hexdigest()
 

@@ -164,3 +164,35 @@ def test_no_library_module_is_past_450_lines():
     """A module past ~400 lines is asking to be split (STYLE.md); the review set the line at 450."""
     long = {str(p.relative_to(ROOT)): n for p in LIBRARY.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450}
     assert not long, long
+
+
+def _reads_a_path(node: ast.Call) -> str | None:
+    """What a call reads a file by its name with, where it bypasses the guarded reader (None: it does not)."""
+    func, first = node.func, node.args[0] if node.args else None
+    wrapped = isinstance(first, (ast.Call, ast.Name))  # io.BytesIO(...), or a file object already open
+    if isinstance(func, ast.Name) and func.id == "open":
+        mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+        writing = isinstance(mode, ast.Constant) and any(c in str(mode.value) for c in "wax")
+        return None if writing else "open()"
+    if isinstance(func, ast.Attribute):
+        owner = func.value.id if isinstance(func.value, ast.Name) else None
+        if func.attr in ("read_text", "read_bytes"):
+            return f".{func.attr}()"
+        if (owner, func.attr) == ("json", "load"):
+            return "json.load()"
+        if (owner, func.attr) in (("Image", "open"), ("np", "load")) and not wrapped:
+            return f"{owner}.{func.attr}() of a path"
+    return None
+
+
+def test_every_file_read_back_goes_through_the_guarded_reader():
+    """No module but features/io.py opens a path to read it: a record, a network, a table, a photo's header are
+    read by io.read_regular and its kin (a FIFO never blocks, a device is never read, every read is bounded)."""
+    found = []
+    for path in sorted(LIBRARY.rglob("*.py")):
+        if path == LIBRARY / "io.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and (how := _reads_a_path(node)):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {how}")
+    assert not found, "read without the guarded reader (features/io.py):\n" + "\n".join(found)

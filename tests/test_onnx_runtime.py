@@ -177,3 +177,175 @@ def test_a_full_disk_while_converting_ends_in_one_line_and_leaves_nothing(image_
         assert not list(onnx_dir.glob("*.onnx")) and not list(onnx_dir.glob(".*tmp"))
         assert not list((tmp_path / "emb").glob("*/*.h5*"))
         assert _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "tf")["runtime"] == "tf"
+
+
+# --- a converted network is proved to be the backbone's before it embeds anything --------------------------
+
+@pytest.fixture(scope="module")
+def conversions(tmp_path_factory):
+    """Lite0 (random, 32 px) converted with seed 0 and with seed 3: two networks of the same shape."""
+    from types import SimpleNamespace
+
+    from conftest import make_image_folder
+    from features.models.registry import resolve_backbone
+
+    root = tmp_path_factory.mktemp("conversions")
+    photos = make_image_folder(root / "pets")
+    models = {}
+    for seed in (0, 3):
+        out = root / f"seed{seed}"
+        assert extract.main(["--data-dir", str(photos), "--out", str(out), *FAST[:-2], "-q", "--runtime", "onnx",
+                             "--seed", str(seed)]) == 0
+        models[seed] = next((out / "onnx").glob("*.onnx"))
+    return SimpleNamespace(photos=photos, models=models, backbone=resolve_backbone("efficientnet_lite0", 32, "none"))
+
+
+def _copy(conversions, tmp_path, seed=0):
+    import shutil
+
+    model = conversions.models[seed]
+    (tmp_path / "onnx").mkdir(exist_ok=True)
+    for f in (model, model.with_suffix(".json")):
+        shutil.copy(f, tmp_path / "onnx" / f.name)
+    copy = tmp_path / "onnx" / model.name
+    return copy, json.loads(copy.with_suffix(".json").read_text())
+
+
+def _link(path, target):
+    path.unlink()
+    path.symlink_to(target)
+
+
+def _substitute(conversions, path, record):
+    """Another network of the same shape put in its place, the record's size and checksum rewritten to match."""
+    from features.io import file_sha256
+
+    other = conversions.models[3].read_bytes()
+    path.write_bytes(other)
+    record.update(sha256=file_sha256(path), bytes=len(other))
+
+
+DAMAGES = {
+    "a link to /dev/zero": (lambda c, path, record: _link(path, "/dev/zero"), "not a regular file but a device"),
+    "a link to /dev/urandom": (lambda c, path, record: _link(path, "/dev/urandom"), "not a regular file but a device"),
+    "a FIFO": (lambda c, path, record: (path.unlink(), __import__("os").mkfifo(path)), "a FIFO"),
+    "longer than its record says": (lambda c, path, record: path.write_bytes(path.read_bytes() + b"\0" * 4096),
+                                    "more than the"),
+    "another network, its checksum rewritten": (_substitute, "embeddings of the probe are off by up to"),
+    "a probe that is not the network's": (lambda c, path, record: record["probe"][0].__setitem__(0, 1e3),
+                                          "embeddings of the probe are off by up to"),
+    "a probe of NaN": (lambda c, path, record: record["probe"][1].__setitem__(5, float("nan")), "probe is not finite"),
+    "a probe of another shape": (lambda c, path, record: record["probe"].pop(), "for the probe, not"),
+    "another width in its record": (lambda c, path, record: record.update(width=7), "its record gives width 7"),
+    "no size in its record": (lambda c, path, record: record.pop("bytes"), "does not give the file's size"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_converted_network_that_is_not_its_records_is_refused_on_opening(conversions, tmp_path, damage):
+    """Each way a conversion can differ from its record ends in NotIntact (then: converted again), in a bounded
+    read: a device or a FIFO is never read, nor opened for waiting."""
+    from features.models.onnx import NotIntact, load_network
+
+    path, record = _copy(conversions, tmp_path)
+    assert load_network(path, record, conversions.backbone).model == path.read_bytes()  # intact as copied
+    make, says = DAMAGES[damage]
+    make(conversions, path, record)
+    with pytest.raises(NotIntact, match=says):
+        load_network(path, record, conversions.backbone)
+
+
+@pytest.mark.slow
+def test_a_network_of_another_input_size_or_width_is_not_the_backbones(conversions):
+    from features.models.onnx import NotIntact, check_network
+
+    model = conversions.models[0].read_bytes()
+    probe = json.loads(conversions.models[0].with_suffix(".json").read_text())["probe"]
+    with pytest.raises(NotIntact, match="not one float input of 40x40x3 images"):
+        check_network(model, 40, 1280, probe)
+    with pytest.raises(NotIntact, match="not embeddings of width 1000|for the probe, not"):
+        check_network(model, 32, 1000, np.zeros((2, 1000)))
+    with pytest.raises(NotIntact, match="ONNX Runtime cannot load it"):
+        check_network(b"not a network", 32, 1280, probe)
+
+
+@pytest.mark.slow
+def test_a_record_that_is_a_device_reads_as_no_record(conversions, tmp_path):
+    from features.models.onnx import _record
+
+    path, _ = _copy(conversions, tmp_path)
+    assert _record(path) is not None
+    _link(path.with_suffix(".json"), "/dev/zero")
+    assert _record(path) is None
+
+
+def _tiny_network(path):
+    """A graph that averages each image's pixels per channel: (n, s, s, 3) -> (n, 3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from features.models.onnx import OPSET
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["embedding"], axes=[1, 2], keepdims=0)], "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 8, 8, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
+    return path.read_bytes()
+
+
+def test_every_batch_is_checked_finite_and_of_the_width(tmp_path):
+    from features.errors import UsageError
+    from features.models.onnx import OnnxEmbedder
+
+    model = _tiny_network(tmp_path / "tiny.onnx")
+    images = np.full((2, 8, 8, 3), 10, np.float32)
+    assert np.allclose(OnnxEmbedder(model, 1, width=3)(images), 10)
+    images[1, 0, 0, 0] = np.nan
+    with pytest.raises(UsageError, match="gave embeddings that are not finite .* delete it to convert it again"):
+        OnnxEmbedder(model, 1, width=3, name="tiny.onnx")(images)
+    with pytest.raises(UsageError, match=r"embeddings of shape \(2, 3\) for 2 images"):
+        OnnxEmbedder(model, 1, width=1280)(np.zeros((2, 8, 8, 3), np.float32))
+
+
+@pytest.mark.slow
+def test_a_conversion_linked_to_dev_zero_is_converted_again_by_extract(conversions, tmp_path):
+    """The hostile user's reproduction, as a user runs it: `extract.py --force` with the .onnx a link to /dev/zero
+    and a killed conversion's temporary file beside it finishes (it hung at 100% CPU), converts again, and leaves
+    no lock and no temporary file. Run in a child process with a deadline, so a regression fails, not hangs."""
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path / "emb"
+    shutil.copytree(conversions.models[0].parent.parent, out)
+    model = next((out / "onnx").glob("*.onnx"))
+    _link(model, "/dev/zero")
+    left = out / "onnx" / f".{model.name}.999999999.tmp"  # a pid no process has: a killed conversion's
+    left.write_bytes(b"\0" * 1000)
+    run = subprocess.run([sys.executable, "extract.py", "--data-dir", str(conversions.photos), "--out", str(out),
+                          *FAST, "--runtime", "onnx", "--force"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert last_json(run.stdout)["conversion_seconds"] > 0
+    assert "is not the converted network its record describes (not a regular file but a device)" in run.stderr
+    assert model.is_file() and not model.is_symlink() and not left.exists()
+    assert not list((out / "onnx").glob("*.lock")) and not list((out / "onnx").glob(".*tmp"))
+    from features.models.onnx import load_network
+
+    load_network(model, json.loads(model.with_suffix(".json").read_text()), conversions.backbone)
+
+
+@pytest.mark.slow
+def test_predict_proves_the_network_it_runs(conversions, tmp_path, run_main, monkeypatch):
+    """predict.py's ONNX path goes through the same proof: a substituted network is converted again, never run."""
+    from features.models import onnx
+
+    path, record = _copy(conversions, tmp_path)
+    _substitute(conversions, path, record)
+    path.with_suffix(".json").write_text(json.dumps(record))
+    calls = []
+    monkeypatch.setattr(onnx, "_convert", lambda *a, **k: calls.append(1) or ({"refused": "stopped here"}, b""))
+    with pytest.raises(onnx.NoOnnxForm, match="stopped here"):
+        onnx.convert(conversions.backbone, "avg", "none", 0, path.parent)
+    assert calls == [1]

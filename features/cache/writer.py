@@ -6,6 +6,7 @@ See :mod:`features.cache.schema` for the format, the checkpoints and the lock.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,7 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from ..data.splits import SPLITS
-from ..io import atomic_write, file_lock, remove_abandoned, temporary_name, write_text
+from ..io import (
+    DATA_LIMIT,
+    RECORD_LIMIT,
+    atomic_write,
+    file_lock,
+    read_regular,
+    read_text,
+    remove_abandoned,
+    temporary_name,
+    write_text,
+)
 from .schema import ROW_DATASETS, SCHEMA_VERSION, RowsChecksum, attr_value, h5py_module, write_skipped
 
 log = logging.getLogger(__name__)
@@ -71,6 +82,19 @@ def writer_lock(path, wait_message: bool = True):
         yield
 
 
+def _load_part(path):
+    """A checkpoint's part (``rows-*.npz``), read by the guarded reader."""
+    return np.load(io.BytesIO(read_regular(path, DATA_LIMIT)), allow_pickle=False)
+
+
+def _read_key(path) -> str | None:
+    """A checkpoint folder's key.json as written, or None where it is missing or unreadable (then it starts over)."""
+    try:
+        return read_text(path, RECORD_LIMIT)
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 class Checkpoints:
     """The rows an extraction has finished, kept in ``<cache>.parts/`` until the cache is whole.
 
@@ -93,7 +117,7 @@ class Checkpoints:
             (rows kept, the last listing index they cover, or -1).
         """
         key_file = self.dir / "key.json"
-        if not key_file.is_file() or key_file.read_text() != self.key:
+        if _read_key(key_file) != self.key:
             self.clear()
             self.dir.mkdir(parents=True)
             write_text(key_file, self.key)
@@ -102,7 +126,7 @@ class Checkpoints:
         for part in self._files():
             if good:
                 try:
-                    with np.load(part) as data:
+                    with _load_part(part) as data:
                         index = data["index"]
                         ok = len(index) == len(data["embeddings"]) and len(index) and index[0] > last
                 except (OSError, ValueError, KeyError, EOFError):
@@ -129,7 +153,7 @@ class Checkpoints:
     def parts(self):
         """(index, embeddings) of each part, in listing order."""
         for part in self._files():
-            with np.load(part) as data:
+            with _load_part(part) as data:
                 yield data["index"], data["embeddings"]
 
 

@@ -35,15 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> None:
-    import json
-
-    from features.io import tree_bytes
+    from features.io import read_json, tree_bytes
     from features.serve.export import check_settings, export
     from features.serve.exported import RECORD
 
     check_settings(args.format, args.quantize)  # flags first, then work
     folder = export(args.run_dir, args.format, args.quantize, args.out, args.force)
-    record = json.loads((folder / RECORD).read_text())
+    record = read_json(folder / RECORD)
     size = tree_bytes(folder / record["model"])
     print(f"exported {record['kind']} {args.format} ({args.quantize}): {folder / record['model']}, "
           f"{size / 1e6:.1f} MB\n  takes uint8 images {record['image_size']}x{record['image_size']}, gives "

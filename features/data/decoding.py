@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io import NotRegularFile, read_regular, regular_file, what_it_is
 from .listing import DEFAULT_MAX_PIXELS
 
 RESIZE_METHOD = ("EXIF orientation applied; JPEGs at least twice the size DCT-downscaled while decoding; "
@@ -53,44 +54,15 @@ class SkippedImage:
         return {"index": self.index, "id": self.id, "kind": self.kind, "reason": self.reason}
 
 
-class NotRegularFile(OSError):
-    """A path that is a device, a FIFO, a socket or a folder, found on the open descriptor."""
-
-
-def _what(mode: int) -> str:
-    import stat
-
-    return ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a FIFO (named pipe)"
-            if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder"
-            if stat.S_ISDIR(mode) else "a special file")
-
-
 def open_regular(path) -> bytes:
-    """The bytes of a regular file: opened once, without blocking (a FIFO never waits for a
-    writer), checked on the descriptor (what was opened is what is read), read up to its size.
+    """The bytes of a regular file: :func:`features.io.read_regular`, the one guarded reader (opened once,
+    without blocking, checked on the descriptor, read up to its size).
 
     Raises:
         NotRegularFile: a device, a FIFO, a socket or a folder (a link to one is followed).
         OSError: it cannot be opened or read.
     """
-    import stat
-
-    fd = os.open(os.fsdecode(path), os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegularFile(f"not a regular file but {_what(st.st_mode)}; only regular files are read as "
-                                 "images")
-        chunks, left = [], st.st_size
-        while left > 0:
-            block = os.read(fd, min(left, 1 << 22))
-            if not block:
-                break
-            chunks.append(block)
-            left -= len(block)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    return read_regular(path)
 
 
 def read_regular_file(path) -> bytes:
@@ -192,7 +164,7 @@ def _not_regular(path) -> str | None:
         return None  # the reader reports why it cannot be read
     if stat.S_ISREG(mode):
         return None
-    return f"not a regular file but {_what(mode)}; only regular files are read as images"
+    return f"not a regular file but {what_it_is(mode)}; only regular files are read as images"
 
 
 def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, rows=None,
@@ -218,7 +190,7 @@ def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PI
                 headers.refused[i] = Skip("not a regular file", special)
                 continue
             try:
-                with Image.open(paths[i]) as im:
+                with regular_file(paths[i]) as f, Image.open(f) as im:
                     width, height, fmt = im.width, im.height, im.format
                     orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "PNG", "WEBP") else 1
                     # The decoder decodes every frame of an animation (and keeps the first): they count.
@@ -314,7 +286,7 @@ def why_undecodable(path=None, data: bytes | None = None) -> Skip:
         try:
             data = open_regular(path)
         except NotRegularFile as exc:
-            return Skip("not a regular file", str(exc))
+            return Skip("not a regular file", f"{exc.strerror}; only regular files are read as images")
         except OSError as exc:
             return Skip("unreadable", f"cannot read the file: {exc.strerror or exc}")
     if not data:

@@ -61,7 +61,7 @@ class LocalEngine:
 
         converted = onnx_network(self)
         if converted is not None:
-            self.onnx = OnnxEmbedder(converted.path)
+            self.onnx = OnnxEmbedder(converted)
             return
         self.model = create_embedder(self.backbone, self.pooling, self.tta, self.seed)
 
@@ -121,7 +121,7 @@ class RayEngine:
         check_source(self.source)
         converted = onnx_network(self)  # on the driver, once; each actor gets the model's bytes
         if converted is not None:
-            self.onnx_model = converted.path.read_bytes()
+            self.onnx_model = converted.model  # the bytes that were proved
 
     @property
     def runtime_version(self) -> str:

@@ -191,7 +191,7 @@ class Embedder:
         if onnx_model is not None:  # converted once by the driver; ONNX Runtime's threads: the actor's share
             from ..models.onnx import OnnxEmbedder
 
-            self.embed = OnnxEmbedder(onnx_model, threads or None)
+            self.embed = OnnxEmbedder(onnx_model, threads or None, width=self.width or None)
             return
         from ..models.build import create_embedder, embedding_function
 

@@ -4,6 +4,7 @@ head holds, so a crafted file cannot run code."""
 from __future__ import annotations
 
 from ..errors import UsageError
+from ..io import DATA_LIMIT, read_regular
 from .registry import FittedHead
 
 HEAD_FORMAT = 1
@@ -37,13 +38,17 @@ def load_head(path) -> dict:
     import skops.io as sio
 
     try:
-        untrusted = sio.get_untrusted_types(file=path)
+        data = read_regular(path, DATA_LIMIT)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read as a head file ({exc.strerror or exc})") from None
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # noqa: BLE001 - a file skops cannot even list is not a head file, whatever it is
         raise UsageError(f"{path}: not a head file written by classify.py ({exc})") from None
     unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if unexpected:
         raise UsageError(f"{path}: refusing to load types a head never holds: {', '.join(unexpected)}")
-    obj = sio.load(path, trusted=list(untrusted))
+    obj = sio.loads(data, trusted=list(untrusted))  # the bytes that were checked: the file is not read again
     if not isinstance(obj, dict) or obj.get("format") != HEAD_FORMAT:
         raise UsageError(f"{path}: not a head file of format {HEAD_FORMAT}")
     return obj

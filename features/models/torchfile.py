@@ -24,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import read_regular
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
+WEIGHTS_LIMIT = 4 << 30  # a state dict of the largest backbone here is well under a gigabyte
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -125,9 +128,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         UnsafePickleError: the file names a callable or class a state dict never needs.
         ValueError: the file is not a legacy torch serialization.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    f = io.BytesIO(data)
+    f = io.BytesIO(read_regular(path, WEIGHTS_LIMIT))
     try:
         magic = _restricted_load(f)
     except UnsafePickleError:

@@ -36,6 +36,7 @@ import csv
 import datetime
 import errno
 import fcntl
+import io
 import json
 import logging
 import os
@@ -46,7 +47,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DiskFullError, UsageError
-from ..io import atomic_write, remove_abandoned, write_all, write_json
+from ..io import (
+    DATA_LIMIT,
+    TABLE_LIMIT,
+    atomic_write,
+    read_json,
+    read_regular,
+    read_text,
+    remove_abandoned,
+    write_all,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +102,7 @@ class RunFiles:
 
     def _read_json(self, name: str) -> dict:
         try:
-            obj = json.loads((self / name).read_text())
+            obj = read_json(self / name)
         except (OSError, ValueError, UnicodeDecodeError):
             obj = None
         if not isinstance(obj, dict):
@@ -131,7 +142,7 @@ class RunFiles:
             UsageError: the file is missing or does not hold both splits.
         """
         try:
-            with np.load(self / self.PROBABILITIES, allow_pickle=False) as f:
+            with np.load(io.BytesIO(read_regular(self / self.PROBABILITIES, DATA_LIMIT)), allow_pickle=False) as f:
                 names = [str(n) for n in f["class_names"]]
                 splits = {s: (f[f"{s}_ids"].astype(str), f[f"{s}_labels"], f[f"{s}_proba"].astype(np.float64))
                           for s in PROBABILITY_SPLITS}
@@ -153,8 +164,8 @@ class RunFiles:
                 writer.writerow([i, class_names[int(y)], class_names[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
 
     def _prediction_rows(self) -> list[dict]:
-        with open(self / self.PREDICTIONS, newline="") as f:
-            return list(csv.DictReader(f))
+        text = read_text(self / self.PREDICTIONS, TABLE_LIMIT)
+        return list(csv.DictReader(io.StringIO(text, newline="")))
 
     def test_ids(self) -> set[str]:
         """The ids of the test images the run was scored on.
@@ -178,9 +189,9 @@ class RunFiles:
     def validation_curve(self) -> list[tuple[float, float]]:
         """(cumulative training seconds, validation accuracy) of each epoch; [] where there is no history."""
         try:
-            with open(self / self.HISTORY, newline="") as f:
-                return [(float(h["elapsed"]), float(h["val_accuracy"])) for h in csv.DictReader(f)
-                        if h.get("val_accuracy") not in (None, "")]
+            rows = csv.DictReader(io.StringIO(read_text(self / self.HISTORY, TABLE_LIMIT), newline=""))
+            return [(float(h["elapsed"]), float(h["val_accuracy"])) for h in rows
+                    if h.get("val_accuracy") not in (None, "")]
         except (OSError, ValueError, KeyError):
             return []
 
@@ -304,20 +315,24 @@ def read_results(out_dir) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                row = None
-            if not isinstance(row, dict):
-                log.warning("%s line %d is damaged (not one JSON row); it is left out", path, number)
-                continue
-            run_dir = row.get("run_dir")
-            if isinstance(run_dir, str) and run_dir and not Path(run_dir).exists() \
-                    and (path.parent / Path(run_dir).name).is_dir():
-                row["run_dir"] = str(path.parent / Path(run_dir).name)
-            rows.append(row)
+    try:
+        text = read_text(path, TABLE_LIMIT, errors="replace")
+    except OSError as exc:
+        raise UsageError(f"{path}: the results table cannot be read ({exc.strerror or exc}); move it away and run "
+                         "the jobs again") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            log.warning("%s line %d is damaged (not one JSON row); it is left out", path, number)
+            continue
+        run_dir = row.get("run_dir")
+        if isinstance(run_dir, str) and run_dir and not Path(run_dir).exists() \
+                and (path.parent / Path(run_dir).name).is_dir():
+            row["run_dir"] = str(path.parent / Path(run_dir).name)
+        rows.append(row)
     return rows

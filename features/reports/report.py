@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import check_output_file, check_output_folder, write_output
+from ..io import check_output_file, check_output_folder, read_system_file, write_output
 from ..records import plots, runs
 from ..records.tables import (
     CURVE,
@@ -44,7 +44,7 @@ def environment() -> dict:
 
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in read_system_file("/proc/cpuinfo").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break

@@ -15,7 +15,6 @@ An export folder (``RUN_DIR/export/<format>[-<quantization>]/`` by default) hold
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..io import tree_sha256
+from ..io import read_json, tree_sha256
 from .base import Predictor
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -88,7 +87,7 @@ def read_record(folder) -> dict:
 
     path = Path(folder) / RECORD
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
     except (OSError, ValueError, UnicodeDecodeError):
         record = None
     if not isinstance(record, dict):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data import image_batches, images_under, indexed_batches
 from ..errors import UsageError
+from ..io import DATA_LIMIT, check_regular
 from ..records.runs import RunFiles
 from .base import Predictor
 
@@ -200,6 +201,7 @@ def _load_finetuned(files: RunFiles) -> RunPredictor:
         _refuse(run_dir, "config.json is missing, unreadable or not a record of a run; it records the classes "
                          "and image size")
     try:
+        check_regular(files / RunFiles.MODEL, DATA_LIMIT)  # a device or a FIFO: refused before Keras opens it
         model = keras.saving.load_model(files / RunFiles.MODEL, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - whatever Keras says, the file is refused, never run
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -225,7 +227,7 @@ def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: in
     if runtime != "tf" and onnx_dir is not None and resolve_runtime(runtime, gpu=visible_gpus() > 0) != "tf":
         converted = converted_or_none(backbone, pooling, tta, seed, onnx_dir, runtime)
         if converted:
-            return OnnxEmbedder(converted.path), backbone.spec.width, "onnx", None
+            return OnnxEmbedder(converted), converted.width, "onnx", None
     model = create_embedder(backbone, pooling, tta, seed)
     return embedding_function(model, backbone.image_size), int(model.output.shape[-1]), "tf", model
 
