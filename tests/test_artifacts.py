@@ -214,6 +214,18 @@ def test_damaged_probabilities_or_metrics(mutation, metrics, valid_runs, tmp_pat
         assert 0 <= last_json(out)["accuracy"] <= 1
 
 
+@pytest.mark.parametrize("key,value", [("accuracy", 1e308), ("val_accuracy", -0.5), ("train_seconds", float("inf")),
+                                       ("f1_macro", True)])
+def test_a_metrics_figure_out_of_range_is_refused_by_the_ensemble(key, value, valid_runs, tmp_path, capsys):
+    """ensemble.py took metrics.json's accuracy 1e308 as it was: a figure out of its range is a damaged run."""
+    dirs = [shutil.copytree(d, tmp_path / d.name) for d in valid_runs]
+    record = json.loads((Path(dirs[0]) / "metrics.json").read_text())
+    record[key] = value
+    (Path(dirs[0]) / "metrics.json").write_text(json.dumps(record))
+    code, _, err = _run(ensemble.main, [*map(str, dirs), "--out", str(tmp_path / "r"), "--json"], capsys)
+    assert code == 2 and f"holds {key} {value!r}, out of range" in err and len(err.strip().splitlines()) == 1
+
+
 # --- the results table, read by report.py -------------------------------------------------------------------
 
 ROW_FIELDS = ["dataset", "backbone", "image_size", "method", "head", "accuracy", "precision_macro", "recall_macro",

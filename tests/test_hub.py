@@ -138,7 +138,7 @@ def test_hub_presets_take_their_own_size_and_weights(presets, capsys):
 def test_a_remote_preset_offline_fails_in_seconds_with_the_way_on(offline, capsys):
     from features.models import hub
 
-    hub.hub_facts.cache_clear()
+    hub.preset_facts.cache_clear()
     start = time.monotonic()
     assert extract.main(["--backbone", "hub:dinov2_base", "--data-dir", "x"]) == 2
     err = capsys.readouterr().err
@@ -192,3 +192,151 @@ def test_an_encoder_onnx_cannot_run_falls_back_to_tensorflow_or_is_refused(prese
     assert last_json(capsys.readouterr().out)["runtime"] == "tf"
     assert extract.main([*base, "--backbone", f"hub:{presets['clip']}"]) == 0
     assert last_json(capsys.readouterr().out)["runtime"] == "onnx"
+
+
+# --- a preset folder is what is copied from another machine: checked before KerasHub reads it --------------
+
+def _copy(presets, family, tmp_path):
+    import shutil
+
+    return shutil.copytree(presets[family], tmp_path / f"copied-{family}")
+
+
+def _refused(capsys, folder, *more):
+    from features.models import hub
+
+    hub.preset_facts.cache_clear()
+    code = extract.main(["--backbone", f"hub:{folder}", "--data-dir", "x", *more])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("name", ["model.weights.h5", "config.json", "metadata.json"])
+@pytest.mark.parametrize("kind", ["a link to /dev/zero", "a FIFO"])
+def test_a_preset_file_that_is_a_device_or_a_fifo_is_refused_before_it_is_read(name, kind, presets, tmp_path,
+                                                                               capsys):
+    """config.json a link to /dev/zero took 4.7 GB before a MemoryError; model.weights.h5 one hung the extraction
+    (its SHA-256 keys the cache): every file of the folder is checked to be a regular file first."""
+    import os
+
+    folder = _copy(presets, "dinov2", tmp_path)
+    (folder / name).unlink()
+    if kind == "a FIFO":
+        os.mkfifo(folder / name)
+    else:
+        (folder / name).symlink_to("/dev/zero")
+    err = _refused(capsys, folder)
+    what = "a FIFO (named pipe)" if kind == "a FIFO" else "a device"
+    assert f"its file {name} is not a regular file but {what}" in err
+
+
+@pytest.mark.parametrize("edit,says", [
+    ({"hidden_dim": 10**6}, "its config's hidden_dim is 1000000; a preset of this toolkit's families has a whole "
+                            "number from 1 to 16,384 there"),
+    ({"num_layers": 10**5}, "num_layers is 100000"),
+    ({"patch_size": 0}, "patch_size is 0"),
+    ({"patch_size": 7}, "image size 64 is not a whole number of 7-pixel patches"),
+    ({"hidden_dim": "32"}, "hidden_dim is '32'"),
+    ({"num_heads": None}, "does not say its num_heads"),
+    ({"image_shape": [10**6, 10**6, 3]}, "image size is 1000000"),
+    ({"patch_size": 1, "image_shape": [512, 512, 3], "position_embedding_shape": [512, 512, 3]},
+     "262,144 patches an image"),
+])
+def test_a_preset_config_out_of_bounds_is_refused_before_anything_is_built(edit, says, presets, tmp_path, capsys,
+                                                                           monkeypatch):
+    """hidden_dim 10**6 crashed the process (SIGSEGV), num_layers 10**5 built for minutes, patch_size 0 divided by
+    zero: the sizes are bounded from the config, before KerasHub builds anything."""
+    import json
+
+    folder = _copy(presets, "dinov2", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in edit.items():
+        if value is None:
+            config["config"].pop(key)
+        else:
+            config["config"][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", lambda *a, **k: pytest.fail("built"))
+    assert says in _refused(capsys, folder, "--weights", "none")
+
+
+def test_a_network_past_the_memory_is_refused_and_the_estimate_is_keras_hubs_count(presets, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """The estimate from the config is within 20% of KerasHub's own count for every family (SigLIP's pooling head
+    is the most it leaves out), and a network whose float32 weights pass the memory available is refused."""
+    import json
+
+    from features import io
+    from features.models import hub
+
+    for family, folder in presets.items():
+        config = json.loads((folder / "config.json").read_text())
+        sizes = hub.check_sizes(str(folder), hub._vision_config(config))
+        model = keras_hub.models.Backbone.from_preset(str(folder), load_weights=False)
+        assert 0.8 <= hub.estimate_parameters(sizes) / model.count_params() <= 1.05, family
+    monkeypatch.setattr(io, "available_memory", lambda: 100_000)
+    assert "past what this machine can build" in _refused(capsys, _copy(presets, "vit", tmp_path), "--weights",
+                                                          "none")
+
+
+def test_weights_of_another_size_than_the_configs_network_are_refused(presets, tmp_path, capsys):
+    """A config that claims 12 blocks beside the weights of 2: the two are of different networks."""
+    import json
+
+    folder = _copy(presets, "vit", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["config"]["num_layers"] = 12
+    config["config"]["hidden_dim"] = 256
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "the config and the weights are of two networks" in _refused(capsys, folder)
+
+
+@pytest.mark.parametrize("kind", ["a file", "a device", "missing"])
+def test_a_hub_path_that_is_no_folder_says_so(kind, tmp_path, capsys):
+    """`hub:` with a regular file, a device or a missing folder said 'www.kaggle.com cannot be reached'."""
+    path = {"a file": tmp_path / "preset.txt", "a device": "/dev/null", "missing": tmp_path / "nowhere"}[kind]
+    if kind == "a file":
+        path.write_text("x")
+    err = _refused(capsys, path)
+    assert "cannot be reached" not in err
+    assert {"a file": "a file, not a folder", "a device": "a device, not a folder",
+            "missing": "no such folder"}[kind] in err
+
+
+@pytest.mark.slow
+def test_a_preset_with_weights_of_another_family_is_refused_in_one_short_line(presets, tmp_path, capsys):
+    """KerasHub's message for it ran to a kilobyte with literal \\n in it: its first line, shortened."""
+    import shutil
+
+    folder = _copy(presets, "dinov2", tmp_path)
+    shutil.copy(presets["vit"] / "model.weights.h5", folder / "model.weights.h5")
+    photos = make_image_folder(tmp_path / "pets", per_class=2)
+    from features.models import hub
+
+    hub.preset_facts.cache_clear()
+    assert extract.main(["--backbone", f"hub:{folder}", "--data-dir", str(photos), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "cannot load the preset" in err
+    assert "\\n" not in err and len(err) < 500
+
+
+@pytest.mark.slow
+def test_finetune_says_what_it_trains_of_a_hub_encoder_and_why_it_cannot_cache_between_blocks(presets, tmp_path,
+                                                                                              capsys):
+    """`--unfreeze all` said "2 base layers trained", as `--unfreeze 2` did, though it trains the embeddings too;
+    `--cache-frozen --unfreeze 1` said no frozen layers come first, though block 0 and the embeddings do."""
+    photos = make_image_folder(tmp_path / "pets", per_class=6)
+    base = ["--data-dir", str(photos), "--backbone", f"hub:{presets['vit']}", "--epochs", "1", "--head-epochs", "1",
+            "--batch-size", "4", "--out", str(tmp_path / "r"), "-q"]
+    assert finetune.main([*base, "--unfreeze", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "all 2 transformer blocks and the" in out and "layers before them (patch and position embeddings) of " \
+           "the base trained" in out
+    assert finetune.main(base) == 0
+    assert "2 transformer blocks of the base trained" in capsys.readouterr().out
+    assert finetune.main([*base, "--cache-frozen", "--no-augment", "--unfreeze", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "a KerasHub encoder runs its blocks inside one layer" in err and "--unfreeze 0" in err
+    runs = sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir())
+    assert runs and all("hub-vit-" in name and ":" not in name for name in runs)

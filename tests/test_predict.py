@@ -84,6 +84,7 @@ def test_refusals(head_run, image_folder_module, tmp_path, capsys, run_main):
     # A head whose record disagrees with the model: three class names for a two-class head.
     tampered = tmp_path / "tampered"
     tampered.mkdir()
+    (tampered / "config.json").write_bytes((run_dir / "config.json").read_bytes())
     head = heads.load_head(run_dir / "head.skops")
     head["meta"]["class_names"] = ["a", "b", "c"]
     sio.dump(head, tampered / "head.skops")
@@ -96,7 +97,28 @@ def test_refusals(head_run, image_folder_module, tmp_path, capsys, run_main):
     sio.dump(head, tampered / "head.skops")
     code, _, err = run_main(predict.main, [str(tampered), str(image_folder_module), "-q"])
     assert code == 2 and "1280-d embeddings" in err and "1024" in err
-    np.testing.assert_equal(len(list(tampered.iterdir())), 1)
+    np.testing.assert_equal(len(list(tampered.iterdir())), 2)
+
+
+@pytest.mark.parametrize("swap", [("sgd", "logreg"), ("logreg", "svm")])
+def test_a_head_file_from_another_run_is_refused(head_runs, tmp_path, run_main, swap):
+    """An sgd run's head.skops replaced by a logreg run's was used under the sgd record: the head file must be the
+    head its run's config.json names, holding the classifier that head makes."""
+    from features.cli import export
+
+    into, source = swap
+    run = shutil.copytree(head_runs.runs[into], tmp_path / "run")
+    shutil.copy(head_runs.runs[source] / "head.skops", run / "head.skops")
+    code, _, err = run_main(predict.main, [str(run), str(head_runs.photos), "-q"])
+    assert code == 2 and f"holds a '{source}' head, but the run's config.json records '{into}'" in err, err
+    code, _, err = run_main(export.main, [str(run), "--out", str(tmp_path / "export"), "-q"])
+    assert code == 2 and "a head file from another run" in err
+    # the name rewritten to match: the classifier inside is still another head's
+    head = heads.load_head(run / "head.skops")
+    head["head"] = into
+    sio.dump(head, run / "head.skops")
+    code, _, err = run_main(predict.main, [str(run), str(head_runs.photos), "-q"])
+    assert code == 2 and f"a {into} head holds a" in err and "a damaged or edited head file" in err, err
 
 
 def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_folder_module, tmp_path, capsys,

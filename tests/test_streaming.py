@@ -237,3 +237,48 @@ def test_logreg_streams_by_itself_when_the_matrix_would_not_fit(tmp_path, run_ma
 
     linear = fold_head(head["pipeline"], "logreg")
     np.testing.assert_allclose(linear.predict_proba(X), head["pipeline"].predict_proba(X), atol=1e-8)
+
+
+def _zero_half_in_another_process(path):
+    """What the hostile user did: another process zeroes half the rows in place while the fit reads them."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import h5py, sys\nwith h5py.File(sys.argv[1], 'r+') as f:\n    d = f['embeddings']\n"
+            "    d[: len(d) // 2] = 0\n")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True,
+                   env={**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"})  # past this process's shared lock
+
+
+@pytest.mark.parametrize("head", ["logreg", "sgd"])
+def test_a_cache_changed_in_place_during_a_streamed_fit_ends_it_in_one_line(head, tmp_path, run_main, monkeypatch):
+    """The fit checks the cache when it opens it, then reads it pass after pass: every block read is compared
+    with the digest of that pass, so rows zeroed by another process after the first pass end the fit (exit 2,
+    one line), and no run folder or results row is written as if the cache were verified."""
+    from features.heads import lbfgs
+
+    X, y = blobs(n_per_class=3000, classes=3, dim=32, spread=1.5)  # 1.1 MB: past HDF5's chunk cache
+    cache = write_cache(tmp_path / "emb" / "c.h5", X, y, ["a", "b", "c"])
+    changed = []
+
+    def after_the_first_pass(wrapped):
+        def call(*args, **kwargs):
+            result = wrapped(*args, **kwargs)
+            if not changed:
+                _zero_half_in_another_process(cache)
+                changed.append(1)
+            return result
+        return call
+
+    if head == "logreg":
+        monkeypatch.setattr(lbfgs.Objective, "__call__", after_the_first_pass(lbfgs.Objective.__call__))
+    else:
+        monkeypatch.setattr(streaming, "steps", after_the_first_pass(streaming.steps))
+    flags = ["--stream"] if head == "logreg" else []
+    code, out, err = run_main(classify.main, ["--model", head, *flags, "--features", str(cache), "--out",
+                                              str(tmp_path / "runs"), "--C" if head == "logreg" else "--alpha",
+                                              "0.1" if head == "logreg" else "0.001", "-q"])
+    assert changed and code == 2, err
+    assert "changed since the cache was opened and checked" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

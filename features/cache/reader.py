@@ -25,29 +25,44 @@ from .schema import (
     read_skipped,
 )
 
+CHECK_ROWS = 1024  # rows a digest of a streamed read covers (CacheRows); the streamed heads read multiples of it
 
-def verify(path, rows_per_read: int = 4096) -> None:
+
+def _digest(block) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(block, dtype=np.float32).tobytes()).digest()
+
+
+def verify(path, rows_per_read: int = 4096, units: bool = False) -> list[bytes] | None:
     """Recompute a complete cache's checksums (embeddings, and the other rows where the cache records
     theirs), reading a block of rows at a time.
+
+    Args:
+        units: also return the SHA-256 of each :data:`CHECK_ROWS` rows' embeddings, in the same pass:
+            what :class:`CacheRows` compares every later read with.
 
     Raises:
         CacheError: missing, incomplete, unreadable, or a checksum does not match.
     """
     h5py = h5py_module()
     attrs = read_attrs(path)
-    sha, rows = hashlib.sha256(), RowsChecksum()
+    rows_per_read = max(CHECK_ROWS, rows_per_read // CHECK_ROWS * CHECK_ROWS)
+    sha, rows, digests = hashlib.sha256(), RowsChecksum(), []
     try:
         with h5py.File(path, "r") as f:
             check_sources(path, f)
             data = f["embeddings"]
             for start in range(0, data.shape[0], rows_per_read):
                 stop = start + rows_per_read
-                sha.update(np.ascontiguousarray(data[start:stop], dtype=np.float32).tobytes())
+                block = np.ascontiguousarray(data[start:stop], dtype=np.float32)
+                sha.update(block.tobytes())
+                if units:
+                    digests += [_digest(block[s:s + CHECK_ROWS]) for s in range(0, len(block), CHECK_ROWS)]
                 rows.update(f["labels"][start:stop], f["ids"].asstr()[start:stop], f["index"][start:stop],
                             f["splits"][start:stop])
     except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CacheError(f"{path}: cannot read the feature cache ({exc})") from None
     _check_checksums(path, attrs, sha.hexdigest(), rows.hexdigest())
+    return digests if units else None
 
 
 def _check_checksums(path, attrs: dict, embeddings: str, rows: str) -> None:
@@ -175,9 +190,14 @@ class CacheRows:
     :func:`concat_caches` does, block by block. Use it as a context manager (it holds the
     files open).
 
+    With ``verify_checksum`` (the default) the checksums are recomputed when the caches are opened,
+    and every later read of whole :data:`CHECK_ROWS`-row units (every read of the streamed heads)
+    is compared with the digests that pass took: a file changed in place while a fit reads it
+    pass after pass (another process writing it) ends the fit, it never trains on other rows.
+
     Raises:
         CacheError: a cache is missing, incomplete, corrupted (checksum, schema, NaN rows
-            found while reading), or the caches hold different images.
+            found while reading), changed since it was opened, or the caches hold different images.
     """
 
     def __init__(self, paths, verify_checksum: bool = True):
@@ -185,13 +205,12 @@ class CacheRows:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise CacheError("no feature cache given")
-        self._files, self._data, self._orders = [], [], []
+        self._files, self._data, self._orders, self._units = [], [], [], []
         attrs = []
         try:
             for path in self.paths:
                 info = read_attrs(path)
-                if verify_checksum:
-                    verify(path)
+                units = verify(path, units=True) if verify_checksum else None
                 try:
                     f = h5py.File(path, "r")
                     self._files.append(f)
@@ -210,6 +229,10 @@ class CacheRows:
                     self._orders.append(None)
                 else:
                     self._orders.append(self._align(first, view, path))
+                    if units is not None:  # read in the first cache's order: the digests of that order's units
+                        units = [_digest(self._part(len(self._data) - 1, s, min(s + CHECK_ROWS, len(self.labels))))
+                                 for s in range(0, len(self.labels), CHECK_ROWS)]
+                self._units.append(units)
         except BaseException:
             self.close()
             raise
@@ -226,17 +249,37 @@ class CacheRows:
         _check_same_rows(self.paths[0], path, first, other, order)
         return order
 
+    def _part(self, i: int, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of cache ``i``, in the first cache's order."""
+        data, order = self._data[i], self._orders[i]
+        if order is None:
+            return data[start:stop]
+        wanted = order[start:stop]
+        by_position = np.argsort(wanted)
+        block = np.empty((len(wanted), data.shape[1]), np.float32)
+        block[by_position] = data[wanted[by_position]]  # HDF5 reads rows in increasing order
+        return block
+
+    def _check_unchanged(self, i: int, start: int, block: np.ndarray) -> None:
+        """Compare each whole unit of a read with the digest taken when the cache was opened."""
+        units = self._units[i]
+        if units is None or start % CHECK_ROWS:
+            return
+        for s in range(0, len(block), CHECK_ROWS):
+            part = block[s:s + CHECK_ROWS]
+            u = (start + s) // CHECK_ROWS
+            if len(part) == min(CHECK_ROWS, self.n - start - s) and _digest(part) != units[u]:
+                raise CacheError(f"{self.paths[i]}: rows {start + s}..{start + s + len(part) - 1} changed since the "
+                                 "cache was opened and checked (another process writing it?); nothing was written. "
+                                 "Let it finish, or run the extraction again with {force=True}")
+
     def read(self, start: int, stop: int) -> np.ndarray:
-        """The embeddings of rows ``start:stop`` (float32, the caches side by side)."""
+        """The embeddings of rows ``start:stop`` (float32, the caches side by side), each whole
+        :data:`CHECK_ROWS`-row unit compared with the digest taken when the caches were opened."""
         parts = []
-        for path, data, order in zip(self.paths, self._data, self._orders):
-            if order is None:
-                block = data[start:stop]
-            else:
-                wanted = order[start:stop]
-                by_position = np.argsort(wanted)
-                block = np.empty((len(wanted), data.shape[1]), np.float32)
-                block[by_position] = data[wanted[by_position]]  # HDF5 reads rows in increasing order
+        for i, path in enumerate(self.paths):
+            block = self._part(i, start, stop)
+            self._check_unchanged(i, start, block)
             problems = embedding_problems(block, f"rows {start}..{stop - 1}")
             if problems:
                 raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction "

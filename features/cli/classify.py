@@ -22,12 +22,12 @@ import argparse
 import sys
 
 from features.cli import common as cli
-from features.cli.common import HelpFormatter, add_common_flags, print_json
+from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 from features.heads.registry import HEADS  # scikit-learn itself is imported only when a head is made
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classify.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=program("classify.py"), description=__doc__, formatter_class=HelpFormatter)
     data = p.add_argument_group("features")
     data.add_argument("--features", nargs="+", metavar="H5",
                       help="feature cache(s) made by extract.py; several are concatenated "

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from ..errors import DiskFullError, ToolkitError, disk_full_path, is_disk_full
 
@@ -26,6 +27,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
                 or "default" in (action.help or "")):
             return action.help
         return super()._get_help_string(action)
+
+
+def program(script: str) -> str:
+    """The name the user ran: ``tl-extract`` for an entry point, else the script's (``extract.py``)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("tl-") else script
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:

@@ -17,11 +17,11 @@ import argparse
 import sys
 
 from features.cli import common as cli
-from features.cli.common import HelpFormatter, add_common_flags, print_json
+from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ensemble.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=program("ensemble.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders of classify.py or finetune.py")
     p.add_argument("--select", default="all", choices=("all", "val"),
                    help="all: every run given; val: greedy selection on the validation split")

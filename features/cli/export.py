@@ -19,11 +19,11 @@ import argparse
 import sys
 
 from features.cli import common as cli
-from features.cli.common import HelpFormatter, add_common_flags, print_json
+from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="export.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=program("export.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("run_dir", help="a run folder of classify.py (linear head) or finetune.py")
     p.add_argument("--format", default="tflite", choices=("saved_model", "tflite", "onnx"))
     p.add_argument("--quantize", default="none", choices=("none", "dynamic", "float16", "int8"),

@@ -22,11 +22,11 @@ import argparse
 import sys
 
 from features.cli import common as cli
-from features.cli.common import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json
+from features.cli.common import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json, program
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="extract.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=program("extract.py"), description=__doc__, formatter_class=HelpFormatter)
     add_data_flags(p)
     model = p.add_argument_group("backbone")
     model.add_argument("--backbone", default="efficientnet_lite0", help="registry name; see --list-backbones")

@@ -31,13 +31,14 @@ from features.cli.common import (
     config_from_flags,
     load_data,
     print_json,
+    program,
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from features.train.config import TrainConfig
 
-    p = argparse.ArgumentParser(prog="finetune.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=program("finetune.py"), description=__doc__, formatter_class=HelpFormatter)
     add_data_flags(p)
     groups = {name: p.add_argument_group(name) for name in ("model", "training", "scoring")}
     add_config_flags(p, TrainConfig, groups, aliases={
@@ -63,7 +64,7 @@ def _body(args) -> None:
     best = (f"best epoch {result['best_epoch']} at {result['seconds_to_best']:.1f} s" if result["best_epoch"]
             else "no epoch had a finite validation loss")
     print(f"{result['method']} {result['backbone']} on {result['dataset']}: {summary_line(result['metrics'])}\n"
-          f"  {result['epochs_run']} epochs, {result['unfrozen_layers']} base layers trained, "
+          f"  {result['epochs_run']} epochs, {result['unfrozen_what']} of the base trained, "
           f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), {best}\n"
           f"  run folder {result['run_dir']}")
     if args.distribute != "none":

@@ -19,11 +19,11 @@ import argparse
 import sys
 
 from features.cli import common as cli
-from features.cli.common import HelpFormatter, add_common_flags, print_json
+from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="predict.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=program("predict.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR_OR_EXPORT",
                    help="a run folder holding head.skops (classify.py) or model.keras (finetune.py), or a model "
                         "export.py wrote (model.tflite, model.onnx, a SavedModel folder) with its export.json")

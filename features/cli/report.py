@@ -14,11 +14,11 @@ import argparse
 import sys
 
 from features.cli import common as cli
-from features.cli.common import HelpFormatter, add_common_flags
+from features.cli.common import HelpFormatter, add_common_flags, program
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="report.py", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=program("report.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--results", default="runs", metavar="DIR", help="outputs folder holding results.jsonl")
     p.add_argument("--out", default="RESULTS.md", help="the report to write")
     p.add_argument("--plots-dir", default="results", metavar="DIR", help="where the PNG plots go")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..cache.reader import CHECK_ROWS
 from ..data.splits import TEST
 
-BLOCK_ROWS = 1024
+BLOCK_ROWS = CHECK_ROWS  # a read of whole units: each compared with the digest taken when the cache was opened
 
 
 def blocks(n: int, size: int | None = None) -> list[tuple[int, int]]:

@@ -29,6 +29,35 @@ def save_head(path, fitted: FittedHead, meta: dict) -> None:
               "pipeline": fitted.pipeline, "meta": meta}, path)
 
 
+def load_run_head(files) -> dict:
+    """A run folder's head (:func:`load_head`), checked against the run's record: the head its config.json names,
+    and a classifier of the type that head's registry entry makes (a head.skops from another run is refused).
+
+    Args:
+        files: the run folder's :class:`~features.records.runs.RunFiles`.
+
+    Raises:
+        UsageError: as :func:`load_head`, or a head file that is not the run's.
+    """
+    from ..records.runs import RunFiles
+    from .registry import HEADS, make_head
+
+    path = files / RunFiles.HEAD
+    head = load_head(path)
+    recorded = files.read_config().get("head")
+    name = head.get("head")
+    if name != recorded or recorded not in HEADS:
+        raise UsageError(f"{path}: holds a {name!r} head, but the run's config.json records {recorded!r}: a head "
+                         "file from another run; run classify.py again")
+    steps = getattr(head.get("pipeline"), "steps", None)
+    expected = type(make_head(recorded).steps[-1][1])
+    if not steps or type(steps[-1][1]) is not expected:
+        got = type(steps[-1][1]).__name__ if steps else "no pipeline"
+        raise UsageError(f"{path}: a {recorded} head holds a {expected.__name__}, this one a {got}: a damaged or "
+                         "edited head file; run classify.py again")
+    return head
+
+
 def load_head(path) -> dict:
     """Load a head saved by :func:`save_head`, refusing any type a head never needs.
 

@@ -11,18 +11,32 @@ The embedding of each family is the one its authors use for linear probes (:data
 A preset is read once (its config, not its weights) to know its family, size and width;
 ``weights="imagenet"`` loads the preset's own weights (their file's SHA-256 keys the cache),
 ``"none"`` the same architecture randomly initialised.
+
+A preset folder is what is copied from another machine, so it is checked before KerasHub
+reads it: every file in it is a regular file (a link to ``/dev/zero`` or a FIFO is refused, never
+read), its JSON files are at most a record's bound and read by the guarded reader, and its sizes
+are bounded before anything is built (:func:`check_sizes`): width, depth, heads, MLP width,
+patch and image size are positive whole numbers within :data:`LIMITS`, and the parameter count
+estimated from them (:func:`estimate_parameters`, within a few per cent of KerasHub's count for
+every family here) is at most :data:`MAX_PARAMETERS` and, as float32, fits the memory available.
+Where the preset's weights load, ``model.weights.h5`` must be of a size those parameters can
+have (2 to 4 bytes each, plus the file's own overhead): a config that claims another network
+than its weights is refused before either is built.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import socket
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import UsageError, WeightsUnavailableError
+from ..io import RECORD_LIMIT, read_json, what_it_is
 
 PREFIX = "hub:"
 INSTALL = "pip install -r requirements-hub.txt"
@@ -69,6 +83,13 @@ FAMILIES = {
 NAMES = ("DINOv2", "DINOv3", "ViT", "CLIP", "SigLIP")
 
 
+# Bounds on a preset's config, far past every released encoder (ViT-g and DINOv2-g: 40 layers, width
+# 1,536, MLP 6,144; DINOv3 7B: width 4,096, 40 layers), checked before anything is built.
+LIMITS = {"num_layers": 256, "hidden_dim": 16384, "num_heads": 256, "intermediate_dim": 131072,
+          "patch_size": 1024, "tokens": 65536}
+MAX_PARAMETERS = 10_000_000_000  # 40 GB as float32; DINOv3 7B is 6.7 billion
+
+
 def is_hub(name) -> bool:
     return isinstance(name, str) and name.startswith(PREFIX)
 
@@ -88,10 +109,23 @@ def _keras_hub():
     return keras_hub
 
 
+def _is_path(preset: str) -> bool:
+    """A preset given as a path (not a preset name or a kaggle:// or hf:// handle)."""
+    return "://" not in preset and ("/" in preset or preset.startswith(("~", ".")) or os.path.lexists(preset))
+
+
 def _check_reachable(preset: str) -> None:
-    """A remote preset offline fails in seconds, naming the way on."""
+    """A remote preset offline fails in seconds, naming the way on; a path that is no folder says so."""
     if Path(preset).expanduser().is_dir():
         return
+    if _is_path(preset):
+        try:
+            mode = os.stat(Path(preset).expanduser()).st_mode
+        except OSError:
+            raise UsageError(f"{{backbone}} hub:{preset}: no such folder; give a folder written by save_to_preset, "
+                             "or a preset name") from None
+        kind = "a file" if stat.S_ISREG(mode) else what_it_is(mode)
+        raise UsageError(f"{{backbone}} hub:{preset}: {kind}, not a folder; give the folder save_to_preset wrote")
     scheme = preset.split("://", 1)[0] if "://" in preset else "kaggle"
     host = HOSTS.get(scheme)
     if host is None:
@@ -106,28 +140,144 @@ def _check_reachable(preset: str) -> None:
             "folder here and give hub:FOLDER") from None
 
 
-def _config(preset: str) -> dict:
+def check_files(folder: Path) -> None:
+    """Every file of a preset folder is a regular file, and its JSON files at most a record's size.
+
+    Raises:
+        UsageError: one is a device, a FIFO, a socket, or a JSON file past the bound.
+    """
+    for root, dirs, files in os.walk(folder):
+        for name in sorted(files + [d for d in dirs if Path(root, d).is_symlink()]):
+            path = Path(root, name)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                raise UsageError(f"{{backbone}} hub:{folder}: its file {path.relative_to(folder)} cannot be read "
+                                 f"({exc.strerror or exc})") from None
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise UsageError(f"{{backbone}} hub:{folder}: its file {path.relative_to(folder)} is not a regular "
+                                 f"file but {what_it_is(st.st_mode)}; a preset folder holds the files save_to_preset "
+                                 "wrote")
+            if name.endswith(".json") and st.st_size > RECORD_LIMIT:
+                raise UsageError(f"{{backbone}} hub:{folder}: its {path.relative_to(folder)} is {st.st_size / 1e6:.0f}"
+                                 f" MB; a preset's JSON file is a few kilobytes")
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first line, shortened: a library's message can run to a kilobyte of lines."""
+    text = str(exc).strip().replace("\\n", "\n")
+    return (text.splitlines() or [type(exc).__name__])[0][:limit]
+
+
+def _load_json(preset: str, name: str) -> dict:
+    """A preset's JSON file: by the guarded reader from a folder, else KerasHub's (it downloads)."""
+    if Path(preset).is_dir():
+        return read_json(Path(preset) / name, RECORD_LIMIT)
     from keras_hub.src.utils.preset_utils import load_json
 
+    return load_json(preset, name)
+
+
+def _config(preset: str) -> dict:
     try:
-        return load_json(preset, "config.json")
+        config = _load_json(preset, "config.json")
     except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{{backbone}} hub:{preset}: cannot read its config.json ({exc})") from None
+        raise UsageError(f"{{backbone}} hub:{preset}: cannot read its config.json ({_first_line(exc)})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{{backbone}} hub:{preset}: its config.json is not a KerasHub config (not an object)")
+    return config
 
 
 def _vision_config(config: dict) -> dict:
     inner = config.get("config", {})
+    inner = inner if isinstance(inner, dict) else {}
     vision = inner.get("vision_encoder")
-    return vision.get("config", {}) if isinstance(vision, dict) else inner
+    found = vision.get("config", {}) if isinstance(vision, dict) else inner
+    return found if isinstance(found, dict) else {}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What a preset's config says of its size: image, patch, width, depth, heads, MLP width."""
+
+    image: int
+    patch: int
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+    @property
+    def tokens(self) -> int:
+        return (self.image // self.patch) ** 2
+
+
+def estimate_parameters(sizes: Sizes) -> int:
+    """A ViT-style encoder's parameter count from its sizes: per block attention (4 h^2 + 4 h), MLP
+    (2 h m + h + m) and two norms (4 h); the patch embedding (3 p^2 h + h), a class and a position
+    embedding per token, a final norm. KerasHub's own count is within a few per cent for DINOv2, ViT and
+    CLIP; SigLIP's pooling head adds about a block."""
+    h, m, p = sizes.hidden, sizes.intermediate, sizes.patch
+    per_block = 4 * h * h + 4 * h + 2 * h * m + h + m + 4 * h
+    return sizes.layers * per_block + 3 * p * p * h + h + (sizes.tokens + 1) * h + h + 2 * h
+
+
+def _whole(preset: str, name: str, value, bound: int) -> int:
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]  # ViT's patch is (height, width)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+        raise UsageError(f"{{backbone}} hub:{preset}: its config's {name} is {value!r}; a preset of this toolkit's "
+                         f"families has a whole number from 1 to {bound:,} there")
+    return value
+
+
+def check_sizes(preset: str, vision: dict) -> Sizes:
+    """The preset's sizes, each bounded, and the network they make small enough to build here.
+
+    Raises:
+        UsageError: a size missing, not a positive whole number, past :data:`LIMITS`, an image that is
+            not a whole number of patches, or a network past :data:`MAX_PARAMETERS` or the memory.
+    """
+    from ..io import available_memory
+    from .registry import MAX_IMAGE_SIZE
+
+    shape = vision.get("image_shape")
+    if not isinstance(shape, (list, tuple)) or not shape:
+        raise UsageError(f"{{backbone}} hub:{preset}: its config does not say its image size (image_shape)")
+    missing = [k for k in ("patch_size", "hidden_dim", "num_layers", "num_heads") if k not in vision]
+    if missing:
+        raise UsageError(f"{{backbone}} hub:{preset}: its config does not say its {', '.join(missing)}")
+    intermediate = vision.get("intermediate_dim", vision.get("mlp_dim"))
+    sizes = Sizes(_whole(preset, "image size", shape[0], MAX_IMAGE_SIZE),
+                  _whole(preset, "patch_size", vision["patch_size"], LIMITS["patch_size"]),
+                  _whole(preset, "hidden_dim", vision["hidden_dim"], LIMITS["hidden_dim"]),
+                  _whole(preset, "num_layers", vision["num_layers"], LIMITS["num_layers"]),
+                  _whole(preset, "num_heads", vision["num_heads"], LIMITS["num_heads"]),
+                  _whole(preset, "intermediate_dim", intermediate, LIMITS["intermediate_dim"]))
+    if sizes.image % sizes.patch:
+        raise UsageError(f"{{backbone}} hub:{preset}: its image size {sizes.image} is not a whole number of "
+                         f"{sizes.patch}-pixel patches")
+    if sizes.tokens > LIMITS["tokens"]:
+        raise UsageError(f"{{backbone}} hub:{preset}: {sizes.tokens:,} patches an image, past the "
+                         f"{LIMITS['tokens']:,} an encoder of this toolkit's families takes")
+    n = estimate_parameters(sizes)
+    if n > MAX_PARAMETERS or 4 * n > available_memory():
+        raise UsageError(f"{{backbone}} hub:{preset}: its config makes a network of about {n / 1e9:.1f} billion "
+                         f"parameters ({4 * n / 1e9:.1f} GB as float32), past what this machine can build (at most "
+                         f"{MAX_PARAMETERS / 1e9:.0f} billion, and {available_memory() / 1e9:.1f} GB available)")
+    return sizes
 
 
 @lru_cache(maxsize=32)
-def hub_facts(name: str) -> tuple[str, int, int]:
-    """(preset, image size, embedding width) of ``hub:PRESET``, from the preset's config (its weights are
-    not read): what its registry entry is made of (:func:`features.models.registry.get_spec`).
+def preset_facts(name: str) -> tuple[str, Sizes, str]:
+    """(preset, its sizes, its class) of ``hub:PRESET``, from the preset's config (its weights are not read),
+    the folder's files checked first.
 
     Raises:
-        UsageError: KerasHub missing, or a preset that is not an image encoder this toolkit knows.
+        UsageError: KerasHub missing, a folder with a file that is not a regular one, or a preset that is not
+            an image encoder this toolkit knows or whose sizes are out of bounds.
         WeightsUnavailableError: a remote preset with no network.
     """
     _keras_hub()
@@ -137,32 +287,58 @@ def hub_facts(name: str) -> tuple[str, int, int]:
     if Path(preset).expanduser().is_dir():
         preset = str(Path(preset).expanduser().resolve())
     _check_reachable(preset)
+    if Path(preset).is_dir():
+        check_files(Path(preset))
     config = _config(preset)
     cls = str(config.get("registered_name", "")).split(">")[-1]
     if cls not in FAMILIES:
         raise UsageError(f"{{backbone}} hub:{preset} is a {cls or 'preset of unknown class'}; hub backbones are "
                          f"image encoders: {', '.join(sorted(FAMILIES))}")
-    vision = _vision_config(config)
-    try:
-        patch = vision["patch_size"]
-        patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)  # ViT's is (height, width)
-        size, hidden = int(vision["image_shape"][0]), int(vision["hidden_dim"])
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise UsageError(f"{{backbone}} hub:{preset}: its config does not say its image size, width and patch "
-                         "size") from None
-    if size % patch:
-        raise UsageError(f"{{backbone}} hub:{preset}: its image size {size} is not a whole number of patches")
-    return preset, size, FAMILIES[cls].widths * hidden
+    return preset, check_sizes(preset, _vision_config(config)), cls
+
+
+def hub_facts(name: str) -> tuple[str, int, int]:
+    """(preset, image size, embedding width) of ``hub:PRESET`` (see :func:`preset_facts`): what its registry
+    entry is made of (:func:`features.models.registry.get_spec`)."""
+    preset, sizes, cls = preset_facts(name)
+    return preset, sizes.image, FAMILIES[cls].widths * sizes.hidden
+
+
+# model.weights.h5 holds 2 (bfloat16, float16) to 4 (float32) bytes a parameter, plus HDF5's own headers (a few
+# kilobytes a weight: 0.2 MB for the 2-block presets of the tests); the estimate is within a few per cent.
+WEIGHT_BYTES = (1.4, 6.0)
+WEIGHTS_OVERHEAD = 4 << 20
 
 
 def weights_path(preset: str) -> Path:
-    """The preset's weights file (downloaded into KerasHub's cache for a remote one)."""
+    """The preset's weights file (downloaded into KerasHub's cache for a remote one), a regular file of a size
+    the parameters its config makes can have.
+
+    Raises:
+        WeightsUnavailableError: it cannot be had.
+        UsageError: it is not a regular file, or its size disagrees with the config's network.
+    """
     from keras_hub.src.utils.preset_utils import get_file
 
+    from ..io import check_regular
+
     try:
-        return Path(get_file(preset, "model.weights.h5"))
+        path = Path(get_file(preset, "model.weights.h5"))
     except (OSError, ValueError, FileNotFoundError) as exc:
-        raise WeightsUnavailableError(f"{{backbone}} hub:{preset}: its weights cannot be had ({exc})") from None
+        raise WeightsUnavailableError(f"{{backbone}} hub:{preset}: its weights cannot be had "
+                                      f"({_first_line(exc)})") from None
+    try:
+        size = check_regular(path)
+    except OSError as exc:
+        raise UsageError(f"{{backbone}} hub:{preset}: its model.weights.h5 cannot be read ({exc.strerror or exc}); "
+                         "copy the preset's folder again") from None
+    n = estimate_parameters(preset_facts(PREFIX + preset)[1])
+    low, high = WEIGHT_BYTES[0] * n, WEIGHT_BYTES[1] * n + WEIGHTS_OVERHEAD
+    if not low <= size <= high:
+        raise UsageError(f"{{backbone}} hub:{preset}: its model.weights.h5 is {size / 1e6:.1f} MB, but its config "
+                         f"makes a network of about {n:,} parameters ({low / 1e6:.1f} to {high / 1e6:.1f} MB of "
+                         "weights): the config and the weights are of two networks; copy the preset's folder again")
+    return path
 
 
 def _converter(keras_hub, preset: str):
@@ -172,9 +348,8 @@ def _converter(keras_hub, preset: str):
         return keras_hub.layers.ImageConverter.from_preset(preset)
     except ValueError:
         import keras
-        from keras_hub.src.utils.preset_utils import load_json
 
-        return keras.saving.deserialize_keras_object(load_json(preset, "image_converter.json"))
+        return keras.saving.deserialize_keras_object(_load_json(preset, "image_converter.json"))
 
 
 def build(backbone, pooling: str | None):
@@ -191,8 +366,8 @@ def build(backbone, pooling: str | None):
         model = keras_hub.models.Backbone.from_preset(preset, load_weights=backbone.weights != "none")
         converter = _converter(keras_hub, preset)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{{backbone}} {spec.name}: cannot load the preset and its image converter ({exc}); a "
-                         "folder must hold both (save_to_preset of each)") from None
+        raise UsageError(f"{{backbone}} {spec.name}: cannot load the preset and its image converter "
+                         f"({_first_line(exc)}); a folder must hold both (save_to_preset of each)") from None
     cls = type(model).__name__
     family = FAMILIES[cls]
     encoder = getattr(model, "vision_encoder", model)

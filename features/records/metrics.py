@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # The figures of :func:`score` that go into every results-table row.
 SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss",
                 "roc_auc")
+
+
+COUNTS = ("epochs_run", "best_epoch", "n_test", "n_train")
+
+
+def in_range(value, key: str) -> bool:
+    """A figure a record may hold: a finite number; seconds from 0 to a year, counts and losses up to a billion,
+    every other figure (accuracies, precisions) a share from 0 to 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return 0 <= value <= (3.2e7 if "seconds" in key else 1e9 if key in COUNTS or "loss" in key else 1)
 
 
 def accuracy(y_true, proba) -> float:

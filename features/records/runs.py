@@ -118,8 +118,21 @@ class RunFiles:
         return self._read_json(self.CONFIG)
 
     def read_metrics(self) -> dict:
-        """metrics.json, a JSON object (see :meth:`read_config`)."""
-        return self._read_json(self.METRICS)
+        """metrics.json, a JSON object whose figures are in range (an accuracy from 0 to 1, seconds from 0 to
+        a year: :func:`features.records.metrics.in_range`).
+
+        Raises:
+            UsageError: missing, unreadable, not an object, or a figure out of range.
+        """
+        from .metrics import SUMMARY_KEYS, in_range
+
+        row = self._read_json(self.METRICS)
+        keys = [*SUMMARY_KEYS, "val_accuracy", "cv_accuracy", *(k for k in row if k.endswith("seconds"))]
+        bad = [f"{k} {row[k]!r}" for k in keys if row.get(k) is not None and not in_range(row[k], k)]
+        if bad:
+            raise UsageError(f"{self.folder}: its {self.METRICS} holds {', '.join(bad)}, out of range: a damaged or "
+                             "edited run folder; run the job again")
+        return row
 
     def write_text(self, name: str, text: str) -> None:
         with atomic_write(self / name) as f:
@@ -244,6 +257,14 @@ def _claim(out_dir: Path, stem: str) -> Path:
             n += 1
 
 
+def _name_part(part: str) -> str:
+    """A part of a run folder's name: a hub backbone as its cache names it (``hub-dinov2-<hash>``, not the
+    preset's path and a colon), each of several joined by "+" alike; no "/"."""
+    from ..models.hub import is_hub, slug
+
+    return "+".join(slug(p) if is_hub(p) else p for p in part.split("+")).replace("/", "_")
+
+
 @contextmanager
 def run_folder(out_dir, *parts: str):
     """Yield a :class:`RunFolder`; on success ``path`` is renamed to ``final``,
@@ -255,7 +276,7 @@ def run_folder(out_dir, *parts: str):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_abandoned(out_dir)
-    stem = "-".join([_now().strftime("%Y%m%d-%H%M%S"), *(p.replace("/", "_") for p in parts if p)])
+    stem = "-".join([_now().strftime("%Y%m%d-%H%M%S"), *(_name_part(p) for p in parts if p)])
     final = _claim(out_dir, stem)
     tmp = out_dir / f".{final.name}.{os.getpid()}.partial"
     done = False

@@ -7,7 +7,6 @@ they name (:class:`features.records.runs.RunFiles`).
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 
@@ -37,16 +36,7 @@ def run_files(row: dict) -> RunFiles:
     return RunFiles(folder)
 
 
-COUNTS = ("epochs_run", "best_epoch", "n_test", "n_train")
-
-
-def _in_range(value, key: str) -> bool:
-    """A figure the report can show: a finite number; seconds from 0 to a year, counts up to a billion,
-    every other figure (accuracies, precisions) a share from 0 to 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False
-    return 0 <= value <= (3.2e7 if "seconds" in key else 1e9 if key in COUNTS else 1)
-
+_in_range = metrics.in_range  # a figure the report can show
 
 # Figures a row may hold and the report may show: each a number in its range, or left out.
 OPTIONAL = ("val_accuracy", "cv_accuracy", "seconds_per_epoch", "train_seconds", "seconds_to_best",

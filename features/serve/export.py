@@ -102,9 +102,9 @@ def load_exportable(run_dir) -> Exportable:
     if len(predictor.backbones) != 1:
         raise UsageError(f"{run_dir}: the head reads the embeddings of {len(predictor.backbones)} backbones; "
                          "export a head trained on one")
-    from ..heads.files import load_head
+    from ..heads.files import load_run_head
 
-    name = load_head(RunFiles(run_dir) / RunFiles.HEAD)["head"]
+    name = load_run_head(RunFiles(run_dir))["head"]
     linear = fold_head(predictor.model, name)
     _, size, _, model = predictor.backbones[0]  # loaded on TensorFlow: the Keras model is the graph to export
     return Exportable(Path(run_dir), "head", predictor.class_names, size, model, linear, name)

@@ -243,11 +243,11 @@ def _onnx_folder(meta: dict):
 
 
 def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
-    from ..heads.files import load_head
+    from ..heads.files import load_run_head
     from ..models.registry import resolve_backbone
 
     run_dir = files.folder
-    head = load_head(files / RunFiles.HEAD)
+    head = load_run_head(files)
     meta = head.get("meta") or {}
     if not isinstance(meta, dict):
         _refuse(run_dir, "head.skops holds no record of its classes and backbone")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DiskFullError, UsageError, is_disk_full
 from .config import TrainConfig
-from .model import compile_model, set_trainable
+from .model import compile_model, set_trainable, unfrozen_words
 
 
 def phase_rate(lr: float, epoch: int, epochs: int, schedule: str = "constant", warmup: int = 0) -> float:
@@ -176,5 +176,7 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
         with warnings.catch_warnings():  # the checkpoint's optimizer may be an earlier phase's
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model.load_weights(checkpoint_path)
-    return {"history": history, "unfrozen": unfrozen, "best_epoch": best["epoch"] if best else None,
-            "train_seconds": train_seconds, "seconds_to_best": best["elapsed"] if best else None}
+    what = unfrozen_words(network, config.unfreeze, scratch=config.scratch)
+    return {"history": history, "unfrozen": unfrozen, "unfrozen_what": what,
+            "best_epoch": best["epoch"] if best else None, "train_seconds": train_seconds,
+            "seconds_to_best": best["elapsed"] if best else None}

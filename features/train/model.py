@@ -67,6 +67,19 @@ def set_trainable(network, unfreeze: str, scratch: bool = False) -> int:
     return n
 
 
+def unfrozen_words(network, unfreeze: str, scratch: bool = False) -> str:
+    """What training ``unfreeze`` (or from scratch) trains of ``network``, in words: "2 transformer blocks", "all 2
+    transformer blocks and the 4 layers before them (patch and position embeddings)", "20 layers"."""
+    counted, below, word = units(network)
+    if unfreeze == "0" and not scratch:
+        return "no base layer"
+    if scratch or unfreeze == "all":
+        before = f" and the {len(below)} layers before them (patch and position embeddings)" if below else ""
+        return f"all {len(counted)} {word}{before}"
+    n = int(unfreeze)
+    return f"{n} {word[:-1] if n == 1 else word}"
+
+
 def split_frozen_prefix(network, n_unfrozen: int):
     """Cut ``network`` into a frozen prefix and the rest, at a single tensor.
 
@@ -173,6 +186,11 @@ def frozen_prefix_models(model, network, n_unfrozen: int):
         activations = keras.Input(prefix.output.shape[1:], name="activations")
         y = activations
     else:
+        if units(network)[2] != "layers":  # a hub encoder's blocks run inside one layer: no tensor between them
+            raise UsageError(f"{{cache_frozen}}: with {{unfreeze}} {n_unfrozen} the frozen transformer blocks of "
+                             f"{network.name} would come first, but a KerasHub encoder runs its blocks inside one "
+                             "layer, with no tensor between them to cache; give {unfreeze} 0 (the whole encoder "
+                             "cached) or leave {cache_frozen} out")
         cut_prefix, suffix = split_frozen_prefix(network, n_unfrozen)
         if cut_prefix is None:
             raise UsageError(f"{{cache_frozen}}: with {{unfreeze}} {n_unfrozen} no frozen layers come before "

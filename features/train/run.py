@@ -235,7 +235,8 @@ def results_row(config: TrainConfig, source: DataSource, result: dict, scores: d
     return {
         "dataset": source.name, "backbone": config.backbone, "image_size": config.image_size,
         "method": config.method, "head": f"dense{HEAD_UNITS}",
-        "unfrozen_layers": result["unfrozen"], "epochs_run": epochs, "best_epoch": result["best_epoch"],
+        "unfrozen_layers": result["unfrozen"], "unfrozen_what": result.get("unfrozen_what"), "epochs_run": epochs,
+        "best_epoch": result["best_epoch"],
         **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
         "train_seconds": result["train_seconds"],
         "seconds_per_epoch": sum(h["seconds"] for h in result["history"]) / epochs if epochs else None,
