@@ -15,6 +15,7 @@ from numbers import Integral, Real
 from .errors import UsageError
 
 MAX_SEED = 2**32 - 1  # what NumPy's, scikit-learn's and Keras' seeding accept
+MAX_IMAGE_SIZE = 1024  # far past any backbone's training size; 100,000 px crashed TensorFlow
 MAX_BATCH_SIZE = 4096  # a billion made tf.data spin for minutes, deaf to Ctrl-C
 
 

@@ -119,3 +119,20 @@ def test_the_other_checks_refuse_a_bool_too():
                   lambda: validate.batch_size(True)):
         with pytest.raises(UsageError, match="True|False"):
             check()
+
+
+@pytest.mark.parametrize("script,main", [("extract", extract.main), ("classify", classify.main),
+                                         ("finetune", finetune.main), ("predict", predict.main),
+                                         ("export", export.main), ("ensemble", ensemble.main),
+                                         ("report", report.main)])
+def test_an_entry_point_calls_itself_by_its_own_name(script, main, monkeypatch, capsys):
+    """`tl-extract` said "extract.py: error: ..." in its messages; each script says the name the user ran."""
+    monkeypatch.setattr(sys, "argv", [f"/venv/bin/tl-{script}"])
+    with pytest.raises(SystemExit, match="2"):  # argparse's own refusal of a flag
+        main(["--no-such-flag"])
+    err = capsys.readouterr().err
+    assert f"tl-{script}: error:" in err and f"{script}.py" not in err
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"])
+    with pytest.raises(SystemExit, match="2"):
+        main(["--no-such-flag"])
+    assert f"{script}.py: error:" in capsys.readouterr().err

@@ -68,6 +68,7 @@ def test_library_imports_run_one_way():
 LAYERS = [
     {"errors"},
     {"validate", "io"},
+    {"outputs"},
     {"device"},
     {"data"},
     {"models"},

@@ -22,9 +22,9 @@ from .. import cache as store
 from .. import validate
 from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
-from ..io import check_output_folder
 from ..models.onnx import resolve_runtime
 from ..models.registry import Backbone, check_pooling, check_tta, default_batch_size, resolve_backbone
+from ..outputs import check_output_folder
 from .engines import LocalEngine, RayEngine, run_engine
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import numpy as np
 from ..cache import FeatureCache, read_attrs
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
-from ..io import available_memory, check_output_folder
+from ..io import available_memory
+from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.plots import plot_confusion
 from ..records.runs import RunFiles

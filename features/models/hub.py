@@ -241,7 +241,7 @@ def check_sizes(preset: str, vision: dict) -> Sizes:
             not a whole number of patches, or a network past :data:`MAX_PARAMETERS` or the memory.
     """
     from ..io import available_memory
-    from .registry import MAX_IMAGE_SIZE
+    from ..validate import MAX_IMAGE_SIZE
 
     shape = vision.get("image_shape")
     if not isinstance(shape, (list, tuple)) or not shape:

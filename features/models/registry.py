@@ -28,7 +28,7 @@ from ..io import file_sha256
 from .lite import VARIANTS as LITE_VARIANTS
 from .lite import weights_package as lite_weights_package
 
-MAX_IMAGE_SIZE = 1024
+MAX_IMAGE_SIZE = validate.MAX_IMAGE_SIZE
 TTA = ("none", "flip")
 POOLINGS = ("avg", "max")
 

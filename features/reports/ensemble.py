@@ -16,7 +16,7 @@ import numpy as np
 
 from ..cache.reader import align_ids
 from ..errors import UsageError
-from ..io import check_output_folder
+from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.runs import RunFiles
 

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import check_output_file, check_output_folder, read_system_file, write_output
+from ..io import read_system_file
+from ..outputs import check_output_file, check_output_folder, write_output
 from ..records import plots, runs
 from ..records.tables import (
     CURVE,

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..device import quiet_converters, verbose
 from ..errors import DiskFullError, UsageError, is_disk_full
-from ..io import Busy, check_output_folder, file_lock, tree_sha256, write_json, write_text
+from ..io import Busy, file_lock, tree_sha256, write_json, write_text
+from ..outputs import check_output_folder
 from ..records.runs import RunFiles
 from .exported import EXPORT_FORMAT, FORMATS, MODEL_FILE, RECORD, read_record, uint8_images
 

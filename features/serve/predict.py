@@ -298,7 +298,7 @@ def write_csv(path, paths, rows, proba, class_names, failed) -> None:
     """One line per input: path, predicted class, each class's probability (or the error)."""
     import csv
 
-    from ..io import write_output
+    from ..outputs import write_output
 
     by_row = dict(zip(rows.tolist(), proba))
     reasons = dict(failed)
