@@ -340,3 +340,20 @@ def test_finetune_says_what_it_trains_of_a_hub_encoder_and_why_it_cannot_cache_b
     assert "a KerasHub encoder runs its blocks inside one layer" in err and "--unfreeze 0" in err
     runs = sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir())
     assert runs and all("hub-vit-" in name and ":" not in name for name in runs)
+
+
+def test_a_two_tower_presets_text_weights_do_not_count_against_it(tmp_path):
+    """A whole CLIP preset holds its text encoder's weights too: the vision tower's estimate bounds the file from
+    below only (a text tower a hundred times the vision tower's here)."""
+    from features.models import hub
+
+    vision = keras_hub.models.CLIPVisionEncoder(patch_size=16, hidden_dim=32, intermediate_dim=64,
+                                                image_shape=(SIZE, SIZE, 3), num_layers=2, num_heads=2)
+    text = keras_hub.models.CLIPTextEncoder(vocabulary_size=200_000, embedding_dim=32, hidden_dim=32, num_layers=2,
+                                            num_heads=2, intermediate_dim=64)
+    folder = tmp_path / "clip"
+    keras_hub.models.CLIPBackbone(vision, text, projection_dim=16).save_to_preset(str(folder))
+    weights = (folder / "model.weights.h5").stat().st_size
+    n = hub.estimate_parameters(hub.preset_facts(f"hub:{folder}")[1])
+    assert weights > hub.WEIGHT_BYTES[1] * n + hub.WEIGHTS_OVERHEAD  # past a vision tower's bound
+    assert hub.weights_path(str(folder)) == folder / "model.weights.h5"
