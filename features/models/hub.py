@@ -17,11 +17,12 @@ reads it: every file in it is a regular file (a link to ``/dev/zero`` or a FIFO 
 read), its JSON files are at most a record's bound and read by the guarded reader, and its sizes
 are bounded before anything is built (:func:`check_sizes`): width, depth, heads, MLP width,
 patch and image size are positive whole numbers within :data:`LIMITS`, and the parameter count
-estimated from them (:func:`estimate_parameters`, within a few per cent of KerasHub's count for
-every family here) is at most :data:`MAX_PARAMETERS` and, as float32, fits the memory available.
+estimated from them (:func:`estimate_parameters`, within 20% of KerasHub's count for every family
+here, SigLIP's pooling head most of the gap) is at most :data:`MAX_PARAMETERS` and, as float32, fits the memory available.
 Where the preset's weights load, ``model.weights.h5`` must be of a size those parameters can
-have (2 to 4 bytes each, plus the file's own overhead): a config that claims another network
-than its weights is refused before either is built.
+have (2 to 4 bytes each, plus the file's own overhead; a CLIP or SigLIP preset with its text tower,
+at least the vision tower's): a config that claims another network than its weights is refused
+before either is built.
 """
 
 from __future__ import annotations
