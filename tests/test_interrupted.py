@@ -75,7 +75,7 @@ def test_ctrl_c_exits_cleanly_with_a_message_and_resumes(photos, uninterrupted, 
     out = tmp_path / "out"
     with paused_extraction(_argv(photos, out), tmp_path) as proc:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130
+        assert proc.wait(300) == 130  # a deadline only; under load the unwind took over 60 s once
         err = proc.stderr.read()
     assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
     _resume_and_compare(photos, out, uninterrupted, capsys)

@@ -18,7 +18,8 @@ read), its JSON files are at most a record's bound and read by the guarded reade
 are bounded before anything is built (:func:`check_sizes`): width, depth, heads, MLP width,
 patch and image size are positive whole numbers within :data:`LIMITS`, and the parameter count
 estimated from them (:func:`estimate_parameters`, within 20% of KerasHub's count for every family
-here, SigLIP's pooling head most of the gap) is at most :data:`MAX_PARAMETERS` and, as float32, fits the memory available.
+here, SigLIP's pooling head most of the gap) is at most :data:`MAX_PARAMETERS` and, as float32,
+fits the memory available.
 Where the preset's weights load, ``model.weights.h5`` must be of a size those parameters can
 have (2 to 4 bytes each, plus the file's own overhead; a CLIP or SigLIP preset with its text tower,
 at least the vision tower's): a config that claims another network than its weights is refused
