@@ -216,8 +216,9 @@ def fill(folder: Path) -> None:
 # A script run in a child process that stops at its first checkpoint, written whole, until the test acts: the
 # interruption lands where the test says, never at a moment it hopes for (the run cannot finish first).
 _PAUSED = """
-import sys, time
+import faulthandler, signal, sys, time
 from pathlib import Path
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it is, should it not end when told (exit_code)
 from features.cache import Checkpoints
 from features.cli import extract
 
@@ -259,3 +260,30 @@ def paused_extraction(argv, tmp_path, timeout=300):
         if proc.poll() is None:
             proc.kill()
         proc.wait(60)
+
+
+def exit_code(proc, timeout: float) -> int:
+    """``proc``'s exit code once it ends; if it has not ended within ``timeout`` seconds, the test fails with
+    where each of its threads was (Python's stacks from faulthandler, the kernel's state of every thread)."""
+    import signal
+    import subprocess
+    import time
+
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    tasks = []
+    for task in sorted(Path(f"/proc/{proc.pid}/task").glob("*")):
+        try:
+            stat = (task / "stat").read_text()
+            tasks.append(f"{stat[stat.index('(') + 1:stat.rindex(')')]} {stat[stat.rindex(')') + 2]} "
+                         f"{(task / 'wchan').read_text()}")
+        except OSError:
+            pass
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(5)
+    proc.kill()
+    _, err = proc.communicate(timeout=60)
+    pytest.fail(f"still running {timeout} s after it was told to stop; its threads (name, state, wait): "
+                f"{'; '.join(tasks)}\nits stderr, last 8000 characters:\n{err[-8000:]}")

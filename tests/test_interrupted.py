@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import fill, last_json, make_image_folder, paused_extraction, tmpfs
+from conftest import exit_code, fill, last_json, make_image_folder, paused_extraction, tmpfs
 from features import cache as store
 from features.cli import extract, finetune
 from features.errors import DiskFullError, is_disk_full
@@ -75,7 +75,7 @@ def test_ctrl_c_exits_cleanly_with_a_message_and_resumes(photos, uninterrupted, 
     out = tmp_path / "out"
     with paused_extraction(_argv(photos, out), tmp_path) as proc:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(300) == 130  # a deadline only; under load the unwind took over 60 s once
+        assert exit_code(proc, 300) == 130  # a deadline only: past it, the test says where the child was
         err = proc.stderr.read()
     assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
     _resume_and_compare(photos, out, uninterrupted, capsys)
