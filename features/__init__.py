@@ -9,6 +9,8 @@
     found = tl.predict(frozen["run_dir"], ["photos/"])                   # found.top_k(3): [(path, ranked)]
     tl.export(frozen["run_dir"], "onnx")
     tl.write_report("runs", "RESULTS.md")
+    found = tl.audit(extraction.path)                                     # copies, leaks, label errors
+    folder, summary = tl.write_audit(found, "audits")                     # its sheets and audit.json
 
 Each name is imported when it is first used: ``import features`` loads no TensorFlow and no
 scikit-learn. Errors raised here name the functions' parameters (``image_size 16: ...``); the
@@ -35,6 +37,8 @@ _API = {
     "export": "features.serve.export:export",
     "score_ensemble": "features.reports.ensemble:score_ensemble",
     "write_report": "features.reports.report:write_report",
+    "audit": "features.audit:audit",
+    "write_audit": "features.audit:write_audit",
     "dataset_section": "features.reports.report:dataset_section",
     "read_results": "features.records.runs:read_results",
     "quiet_tensorflow": "features.device:quiet_tensorflow",

@@ -75,7 +75,7 @@ LAYERS = [
     {"cache"},
     {"records"},
     {"extraction", "heads", "train"},
-    {"serve"},
+    {"serve", "audit"},
     {"reports"},
     {"cli"},
 ]

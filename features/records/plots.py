@@ -19,7 +19,7 @@ from .tables import label, per_class, time_to_accuracy
 MAP_METHODS = ("tsne", "pca", "umap", "none")
 
 
-def _save(fig, path, **options) -> None:
+def save_png(fig, path, **options) -> None:
     """The figure as a PNG at ``path``, written under a temporary name and renamed."""
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", **options)
@@ -37,7 +37,7 @@ def plot_confusion(confusion, class_names, path, title: str = "") -> None:
         ax=ax, colorbar=False, xticks_rotation=45)
     ax.set_title(title)
     fig.tight_layout()
-    _save(fig, path, dpi=120)
+    save_png(fig, path, dpi=120)
 
 
 def plot_history(path, history: list[dict], title: str = "") -> None:
@@ -56,7 +56,7 @@ def plot_history(path, history: list[dict], title: str = "") -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path, dpi=110)
+    save_png(fig, path, dpi=110)
 
 
 def plot_time_to_accuracy(rows: list[dict], path) -> bool:
@@ -100,7 +100,7 @@ def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, legend_size: in
     else:
         ax.legend(fontsize=legend_size, loc="lower right")
         fig.tight_layout()
-    _save(fig, path, dpi=110, bbox_inches="tight" if beside else None)  # the legend beside is kept whole
+    save_png(fig, path, dpi=110, bbox_inches="tight" if beside else None)  # the legend beside is kept whole
 
 
 def plot_few_shot(table: list[dict], dataset: str, path) -> bool:
@@ -153,7 +153,7 @@ def plot_accuracy_vs_time(rows: list[dict], path) -> None:
         ax.set_title(dataset)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path, dpi=110)
+    save_png(fig, path, dpi=110)
 
 
 def plot_per_class_precision(rows: list[dict], path) -> None:
@@ -179,7 +179,7 @@ def plot_per_class_precision(rows: list[dict], path) -> None:
         ax.set_title(dataset)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
     fig.tight_layout()
-    _save(fig, path, dpi=110)
+    save_png(fig, path, dpi=110)
 
 
 
@@ -250,7 +250,7 @@ def embedding_map(row: dict, path, method: str = "tsne", seed: int = 0) -> Path:
     ax.set_yticks([])
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    _save(fig, path, dpi=110)
+    save_png(fig, path, dpi=110)
     return EmbeddingMap(Path(path), [str(i) for i in ids], [str(i) for i in ids[missed]])
 
 

@@ -1,0 +1,102 @@
+"""An audit's folder: audit.json, contact sheets of what it found, and README.md linking them.
+
+The folder is built under a temporary name and renamed when whole (as a run folder is), under
+``out_dir/<time>-audit-<dataset>-<backbone>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..io import write_json, write_text
+from ..records.runs import run_folder
+from ..records.sheets import Tile, draw_sheet
+from .run import Audit
+
+TOP = 24  # photos (or pairs) drawn on each sheet
+COLUMNS = 6
+
+
+def _name(audit: Audit, row: int) -> str:
+    text = audit.name(row)
+    return text if len(text) <= 34 else "..." + text[-31:]
+
+
+def _tile(audit: Audit, row: int, *lines: str) -> Tile:
+    return Tile(audit.photos[row], "\n".join([_name(audit, row), *lines]))
+
+
+def _grid(tiles: list[Tile], columns: int = COLUMNS) -> list[list[Tile]]:
+    return [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
+
+
+def _sheets(audit: Audit, folder: Path, top: int) -> dict[str, str]:
+    """Draw each list's sheet that has something on it; return {list: file name}."""
+    drawn = {}
+    if audit.duplicates:
+        pairs = [[_tile(audit, p.a, f"{audit.split(p.a)}, {audit.label(audit.cache.labels[p.a])}"),
+                  _tile(audit, p.b, f"{audit.split(p.b)}, {audit.label(audit.cache.labels[p.b])}, "
+                                    f"{p.kind} {p.similarity:.4f}")] for p in audit.duplicates[:top // 2]]
+        rows = [pairs[i] + (pairs[i + 1] if i + 1 < len(pairs) else []) for i in range(0, len(pairs), 2)]
+        drawn["duplicates"] = draw_sheet(rows, folder / "duplicates.png",
+                                         f"Copies, most similar first (pairs side by side; near from cosine "
+                                         f"{audit.threshold})").name
+    if audit.label_issues:
+        tiles = [_tile(audit, i.row, f"given {audit.label(i.given)} ({audit.split(i.row)})",
+                       f"suggested {audit.label(i.suggested)}, {i.score:.3f}") for i in audit.label_issues[:top]]
+        drawn["label_issues"] = draw_sheet(_grid(tiles), folder / "label_issues.png",
+                                           "Likely label errors, most suspicious first (cleanlab)").name
+    if audit.outliers:
+        tiles = [_tile(audit, o.row, f"{audit.label(audit.cache.labels[o.row])} ({audit.split(o.row)})",
+                       f"outlier score {o.score:.3f}") for o in audit.outliers[:top]]
+        drawn["outliers"] = draw_sheet(_grid(tiles), folder / "outliers.png",
+                                       "Outliers, most outlying first").name
+    return drawn
+
+
+def _page(audit: Audit, summary: dict, sheets: dict[str, str]) -> str:
+    leak, s = summary["leakage"], summary
+    lines = [f"# Audit of {s['dataset']} / {s['backbone']}", "",
+             f"Cache `{s['cache']}`: {s['photos']} photos"
+             + (f", {s['photos_not_at_hand']} not at hand (their thumbnails say so)" if s["photos_not_at_hand"] else "")
+             + ". Every figure is computed from the cache's embeddings; `audit.json` holds all of it.", "",
+             "## Class balance", "", "| class | " + " | ".join(s["balance"]) + " |",
+             "|---|" + "---|" * len(s["balance"])]
+    for name in audit.cache.class_names:
+        lines.append(f"| {name} | " + " | ".join(str(s["balance"][split][name]) for split in s["balance"]) + " |")
+    kinds = {k: sum(d["kind"] == k for d in s["duplicates"]) for k in ("same file", "same pixels", "near")}
+    without = leak["test_accuracy_without_leaked"]
+    lines += ["", "## Duplicates and leakage", "",
+              f"{len(s['duplicates'])} pairs: {kinds['same file']} the same file, {kinds['same pixels']} the same "
+              f"pixels, {kinds['near']} near copies (embeddings' cosine similarity at least {s['near_threshold']}).",
+              f"{leak['leaked']} of the {leak['test_photos']} test photos have a copy in train or val. The default "
+              f"head (logreg, C {leak['C']}) scores {leak['test_accuracy']:.4f} on the test split, "
+              + (f"{without:.4f} without them." if without is not None else "and no test photo is left without them."),
+              ""]
+    if "duplicates" in sheets:
+        lines += [f"![duplicates]({sheets['duplicates']})", ""]
+    lines += ["## Likely label errors", "",
+              f"{len(s['label_issues'])} photos that cleanlab finds likely mislabelled, from out-of-fold "
+              f"probabilities of logistic regression ({s['settings']['folds']}-fold); score 1 - the probability "
+              "given to the photo's own label.", ""]
+    if "label_issues" in sheets:
+        lines += [f"![label issues]({sheets['label_issues']})", ""]
+    lines += ["## Outliers", "",
+              f"{len(s['outliers'])} photos far from every other photo (mean cosine distance to their "
+              f"{s['settings']['outlier_neighbours']} nearest past Q3 + {s['settings']['outlier_fence_iqr']:g} IQR).",
+              ""]
+    if "outliers" in sheets:
+        lines += [f"![outliers]({sheets['outliers']})", ""]
+    return "\n".join(lines)
+
+
+def write_audit(audit: Audit, out_dir="audits", top: int = TOP) -> tuple[Path, dict]:
+    """Write the audit's folder; return (its path, the summary written to audit.json)."""
+    summary = audit.summary()
+    with run_folder(out_dir, "audit", str(summary["dataset"] or "cache"), str(summary["backbone"] or "")) as run:
+        sheets = _sheets(audit, run.path, top)
+        summary["sheets"] = sheets
+        summary["folder"] = str(run.final)
+        write_json(run.path / "audit.json", summary)
+        write_text(run.path / "README.md", _page(audit, summary, sheets))
+    return run.final, summary
