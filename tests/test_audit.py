@@ -66,8 +66,10 @@ def test_the_blocked_similarity_is_the_whole_matrix():
 def test_swapped_labels_are_found_from_out_of_fold_probabilities():
     X, y, _, truth = planted()
     probabilities = out_of_fold_probabilities(X, y, C=0.1)
-    issues = find_issues(y, probabilities)
+    issues, ranked = find_issues(y, probabilities)
     rows = {i.row for i in issues}
+    assert sorted(i.row for i in ranked) == list(range(len(y)))  # every row, for review
+    assert all(ranked[k].score >= ranked[k + 1].score for k in range(len(ranked) - 1))
     # cleanlab's own rule (confident learning) flags 4 of these 6 at this seed; all 6 at seeds 1 and 2
     assert len(rows & set(truth["swapped"])) >= 4 and rows <= set(truth["swapped"]) | set(truth["strangers"])
     assert all(issues[k].score >= issues[k + 1].score for k in range(len(issues) - 1))  # most suspicious first

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import UsageError
 
 FOLDS = 5
+REVIEW = 50  # rows of lowest label quality kept for review, flagged or not
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,21 @@ def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, C: flo
                              method="predict_proba", n_jobs=n_jobs)
 
 
-def find_issues(labels: np.ndarray, probabilities: np.ndarray) -> list[LabelIssue]:
-    """The rows cleanlab finds likely mislabelled, most suspicious first."""
+def find_issues(labels: np.ndarray, probabilities: np.ndarray) -> tuple[list[LabelIssue], list[LabelIssue]]:
+    """(the rows cleanlab finds likely mislabelled, every row), each most suspicious first.
+
+    cleanlab flags from its estimate of how many labels are wrong (the confident joint); on a set the
+    head separates almost perfectly it may flag none, so the ranking of every row is kept for review.
+    """
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     labels = np.asarray(labels)
     quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
-    rows = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    flagged = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
     suggested = probabilities.argmax(1)
-    return [LabelIssue(int(r), int(labels[r]), int(suggested[r]), float(1 - quality[r])) for r in rows]
+
+    def issue(r):
+        return LabelIssue(int(r), int(labels[r]), int(suggested[r]), float(1 - quality[r]))
+
+    return [issue(r) for r in flagged], [issue(r) for r in np.argsort(quality, kind="stable")]

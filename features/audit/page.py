@@ -41,11 +41,15 @@ def _sheets(audit: Audit, folder: Path, top: int) -> dict[str, str]:
         drawn["duplicates"] = draw_sheet(rows, folder / "duplicates.png",
                                          f"Copies, most similar first (pairs side by side; near from cosine "
                                          f"{audit.threshold})").name
-    if audit.label_issues:
+    flagged = {i.row for i in audit.label_issues}
+    shown = audit.label_issues[:top] + [i for i in audit.label_ranking if i.row not in flagged][:top - len(flagged)]
+    if shown:
         tiles = [_tile(audit, i.row, f"given {audit.label(i.given)} ({audit.split(i.row)})",
-                       f"suggested {audit.label(i.suggested)}, {i.score:.3f}") for i in audit.label_issues[:top]]
+                       f"suggested {audit.label(i.suggested)}, {i.score:.3f}"
+                       + ("" if i.row in flagged else " (not flagged)")) for i in shown]
         drawn["label_issues"] = draw_sheet(_grid(tiles), folder / "label_issues.png",
-                                           "Likely label errors, most suspicious first (cleanlab)").name
+                                           "Likely label errors (cleanlab), then the lowest label quality not "
+                                           "flagged, most suspicious first").name
     if audit.outliers:
         tiles = [_tile(audit, o.row, f"{audit.label(audit.cache.labels[o.row])} ({audit.split(o.row)})",
                        f"outlier score {o.score:.3f}") for o in audit.outliers[:top]]
@@ -78,7 +82,8 @@ def _page(audit: Audit, summary: dict, sheets: dict[str, str]) -> str:
     lines += ["## Likely label errors", "",
               f"{len(s['label_issues'])} photos that cleanlab finds likely mislabelled, from out-of-fold "
               f"probabilities of logistic regression ({s['settings']['folds']}-fold); score 1 - the probability "
-              "given to the photo's own label.", ""]
+              "given to the photo's own label. The sheet fills up with the photos of lowest label quality that "
+              "cleanlab did not flag (marked so): on a set the head separates almost perfectly it may flag none.", ""]
     if "label_issues" in sheets:
         lines += [f"![label issues]({sheets['label_issues']})", ""]
     lines += ["## Outliers", "",

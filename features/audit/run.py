@@ -16,7 +16,7 @@ from ..cache import FeatureCache, read_cache
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
 from .duplicates import NEAR, Pair, file_digests, find_duplicates, leaked_test_rows
-from .labels import FOLDS, LabelIssue, check_rows, find_issues, out_of_fold_probabilities
+from .labels import FOLDS, REVIEW, LabelIssue, check_rows, find_issues, out_of_fold_probabilities
 from .outliers import FENCE, K, Outlier, find_outliers, outlier_scores
 
 
@@ -28,7 +28,8 @@ class Audit:
     duplicates: list[Pair]
     leaked: np.ndarray  # test rows with a copy in train or val
     accuracy: dict  # the default head's test accuracy with and without the leaked photos
-    label_issues: list[LabelIssue]
+    label_issues: list[LabelIssue]  # flagged by cleanlab
+    label_ranking: list[LabelIssue]  # the REVIEW rows of lowest label quality, flagged or not
     outliers: list[Outlier]
     balance: dict  # split -> class -> photos
     missing: int  # photos not at hand (gone, or the source is not a folder)
@@ -44,6 +45,10 @@ class Audit:
     def split(self, row: int) -> str:
         return SPLITS[int(self.cache.splits[row])]
 
+    def _issue(self, i: LabelIssue) -> dict:
+        return {"id": self.name(i.row), "given": self.label(i.given), "suggested": self.label(i.suggested),
+                "score": round(i.score, 6), "split": self.split(i.row)}
+
     def summary(self) -> dict:
         """The audit as JSON: ids as the cache stores them, classes by name."""
         return {
@@ -55,9 +60,8 @@ class Audit:
                             "kind": p.kind, "splits": [self.split(p.a), self.split(p.b)]} for p in self.duplicates],
             "leakage": {"test_photos": int((self.cache.splits == TEST).sum()), "leaked": len(self.leaked),
                         "leaked_ids": [self.name(r) for r in self.leaked], **self.accuracy},
-            "label_issues": [{"id": self.name(i.row), "given": self.label(i.given),
-                              "suggested": self.label(i.suggested), "score": round(i.score, 6),
-                              "split": self.split(i.row)} for i in self.label_issues],
+            "label_issues": [self._issue(i) for i in self.label_issues],
+            "lowest_label_quality": [self._issue(i) for i in self.label_ranking],
             "outliers": [{"id": self.name(o.row), "score": round(o.score, 6), "label": self.label(
                 self.cache.labels[o.row]), "split": self.split(o.row)} for o in self.outliers],
             "settings": self.settings, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -135,8 +139,9 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
     start = time.perf_counter()
     codes = np.searchsorted(present, cache.labels)  # classes with no photo left out of the probabilities
     probabilities = out_of_fold_probabilities(cache.embeddings, codes, C, folds, seed, n_jobs)
-    issues = [LabelIssue(i.row, int(present[i.given]), int(present[i.suggested]), i.score)
-              for i in find_issues(codes, probabilities)]
+    flagged, ranked = find_issues(codes, probabilities)
+    issues, ranking = ([LabelIssue(i.row, int(present[i.given]), int(present[i.suggested]), i.score) for i in found]
+                       for found in (flagged, ranked[:REVIEW]))
     seconds["label_issues"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -144,5 +149,5 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
     seconds["outliers"] = time.perf_counter() - start
     settings = {"near_threshold": near, "folds": folds, "seed": seed, "head": "logreg", "C": C,
                 "outlier_neighbours": min(K, len(cache.ids) - 1), "outlier_fence_iqr": FENCE}
-    return Audit(cache, photos, near, pairs, leaked, accuracy, issues, outliers, _balance(cache), missing,
+    return Audit(cache, photos, near, pairs, leaked, accuracy, issues, ranking, outliers, _balance(cache), missing,
                  settings, seconds)
