@@ -78,3 +78,10 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return "No space left on device" in str(exc) or "errno = 28" in str(exc)
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line, shortened: a library's message can run to a kilobyte of lines (a literal
+    backslash-n, as some write it in a repr, counts as a line break)."""
+    text = str(exc).strip().replace("\\n", "\n")
+    return (text.splitlines() or [type(exc).__name__])[0][:limit]

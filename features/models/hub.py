@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import UsageError, WeightsUnavailableError
+from ..errors import UsageError, WeightsUnavailableError, first_line
 from ..io import RECORD_LIMIT, read_json, what_it_is
 
 PREFIX = "hub:"
@@ -167,12 +167,6 @@ def check_files(folder: Path) -> None:
                                  f" MB; a preset's JSON file is a few kilobytes")
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's first line, shortened: a library's message can run to a kilobyte of lines."""
-    text = str(exc).strip().replace("\\n", "\n")
-    return (text.splitlines() or [type(exc).__name__])[0][:limit]
-
-
 def _load_json(preset: str, name: str) -> dict:
     """A preset's JSON file: by the guarded reader from a folder, else KerasHub's (it downloads)."""
     if Path(preset).is_dir():
@@ -186,7 +180,7 @@ def _config(preset: str) -> dict:
     try:
         config = _load_json(preset, "config.json")
     except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{{backbone}} hub:{preset}: cannot read its config.json ({_first_line(exc)})") from None
+        raise UsageError(f"{{backbone}} hub:{preset}: cannot read its config.json ({first_line(exc, 200)})") from None
     if not isinstance(config, dict):
         raise UsageError(f"{{backbone}} hub:{preset}: its config.json is not a KerasHub config (not an object)")
     return config
@@ -329,7 +323,7 @@ def weights_path(preset: str) -> Path:
         path = Path(get_file(preset, "model.weights.h5"))
     except (OSError, ValueError, FileNotFoundError) as exc:
         raise WeightsUnavailableError(f"{{backbone}} hub:{preset}: its weights cannot be had "
-                                      f"({_first_line(exc)})") from None
+                                      f"({first_line(exc, 200)})") from None
     try:
         size = check_regular(path)
     except OSError as exc:
@@ -374,7 +368,7 @@ def build(backbone, pooling: str | None):
         converter = _converter(keras_hub, preset)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{{backbone}} {spec.name}: cannot load the preset and its image converter "
-                         f"({_first_line(exc)}); a folder must hold both (save_to_preset of each)") from None
+                         f"({first_line(exc, 200)}); a folder must hold both (save_to_preset of each)") from None
     cls = type(model).__name__
     family = FAMILIES[cls]
     encoder = getattr(model, "vision_encoder", model)

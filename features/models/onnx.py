@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, first_line
 from ..io import RECORD_LIMIT, atomic_path, file_lock, read_json, read_regular, remove_abandoned, write_json
 
 log = logging.getLogger(__name__)
@@ -128,10 +128,6 @@ def probe_images(size: int):
     return np.stack([noise, gradient])
 
 
-def _first_line(exc: BaseException) -> str:
-    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:300]
-
-
 def check_network(model: bytes, size: int, width: int, probe) -> None:
     """Prove ``model`` is a network of this shape that gives ``probe`` for :func:`probe_images`.
 
@@ -144,7 +140,7 @@ def check_network(model: bytes, size: int, width: int, probe) -> None:
     try:
         session = ort_session(model, threads=1)
     except Exception as exc:  # noqa: BLE001 - whatever the runtime says, the file is not a network it can run
-        raise NotIntact(f"ONNX Runtime cannot load it: {_first_line(exc)}") from None
+        raise NotIntact(f"ONNX Runtime cannot load it: {first_line(exc)}") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4 \
             or list(inputs[0].shape[1:]) != [size, size, 3]:
@@ -157,7 +153,7 @@ def check_network(model: bytes, size: int, width: int, probe) -> None:
     try:
         got = np.asarray(session.run(None, {inputs[0].name: probe_images(size)})[0])
     except Exception as exc:  # noqa: BLE001 - a graph that cannot run (memory, shapes) is not the backbone's
-        raise NotIntact(f"it cannot run on the probe: {_first_line(exc)}") from None
+        raise NotIntact(f"it cannot run on the probe: {first_line(exc)}") from None
     probe = np.asarray(probe, np.float64)
     if got.shape != probe.shape:
         raise NotIntact(f"it gives embeddings of shape {got.shape} for the probe, not {probe.shape}")
@@ -260,7 +256,7 @@ def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict)
         except Exception as exc:
             if isinstance(exc, OSError):  # a full disk, a folder that cannot be written: not the network's
                 raise
-            reason = _first_line(exc)
+            reason = first_line(exc)
             record["refused"] = (f"the converted network does not reproduce TensorFlow's: {reason}"
                                  if isinstance(exc, NotIntact) else reason)
             data = b""
