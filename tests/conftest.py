@@ -219,6 +219,8 @@ _PAUSED = """
 import faulthandler, signal, sys, time
 from pathlib import Path
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it is, should it not end when told (exit_code)
+# Ctrl-C as in a terminal: a child of an xdist worker can inherit SIGINT ignored, and then never sees it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from features.cache import Checkpoints
 from features.cli import extract
 

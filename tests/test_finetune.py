@@ -37,9 +37,10 @@ def test_scratch_epoch_writes_every_output(pets, tmp_path, capsys, run_main):
     result = last_json(out)
     assert result["method"] == "scratch" and result["epochs_run"] == 1 and result["unfrozen_layers"] > 80
     folder = tmp_path / result["run_dir"].split("/")[-1]
-    assert sorted(p.name for p in folder.iterdir()) == [
+    wrong = ["top_losses.png"] if result["accuracy"] < 1 else []  # drawn where a test photo is wrong
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
         "config.json", "confusion.png", "curves.png", "history.csv", "metrics.json", "model.keras",
-        "predictions.csv", "probabilities.npz", "report.txt", "tensorboard"]
+        "predictions.csv", "probabilities.npz", "report.txt", "tensorboard", *wrong])
     with open(folder / "history.csv") as f:
         history = list(csv.DictReader(f))
     assert [h["phase"] for h in history] == ["scratch"] and float(history[0]["seconds"]) > 0

@@ -3,6 +3,9 @@
 import os
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from conftest import blobs, last_json, write_cache
 from features import cache as store
 from features.cli import classify, report
@@ -201,3 +204,40 @@ def test_a_head_rows_features_are_found_from_any_folder(tmp_path, capsys, monkey
     monkeypatch.chdir(tmp_path)
     assert report.main(["--results", "work/runs", "--out", "R.md", "--plots-dir", "p", "--map", "pca"]) == 0
     assert (tmp_path / "p" / "embedding_map_synthetic.png").is_file()
+
+
+def test_a_runs_top_losses_are_its_most_confident_mistakes_and_the_classes_it_confused_most(tmp_path):
+    from conftest import make_image_folder
+    from features.records.sheets import top_losses
+
+    root = make_image_folder(tmp_path / "photos", classes=("ant", "bee", "cow"), per_class=3, exts=(".png",))
+    ids = sorted(str(p.relative_to(root)) for p in root.glob("*/*.png"))
+    y = np.array([("ant", "bee", "cow").index(i.split("/")[0]) for i in ids])
+    proba = np.eye(3)[y] * 0.9 + 0.05
+    proba[1] = [0.05, 0.9, 0.05]  # an ant taken for a bee, surely
+    proba[2] = [0.3, 0.6, 0.1]  # and another, less surely
+    proba[7] = [0.15, 0.05, 0.8][::-1]  # a cow taken for an ant
+    (root / ids[2]).unlink()  # gone: its tile says so, the sheet is still drawn
+    found = top_losses(ids, y, proba, ["ant", "bee", "cow"], root, tmp_path / "top.png")
+    assert [(t["id"], t["true"], t["predicted"]) for t in found["top_losses"]] == [
+        (ids[1], "ant", "bee"), (ids[7], "cow", "ant"), (ids[2], "ant", "bee")]
+    assert found["top_losses"][0]["probability"] == pytest.approx(0.9)
+    assert found["confused"][0] == {"true": "ant", "predicted": "bee", "photos": 2}
+    assert (tmp_path / "top.png").read_bytes()[:4] == b"\x89PNG"
+    assert top_losses(ids, y, np.eye(3)[y], ["ant", "bee", "cow"], root, tmp_path / "none.png")["top_losses"] == []
+    assert not (tmp_path / "none.png").exists()  # no mistake, no sheet
+
+
+def test_the_report_shows_the_top_losses_of_the_run_chosen_on_validation(tmp_path, capsys):
+    X, y = blobs(n_per_class=40, spread=12.0)  # overlapping: some test photos are wrong
+    cache = write_cache(tmp_path / "c.h5", X, y, ["ant", "bee", "cow"], attrs={"dataset": "toy"})
+    assert classify.main(["--features", str(cache), "--out", str(tmp_path / "runs"), "--json", "-q"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["accuracy"] < 1 and (Path(result["run_dir"]) / "top_losses.png").is_file()
+    md, plots = tmp_path / "R.md", tmp_path / "plots"
+    assert report.main(["--results", str(tmp_path / "runs"), "--out", str(md), "--plots-dir", str(plots),
+                        "--map", "none"]) == 0
+    text = md.read_text()
+    assert "![toy: the test photos frozen-features toy logreg (chosen on validation) got wrong with the highest " \
+           "confidence](plots/top_losses_toy.png)" in text
+    assert (plots / "top_losses_toy.png").read_bytes() == (Path(result["run_dir"]) / "top_losses.png").read_bytes()

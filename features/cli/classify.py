@@ -12,7 +12,7 @@ the same test images that every other method is scored on. logreg with --stream 
 itself, when the matrix would not fit in memory) reads the cache a block of rows at a time
 and reaches the same optimum by L-BFGS, C chosen on the validation split; sgd always streams
 and chooses alpha and its epochs on the validation split. Each run writes a folder under
---out (head.skops, metrics.json, report.txt, confusion.png) and appends one row to
+--out (head.skops, metrics.json, report.txt, confusion.png, top_losses.png) and appends one row to
 --out/results.jsonl.
 """
 

@@ -16,6 +16,7 @@ from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.plots import plot_confusion
 from ..records.runs import RunFiles
+from ..records.sheets import top_losses
 from . import registry as heads
 from .files import save_head
 from .params import check_epochs, check_params, check_search
@@ -205,6 +206,8 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
                                   **({"val": val} if val is not None else {}))
         plot_confusion(scores["confusion_matrix"], cache.class_names, files / RunFiles.CONFUSION,
                        f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}")
+        top_losses(test_ids, y_test, proba, cache.class_names,
+                   attrs.get("source") if attrs.get("source_kind") == "folder" else None, files / RunFiles.TOP_LOSSES)
         row = {
             "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
             "image_size": attrs.get("image_size"), "method": METHOD, "head": head, "params": fitted.params,

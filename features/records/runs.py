@@ -16,6 +16,7 @@ A run folder (:class:`RunFiles` names, writes and reads every file in it)::
                         what ensembles average (a head's val probabilities come from a copy
                         fitted on train alone)
     confusion.png       the test confusion matrix (classify.py, finetune.py)
+    top_losses.png      the test photos wrong with the highest confidence, the classes most confused
     head.skops          the fitted head (classify.py; its format is features.heads.registry's)
     model.keras         the trained model (finetune.py)
     history.csv         epoch, phase, seconds, elapsed, loss, accuracy, val_loss, val_accuracy (finetune.py)
@@ -75,6 +76,7 @@ class RunFiles:
     PREDICTIONS = "predictions.csv"
     PROBABILITIES = "probabilities.npz"
     CONFUSION = "confusion.png"
+    TOP_LOSSES = "top_losses.png"
     HEAD = "head.skops"
     MODEL = "model.keras"
     HISTORY = "history.csv"

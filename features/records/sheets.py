@@ -74,3 +74,43 @@ def draw_sheet(rows: list[list[Tile]], path, title: str = "", size: int = THUMB)
     fig.tight_layout()
     save_png(fig, path, dpi=100)
     return Path(path)
+
+
+TOP_LOSSES = 18  # photos on a run's top-losses sheet
+CONFUSED = 5  # class pairs named on it
+
+
+def top_losses(ids, y_true, proba, class_names, photo_root, path, top: int = TOP_LOSSES) -> dict:
+    """The test photos a model got wrong with the highest confidence, and the class pairs it confused most,
+    drawn as a sheet at ``path`` where any photo is wrong (nothing is drawn where none is).
+
+    Args:
+        photo_root: the folder the ids are relative to; None where the photos are not a folder (TFDS).
+
+    Returns:
+        {"top_losses": [{"id", "true", "predicted", "probability"}], "confused": [{"true", "predicted",
+        "photos"}]}, most confident and most confused first.
+    """
+    proba = np.asarray(proba)
+    y_true = np.asarray(y_true, np.int64)
+    predicted = proba.argmax(1)
+    wrong = np.nonzero(predicted != y_true)[0]
+    wrong = wrong[np.argsort(-proba[wrong, predicted[wrong]], kind="stable")]
+    losses = [{"id": str(ids[r]), "true": class_names[y_true[r]], "predicted": class_names[predicted[r]],
+               "probability": float(proba[r, predicted[r]])} for r in wrong[:top]]
+    pairs: dict[tuple[int, int], int] = {}
+    for r in wrong:
+        pairs[(int(y_true[r]), int(predicted[r]))] = pairs.get((int(y_true[r]), int(predicted[r])), 0) + 1
+    confused = [{"true": class_names[t], "predicted": class_names[p], "photos": n}
+                for (t, p), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:CONFUSED]]
+    if losses:
+        root = None if photo_root is None else Path(photo_root)
+        tiles = [Tile(None if root is None else root / loss["id"],
+                      f"{loss['id'] if len(loss['id']) <= 34 else '...' + loss['id'][-31:]}\n"
+                      f"true {loss['true']}\npredicted {loss['predicted']} {loss['probability']:.3f}")
+                 for loss in losses]
+        most = "; ".join(f"{c['true']} as {c['predicted']} {c['photos']}" for c in confused)
+        draw_sheet([tiles[i:i + 6] for i in range(0, len(tiles), 6)], path,
+                   f"Wrong with the highest confidence: {len(wrong)} of {len(y_true)} test photos wrong\n"
+                   f"most confused: {most}")
+    return {"top_losses": losses, "confused": confused}

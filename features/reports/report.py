@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io import read_system_file
+from ..io import atomic_write, read_regular, read_system_file
 from ..outputs import check_output_file, check_output_folder, write_output
 from ..records import plots, runs
 from ..records.tables import (
@@ -34,6 +34,7 @@ from ..records.tables import (
 )
 
 log = logging.getLogger(__name__)
+SHEET_LIMIT = 64 << 20  # bytes of a sheet copied into the report's plots
 
 
 def environment() -> dict:
@@ -160,6 +161,25 @@ def file_part(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name).lstrip(".") or "_"
 
 
+def _top_losses(best: dict | None, dataset: str, plots_dir: Path) -> list[tuple[str, Path]]:
+    """The top-losses sheet of the run chosen on validation, copied beside the other plots (a run folder
+    from before the sheets, or one moved away, has none: nothing is shown)."""
+    sheet = Path(str(best.get("run_dir", ""))) / runs.RunFiles.TOP_LOSSES if best else None
+    if sheet is None or not sheet.is_file():
+        return []
+    try:
+        data = read_regular(sheet, limit=SHEET_LIMIT)
+    except OSError as exc:
+        log.warning("%s: cannot read the run's top losses (%s); the report goes on without them", sheet, exc)
+        return []
+    png = plots_dir / f"top_losses_{file_part(dataset)}.png"
+    with atomic_write(png, "wb") as f:
+        f.write(data)
+    what = " ".join(str(best.get(k)) for k in ("method", "backbone", "head") if best.get(k))
+    return [(f"{dataset}: the test photos {what} (chosen on validation) got wrong with the highest confidence",
+             png)]
+
+
 def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
                  source_note: str = "", map_method: str = "tsne") -> Path:
     """Read the results table and write the report and its plots.
@@ -202,6 +222,8 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
                 continue
             drawn.append((f"{dataset}: test embeddings of {best.get('backbone')}, {best.get('head')}'s "
                           "mistakes circled", png))
+    for dataset in sorted({r["dataset"] for r in rows}):
+        drawn += _top_losses(chosen_on_validation([r for r in full if r["dataset"] == dataset]), dataset, plots_dir)
     rel = {name: os.path.relpath(p, out.parent) for name, p in drawn}
     text = markdown(rows, rel, environment(), source_note, curve)
     return write_output(out, lambda f: f.write(text), param="out")

@@ -24,6 +24,7 @@ from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.plots import plot_confusion, plot_history
 from ..records.runs import RunFiles
+from ..records.sheets import top_losses
 from . import loop
 from . import model as training
 from .config import HEAD_UNITS, TrainConfig, resolve_config
@@ -220,6 +221,8 @@ def write_run_files(files: RunFiles, built: Built, config: TrainConfig, source: 
                    f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}")
     files.write_text(RunFiles.REPORT, metrics.report_text(y_test, proba, source.class_names))
     files.write_predictions([source.ids[i] for i in index], y_test, proba, source.class_names)
+    top_losses([source.ids[i] for i in index], y_test, proba, source.class_names,
+               source.location if source.kind == "folder" else None, files / RunFiles.TOP_LOSSES)
 
 
 def settings(config: TrainConfig, source: DataSource, policy: str) -> dict:
