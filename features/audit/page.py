@@ -10,24 +10,14 @@ from pathlib import Path
 
 from ..io import write_json, write_text
 from ..records.runs import run_folder
-from ..records.sheets import Tile, draw_sheet
+from ..records.sheets import Tile, draw_sheet, grid, short_name
 from .run import Audit
 
 TOP = 24  # photos (or pairs) drawn on each sheet
-COLUMNS = 6
-
-
-def _name(audit: Audit, row: int) -> str:
-    text = audit.name(row)
-    return text if len(text) <= 34 else "..." + text[-31:]
 
 
 def _tile(audit: Audit, row: int, *lines: str) -> Tile:
-    return Tile(audit.photos[row], "\n".join([_name(audit, row), *lines]))
-
-
-def _grid(tiles: list[Tile], columns: int = COLUMNS) -> list[list[Tile]]:
-    return [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
+    return Tile(audit.photos[row], "\n".join([short_name(audit.name(row)), *lines]))
 
 
 def _sheets(audit: Audit, folder: Path, top: int) -> dict[str, str]:
@@ -47,13 +37,13 @@ def _sheets(audit: Audit, folder: Path, top: int) -> dict[str, str]:
         tiles = [_tile(audit, i.row, f"given {audit.label(i.given)} ({audit.split(i.row)})",
                        f"suggested {audit.label(i.suggested)}, {i.score:.3f}"
                        + ("" if i.row in flagged else " (not flagged)")) for i in shown]
-        drawn["label_issues"] = draw_sheet(_grid(tiles), folder / "label_issues.png",
+        drawn["label_issues"] = draw_sheet(grid(tiles), folder / "label_issues.png",
                                            "Likely label errors (cleanlab), then the lowest label quality not "
                                            "flagged, most suspicious first").name
     if audit.outliers:
         tiles = [_tile(audit, o.row, f"{audit.label(audit.cache.labels[o.row])} ({audit.split(o.row)})",
                        f"outlier score {o.score:.3f}") for o in audit.outliers[:top]]
-        drawn["outliers"] = draw_sheet(_grid(tiles), folder / "outliers.png",
+        drawn["outliers"] = draw_sheet(grid(tiles), folder / "outliers.png",
                                        "Outliers, most outlying first").name
     return drawn
 

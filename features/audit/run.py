@@ -83,7 +83,7 @@ def _balance(cache: FeatureCache) -> dict:
                    enumerate(cache.class_names)} for code, name in enumerate(SPLITS)}
 
 
-def _accuracy(cache: FeatureCache, leaked: np.ndarray, seed: int) -> tuple[dict, float]:
+def _accuracy(cache: FeatureCache, leaked: np.ndarray, seed: int, n_jobs: int | None) -> tuple[dict, float]:
     """The default head (logreg, C searched as classify.py does, refitted on train + val) on the test split,
     with and without the leaked photos; and its C."""
     from ..heads.search import fit_head
@@ -93,7 +93,7 @@ def _accuracy(cache: FeatureCache, leaked: np.ndarray, seed: int) -> tuple[dict,
         raise UsageError(f"{{features}} {cache.path}: the cache has no {'training' if not train.any() else 'test'} "
                          "photos; an audit scores the default head on the test split")
     fitted = fit_head("logreg", cache.embeddings[train], cache.labels[train], cache.embeddings[val],
-                      cache.labels[val], seed=seed)
+                      cache.labels[val], n_jobs=n_jobs, seed=seed)
     rows = np.nonzero(test)[0]
     correct = fitted.pipeline.predict(cache.embeddings[rows]) == cache.labels[rows]
     clean = ~np.isin(rows, leaked)
@@ -133,7 +133,7 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
     seconds["duplicates"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    accuracy, C = _accuracy(cache, leaked, seed)
+    accuracy, C = _accuracy(cache, leaked, seed, n_jobs)
     seconds["head"] = time.perf_counter() - start
 
     start = time.perf_counter()

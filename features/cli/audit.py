@@ -32,6 +32,7 @@ from features.cli.common import HelpFormatter, add_common_flags, print_json, pro
 def build_parser() -> argparse.ArgumentParser:
     from features.audit.duplicates import NEAR
     from features.audit.labels import FOLDS
+    from features.audit.page import TOP
 
     p = argparse.ArgumentParser(prog=program("audit.py"), description=__doc__, formatter_class=HelpFormatter)
     data = p.add_argument_group("features")
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--near", type=float, default=NEAR,
                        help="cosine similarity of the embeddings from which two photos are near copies")
     audit.add_argument("--folds", type=int, default=FOLDS, help="folds of the out-of-fold probabilities")
-    audit.add_argument("--top", type=int, default=24, help="photos or pairs drawn on each contact sheet")
+    audit.add_argument("--top", type=int, default=TOP, help="photos or pairs drawn on each contact sheet")
     audit.add_argument("--seed", type=int, default=0, help="seed of the folds and the head")
     audit.add_argument("--n-jobs", type=int, default=-1, help="parallel jobs of the head's search (-1: all cores)")
     out = p.add_argument_group("outputs")

@@ -7,6 +7,7 @@ still drawn.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,24 @@ from ..data.decoding import DEFAULT_MAX_PIXELS
 from ..io import read_regular
 
 THUMB = 160  # pixels, the longer side
+COLUMNS = 6  # tiles a row of a grid
+NAME = 34  # characters of a file name in a caption
 
 
 @dataclass(frozen=True)
 class Tile:
     path: Path | None  # the photo; None where the cache's source is not a folder at hand
     caption: str  # lines joined by "\n"
+
+
+def short_name(text: str, width: int = NAME) -> str:
+    """A caption's file name: its end kept where it is too long."""
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
+def grid(tiles: list[Tile], columns: int = COLUMNS) -> list[list[Tile]]:
+    """Tiles in rows of ``columns``, for :func:`draw_sheet`."""
+    return [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
 
 
 def thumbnail(path, size: int = THUMB) -> tuple[np.ndarray | None, str]:
@@ -98,19 +111,17 @@ def top_losses(ids, y_true, proba, class_names, photo_root, path, top: int = TOP
     wrong = wrong[np.argsort(-proba[wrong, predicted[wrong]], kind="stable")]
     losses = [{"id": str(ids[r]), "true": class_names[y_true[r]], "predicted": class_names[predicted[r]],
                "probability": float(proba[r, predicted[r]])} for r in wrong[:top]]
-    pairs: dict[tuple[int, int], int] = {}
-    for r in wrong:
-        pairs[(int(y_true[r]), int(predicted[r]))] = pairs.get((int(y_true[r]), int(predicted[r])), 0) + 1
+    pairs = Counter(zip(y_true[wrong].tolist(), predicted[wrong].tolist()))
     confused = [{"true": class_names[t], "predicted": class_names[p], "photos": n}
                 for (t, p), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:CONFUSED]]
     if losses:
         root = None if photo_root is None else Path(photo_root)
         tiles = [Tile(None if root is None else root / loss["id"],
-                      f"{loss['id'] if len(loss['id']) <= 34 else '...' + loss['id'][-31:]}\n"
+                      f"{short_name(loss['id'])}\n"
                       f"true {loss['true']}\npredicted {loss['predicted']} {loss['probability']:.3f}")
                  for loss in losses]
         most = "; ".join(f"{c['true']} as {c['predicted']} {c['photos']}" for c in confused)
-        draw_sheet([tiles[i:i + 6] for i in range(0, len(tiles), 6)], path,
+        draw_sheet(grid(tiles), path,
                    f"Wrong with the highest confidence: {len(wrong)} of {len(y_true)} test photos wrong\n"
                    f"most confused: {most}")
     return {"top_losses": losses, "confused": confused}
