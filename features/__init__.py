@@ -7,6 +7,8 @@
     frozen = tl.classify([extraction.path], "logreg", out_dir="runs")   # a head, scored once on test
     tuned = tl.finetune(source, tl.TrainConfig(unfreeze="20"), out_dir="runs")
     found = tl.predict(frozen["run_dir"], ["photos/"])                   # found.top_k(3): [(path, ranked)]
+    paths, maps = tl.explain(frozen["run_dir"], ["photos/"])             # where the network looked (CAM)
+    tl.explain_top_losses(frozen["run_dir"], "top_losses.png")           # its worst mistakes, with heatmaps
     tl.export(frozen["run_dir"], "onnx")
     tl.write_report("runs", "RESULTS.md")
     found = tl.audit(extraction.path)                                     # copies, leaks, label errors
@@ -34,6 +36,9 @@ _API = {
     "finetune": "features.train.run:finetune",
     "predict": "features.serve.predict:predict",
     "open_predictor": "features.serve.predict:open_predictor",
+    "explain": "features.serve.explain:explain",
+    "explain_top_losses": "features.serve.explain:explain_top_losses",
+    "write_heatmaps": "features.serve.explain:write_heatmaps",
     "export": "features.serve.export:export",
     "score_ensemble": "features.reports.ensemble:score_ensemble",
     "write_report": "features.reports.report:write_report",

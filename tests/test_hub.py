@@ -80,6 +80,9 @@ def test_extract_classify_predict_export_through_a_hub_preset(presets, tmp_path,
     photo = str(write_image(tmp_path / "exact.png", seed=7, size=(SIZE, SIZE)))
     assert predict.main([run, photo, "--json", "-q"]) == 0
     from_run = dict(last_json(capsys.readouterr().out)["predictions"][0]["top"])
+    assert predict.main([run, photo, "--explain", str(tmp_path / "heat")]) == 2  # no map: one line
+    err = capsys.readouterr().err
+    assert "is a KerasHub encoder: its embedding is a class token" in err and len(err.strip().splitlines()) == 1
     assert export.main([run, "--format", "saved_model", "--out", str(tmp_path / "sm"), "-q"]) == 0
     assert predict.main([str(tmp_path / "sm"), photo, "--json", "-q"]) == 0
     exported = dict(last_json(capsys.readouterr().out)["predictions"][0]["top"])

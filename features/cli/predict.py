@@ -6,6 +6,7 @@ examples:
   python predict.py runs/<run>/export/tflite-int8/model.tflite photos/   # an exported model
   python predict.py runs/<finetune run>/ photos/ --tta flip            # each photo and its mirror
   python predict.py runs/<run>/ photos/ --ensemble runs/<run2>/ runs/<run3>/   # probabilities averaged
+  python predict.py runs/<run>/ photos/ --explain heatmaps/          # where the network looked, a PNG a photo
 
 Folders are searched for images (jpg, jpeg, png, bmp, gif) as extract.py does; files that
 cannot be decoded are listed with the reason, and the others are still classified.
@@ -41,30 +42,62 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what runs a classify.py run's backbone: ONNX Runtime (onnx; the network converted once "
                         "into the onnx/ folder beside the run's caches, as extract.py does), TensorFlow (tf), or "
                         "auto: ONNX Runtime on a CPU where it is installed and the network converts")
+    p.add_argument("--explain", metavar="DIR",
+                   help="draw where the network looked for each photo's predicted class into DIR, one PNG a photo "
+                        "(CAM for a linear head on average-pooled embeddings, exact; Grad-CAM for fine-tuned runs, "
+                        "the svm head and max pooling); each printed row names its PNG")
     add_common_flags(p)
     return p
 
 
 def _body(args) -> None:
     from features.errors import UsageError
+    from features.outputs import check_output_folder
+    from features.serve.exported import find_export
     from features.serve.predict import predict, write_csv
 
     if args.top_k < 1:
         raise UsageError(f"{{top_k}} {args.top_k}: must be at least 1")
+    if args.explain and (args.ensemble or find_export(args.run_dir)):
+        raise UsageError(f"{{explain}} {args.explain}: heatmaps are drawn for one run folder of classify.py or "
+                         "finetune.py, not an ensemble or an exported model; give the run folder itself")
+    if args.explain:
+        check_output_folder(args.explain, param="explain")  # before any photo is classified
     found = predict(args.run_dir, args.inputs, ensemble=args.ensemble, tta=args.tta, runtime=args.runtime,
                     batch_size=args.batch_size)
+    heatmaps, how = None, ""
+    if args.explain:
+        from features.serve.explain import describe, explainer, write_heatmaps
+
+        explaining = explainer(found.predictor)
+        got = explaining.explain(found.paths, _predicted(found), args.batch_size, args.tta)
+        heatmaps, how = write_heatmaps(args.explain, found.paths, got, found.class_names), describe(explaining)
     best = found.top_k(args.top_k)
     if args.csv:
-        write_csv(args.csv, found.paths, found.rows, found.probabilities, found.class_names, found.failed)
+        write_csv(args.csv, found.paths, found.rows, found.probabilities, found.class_names, found.failed, heatmaps)
         print(f"wrote {args.csv}: {len(found.rows)} images classified, {len(found.failed)} unreadable")
     else:
-        for path, ranked in best:
-            print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+        for row, (path, ranked) in zip(found.rows.tolist(), best):
+            heat = f"  heatmap {heatmaps[row]}" if heatmaps and row in heatmaps else ""
+            print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked) + heat)
+    if heatmaps is not None:
+        print(f"heatmaps of the predicted classes ({how}): {len(heatmaps)} in {args.explain}")
     for path, reason in found.failed:
         print(f"unreadable {path}: {reason}")
     if args.json:
-        print_json({"predictions": [{"path": path, "top": [[n, p] for n, p in ranked]} for path, ranked in best],
+        print_json({"predictions": [{"path": path, "top": [[n, p] for n, p in ranked],
+                                     **({"heatmap": str(heatmaps.get(row, ""))} if heatmaps is not None else {})}
+                                    for row, (path, ranked) in zip(found.rows.tolist(), best)],
                     "unreadable": [{"path": p, "reason": r} for p, r in found.failed]})
+
+
+def _predicted(found):
+    """Each path's predicted class (-1 where it was not read), so the heatmaps are of the printed classes."""
+    import numpy as np
+
+    classes = np.full(len(found.paths), -1, np.int64)
+    classes[found.rows] = found.probabilities.argmax(1)
+    return classes
 
 
 def main(argv=None) -> int:

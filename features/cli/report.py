@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", default="tsne", choices=("tsne", "pca", "umap", "none"),
                    help="the 2-D map of each dataset's test embeddings (the mistakes of the frozen-features head "
                         "chosen on validation circled): t-SNE, PCA, UMAP (pip install umap-learn) or none")
+    p.add_argument("--no-heatmaps", action="store_true",
+                   help="show each dataset's top losses as its run drew them, without drawing where the network "
+                        "looked (no network is built)")
     add_common_flags(p)
     return p
 
@@ -33,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(args) -> None:
     from features.reports.report import write_report
 
-    path = write_report(args.results, args.out, args.plots_dir, args.note, args.map)
+    path = write_report(args.results, args.out, args.plots_dir, args.note, args.map, heatmaps=not args.no_heatmaps)
     print(f"wrote {path} and its plots in {args.plots_dir}/")
 
 

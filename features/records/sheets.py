@@ -1,7 +1,8 @@
 """Contact sheets: a grid of thumbnails, each with its caption (file name, labels, score), as a PNG.
 
 A photo that is gone, or no longer a photo, is drawn as a grey tile that says so; the sheet is
-still drawn.
+still drawn. A tile may carry a heatmap (:mod:`features.serve.explain`), drawn over its photo
+(:func:`overlay`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ NAME = 34  # characters of a file name in a caption
 class Tile:
     path: Path | None  # the photo; None where the cache's source is not a folder at hand
     caption: str  # lines joined by "\n"
+    heatmap: np.ndarray | None = None  # a class activation map on the network's grid, drawn over the photo
 
 
 def short_name(text: str, width: int = NAME) -> str:
@@ -60,6 +62,27 @@ def thumbnail(path, size: int = THUMB) -> tuple[np.ndarray | None, str]:
         return None, "no longer a photo"
 
 
+HEAT_ALPHA = 0.45  # the colour map's weight over the photo
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEAT_ALPHA) -> np.ndarray:
+    """``image`` (h, w, 3 uint8) with the positive part of ``heatmap`` (any grid: the network saw the photo
+    squashed to its square, so the grid stretches over the photo as it is) in a colour map, scaled to its
+    largest value, as CAM and Grad-CAM draw theirs; a map with no positive part leaves the photo as it is."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    positive = np.clip(np.nan_to_num(np.asarray(heatmap, np.float64)), 0, None)
+    top = positive.max() if positive.size else 0.0
+    if not top > 0:
+        return image
+    scaled = (positive / top).astype(np.float32)
+    h, w = image.shape[:2]
+    big = np.clip(np.asarray(Image.fromarray(scaled).resize((w, h), Image.Resampling.BILINEAR)), 0, 1)
+    colours = colormaps["jet"](big)[..., :3] * 255.0
+    return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
+
+
 def draw_sheet(rows: list[list[Tile]], path, title: str = "", size: int = THUMB) -> Path:
     """A sheet of ``rows`` (each a list of tiles drawn side by side: a pair, or a row of a grid) as a PNG."""
     from matplotlib.figure import Figure
@@ -68,7 +91,13 @@ def draw_sheet(rows: list[list[Tile]], path, title: str = "", size: int = THUMB)
 
     columns = max((len(r) for r in rows), default=1)
     inches = size / 80
-    fig = Figure(figsize=(columns * inches, max(1, len(rows)) * (inches + 0.55) + (0.4 if title else 0)))
+    if title:  # wrapped to the sheet's width (about 12 characters an inch at this size)
+        import textwrap
+
+        width = max(20, int(columns * inches * 12))
+        title = "\n".join(textwrap.fill(line, width) for line in title.splitlines())
+    lines = len(title.splitlines())
+    fig = Figure(figsize=(columns * inches, max(1, len(rows)) * (inches + 0.55) + 0.2 + 0.17 * lines))
     axes = np.atleast_2d(fig.subplots(max(1, len(rows)), columns, squeeze=False))
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -80,7 +109,7 @@ def draw_sheet(rows: list[list[Tile]], path, title: str = "", size: int = THUMB)
                 ax.imshow(np.full((size, size, 3), 200, np.uint8))
                 ax.text(size / 2, size / 2, why, ha="center", va="center", fontsize=7, wrap=True)
             else:
-                ax.imshow(image)
+                ax.imshow(image if tile.heatmap is None else overlay(image, tile.heatmap))
             ax.set_title(tile.caption, fontsize=6.5, loc="left")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -93,16 +122,13 @@ TOP_LOSSES = 18  # photos on a run's top-losses sheet
 CONFUSED = 5  # class pairs named on it
 
 
-def top_losses(ids, y_true, proba, class_names, photo_root, path, top: int = TOP_LOSSES) -> dict:
-    """The test photos a model got wrong with the highest confidence, and the class pairs it confused most,
-    drawn as a sheet at ``path`` where any photo is wrong (nothing is drawn where none is).
-
-    Args:
-        photo_root: the folder the ids are relative to; None where the photos are not a folder (TFDS).
+def worst(ids, y_true, proba, class_names, top: int = TOP_LOSSES) -> dict:
+    """The test photos a model got wrong with the highest confidence, and the class pairs it confused most.
 
     Returns:
         {"top_losses": [{"id", "true", "predicted", "probability"}], "confused": [{"true", "predicted",
-        "photos"}]}, most confident and most confused first.
+        "photos"}], "wrong": how many are wrong, "photos": how many were scored}, most confident and most
+        confused first.
     """
     proba = np.asarray(proba)
     y_true = np.asarray(y_true, np.int64)
@@ -114,14 +140,35 @@ def top_losses(ids, y_true, proba, class_names, photo_root, path, top: int = TOP
     pairs = Counter(zip(y_true[wrong].tolist(), predicted[wrong].tolist()))
     confused = [{"true": class_names[t], "predicted": class_names[p], "photos": n}
                 for (t, p), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:CONFUSED]]
-    if losses:
-        root = None if photo_root is None else Path(photo_root)
-        tiles = [Tile(None if root is None else root / loss["id"],
-                      f"{short_name(loss['id'])}\n"
-                      f"true {loss['true']}\npredicted {loss['predicted']} {loss['probability']:.3f}")
-                 for loss in losses]
-        most = "; ".join(f"{c['true']} as {c['predicted']} {c['photos']}" for c in confused)
-        draw_sheet(grid(tiles), path,
-                   f"Wrong with the highest confidence: {len(wrong)} of {len(y_true)} test photos wrong\n"
-                   f"most confused: {most}")
-    return {"top_losses": losses, "confused": confused}
+    return {"top_losses": losses, "confused": confused, "wrong": int(len(wrong)), "photos": int(len(y_true))}
+
+
+def draw_top_losses(found: dict, photo_root, path, heatmaps=None, note: str = "") -> None:
+    """:func:`worst`'s photos as a sheet at ``path`` (nothing is drawn where none is wrong).
+
+    Args:
+        photo_root: the folder the ids are relative to; None where the photos are not a folder (TFDS).
+        heatmaps: {id: map of its predicted class} drawn over the photos that have one.
+        note: a line added to the title (how the heatmaps were made).
+    """
+    losses, confused = found["top_losses"], found["confused"]
+    if not losses:
+        return
+    root, heatmaps = None if photo_root is None else Path(photo_root), heatmaps or {}
+    tiles = [Tile(None if root is None else root / loss["id"],
+                  f"{short_name(loss['id'])}\n"
+                  f"true {loss['true']}\npredicted {loss['predicted']} {loss['probability']:.3f}",
+                  heatmaps.get(loss["id"]))
+             for loss in losses]
+    most = "; ".join(f"{c['true']} as {c['predicted']} {c['photos']}" for c in confused)
+    draw_sheet(grid(tiles), path,
+               f"Wrong with the highest confidence: {found['wrong']} of {found['photos']} test photos wrong\n"
+               f"most confused: {most}" + (f"\n{note}" if note else ""))
+
+
+def top_losses(ids, y_true, proba, class_names, photo_root, path, top: int = TOP_LOSSES) -> dict:
+    """:func:`worst` drawn as a sheet at ``path`` (see :func:`draw_top_losses`); returns :func:`worst`'s
+    losses and confused pairs."""
+    found = worst(ids, y_true, proba, class_names, top)
+    draw_top_losses(found, photo_root, path)
+    return {"top_losses": found["top_losses"], "confused": found["confused"]}

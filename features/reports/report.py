@@ -161,28 +161,43 @@ def file_part(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name).lstrip(".") or "_"
 
 
-def _top_losses(best: dict | None, dataset: str, plots_dir: Path) -> list[tuple[str, Path]]:
-    """The top-losses sheet of the run chosen on validation, copied beside the other plots (a run folder
-    from before the sheets, or one moved away, has none: nothing is shown)."""
+def _top_losses(best: dict | None, dataset: str, plots_dir: Path, heatmaps: bool = True) -> list[tuple[str, Path]]:
+    """The top-losses sheet of the run chosen on validation beside the other plots: drawn again with each photo's
+    heatmap (:func:`features.serve.explain.explain_top_losses`) where ``heatmaps`` and the run has maps, else
+    the run's own sheet copied (a run folder from before the sheets, or one moved away, has none: nothing is
+    shown)."""
     sheet = Path(str(best.get("run_dir", ""))) / runs.RunFiles.TOP_LOSSES if best else None
     if sheet is None or not sheet.is_file():
         return []
+    png = plots_dir / f"top_losses_{file_part(dataset)}.png"
+    what = " ".join(str(best.get(k)) for k in ("method", "backbone", "head") if best.get(k))
+    title = f"{dataset}: the test photos {what} (chosen on validation) got wrong with the highest confidence"
+    if heatmaps:
+        from ..errors import WeightsUnavailableError
+        from ..serve.explain import explain_top_losses
+
+        try:
+            found = explain_top_losses(sheet.parent, png)
+            return [(f"{title}, with where the network looked ({found['method']})", png)]
+        except (UsageError, WeightsUnavailableError) as exc:
+            log.warning("%s; the report shows the run's top losses without heatmaps", exc)
     try:
         data = read_regular(sheet, limit=SHEET_LIMIT)
     except OSError as exc:
         log.warning("%s: cannot read the run's top losses (%s); the report goes on without them", sheet, exc)
         return []
-    png = plots_dir / f"top_losses_{file_part(dataset)}.png"
     with atomic_write(png, "wb") as f:
         f.write(data)
-    what = " ".join(str(best.get(k)) for k in ("method", "backbone", "head") if best.get(k))
-    return [(f"{dataset}: the test photos {what} (chosen on validation) got wrong with the highest confidence",
-             png)]
+    return [(title, png)]
 
 
 def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
-                 source_note: str = "", map_method: str = "tsne") -> Path:
+                 source_note: str = "", map_method: str = "tsne", heatmaps: bool = True) -> Path:
     """Read the results table and write the report and its plots.
+
+    Args:
+        heatmaps: draw each dataset's top losses with where the network looked (its network is built: seconds);
+            False: the run's own sheet as it is.
 
     Raises:
         UsageError: the table is missing or empty.
@@ -223,7 +238,8 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
             drawn.append((f"{dataset}: test embeddings of {best.get('backbone')}, {best.get('head')}'s "
                           "mistakes circled", png))
     for dataset in sorted({r["dataset"] for r in rows}):
-        drawn += _top_losses(chosen_on_validation([r for r in full if r["dataset"] == dataset]), dataset, plots_dir)
+        drawn += _top_losses(chosen_on_validation([r for r in full if r["dataset"] == dataset]), dataset, plots_dir,
+                             heatmaps)
     rel = {name: os.path.relpath(p, out.parent) for name, p in drawn}
     text = markdown(rows, rel, environment(), source_note, curve)
     return write_output(out, lambda f: f.write(text), param="out")

@@ -52,6 +52,8 @@ class RunPredictor(Predictor):
     backbones: list = None  # a head's: (embed, image size, width, keras.Model or None on ONNX Runtime) of each
     runtime: str = "tf"  # what runs a head's backbones: "tf" or "onnx" (ONNX Runtime)
     tta: str = "none"  # a head's: its cache's flip averaging, inside its backbone
+    head: str | None = None  # a head's registry name
+    meta: dict | None = None  # a head's record (head.skops): its backbone, pooling, weights, seed
 
     def probabilities(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
         """``tta`` "flip" averages a fine-tuned model's probabilities of each image and its mirror;
@@ -144,6 +146,7 @@ class Predictions:
     rows: np.ndarray
     probabilities: np.ndarray
     failed: list[tuple[str, str]]
+    predictor: Predictor | None = None  # what classified them (heatmaps reuse it: features.serve.explain)
 
     def top_k(self, k: int = 3) -> list[tuple[str, list[tuple[str, float]]]]:
         """(path, its k most likely classes with their probabilities) for each image read."""
@@ -167,7 +170,7 @@ def predict(path, inputs, *, ensemble=(), tta: str = "none", runtime: str = "aut
         raise UsageError(f"no images in {', '.join(str(i) for i in inputs)}")
     predictor = open_predictor(path, ensemble, tta, runtime)
     rows, proba, failed = predictor.predict(paths, batch_size, tta)
-    return Predictions(list(predictor.class_names), paths, rows, proba, failed)
+    return Predictions(list(predictor.class_names), paths, rows, proba, failed, predictor)
 
 
 def _refuse(run_dir, why: str):
@@ -285,7 +288,7 @@ def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
     if width != expected:
         _refuse(run_dir, f"the head takes {expected}-d embeddings but {meta.get('backbone')} gives {width}")
     return RunPredictor(run_dir, "head", names, int(sizes[0]), pipeline, models, tta=meta.get("tta") or "none",
-                        runtime="+".join(sorted(ran)))
+                        runtime="+".join(sorted(ran)), head=str(head.get("head")), meta=meta)
 
 
 def top_k(proba: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]]]:
@@ -294,8 +297,9 @@ def top_k(proba: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]
     return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(proba, order)]
 
 
-def write_csv(path, paths, rows, proba, class_names, failed) -> None:
-    """One line per input: path, predicted class, each class's probability (or the error)."""
+def write_csv(path, paths, rows, proba, class_names, failed, heatmaps: dict | None = None) -> None:
+    """One line per input: path, predicted class, each class's probability (or the error); with ``heatmaps``
+    ({position in ``paths``: its PNG}) a last column names each photo's heatmap."""
     import csv
 
     from ..outputs import write_output
@@ -305,12 +309,14 @@ def write_csv(path, paths, rows, proba, class_names, failed) -> None:
 
     def write(f):
         writer = csv.writer(f)
-        writer.writerow(["path", "predicted", *[f"p_{c}" for c in class_names], "error"])
+        writer.writerow(["path", "predicted", *[f"p_{c}" for c in class_names], "error",
+                         *(["heatmap"] if heatmaps is not None else [])])
         for i, p in enumerate(paths):
+            heat = [str(heatmaps.get(i, ""))] if heatmaps is not None else []
             if i in by_row:
                 q = by_row[i]
-                writer.writerow([p, class_names[int(np.argmax(q))], *[f"{v:.6f}" for v in q], ""])
+                writer.writerow([p, class_names[int(np.argmax(q))], *[f"{v:.6f}" for v in q], "", *heat])
             else:
-                writer.writerow([p, "", *[""] * len(class_names), reasons.get(p, "unreadable")])
+                writer.writerow([p, "", *[""] * len(class_names), reasons.get(p, "unreadable"), *heat])
 
     write_output(path, write, param="csv")
