@@ -23,6 +23,7 @@ are what the report and the notebook read the results table with.
 from __future__ import annotations
 
 import importlib
+import types
 
 # name -> "module:attribute" (or "module" for a module itself)
 _API = {
@@ -66,6 +67,12 @@ def __getattr__(name: str):
     if attribute:
         value = getattr(value, attribute)
     globals()[name] = value  # imported once
+    # Importing a subpackage binds its name here ("features.audit" sets features.audit to the package): where
+    # an API name is that name and means a function (tl.audit), the function is bound again over the package.
+    for other, where in _API.items():
+        if other in globals() and isinstance(globals()[other], types.ModuleType) and ":" in where:
+            module, _, attribute = where.partition(":")
+            globals()[other] = getattr(importlib.import_module(module), attribute)
     return value
 
 

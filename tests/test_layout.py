@@ -122,6 +122,16 @@ def test_the_package_itself_imports_nothing_until_a_name_is_used():
             "assert features.classify.__module__ == 'features.heads.classify'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    # in any order: importing write_audit's package must not leave tl.audit bound to that package
+    code = ("import importlib, features\n"
+            "for name in sorted(features.__all__, reverse=True):\n"
+            "    getattr(features, name)\n"
+            "for name, where in features._API.items():\n"
+            "    module, _, attribute = where.partition(':')\n"
+            "    target = importlib.import_module(module)\n"
+            "    assert getattr(features, name) is (getattr(target, attribute) if attribute else target), name")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]+")

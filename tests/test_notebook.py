@@ -34,6 +34,8 @@ def test_notebook_runs_and_answers_from_measured_numbers(tmp_path):
     assert "training from pretrained weights was" in text and "x a fine-tuning epoch" in text
     assert "Cats vs Dogs: best test accuracy" in text
     assert "test images misclassified" in text  # the grid of mistakes is empty when there are none
+    assert "test photos wrong; the classes most confused" in text  # the top losses, with heatmaps where any
+    assert "**The audit**" in text and "test photos have a copy in train or val" in text
     images = sum("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", []))
     assert images >= 6  # samples, time to accuracy, accuracy vs time, validation curves, confusion, embedding map
     assert "No course benchmark in" in text  # the notebook's own runs hold no learning curve
