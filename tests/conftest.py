@@ -11,12 +11,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as the scripts run: no cuI
 import numpy as np
 import pytest
 
+from features.models.openvino import native_bf16 as _REAL_NATIVE_BF16  # the real one, before any test patches it
+
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def last_json(out: str) -> dict:
     """The JSON object a script printed on its last line (--json)."""
     return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_native_bf16():
+    """``--precision auto`` is fp32 in every test, whatever this machine's CPU has: the precision is the test's
+    own (a CPU with native bf16 makes auto bf16, whose embeddings are not the Keras model's). Tests of bf16 ask
+    for :func:`native_bf16`. Child processes get the machine's own choice: give them ``--precision``."""
+    from features.models import openvino
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(openvino, "native_bf16", lambda: False)
+        yield
+
+
+@pytest.fixture
+def native_bf16(monkeypatch):
+    """This CPU's native bf16, as OpenVINO reports it (skips where OpenVINO or the instructions are missing)."""
+    from features.models import openvino
+
+    if openvino.available() is not None:
+        pytest.skip(f"OpenVINO is not installed ({openvino.available()})")
+    monkeypatch.setattr(openvino, "native_bf16", _REAL_NATIVE_BF16)
+    if not _REAL_NATIVE_BF16():
+        pytest.skip("this CPU has no native bf16 (no AVX-512 BF16 or AMX)")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from features.errors import DiskFullError, is_disk_full
 ROOT = Path(__file__).resolve().parents[1]
 # Real weights (the pip package), so every process computes the same embeddings; one image a batch and a
 # checkpoint every 8 batches, so the first checkpoint (where the runs below are stopped) is 8 of the 59 rows.
-SLOW = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--batch-size", "1"]
+SLOW = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--batch-size", "1", "--precision", "fp32"]
 
 
 @pytest.fixture(scope="module")

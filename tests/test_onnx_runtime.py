@@ -47,7 +47,7 @@ def test_both_runtimes_write_the_same_cache_and_hit_each_others(image_folder, tm
 def test_auto_runs_onnx_on_a_cpu_and_says_so(image_folder, tmp_path, run_main):
     code, out, _ = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"),
                                            *FAST[:-2]])
-    assert code == 0 and "runtime ONNX Runtime (the network converted once" in out
+    assert code == 0 and "runtime ONNX Runtime at fp32 (the network converted once" in out
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from features.errors import DatasetUnavailableError
 ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--image-size", "48", "--batch-size", "4"]
+ARGS = ["--image-size", "48", "--batch-size", "4", "--precision", "fp32"]  # child drivers: as this process
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,6 +77,24 @@ def test_the_ray_engine_writes_the_local_engines_cache(photos, local, tmp_path, 
     _same(cache, local)
     assert cache.attrs["engine"] == "ray" and cache.attrs["runtime"] == "onnx"
     assert not list(tmp_path.glob("**/*.parts")) and not list(tmp_path.glob("**/*.lock"))
+
+
+@pytest.mark.slow
+def test_the_actors_run_openvino_at_fp32_or_bf16_as_the_local_engine_does(photos, local, tmp_path, capsys, request):
+    argv = ["--data-dir", str(photos), "--engine", "ray", "--runtime", "openvino", "--json", "-q", *ARGS[:-2]]
+    assert extract.main([*argv, "--out", str(tmp_path / "a"), "--precision", "fp32"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert (result["runtime"], result["precision"]) == ("openvino", "fp32")
+    _same(store.read_cache(result["cache"]), local)
+    request.getfixturevalue("native_bf16")  # bf16 where the CPU has it natively
+    assert extract.main([*argv, "--out", str(tmp_path / "b"), "--precision", "bf16"]) == 0
+    on_ray = store.read_cache(last_json(capsys.readouterr().out)["cache"])
+    assert extract.main(["--data-dir", str(photos), "--out", str(tmp_path / "c"), "--runtime", "openvino", "--json",
+                         "-q", *ARGS[:-2], "--precision", "bf16"]) == 0
+    here = store.read_cache(last_json(capsys.readouterr().out)["cache"])
+    assert on_ray.attrs["precision"] == here.attrs["precision"] == "bf16" and str(on_ray.path).endswith("-bf16.h5")
+    assert np.array_equal(on_ray.index, here.index)
+    np.testing.assert_allclose(on_ray.embeddings, here.embeddings, atol=1e-2 * np.abs(here.embeddings).max())
 
 
 @pytest.mark.slow

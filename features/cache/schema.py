@@ -70,13 +70,16 @@ ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
 
 def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: str = "avg",
                weights: str = "imagenet", weights_sha256: str | None = None, seed: int = 0,
-               split=DEFAULT_SPLIT, max_per_class: int | None = None, tta: str = "none") -> Path:
+               split=DEFAULT_SPLIT, max_per_class: int | None = None, tta: str = "none",
+               precision: str = "fp32") -> Path:
     """Where the cache for this key lives; defaults leave the name short."""
     name = f"{backbone}-{image_size}"
     if pooling != "avg":
         name += f"-{pooling}"
     if tta != "none":
         name += f"-tta{tta}"
+    if precision != "fp32":
+        name += f"-{precision}"
     if weights == "none":
         name += "-random"
     elif weights != "imagenet":

@@ -38,10 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", default=[],
                    help="more run folders (classify.py or finetune.py, same classes): the probabilities of all "
                         "of them are averaged")
-    p.add_argument("--runtime", default="auto", choices=("auto", "tf", "onnx"),
-                   help="what runs a classify.py run's backbone: ONNX Runtime (onnx; the network converted once "
-                        "into the onnx/ folder beside the run's caches, as extract.py does), TensorFlow (tf), or "
-                        "auto: ONNX Runtime on a CPU where it is installed and the network converts")
+    p.add_argument("--runtime", default="auto", choices=("auto", "tf", "onnx", "openvino"),
+                   help="what runs a classify.py run's backbone, at the precision of the cache it was trained on: "
+                        "ONNX Runtime (onnx) or OpenVINO (openvino; the network converted once into the onnx/ "
+                        "folder beside the run's caches, as extract.py does), TensorFlow (tf), or auto: as "
+                        "extract.py's --runtime auto")
     p.add_argument("--explain", metavar="DIR",
                    help="draw where the network looked for each photo's predicted class into DIR, one PNG a photo "
                         "(CAM for a linear head on average-pooled embeddings, exact; Grad-CAM for fine-tuned runs, "

@@ -7,7 +7,7 @@ The local engine decodes with tf.data and embeds in this process; the Ray engine
 (:mod:`.ray_cluster`) maps the same decode and the same network over a pool of actors.
 Both build the network the same way (:func:`features.models.build.create_embedder`), so
 they write the same cache; either runs it in TensorFlow's frozen graph or, converted once,
-on ONNX Runtime (:mod:`features.models.onnx`).
+on ONNX Runtime or OpenVINO, at the precision chosen (:mod:`features.models.runtime`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from ..models import runtime as runtimes
 from ..models.registry import Backbone
+
+TENSORFLOW = runtimes.Choice("tf")  # an engine's network unless told otherwise
 
 
 class Engine(Protocol):
@@ -25,49 +28,73 @@ class Engine(Protocol):
 
     name: str
     backbone: Backbone
-    runtime: str  # asked for ("tf", "onnx", "auto"); after prepare, what runs the network ("tf" or "onnx")
-    conversion_seconds: float  # converting the network for ONNX Runtime in prepare (0: none, or kept before)
+    runtime: str  # after prepare, what runs the network: "tf", "onnx" or "openvino"
+    precision: str  # "fp32" or "bf16"
+    conversion_seconds: float  # converting the network to ONNX in prepare (0: none, or kept before)
 
     def prepare(self) -> None:
         """Set-up that does not count as embedding time (the local engine builds its network here, and both
-        convert it for ONNX Runtime where their runtime asks for it: :func:`onnx_network`)."""
+        convert it where their runtime reads it: :func:`features.models.runtime.prepare`)."""
 
     def batches(self, indices: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(listing indices, float32 embeddings) of the rows ``indices`` that decoded, in order."""
 
 
-class LocalEngine:
+class _Network:
+    """What both engines share: the runtime and precision chosen, and the network prepared on them."""
+
+    def __init__(self, network, asked: str, onnx_dir):
+        self.prepared = network if isinstance(network, runtimes.Prepared) else None
+        self.choice = self.prepared.choice if self.prepared else network
+        self.asked, self.onnx_dir, self.conversion_seconds = asked, onnx_dir, 0.0
+
+    def _prepare(self, build: bool) -> runtimes.Prepared:
+        if self.prepared is None:
+            self.prepared = runtimes.prepare(self.backbone, self.pooling, self.tta, self.seed, self.onnx_dir,
+                                             self.choice, self.asked, build=build)
+        self.choice, self.conversion_seconds = self.prepared.choice, self.prepared.seconds
+        return self.prepared
+
+    @property
+    def runtime(self) -> str:
+        return self.choice.runtime
+
+    @property
+    def precision(self) -> str:
+        return self.choice.precision
+
+    @property
+    def runtime_version(self) -> str:
+        return runtimes.version(self.runtime)
+
+
+class LocalEngine(_Network):
     """This process, every core: tf.data decodes while the network embeds, in TensorFlow's frozen
-    graph or on ONNX Runtime (``runtime``).
+    graph, on ONNX Runtime or on OpenVINO.
 
     Args:
         headers: the files' headers, read by the caller for the rows to embed (the pixel
             limit's refusals among them).
-        runtime: "tf", "onnx", or "auto" (ONNX Runtime where the network converts, else TensorFlow).
+        network: the :class:`~features.models.runtime.Choice` of runtime and precision, or the network
+            already :class:`~features.models.runtime.Prepared`.
+        asked: the runtime as the user gave it ("auto" falls back where the chosen one cannot run it).
         onnx_dir: where converted networks are kept.
     """
 
     name = "local"
 
     def __init__(self, source, backbone: Backbone, *, pooling: str, tta: str, seed: int, batch_size: int,
-                 headers, runtime: str = "tf", onnx_dir=None):
+                 headers, network=TENSORFLOW, asked: str = "auto", onnx_dir=None):
+        super().__init__(network, asked, onnx_dir)
         self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
-        self.batch_size, self.headers, self.model = batch_size, headers, None
-        self.runtime, self.onnx_dir, self.onnx, self.conversion_seconds = runtime, onnx_dir, None, 0.0
+        self.batch_size, self.headers, self.model, self.embed = batch_size, headers, None, None
 
     def prepare(self) -> None:
         from ..models.build import create_embedder
-        from ..models.onnx import OnnxEmbedder
 
-        converted = onnx_network(self)
-        if converted is not None:
-            self.onnx = OnnxEmbedder(converted)
-            return
-        self.model = create_embedder(self.backbone, self.pooling, self.tta, self.seed)
-
-    @property
-    def runtime_version(self) -> str:
-        return _runtime_version(self.runtime)
+        self.embed = self._prepare(build=True).embed
+        if self.embed is None:
+            self.model = create_embedder(self.backbone, self.pooling, self.tta, self.seed)
 
     def batches(self, indices):
         from ..data import image_batches
@@ -76,63 +103,36 @@ class LocalEngine:
         size = self.backbone.image_size
         pending = iter(image_batches(self.source, size, self.batch_size, indices, self.headers))  # decoding starts ...
         # ... while the graph is traced and optimised; tf.data decodes the next batch while this one embeds
-        embed = self.onnx or embedding_function(self.model, size)
+        embed = self.embed or embedding_function(self.model, size)
         for batch_index, images in pending:
             yield batch_index.numpy(), np.asarray(embed(images), np.float32)
 
 
-def _runtime_version(runtime: str) -> str:
-    if runtime == "onnx":
-        import onnxruntime
-
-        return onnxruntime.__version__
-    import tensorflow as tf
-
-    return tf.__version__
-
-
-def onnx_network(engine):
-    """The engine's network converted for ONNX Runtime when its ``runtime`` runs it there (see
-    :func:`features.models.onnx.converted_or_none`), else None; sets ``engine.runtime`` to what runs
-    and ``engine.conversion_seconds``."""
-    from ..models.onnx import converted_or_none
-
-    converted = converted_or_none(engine.backbone, engine.pooling, engine.tta, engine.seed, engine.onnx_dir,
-                                  engine.runtime)
-    engine.runtime = "onnx" if converted else "tf"
-    engine.conversion_seconds = converted.seconds if converted else 0.0
-    return converted
-
-
-class RayEngine:
-    """A pool of actors on a Ray cluster (see :mod:`.ray_cluster`); its set-up counts as embedding time."""
+class RayEngine(_Network):
+    """A pool of actors on a Ray cluster (see :mod:`.ray_cluster`); its set-up counts as embedding time.
+    The network is converted and proved on the driver, once; each actor compiles the proved bytes."""
 
     name = "ray"
 
     def __init__(self, source, backbone: Backbone, *, pooling: str, tta: str, seed: int, batch_size: int,
-                 address: str | None = None, runtime: str = "tf", onnx_dir=None):
+                 address: str | None = None, network=TENSORFLOW, asked: str = "auto", onnx_dir=None):
+        super().__init__(network, asked, onnx_dir)
         self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
-        self.batch_size, self.address = batch_size, address
-        self.runtime, self.onnx_dir, self.onnx_model, self.conversion_seconds = runtime, onnx_dir, None, 0.0
+        self.batch_size, self.address, self.onnx_model = batch_size, address, None
 
     def prepare(self) -> None:
         from .ray_cluster import check_source
 
         check_source(self.source)
-        converted = onnx_network(self)  # on the driver, once; each actor gets the model's bytes
-        if converted is not None:
-            self.onnx_model = converted.model  # the bytes that were proved
-
-    @property
-    def runtime_version(self) -> str:
-        return _runtime_version(self.runtime)
+        converted = self._prepare(build=False).converted
+        self.onnx_model = converted.model if converted is not None else None  # the bytes that were proved
 
     def batches(self, indices):
         from .ray_cluster import embed_batches
 
         return embed_batches(self.source, self.backbone, indices, pooling=self.pooling, seed=self.seed,
                              batch_size=self.batch_size, address=self.address, tta=self.tta,
-                             onnx_model=self.onnx_model)
+                             onnx_model=self.onnx_model, choice=self.choice)
 
 
 def run_engine(engine: Engine, indices, checkpoints, checkpoint_rows: int, progress: bool, done: int = 0):

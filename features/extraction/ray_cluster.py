@@ -177,7 +177,8 @@ class Embedder:
     """One actor of the pool: builds the backbone once, then decodes and embeds batches of paths."""
 
     def __init__(self, backbone: str, *, image_size: int, weights: str, pooling: str, seed: int,
-                 max_pixels: int | None, threads: int = 0, tta: str = "none", onnx_model: bytes | None = None):
+                 max_pixels: int | None, threads: int = 0, tta: str = "none", onnx_model: bytes | None = None,
+                 runtime: str = "onnx", precision: str = "fp32"):
         import tensorflow as tf
 
         if threads:
@@ -188,10 +189,10 @@ class Embedder:
         spec = resolve_backbone(backbone, image_size, weights)
         self.size, self.max_pixels, self.width = image_size, max_pixels, spec.spec.width
         self.threads = threads or None  # decoding threads: the node's cores, as the local engine's tf.data
-        if onnx_model is not None:  # converted once by the driver; ONNX Runtime's threads: the actor's share
-            from ..models.onnx import OnnxEmbedder
+        if onnx_model is not None:  # converted once by the driver; the runtime's threads: the actor's share
+            from ..models.runtime import Choice, embedder
 
-            self.embed = OnnxEmbedder(onnx_model, threads or None, width=self.width or None)
+            self.embed = embedder(onnx_model, Choice(runtime, precision), self.width or None, threads or None)
             return
         from ..models.build import create_embedder, embedding_function
 
@@ -230,7 +231,7 @@ def check_source(source) -> None:
 
 
 def embed_batches(source, backbone, indices, *, pooling: str, seed: int, batch_size: int, address: str | None = None,
-                  temp_dir: str | None = None, tta: str = "none", onnx_model: bytes | None = None):
+                  temp_dir: str | None = None, tta: str = "none", onnx_model: bytes | None = None, choice=None):
     """(listing indices, embeddings) of the rows ``indices`` of ``source``, embedded on Ray, in listing order.
 
     Raises:
@@ -257,7 +258,9 @@ def embed_batches(source, backbone, indices, *, pooling: str, seed: int, batch_s
         fn_constructor_kwargs={"backbone": backbone.name, "image_size": backbone.image_size,
                                "weights": backbone.weights, "pooling": pooling, "seed": seed,
                                "max_pixels": source.max_pixels, "threads": setup["threads"],
-                               "tta": tta, "onnx_model": onnx_model})
+                               "tta": tta, "onnx_model": onnx_model,
+                               "runtime": choice.runtime if choice else "onnx",
+                               "precision": choice.precision if choice else "fp32"})
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             yield np.asarray(batch["index"], np.int64), np.asarray(batch["embedding"], np.float32)

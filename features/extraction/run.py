@@ -22,7 +22,7 @@ from .. import cache as store
 from .. import validate
 from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
-from ..models.onnx import resolve_runtime
+from ..models import runtime as runtimes
 from ..models.registry import Backbone, check_pooling, check_tta, default_batch_size, resolve_backbone
 from ..outputs import check_output_folder
 from .engines import LocalEngine, RayEngine, run_engine
@@ -51,8 +51,9 @@ class ExtractionResult:
     engine: str = "local"
     batch_size: int | None = None  # images per forward pass (None: a cache hit, not recorded)
     batch_default_for: str | None = None  # "cpu" or "gpu" where the batch was the device's default
-    runtime: str = "tf"  # what ran the network: "tf" (TensorFlow's frozen graph) or "onnx" (ONNX Runtime)
-    conversion_seconds: float = 0.0  # converting the network for ONNX Runtime, this run (0: converted before)
+    runtime: str = "tf"  # what ran the network: "tf" (TensorFlow's frozen graph), "onnx" or "openvino"
+    conversion_seconds: float = 0.0  # converting the network to ONNX, this run (0: converted before)
+    precision: str = "fp32"  # what the embeddings were computed at: "fp32" or "bf16"
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
@@ -67,7 +68,7 @@ class ExtractionResult:
                 "ignored_files": self.ignored, "resumed_rows": self.resumed, "empty_classes": self.empty_classes,
                 "first_batch_seconds": round(self.first_batch_seconds, 3),
                 "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine,
-                "batch_size": self.batch_size, "runtime": self.runtime,
+                "batch_size": self.batch_size, "runtime": self.runtime, "precision": self.precision,
                 "conversion_seconds": round(self.conversion_seconds, 2)}
 
 
@@ -83,8 +84,10 @@ class ExtractSettings:
         out_dir: the cache folder.
         shard: (index, count): this worker embeds the index-th of count slices of the listing.
         engine: "local" or "ray".
-        runtime: what runs the network: "tf", "onnx" (ONNX Runtime), or "auto" (ONNX Runtime on a
-            CPU where it is installed and the network converts, else TensorFlow).
+        runtime: what runs the network: "tf", "onnx" (ONNX Runtime), "openvino", or "auto" (see
+            :mod:`features.models.runtime`).
+        precision: "fp32", "bf16" (OpenVINO, on a CPU with native bf16: its own cache) or "auto" (see
+            :mod:`features.models.runtime`).
         ray_address: the Ray cluster (see :func:`features.extraction.ray_cluster.connect`).
         force: recompute even when the cache is up to date.
         progress: show a progress bar.
@@ -103,12 +106,14 @@ class ExtractSettings:
     progress: bool = True
     checkpoint_batches: int = 8
     runtime: str = "auto"
+    precision: str = "auto"
 
     @classmethod
     def resolve(cls, backbone, *, weights: str = "imagenet", image_size: int | None = None, pooling: str = "avg",
                 tta: str = "none", batch_size: int | None = None, out_dir="embeddings", shard: str = "0/1",
                 engine: str = "local", ray_address: str | None = None, force: bool = False,
-                progress: bool = True, checkpoint_batches: int = 8, runtime: str = "auto") -> "ExtractSettings":
+                progress: bool = True, checkpoint_batches: int = 8, runtime: str = "auto",
+                precision: str = "auto") -> "ExtractSettings":
         """Check every setting, before any work.
 
         Args:
@@ -129,10 +134,11 @@ class ExtractSettings:
         check_pooling(pooling)
         check_tta(tta)
         validate.whole(checkpoint_batches, "checkpoint_batches", 1)
-        resolve_runtime(runtime, gpu=False)  # an unknown runtime, or onnx not installed: refused before any work
+        runtimes.check(runtime, precision)  # an unknown one, or one not installed: refused before any work
         return cls(backbone, pooling=pooling, tta=tta, batch_size=batch_size, out_dir=Path(out_dir),
                    shard=parse_shard(shard), engine=engine, ray_address=ray_address, force=bool(force),
-                   progress=bool(progress), checkpoint_batches=checkpoint_batches, runtime=runtime)
+                   progress=bool(progress), checkpoint_batches=checkpoint_batches, runtime=runtime,
+                   precision=precision)
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -171,8 +177,9 @@ def resolve_batch_size(settings: ExtractSettings) -> tuple[int, str | None]:
     return default_batch_size(engine_gpus(settings))
 
 
-def cache_key(source: DataSource, settings: ExtractSettings) -> dict:
-    """What a cache is made of: the attributes that must match for a cache to be a hit."""
+def cache_key(source: DataSource, settings: ExtractSettings, precision: str = "fp32") -> dict:
+    """What a cache is made of: the attributes that must match for a cache to be a hit (``precision``: what
+    the network runs at, resolved)."""
     backbone, (i, k) = settings.backbone, settings.shard
     key = {"fingerprint": source.fingerprint, "source": source.location, "backbone": backbone.name,
            "weights": backbone.weights if backbone.weights_file is None or backbone.weights == "imagenet"
@@ -182,15 +189,17 @@ def cache_key(source: DataSource, settings: ExtractSettings) -> dict:
            "resize_method": RESIZE_METHOD}
     if settings.tta != "none":  # caches made before the option have no such attribute
         key["tta"] = settings.tta
+    if precision != "fp32":  # fp32 on any runtime is the same cache (within 1e-4); bf16's embeddings are not
+        key["precision"] = precision
     return key
 
 
-def target_path(source: DataSource, settings: ExtractSettings) -> Path:
+def target_path(source: DataSource, settings: ExtractSettings, precision: str = "fp32") -> Path:
     """Where the cache of this extraction goes (a shard file for one worker of several)."""
     backbone = settings.backbone
     path = store.cache_path(settings.out_dir, source.name, backbone.spec.slug, backbone.image_size, settings.pooling,
                             backbone.weights, backbone.weights_sha256, source.seed, source.split,
-                            source.max_per_class, settings.tta)
+                            source.max_per_class, settings.tta, precision)
     i, k = settings.shard
     return path.with_name(f"{path.stem}.shard{i}of{k}.h5") if k > 1 else path
 
@@ -244,7 +253,14 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
     settings = backbone if isinstance(backbone, ExtractSettings) and not options else \
         ExtractSettings.resolve(backbone, **options)
     check_output_folder(settings.out_dir)
-    path, key = target_path(source, settings), cache_key(source, settings)
+    choice = runtimes.choose(settings.runtime, settings.precision, gpu=engine_gpus(settings) > 0)
+    prepared = None
+    if choice.precision == "bf16":  # the cache's name and key say bf16: settled before the cache is looked for
+        prepared = runtimes.prepare(settings.backbone, settings.pooling, settings.tta, source.seed,
+                                    settings.out_dir / "onnx", choice, settings.runtime,
+                                    build=settings.engine == "local")
+        choice = prepared.choice  # fp32 where OpenVINO cannot take the network (under auto)
+    path, key = target_path(source, settings, choice.precision), cache_key(source, settings, choice.precision)
     with store.writer_lock(path):  # a second run of the same extraction waits here, then hits the cache
         if path.exists() and not settings.force:
             reason, attrs = _stale_reason(path, key, source)
@@ -253,17 +269,20 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
                 log.info("cache hit: %s", path)
                 return ExtractionResult(path, True, int(attrs["n_images"]), int(attrs["n_skipped"]),
                                         float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)),
-                                        engine=str(attrs.get("engine", "local")))
+                                        engine=str(attrs.get("engine", "local")),
+                                        runtime=str(attrs.get("runtime", "tf")), precision=choice.precision)
             log.warning("recomputing %s: %s", path, reason)
         batch_size, default_for = resolve_batch_size(settings)
         if default_for:
             log.info("batch size %d: the default on a %s", batch_size, default_for.upper())
-        result = _extract(source, settings, batch_size, path, key)
+        result = _extract(source, settings, batch_size, path, key, prepared or choice)
         result.batch_default_for = default_for
         return result
 
 
-def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, path: Path, key: dict):
+def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, path: Path, key: dict, network):
+    """``network``: the :class:`~features.models.runtime.Choice` of runtime and precision, or the network
+    already :class:`~features.models.runtime.Prepared` (bf16: settled before the cache's name)."""
     i, k = settings.shard
     indices = np.array_split(np.arange(len(source)), k)[i]
     checkpoints = store.Checkpoints(path, {**key, "batch_size": batch_size, "max_pixels": source.max_pixels})
@@ -275,10 +294,10 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
     todo = indices[indices > last]
     headers = Headers.unread(len(source))  # the Ray engine's actors read the headers of their own files
     engine_args = {"pooling": settings.pooling, "tta": settings.tta, "seed": source.seed, "batch_size": batch_size}
-    runtime = settings.runtime if len(todo) else "tf"  # with nothing left to embed, nothing runs
-    if runtime != "tf" and resolve_runtime(runtime, gpu=engine_gpus(settings) > 0) == "tf":
-        runtime = "tf"  # "auto" on a GPU, or without ONNX Runtime; else the engine tries the conversion
-    runtime = {"runtime": runtime, "onnx_dir": settings.out_dir / "onnx"}
+    if not len(todo):  # with nothing left to embed, nothing runs: no network is converted or built
+        choice = network.choice if isinstance(network, runtimes.Prepared) else network
+        network = runtimes.Choice("tf", choice.precision)
+    runtime = {"network": network, "asked": settings.runtime, "onnx_dir": settings.out_dir / "onnx"}
     if settings.engine == "ray":
         engine = RayEngine(source, settings.backbone, address=settings.ray_address, **engine_args, **runtime)
     else:
@@ -346,7 +365,7 @@ def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Pa
                 "batch_size": batch_size, "seconds": seconds, "resumed_rows": resumed,
                 "images_per_second": rate, "first_batch_seconds": setup, "max_pixels": source.max_pixels or 0,
                 "ignored": source.ignored, "engine": settings.engine,
-                "runtime": engine.runtime, "runtime_version": engine.runtime_version,
+                "runtime": engine.runtime, "runtime_version": engine.runtime_version, "precision": engine.precision,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "versions": library_versions(),
             }
@@ -367,4 +386,4 @@ def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Pa
                             resumed=resumed, ignored=dict(source.ignored), empty_classes=empty,
                             first_batch_seconds=setup, steady_images_per_second=steady, engine=settings.engine,
                             batch_size=batch_size, runtime=engine.runtime,
-                            conversion_seconds=engine.conversion_seconds)
+                            conversion_seconds=engine.conversion_seconds, precision=engine.precision)

@@ -187,7 +187,7 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
     meta = {
         "class_names": cache.class_names, "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
         "image_size": attrs.get("image_size"), "pooling": attrs.get("pooling"),
-        "tta": attrs.get("tta") or "none",
+        "tta": attrs.get("tta") or "none", "precision": attrs.get("precision") or "fp32",
         "weights": attrs.get("weights"), "weights_sha256": attrs.get("weights_sha256"),
         "embedding_dim": int(attrs.get("embedding_dim")), "features": resolved,
         "fingerprint": attrs.get("fingerprint"), "seed": attrs.get("seed"), "split": attrs.get("split"),

@@ -47,7 +47,6 @@ from ..io import RECORD_LIMIT, atomic_path, file_lock, read_json, read_regular, 
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "tf", "onnx")
 INSTALL = "pip install onnxruntime tf2onnx onnx (in requirements.txt)"
 OPSET = 17
 PROBE_TOLERANCE = 1e-3  # of the probe's largest value: TensorFlow and ONNX Runtime differ by ~1e-5 of it
@@ -69,22 +68,6 @@ def available() -> str | None:
     except ImportError as exc:
         return str(exc)
     return None
-
-
-def resolve_runtime(runtime: str, gpu: bool) -> str:
-    """"tf" or "onnx" for ``runtime`` ("auto": ONNX Runtime on a CPU where it is installed).
-
-    Raises:
-        UsageError: an unknown runtime, or "onnx" where it is not installed.
-    """
-    if runtime not in RUNTIMES:
-        raise UsageError(f"{{runtime}} {runtime}: choose one of {', '.join(RUNTIMES)}")
-    if runtime == "auto":
-        return "onnx" if not gpu and available() is None else "tf"
-    if runtime == "onnx" and available() is not None:
-        raise UsageError(f"{{runtime}} onnx: ONNX Runtime or tf2onnx is not installed ({available()}); "
-                         f"run '{INSTALL}' or give {{runtime}} tf")
-    return runtime
 
 
 def conversion_key(backbone, pooling: str, tta: str, seed: int) -> dict:
@@ -271,12 +254,12 @@ def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict)
 
 
 def converted_or_none(backbone, pooling: str, tta: str, seed: int, folder, runtime: str) -> Converted | None:
-    """The network converted for ONNX Runtime when ``runtime`` ("tf", "onnx" or "auto") runs it there, else None
+    """The network converted to ONNX when ``runtime`` ("tf", "onnx", "openvino" or "auto") reads it, else None
     (TensorFlow runs it). Under "auto" a network the converter cannot take, or a folder that cannot hold it,
-    means TensorFlow (one INFO line); under "onnx" it is the user's error, in one line.
+    means TensorFlow (one INFO line); under a runtime named it is the user's error, in one line.
 
     Raises:
-        UsageError: "onnx" and no ONNX form, or no folder for it.
+        UsageError: "onnx" or "openvino" and no ONNX form, or no folder for it.
         DiskFullError: the disk filled up while converting.
     """
     from ..errors import DiskFullError, is_disk_full
@@ -293,8 +276,8 @@ def converted_or_none(backbone, pooling: str, tta: str, seed: int, folder, runti
             why = f"{folder} cannot hold the converted network: {exc.strerror or exc}"
         else:
             why = f"{backbone.name} has no ONNX form ({exc})"
-        if runtime == "onnx":
-            raise UsageError(f"{{runtime}} onnx: {why}; give {{runtime}} tf (or auto)") from None
+        if runtime != "auto":
+            raise UsageError(f"{{runtime}} {runtime}: {why}; give {{runtime}} tf (or auto)") from None
         log.info("runtime: TensorFlow, as ONNX Runtime cannot run it here: %s", why)
         return None
 

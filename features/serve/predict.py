@@ -9,6 +9,7 @@ match what it needs.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from ..errors import UsageError
 from ..io import DATA_LIMIT, check_regular
 from ..records.runs import RunFiles
 from .base import Predictor
+
+log = logging.getLogger(__name__)
 
 
 def list_inputs(inputs) -> list[str]:
@@ -50,7 +53,7 @@ class RunPredictor(Predictor):
     image_size: int
     model: object  # a head pipeline, or a keras.Model
     backbones: list = None  # a head's: (embed, image size, width, keras.Model or None on ONNX Runtime) of each
-    runtime: str = "tf"  # what runs a head's backbones: "tf" or "onnx" (ONNX Runtime)
+    runtime: str = "tf"  # what runs a head's backbones: "tf", "onnx" (ONNX Runtime) or "openvino"
     tta: str = "none"  # a head's: its cache's flip averaging, inside its backbone
     head: str | None = None  # a head's registry name
     meta: dict | None = None  # a head's record (head.skops): its backbone, pooling, weights, seed
@@ -112,9 +115,9 @@ def open_predictor(path, ensemble=(), tta: str = "none", runtime: str = "auto") 
         path: a run folder of classify.py or finetune.py, or a model export.py wrote (or its folder).
         ensemble: more run folders whose probabilities are averaged with ``path``'s.
         tta: the test-time augmentation asked for; an exported model runs as it was exported.
-        runtime: what runs a head's backbones: "tf", "onnx" or "auto" (ONNX Runtime on a CPU, with the
-            network converted once into the ``onnx/`` folder beside the head's caches; see
-            :func:`features.models.onnx.converted_or_none`).
+        runtime: what runs a head's backbones: "tf", "onnx", "openvino" or "auto" (see
+            :mod:`features.models.runtime`; the network converted once into the ``onnx/`` folder beside the
+            head's caches).
 
     Raises:
         UsageError: an export given with ``ensemble`` or ``tta``, or any run folder refused.
@@ -220,17 +223,24 @@ def _load_finetuned(files: RunFiles) -> RunPredictor:
     return RunPredictor(run_dir, "finetune", names, size, model)
 
 
-def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: int = 0):
-    """(embed, width, runtime, Keras model or None) of one of a head's backbones: on ONNX Runtime where
-    ``runtime`` runs it there (converted into ``onnx_dir`` once), else TensorFlow's frozen graph."""
+def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: int = 0, precision: str = "fp32"):
+    """(embed, width, runtime, Keras model or None) of one of a head's backbones: converted into ``onnx_dir`` once
+    and run on ONNX Runtime or OpenVINO where ``runtime`` says so (:func:`features.models.runtime.choose`), at the
+    ``precision`` its cache was made at where this machine can; else TensorFlow's frozen graph."""
     from ..device import visible_gpus
+    from ..models import runtime as runtimes
     from ..models.build import create_embedder, embedding_function
-    from ..models.onnx import OnnxEmbedder, converted_or_none, resolve_runtime
 
-    if runtime != "tf" and onnx_dir is not None and resolve_runtime(runtime, gpu=visible_gpus() > 0) != "tf":
-        converted = converted_or_none(backbone, pooling, tta, seed, onnx_dir, runtime)
-        if converted:
-            return OnnxEmbedder(converted), converted.width, "onnx", None
+    gpu = visible_gpus() > 0
+    why = runtimes.why_no_bf16(runtime) if precision == "bf16" else None
+    if why:
+        log.warning("the head was trained on bf16 embeddings (%s): its backbone runs at fp32 here, whose embeddings "
+                    "differ a little (a cosine of 0.99 or more to them)", why)
+    choice = runtimes.choose(runtime, "fp32" if why else precision, gpu)
+    if choice.runtime != "tf" and onnx_dir is not None:
+        prepared = runtimes.prepare(backbone, pooling, tta, seed, onnx_dir, choice, runtime)
+        if prepared.embed is not None:
+            return prepared.embed, prepared.converted.width, prepared.choice.runtime, None
     model = create_embedder(backbone, pooling, tta, seed)
     return embedding_function(model, backbone.image_size), int(model.output.shape[-1]), "tf", model
 
@@ -277,7 +287,8 @@ def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
                              "(checksum differs)")
         seed = meta.get("seed")
         embed, dim, used, model = _embedder(backbone, meta.get("pooling") or "avg", meta.get("tta") or "none",
-                                            runtime, _onnx_folder(meta), seed if isinstance(seed, int) else 0)
+                                            runtime, _onnx_folder(meta), seed if isinstance(seed, int) else 0,
+                                            meta.get("precision") or "fp32")
         models.append((embed, int(size), dim, model))
         width += dim
         ran.add(used)

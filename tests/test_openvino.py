@@ -1,0 +1,161 @@
+"""OpenVINO and the precision (extract.py --runtime openvino --precision): fp32 is the same cache as ONNX
+Runtime's, bf16 is its own; auto chooses from what is installed and what the CPU has, and falls back in one
+line; a head predicts at its cache's precision."""
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import last_json
+from features.cli import classify, extract, predict
+from features.errors import UsageError
+from features.models import openvino, runtime
+from features.models.runtime import Choice
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+
+FAST = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "--json", "-q"]
+REAL = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--json", "-q"]  # ImageNet weights, offline
+
+
+def _extract(run_main, folder, out, *flags):
+    code, stdout, err = run_main(extract.main, ["--data-dir", str(folder), "--out", str(out), *flags])
+    assert code == 0, err
+    return last_json(stdout)
+
+
+def _read(path):
+    with h5py.File(path, "r") as f:
+        return f["embeddings"][:], dict(f.attrs)
+
+
+@pytest.mark.parametrize("installed,native,asked,gpu,expected", [
+    ((True, True), True, ("auto", "auto"), False, Choice("openvino", "bf16")),
+    ((True, True), True, ("auto", "auto"), True, Choice("tf", "fp32")),  # a GPU: TensorFlow's
+    ((True, True), True, ("auto", "fp32"), False, Choice(runtime.FP32_RUNTIME, "fp32")),
+    ((True, True), True, ("onnx", "auto"), False, Choice("onnx", "fp32")),
+    ((True, True), True, ("openvino", "auto"), False, Choice("openvino", "bf16")),
+    ((True, True), False, ("auto", "auto"), False, Choice(runtime.FP32_RUNTIME, "fp32")),  # no native bf16
+    ((True, False), True, ("auto", "auto"), False, Choice("onnx", "fp32")),  # no OpenVINO
+    ((False, False), True, ("auto", "auto"), False, Choice("tf", "fp32")),  # no converter at all
+    ((True, True), True, ("tf", "auto"), False, Choice("tf", "fp32")),
+    ((True, True), True, ("auto", "bf16"), True, Choice("openvino", "bf16")),  # asked for: on the CPU
+])
+def test_the_precision_is_chosen_first_then_the_runtime(installed, native, asked, gpu, expected, monkeypatch):
+    monkeypatch.setattr("features.models.onnx.available", lambda: None if installed[0] else "no onnx")
+    monkeypatch.setattr(openvino, "available", lambda: None if installed[1] else "no openvino")
+    monkeypatch.setattr(openvino, "native_bf16", lambda: native)
+    assert runtime.choose(*asked, gpu=gpu) == expected
+
+
+@pytest.mark.parametrize("asked,native,says", [
+    (("onnx", "bf16"), True, "{precision} bf16: bf16 runs on OpenVINO; ONNX Runtime has no bf16 path"),
+    (("tf", "bf16"), True, "give {runtime} openvino or auto, or {precision} fp32"),
+    (("auto", "bf16"), False, "{precision} bf16: this CPU has no native bf16 (no AVX-512 BF16 or AMX"),
+    (("openvino", "fp16"), True, "{precision} fp16: choose one of auto, fp32, bf16"),
+    (("cuda", "auto"), True, "{runtime} cuda: choose one of auto, tf, onnx, openvino"),
+])
+def test_what_cannot_run_is_refused_by_name_before_any_work(asked, native, says, monkeypatch):
+    monkeypatch.setattr(openvino, "native_bf16", lambda: native)
+    with pytest.raises(UsageError) as err:
+        runtime.choose(*asked)
+    assert says in err.value.args[0]
+
+
+def test_without_openvino_the_runtime_and_bf16_name_the_install(monkeypatch):
+    monkeypatch.setattr(openvino, "available", lambda: "No module named 'openvino'")
+    for asked, says in ((("openvino", "fp32"), "{runtime} openvino: OpenVINO is not installed"),
+                        (("auto", "bf16"), "{precision} bf16: bf16 runs on OpenVINO, which is not installed")):
+        with pytest.raises(UsageError, match="pip install openvino") as err:
+            runtime.choose(*asked)
+        assert says in err.value.args[0]
+    assert runtime.choose("auto", "auto") == Choice("onnx", "fp32")  # auto: what is there
+
+
+@pytest.mark.slow
+def test_openvino_at_fp32_writes_onnx_runtimes_cache_and_keeps_its_compilation(image_folder, tmp_path, run_main):
+    onnx = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32")
+    ov = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "openvino", "--precision", "fp32",
+                  "--force")
+    assert ov["cache"] == onnx["cache"] and (ov["runtime"], ov["precision"]) == ("openvino", "fp32")
+    x_ov, attrs = _read(ov["cache"])
+    assert attrs["runtime"] == "openvino" and attrs["precision"] == "fp32" and attrs["runtime_version"]
+    assert "precision" not in attrs.get("key", {}) and not ov["cache"].endswith("-fp32.h5")
+    assert ov["conversion_seconds"] == 0  # the conversion ONNX Runtime made is the one OpenVINO reads
+    assert list((tmp_path / "emb" / "onnx" / "openvino").iterdir())  # OpenVINO's compiled model, kept
+    again = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32",
+                     "--force")
+    x_onnx = _read(again["cache"])[0]
+    assert np.abs(x_ov).max() > 1 and np.abs(x_ov - x_onnx).max() < 1e-4  # real embeddings, the same within 1e-4
+    assert _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "openvino", "--precision",
+                    "fp32")["cache_hit"]
+
+
+@pytest.mark.slow
+def test_bf16_has_its_own_cache_close_to_fp32s_and_auto_takes_it(native_bf16, image_folder, tmp_path, run_main):
+    fp32 = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")
+    bf16 = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")
+    assert bf16["cache"] != fp32["cache"] and bf16["cache"].endswith("-bf16.h5")
+    assert (bf16["runtime"], bf16["precision"]) == ("openvino", "bf16")
+    (a, _), (b, attrs) = _read(fp32["cache"]), _read(bf16["cache"])
+    assert attrs["precision"] == "bf16" and attrs["runtime"] == "openvino"
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.98 and np.abs(a - b).max() > 1e-3  # close, not the same
+    code, out, _ = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"),
+                                           *REAL[:-2]])
+    assert code == 0 and out.startswith(f"cache hit: {bf16['cache']}")  # auto, on this CPU: bf16
+    code, out, _ = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "b"),
+                                           *REAL[:-2]])
+    assert "runtime OpenVINO at bf16 (the network converted once" in out
+
+
+@pytest.mark.slow
+def test_a_head_on_bf16_embeddings_predicts_at_bf16(native_bf16, image_folder, tmp_path, run_main):
+    cache = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")["cache"]
+    code, out, _ = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json", "-q",
+                                            "--n-jobs", "1"])
+    run = last_json(out)["run_dir"]
+    from features.serve.predict import open_predictor
+
+    predictor = open_predictor(run)
+    assert predictor.runtime == "openvino"
+    paths = sorted(str(p) for p in image_folder.glob("*/*"))
+    rows, proba, _ = predictor.predict(paths)
+    x, _ = _read(cache)
+    np.testing.assert_allclose(proba, predictor.model.predict_proba(x), atol=1e-5)  # the cache's own network
+
+
+@pytest.mark.slow
+def test_what_openvino_cannot_compile_falls_back_under_auto_and_is_refused_by_name(image_folder, tmp_path,
+                                                                                  run_main, monkeypatch, caplog):
+    def cannot(*_, **__):
+        raise openvino.NoOpenVinoForm("Cannot create Foo layer: unsupported")
+
+    caplog.set_level("INFO", "features.models.runtime")
+    monkeypatch.setattr(openvino, "compile_network", cannot)
+    monkeypatch.setattr(openvino, "native_bf16", lambda: True)  # auto would take bf16 on OpenVINO
+    result = _extract(run_main, image_folder, tmp_path / "emb", *FAST)
+    assert (result["runtime"], result["precision"]) == ("onnx", "fp32") and not result["cache"].endswith("-bf16.h5")
+    assert "runtime: ONNX Runtime at fp32, as OpenVINO cannot compile efficientnet_lite0 here: Cannot create Foo" \
+        in caplog.text
+    code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST,
+                                           "--runtime", "openvino", "--force"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--runtime openvino: OpenVINO cannot compile efficientnet_lite0 (Cannot create Foo layer" in err
+    assert "give --runtime onnx or tf" in err
+
+
+@pytest.mark.slow
+def test_predict_runs_a_heads_backbone_on_openvino_as_on_onnx_runtime(image_folder, tmp_path, run_main):
+    cache = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")["cache"]
+    code, out, _ = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json", "-q",
+                                            "--n-jobs", "1"])
+    run = last_json(out)["run_dir"]
+    found = {}
+    for name in ("onnx", "openvino"):
+        code, out, err = run_main(predict.main, [run, str(image_folder), "--runtime", name, "--json", "-q"])
+        assert code == 0, err
+        found[name] = {p["path"]: dict(p["top"]) for p in last_json(out)["predictions"]}
+    for path, top in found["onnx"].items():
+        assert max(abs(top[k] - found["openvino"][path][k]) for k in top) < 1e-4
