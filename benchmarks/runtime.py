@@ -1,23 +1,26 @@
-"""Benchmark: extraction's network on ONNX Runtime against TensorFlow's frozen graph, on this machine.
+"""Benchmark: extraction's network on TensorFlow, ONNX Runtime and OpenVINO, at fp32 and bf16, on this machine.
 
 examples:
-  python benchmarks/runtime.py                          # the shared flowers, 3 interleaved rounds
-  python benchmarks/runtime.py --rounds 1 --images 640 --no-write
+  python benchmarks/runtime.py                          # the shared flowers and cats vs dogs, 3 rounds
+  python benchmarks/runtime.py --rounds 1 --images 640 --no-accuracy --no-write
 
 Per round, interleaved so that drifts of the machine's speed hit every figure alike:
-  - the network alone on the same in-memory batches (decoded up front): TensorFlow's frozen
-    graph, ONNX Runtime with every core, and with one thread fewer (a core left to decoding);
-  - extract.py's steady rate after set-up (--force) with --runtime tf, onnx, and onnx with
-    one thread fewer.
-Then the one-time conversion's seconds, and logistic regression fitted on the cache of each
-runtime: how many of the test photos' predicted classes differ. Writes its section of
-BENCHMARKS.md. A benchmark, not a test: compare figures from one run on one machine.
+  - the network alone on the same in-memory batches (decoded up front): TensorFlow's frozen graph,
+    ONNX Runtime, OpenVINO at fp32, at bf16 (one stream of every core), and at bf16 in throughput
+    mode (two streams of one thread, each batch split between them);
+  - the decode pipeline alone (extraction's own tf.data pipeline, no network);
+  - extract.py's steady rate after set-up (--force) with --runtime tf, onnx, openvino at fp32 and
+    openvino at bf16.
+Then: the pipeline's limit (the rate at which the cores could decode and embed one after the other, at
+the rates measured alone) and how near extract.py comes to it; the largest difference between the
+fp32 runtimes' caches; and the accuracy of each precision: logistic regression, 5-fold cross-validated
+(the same folds) on the fp32 and the bf16 cache of each dataset, and its test predictions.
+Writes its section of BENCHMARKS.md. A benchmark, not a test: compare figures from one run on one machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
@@ -30,17 +33,21 @@ from features.cli.common import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "runtime"
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "flowers"
+SHARED = ROOT.parent / "shared" / "datasets"
+C_GRID = (0.01, 0.1, 1.0)  # logreg's: the best mean of the 5 folds is each precision's figure
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmarks/runtime.py", description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="image folder, one sub-folder per class")
+    p.add_argument("--data-dir", default=str(SHARED / "flowers"), help="the timed image folder")
+    p.add_argument("--accuracy-dirs", nargs="*", default=[str(SHARED / "flowers"), str(SHARED / "cats_vs_dogs")],
+                   help="folders whose fp32 and bf16 caches are compared by 5-fold logistic regression")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--images", type=int, default=0, help="images of the extraction runs (0: the whole folder)")
     p.add_argument("--memory-images", type=int, default=640, help="images of the in-memory network runs")
+    p.add_argument("--no-accuracy", action="store_true", help="skip the precisions' accuracy")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the file whose section this writes")
     p.add_argument("--no-write", action="store_true", help="print only")
     return p
@@ -55,9 +62,58 @@ def _rate(fn, batches) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _predictions(run_dir: Path) -> list[tuple[str, str]]:
-    with open(run_dir / "predictions.csv", newline="") as f:
+def _decode_rate(source, size: int, batch_size: int) -> float:
+    """The extraction's decode pipeline alone: images/s through tf.data, nothing embedded."""
+    from features.data import headers_for, image_batches
+
+    headers = headers_for(source, size)
+    start, n = time.perf_counter(), 0
+    for index, _ in image_batches(source, size, batch_size, None, headers):
+        n += len(index)
+    return n / (time.perf_counter() - start)
+
+
+class _TwoStreams:
+    """OpenVINO's throughput mode: two streams of one thread, each batch split in two halves run at once."""
+
+    def __init__(self, model: bytes, precision: str):
+        import openvino as ov
+
+        from features.models.openvino import PRECISION_HINT
+
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(model), "CPU", {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINT[precision], "PERFORMANCE_HINT": "THROUGHPUT",
+            "NUM_STREAMS": 2, "INFERENCE_NUM_THREADS": 2})
+        self.requests = [self.compiled.create_infer_request() for _ in range(2)]
+
+    def __call__(self, images):
+        halves = np.array_split(np.ascontiguousarray(images, np.float32), 2)
+        for request, half in zip(self.requests, halves):
+            request.start_async([half])
+        for request in self.requests:
+            request.wait()
+        return np.vstack([np.array(r.get_output_tensor(0).data) for r in self.requests])
+
+
+def _predicted(path) -> list[tuple[str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
         return [(row["id"], row["predicted"]) for row in csv.DictReader(f)]
+
+
+def _cv_accuracy(x, y) -> tuple[float, float]:
+    """(the best mean 5-fold accuracy of logistic regression over C_GRID, its C): the toolkit's logreg head."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from features.heads.registry import make_head
+
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    scores = {c: float(cross_val_score(make_head("logreg", {"C": c}), x, y, cv=folds, n_jobs=-1).mean())
+              for c in C_GRID}
+    best = max(scores, key=scores.get)
+    return scores[best], best
 
 
 def main(argv=None) -> int:
@@ -70,8 +126,9 @@ def main(argv=None) -> int:
     from features.data import image_batches, load_folder
     from features.extraction.run import extract
     from features.heads.classify import classify
-    from features.models import create_backbone, embedding_function, onnx
+    from features.models import create_backbone, embedding_function, onnx, openvino
     from features.models.registry import resolve_backbone
+    from features.models.runtime import Choice, prepare
 
     lines = []
 
@@ -84,69 +141,104 @@ def main(argv=None) -> int:
                                                        max_per_class=args.images // len(full.class_names))
     sample = load_folder(args.data_dir, max_per_class=max(1, args.memory_images // len(full.class_names)))
     backbone = resolve_backbone(args.backbone)
-    cores = onnx.cores()
-    say(f"machine: {cores} cores, TensorFlow {tf.__version__}, ONNX Runtime {onnxruntime.__version__}; "
-        f"{backbone.name} at {backbone.image_size} px, batch {args.batch_size}; {len(source)} images "
-        f"({Path(args.data_dir).name}), {len(sample)} in memory")
+    cores, bf16 = onnx.cores(), openvino.native_bf16()
+    import openvino as ov
+
+    cpu = ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
+    say(f"machine: {cores} cores ({cpu}; native bf16: {'yes' if bf16 else 'no'}), TensorFlow {tf.__version__}, "
+        f"ONNX Runtime {onnxruntime.__version__}, OpenVINO {openvino.version()}; {backbone.name} at "
+        f"{backbone.image_size} px, batch {args.batch_size}; {len(source)} images ({Path(args.data_dir).name}), "
+        f"{len(sample)} in memory")
+    precisions = ("fp32", "bf16") if bf16 else ("fp32",)
+    runs = [("tf", "fp32"), ("onnx", "fp32"), ("openvino", "fp32")] + ([("openvino", "bf16")] if bf16 else [])
     with tempfile.TemporaryDirectory(prefix="tl-runtime-") as work:
         work = Path(work)
-        start = time.perf_counter()
-        first = extract(source, backbone, out_dir=work / "emb-onnx", runtime="onnx", batch_size=args.batch_size,
-                        progress=False)
-        say(f"conversion (once per backbone, size, weights, pooling, TTA): {first.conversion_seconds:.1f} s, "
-            f"then {first.n_images} images in {first.seconds:.1f} s ({time.perf_counter() - start:.1f} s in all)")
-        tf_cache = extract(source, backbone, out_dir=work / "emb-tf", runtime="tf", batch_size=args.batch_size,
-                           progress=False)
-        model_file = next((work / "emb-onnx" / "onnx").glob("*.onnx"))
+        caches = {}
+        for runtime, precision in runs:  # each cache once (and the conversion, the first time)
+            start = time.perf_counter()
+            result = extract(source, backbone, out_dir=work / f"emb-{runtime}-{precision}", runtime=runtime,
+                             precision=precision, batch_size=args.batch_size, progress=False)
+            caches[(runtime, precision)] = result.path
+            if result.conversion_seconds:
+                say(f"conversion (once per backbone, size, weights, pooling, TTA): {result.conversion_seconds:.1f} s")
+            say(f"set-up and first run, {runtime} at {precision}: {time.perf_counter() - start:.1f} s in all, "
+                f"first batch after {result.first_batch_seconds:.2f} s")
         batches = [images.numpy() for _, images in image_batches(sample, backbone.image_size, args.batch_size)]
-        frozen = embedding_function(create_backbone(backbone), backbone.image_size)
-        sessions = {threads: onnx.OnnxEmbedder(model_file, threads) for threads in {cores, max(1, cores - 1)}}
-        fewer = max(1, cores - 1)
+        networks = {"tf": embedding_function(create_backbone(backbone), backbone.image_size)}
+        folder = work / "emb-onnx-fp32" / "onnx"
+        for runtime, precision in runs[1:]:
+            networks[f"{runtime} {precision}"] = prepare(backbone, "avg", "none", 0, folder,
+                                                         Choice(runtime, precision), runtime).embed
+        converted = prepare(backbone, "avg", "none", 0, folder, Choice("onnx"), "onnx", build=False).converted
+        if bf16:
+            networks["openvino bf16 2x1"] = _TwoStreams(converted.model, "bf16")
         figures: dict[str, list[float]] = {}
         for r in range(args.rounds):
-            figures.setdefault("net tf", []).append(_rate(frozen, batches))
-            for threads, session in sessions.items():
-                figures.setdefault(f"net onnx {threads}", []).append(_rate(session, batches))
-            for name, runtime, threads in (("extract tf", "tf", cores), ("extract onnx", "onnx", cores),
-                                           (f"extract onnx {fewer}", "onnx", fewer)):
-                onnx.cores = (lambda t=threads: t)  # ONNX Runtime's intra-op threads for this run
-                result = extract(source, backbone, out_dir=work / f"emb-{runtime}", runtime=runtime,
-                                 batch_size=args.batch_size, force=True, progress=False)
-                figures.setdefault(name, []).append(result.steady_images_per_second)
+            for name, network in networks.items():
+                figures.setdefault(f"net {name}", []).append(_rate(network, batches))
+            figures.setdefault("decode", []).append(_decode_rate(source, backbone.image_size, args.batch_size))
+            for runtime, precision in runs:
+                result = extract(source, backbone, out_dir=work / f"emb-{runtime}-{precision}", runtime=runtime,
+                                 precision=precision, batch_size=args.batch_size, force=True, progress=False)
+                figures.setdefault(f"extract {runtime} {precision}", []).append(result.steady_images_per_second)
             say(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in figures.items()) + " img/s")
         median = {k: float(np.median(v)) for k, v in figures.items()}
         say()
-        say(f"{'img/s, median of ' + str(args.rounds) + ' rounds':36s} {'TensorFlow':>10s} {'ONNX Runtime':>13s} "
-            f"{f'ORT {fewer} thr':>11s}")
-        say(f"{'network alone, in-memory batches':36s} {median['net tf']:10.1f} {median[f'net onnx {cores}']:13.1f} "
-            f"{median[f'net onnx {fewer}']:11.1f}")
-        say(f"{'extract.py after set-up':36s} {median['extract tf']:10.1f} {median['extract onnx']:13.1f} "
-            f"{median[f'extract onnx {fewer}']:11.1f}")
-        best_net = max(median[f"net onnx {cores}"], median[f"net onnx {fewer}"], median["net tf"])
-        best_extract = max(median["extract onnx"], median[f"extract onnx {fewer}"])
+        say(f"img/s, median of {args.rounds} rounds       network alone   extract.py   pipeline limit   extract/limit")
+        decode = median["decode"]
+        for runtime, precision in runs:
+            net = median[f"net {runtime}" if runtime == "tf" else f"net {runtime} {precision}"]
+            limit = 1 / (1 / net + 1 / decode)
+            got = median[f"extract {runtime} {precision}"]
+            say(f"{runtime + ' at ' + precision:36s} {net:13.1f} {got:12.1f} {limit:16.1f} {got / limit:15.3f}")
+        if bf16:
+            say(f"{'openvino at bf16, 2 streams x 1 thread':36s} {median['net openvino bf16 2x1']:13.1f}")
+        say(f"{'decode pipeline alone (tf.data)':36s} {decode:13.1f}")
         say()
-        say(f"network alone: ONNX Runtime {median[f'net onnx {cores}'] / median['net tf']:.2f}x TensorFlow's frozen "
-            f"graph (the new ceiling: {best_net:.1f} img/s)")
-        say(f"extract.py --runtime onnx: {median['extract onnx'] / median['extract tf']:.2f}x --runtime tf "
-            f"(target >= 1.3x), {median['extract onnx'] / best_net:.3f} of the ceiling (target >= 0.90); "
-            f"{cores} threads {'faster' if median['extract onnx'] >= median[f'extract onnx {fewer}'] else 'slower'} "
-            f"than {fewer} (best {best_extract:.1f} img/s)")
-        x_onnx, x_tf = read_cache(first.path), read_cache(tf_cache.path)
-        say(f"embeddings: largest difference between the two runtimes' caches "
-            f"{np.abs(x_onnx.embeddings - x_tf.embeddings).max():.2e}")
-        predicted = {}
-        for name, cache in (("onnx", x_onnx), ("tf", x_tf)):
-            row = classify(cache, "logreg", n_jobs=-1, out_dir=work / f"runs-{name}")
-            predicted[name] = (_predictions(Path(row["run_dir"])), row["accuracy"], row["params"])
-        differ = sum(a != b for a, b in zip(predicted["onnx"][0], predicted["tf"][0]))
-        say(f"logreg on each cache (C chosen by cross-validation on train): test accuracy "
-            f"{predicted['onnx'][1]:.4f} (onnx, {predicted['onnx'][2]}) and {predicted['tf'][1]:.4f} (tf, "
-            f"{predicted['tf'][2]}); {differ} of {len(predicted['tf'][0])} test predictions differ")
+        base = median["extract onnx fp32"]
+        best = max(runs, key=lambda rp: median[f"extract {rp[0]} {rp[1]}"])
+        say(f"extract.py: openvino fp32 {median['extract openvino fp32'] / base:.2f}x --runtime onnx"
+            + (f", openvino bf16 {median['extract openvino bf16'] / base:.2f}x (target >= 1.35x)" if bf16 else "")
+            + f"; the fastest: {best[0]} at {best[1]}")
+        if bf16:
+            one, two = median["net openvino bf16"], median["net openvino bf16 2x1"]
+            say(f"OpenVINO bf16: one stream of {cores} threads {one:.1f} img/s, two streams of one thread {two:.1f}: "
+                f"{'one stream' if one >= two else 'two streams'} won")
+        x = {rp: read_cache(path) for rp, path in caches.items()}
+        ref = x[("onnx", "fp32")].embeddings
+        for runtime in ("tf", "openvino"):
+            say(f"fp32 caches: {runtime} against onnx, largest difference "
+                f"{np.abs(x[(runtime, 'fp32')].embeddings - ref).max():.2e}")
+        if bf16:
+            b = x[("openvino", "bf16")].embeddings
+            cosine = (ref * b).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(b, axis=1)
+            say(f"bf16 cache against fp32: cosine min {cosine.min():.4f}, median {np.median(cosine):.5f}")
+        if bf16 and not args.no_accuracy:
+            say()
+            say("accuracy of each precision: logreg, 5-fold cross-validation on each whole cache (the same folds), "
+                f"the best C of {list(C_GRID)}; then C chosen on train and scored once on test")
+            for folder_name in args.accuracy_dirs:
+                data = load_folder(folder_name)
+                found = {}
+                for precision in precisions:
+                    path = extract(data, backbone, out_dir=work / f"acc-{precision}", runtime="auto",
+                                   precision=precision, batch_size=args.batch_size, progress=False).path
+                    cache = read_cache(path)
+                    found[precision] = _cv_accuracy(cache.embeddings, cache.labels)
+                    row = classify(cache, "logreg", n_jobs=-1, out_dir=work / f"runs-{precision}")
+                    found[precision] += (row["accuracy"], Path(row["run_dir"]) / "predictions.csv")
+                predicted = [_predicted(found[p][3]) for p in precisions]
+                same, n = sum(a == b for a, b in zip(*predicted)), len(predicted[0])
+                (f32, c32, t32, _), (b16, c16, t16, _) = found["fp32"], found["bf16"]
+                say(f"{data.name}: 5-fold fp32 {f32:.4f} (C {c32}), bf16 {b16:.4f} (C {c16}): bf16 "
+                    f"{100 * (b16 - f32):+.2f} points; test fp32 {t32:.4f}, bf16 {t16:.4f}, {same} of {n} test "
+                    "rows alike")
     if not args.no_write:
-        write_printed_section(Path(args.out), SECTION, "Extraction's runtime: `benchmarks/runtime.py`",
-                              ("The network alone on the same in-memory batches, and extract.py's steady rate "
-                               "after set-up, with TensorFlow's frozen graph and ONNX Runtime, interleaved rounds "
-                               "in one run"), lines)
+        write_printed_section(Path(args.out), SECTION, "Extraction's runtime and precision: `benchmarks/runtime.py`",
+                              ("The network alone on the same in-memory batches, the decode pipeline alone, and "
+                               "extract.py's steady rate after set-up on TensorFlow, ONNX Runtime and OpenVINO at "
+                               "fp32 and bf16, interleaved rounds in one run; then what bf16 costs in accuracy"),
+                              lines)
         print(f"wrote the {SECTION} section of {args.out}")
     return 0
 
