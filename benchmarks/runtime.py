@@ -73,29 +73,6 @@ def _decode_rate(source, size: int, batch_size: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-class _TwoStreams:
-    """OpenVINO's throughput mode: two streams of one thread, each batch split in two halves run at once."""
-
-    def __init__(self, model: bytes, precision: str):
-        import openvino as ov
-
-        from features.models.openvino import PRECISION_HINT
-
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(model), "CPU", {
-            "INFERENCE_PRECISION_HINT": PRECISION_HINT[precision], "PERFORMANCE_HINT": "THROUGHPUT",
-            "NUM_STREAMS": 2, "INFERENCE_NUM_THREADS": 2})
-        self.requests = [self.compiled.create_infer_request() for _ in range(2)]
-
-    def __call__(self, images):
-        halves = np.array_split(np.ascontiguousarray(images, np.float32), 2)
-        for request, half in zip(self.requests, halves):
-            request.start_async([half])
-        for request in self.requests:
-            request.wait()
-        return np.vstack([np.array(r.get_output_tensor(0).data) for r in self.requests])
-
-
 def _predicted(path) -> list[tuple[str, str]]:
     import csv
 
@@ -171,16 +148,18 @@ def main(argv=None) -> int:
                                                          Choice(runtime, precision), runtime).embed
         converted = prepare(backbone, "avg", "none", 0, folder, Choice("onnx"), "onnx", build=False).converted
         if bf16:
-            networks["openvino bf16 2x1"] = _TwoStreams(converted.model, "bf16")
+            networks["openvino bf16 2x1"] = openvino.OpenVinoEmbedder(converted, "bf16", streams=2)
         figures: dict[str, list[float]] = {}
         for r in range(args.rounds):
             for name, network in networks.items():
                 figures.setdefault(f"net {name}", []).append(_rate(network, batches))
             figures.setdefault("decode", []).append(_decode_rate(source, backbone.image_size, args.batch_size))
-            for runtime, precision in runs:
-                result = extract(source, backbone, out_dir=work / f"emb-{runtime}-{precision}", runtime=runtime,
-                                 precision=precision, batch_size=args.batch_size, force=True, progress=False)
+            for runtime, precision in runs + ([("openvino", "bf16 2x1")] if bf16 else []):
+                openvino.STREAMS = 2 if precision.endswith("2x1") else 1
+                result = extract(source, backbone, out_dir=work / f"emb-{runtime}-{precision[:4]}", runtime=runtime,
+                                 precision=precision[:4], batch_size=args.batch_size, force=True, progress=False)
                 figures.setdefault(f"extract {runtime} {precision}", []).append(result.steady_images_per_second)
+            openvino.STREAMS = 1
             say(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in figures.items()) + " img/s")
         median = {k: float(np.median(v)) for k, v in figures.items()}
         say()
@@ -192,18 +171,22 @@ def main(argv=None) -> int:
             got = median[f"extract {runtime} {precision}"]
             say(f"{runtime + ' at ' + precision:36s} {net:13.1f} {got:12.1f} {limit:16.1f} {got / limit:15.3f}")
         if bf16:
-            say(f"{'openvino at bf16, 2 streams x 1 thread':36s} {median['net openvino bf16 2x1']:13.1f}")
+            net, got = median["net openvino bf16 2x1"], median["extract openvino bf16 2x1"]
+            limit = 1 / (1 / net + 1 / decode)
+            say(f"{'openvino at bf16, 2 streams x 1 thread':36s} {net:13.1f} {got:12.1f} {limit:16.1f} "
+                f"{got / limit:15.3f}")
         say(f"{'decode pipeline alone (tf.data)':36s} {decode:13.1f}")
         say()
         base = median["extract onnx fp32"]
-        best = max(runs, key=lambda rp: median[f"extract {rp[0]} {rp[1]}"])
+        timed = runs + ([("openvino", "bf16 2x1")] if bf16 else [])
+        best = max(timed, key=lambda rp: median[f"extract {rp[0]} {rp[1]}"])
         say(f"extract.py: openvino fp32 {median['extract openvino fp32'] / base:.2f}x --runtime onnx"
             + (f", openvino bf16 {median['extract openvino bf16'] / base:.2f}x (target >= 1.35x)" if bf16 else "")
             + f"; the fastest: {best[0]} at {best[1]}")
         if bf16:
-            one, two = median["net openvino bf16"], median["net openvino bf16 2x1"]
-            say(f"OpenVINO bf16: one stream of {cores} threads {one:.1f} img/s, two streams of one thread {two:.1f}: "
-                f"{'one stream' if one >= two else 'two streams'} won")
+            one, two = median["extract openvino bf16"], median["extract openvino bf16 2x1"]
+            say(f"OpenVINO bf16 in extract.py: one stream of {cores} threads {one:.1f} img/s, two streams of one "
+                f"thread {two:.1f}: {'one stream' if one >= two else 'two streams'} won")
         x = {rp: read_cache(path) for rp, path in caches.items()}
         ref = x[("onnx", "fp32")].embeddings
         for runtime in ("tf", "openvino"):

@@ -159,3 +159,18 @@ def test_predict_runs_a_heads_backbone_on_openvino_as_on_onnx_runtime(image_fold
         found[name] = {p["path"]: dict(p["top"]) for p in last_json(out)["predictions"]}
     for path, top in found["onnx"].items():
         assert max(abs(top[k] - found["openvino"][path][k]) for k in top) < 1e-4
+
+
+@pytest.mark.slow
+def test_two_streams_give_one_streams_embeddings_in_order(image_folder, tmp_path, run_main):
+    _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32")
+    from features.models.registry import resolve_backbone
+
+    converted = runtime.prepare(resolve_backbone("efficientnet_lite0", 64), "avg", "none", 0, tmp_path / "emb" / "onnx",
+                                Choice("onnx"), "onnx", build=False).converted
+    images = np.random.default_rng(0).integers(0, 256, (7, 64, 64, 3)).astype(np.float32)  # an odd batch
+    one = openvino.OpenVinoEmbedder(converted, "fp32", threads=2, streams=1)(images)
+    two = openvino.OpenVinoEmbedder(converted, "fp32", threads=2, streams=2)
+    assert two.streams == 2
+    np.testing.assert_allclose(two(images), one, atol=1e-5)
+    np.testing.assert_allclose(two(images[:1]), one[:1], atol=1e-5)  # fewer images than streams

@@ -7,9 +7,9 @@ Its precision is asked for, never left to OpenVINO's default: OpenVINO picks bf1
 CPU whose instructions have it (``OPTIMIZATION_CAPABILITIES`` lists ``BF16``: AVX-512 BF16 or AMX),
 and bf16 embeddings are not fp32 ones (a cache records which it holds).
 
-Threads: the process's cores (its affinity: a Ray actor's share, a container's), one stream
-(``PERFORMANCE_HINT`` LATENCY): a batch at a time, as extraction feeds it; ``benchmarks/runtime.py``
-measures it against two streams of one thread.
+Threads: the process's cores (its affinity: a Ray actor's share, a container's), shared by
+:data:`STREAMS` streams; with more than one, each batch is split between them and its parts run at
+once (OpenVINO's throughput mode). ``benchmarks/runtime.py`` measures one stream against two.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 INSTALL = "pip install openvino (in requirements.txt)"
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}  # the toolkit's names -> OpenVINO's
+STREAMS = 1  # streams a network runs on (each batch split between them): see benchmarks/runtime.py
 
 
 def available() -> str | None:
@@ -56,8 +57,9 @@ class NoOpenVinoForm(Exception):
     """OpenVINO cannot read or compile this network (``str()`` says what it said)."""
 
 
-def compile_network(model: bytes, precision: str, threads: int, cache_dir=None):
-    """The ONNX network ``model`` compiled for the CPU at ``precision`` ("fp32" or "bf16") on ``threads`` threads.
+def compile_network(model: bytes, precision: str, threads: int, cache_dir=None, streams: int = 1):
+    """The ONNX network ``model`` compiled for the CPU at ``precision`` ("fp32" or "bf16") on ``threads`` threads
+    shared by ``streams`` streams.
 
     Raises:
         NoOpenVinoForm: OpenVINO cannot read or compile it.
@@ -71,8 +73,9 @@ def compile_network(model: bytes, precision: str, threads: int, cache_dir=None):
             core.set_property({"CACHE_DIR": str(cache_dir)})
         except (OSError, RuntimeError) as exc:  # a folder that cannot hold it: compiled each time instead
             log.debug("OpenVINO's model cache not used (%s)", exc)
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINT[precision], "PERFORMANCE_HINT": "LATENCY",
-              "INFERENCE_NUM_THREADS": int(threads)}
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINT[precision], "INFERENCE_NUM_THREADS": int(threads)}
+    config.update({"PERFORMANCE_HINT": "LATENCY"} if streams == 1 else
+                  {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": int(streams)})
     try:
         return core.compile_model(core.read_model(model), "CPU", config)
     except Exception as exc:  # noqa: BLE001 - whatever OpenVINO says, it cannot run this network
@@ -87,26 +90,37 @@ class OpenVinoEmbedder:
         precision: "fp32" or "bf16".
         threads: None: every core this process may use.
         cache_dir: OpenVINO's model cache (None: none).
+        streams: None: :data:`STREAMS` (at most one a thread).
 
     Raises:
         NoOpenVinoForm: OpenVINO cannot compile the network.
         UsageError (when called): a batch's embeddings are not finite or not of the width.
     """
 
-    def __init__(self, converted, precision: str = "fp32", threads: int | None = None, cache_dir=None):
+    def __init__(self, converted, precision: str = "fp32", threads: int | None = None, cache_dir=None,
+                 streams: int | None = None):
         from .onnx import cores
 
         self.threads, self.precision = threads or cores(), precision
+        self.streams = max(1, min(streams or STREAMS, self.threads))
         self.width, self.name = converted.width, converted.path
-        self.compiled = compile_network(converted.model, precision, self.threads, cache_dir)
-        self.request = self.compiled.create_infer_request()
+        self.compiled = compile_network(converted.model, precision, self.threads, cache_dir, self.streams)
+        self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self.version = version()
 
     def __call__(self, images):
         import numpy as np
 
         images = np.ascontiguousarray(images, np.float32)
-        out = np.array(self.request.infer([images])[0], np.float32)  # a copy: the request reuses its buffer
+        if self.streams == 1:
+            out = np.array(self.requests[0].infer([images])[0], np.float32)  # a copy: the request reuses its buffer
+        else:  # the batch split between the streams, its parts run at once
+            parts = [p for p in np.array_split(images, self.streams) if len(p)]
+            for request, part in zip(self.requests, parts):
+                request.start_async([np.ascontiguousarray(part)])
+            for request in self.requests[:len(parts)]:
+                request.wait()
+            out = np.vstack([np.array(r.get_output_tensor(0).data, np.float32) for r in self.requests[:len(parts)]])
         problem = None
         if out.ndim != 2 or len(out) != len(images) or (self.width and out.shape[1] != self.width):
             problem = f"embeddings of shape {out.shape} for {len(images)} images"
