@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 INSTALL = "pip install openvino (in requirements.txt)"
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}  # the toolkit's names -> OpenVINO's
-STREAMS = 1  # streams a network runs on (each batch split between them): see benchmarks/runtime.py
+# Streams a network runs on (each batch split between them). extract.py at bf16 on 2 cores: one stream of two
+# threads 256.3 img/s, two streams of one thread 243.6 (benchmarks/runtime.py, BENCHMARKS.md "runtime").
+STREAMS = 1
 
 
 def available() -> str | None:
