@@ -83,6 +83,7 @@ def test_openvino_at_fp32_writes_onnx_runtimes_cache_and_keeps_its_compilation(i
     assert attrs["runtime"] == "openvino" and attrs["precision"] == "fp32" and attrs["runtime_version"]
     assert "precision" not in attrs.get("key", {}) and not ov["cache"].endswith("-fp32.h5")
     assert ov["conversion_seconds"] == 0  # the conversion ONNX Runtime made is the one OpenVINO reads
+    assert ov["compile_seconds"] > 0 and onnx["compile_seconds"] == 0
     assert list((tmp_path / "emb" / "onnx" / "openvino").iterdir())  # OpenVINO's compiled model, kept
     again = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32",
                      "--force")

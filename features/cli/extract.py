@@ -121,6 +121,9 @@ def _body(args) -> None:
         runtime = f"{LABELS[result.runtime]} at {result.precision}"
         if result.conversion_seconds:
             runtime += f" (the network converted once, in {result.conversion_seconds:.1f} s, kept in {args.out}/onnx)"
+        if result.runtime == "openvino":
+            runtime += (f"; compiled for this CPU in {result.compile_seconds:.2f} s (OpenVINO's cache: "
+                        f"{args.out}/onnx/openvino)")
         print(f"  {engine}batch size {result.batch_size}{chosen}, runtime {runtime}")
     if result.resumed:
         print(f"  resumed: {result.resumed} images were embedded by the interrupted run")

@@ -46,13 +46,14 @@ class _Network:
     def __init__(self, network, asked: str, onnx_dir):
         self.prepared = network if isinstance(network, runtimes.Prepared) else None
         self.choice = self.prepared.choice if self.prepared else network
-        self.asked, self.onnx_dir, self.conversion_seconds = asked, onnx_dir, 0.0
+        self.asked, self.onnx_dir, self.conversion_seconds, self.compile_seconds = asked, onnx_dir, 0.0, 0.0
 
     def _prepare(self, build: bool) -> runtimes.Prepared:
         if self.prepared is None:
             self.prepared = runtimes.prepare(self.backbone, self.pooling, self.tta, self.seed, self.onnx_dir,
                                              self.choice, self.asked, build=build)
         self.choice, self.conversion_seconds = self.prepared.choice, self.prepared.seconds
+        self.compile_seconds = self.prepared.compile_seconds
         return self.prepared
 
     @property

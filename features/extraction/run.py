@@ -54,6 +54,7 @@ class ExtractionResult:
     runtime: str = "tf"  # what ran the network: "tf" (TensorFlow's frozen graph), "onnx" or "openvino"
     conversion_seconds: float = 0.0  # converting the network to ONNX, this run (0: converted before)
     precision: str = "fp32"  # what the embeddings were computed at: "fp32" or "bf16"
+    compile_seconds: float = 0.0  # OpenVINO compiling the network for this CPU (its model cache makes it a read)
 
     def skipped_by_kind(self) -> dict:
         """How many images were skipped for each kind of reason."""
@@ -69,7 +70,8 @@ class ExtractionResult:
                 "first_batch_seconds": round(self.first_batch_seconds, 3),
                 "steady_images_per_second": round(self.steady_images_per_second, 2), "engine": self.engine,
                 "batch_size": self.batch_size, "runtime": self.runtime, "precision": self.precision,
-                "conversion_seconds": round(self.conversion_seconds, 2)}
+                "conversion_seconds": round(self.conversion_seconds, 2),
+                "compile_seconds": round(self.compile_seconds, 2)}
 
 
 @dataclass(frozen=True)
@@ -386,4 +388,5 @@ def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Pa
                             resumed=resumed, ignored=dict(source.ignored), empty_classes=empty,
                             first_batch_seconds=setup, steady_images_per_second=steady, engine=settings.engine,
                             batch_size=batch_size, runtime=engine.runtime,
-                            conversion_seconds=engine.conversion_seconds, precision=engine.precision)
+                            conversion_seconds=engine.conversion_seconds, precision=engine.precision,
+                            compile_seconds=engine.compile_seconds)

@@ -18,6 +18,7 @@ Resolved once for a run (:func:`choose`), precision first, then the runtime:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -110,12 +111,14 @@ def choose(runtime: str = "auto", precision: str = "auto", gpu: bool = False) ->
 @dataclass
 class Prepared:
     """A network ready to embed: ``embed`` (None: TensorFlow's frozen graph, built by the caller), the
-    ``choice`` that runs it, its ``converted`` ONNX form (None on TensorFlow) and the conversion's seconds."""
+    ``choice`` that runs it, its ``converted`` ONNX form (None on TensorFlow), the conversion's seconds (0: kept
+    from before) and OpenVINO's compilation's."""
 
     embed: object
     choice: Choice
     converted: object = None
     seconds: float = 0.0
+    compile_seconds: float = 0.0
 
 
 def prepare(backbone, pooling: str, tta: str, seed: int, folder, choice: Choice, asked: str = "auto",
@@ -139,12 +142,13 @@ def prepare(backbone, pooling: str, tta: str, seed: int, folder, choice: Choice,
         return Prepared(None, Choice("tf", "fp32"))
     if choice.runtime == "openvino":
         try:
+            start = time.perf_counter()
             if build:
                 embed = openvino.OpenVinoEmbedder(converted, choice.precision, threads, cache_dir(folder))
             else:  # proved to compile here (and kept in OpenVINO's cache); the actors compile their own
                 openvino.compile_network(converted.model, choice.precision, threads or onnx.cores(), cache_dir(folder))
                 embed = None
-            return Prepared(embed, choice, converted, converted.seconds)
+            return Prepared(embed, choice, converted, converted.seconds, time.perf_counter() - start)
         except openvino.NoOpenVinoForm as exc:
             if asked != "auto":
                 raise UsageError(f"{{runtime}} {asked}: OpenVINO cannot compile {backbone.name} ({exc}); give "
