@@ -77,6 +77,21 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class=8, exts=(".j
     return root
 
 
+def tiny_onnx_network(path) -> bytes:
+    """A graph that averages each image's pixels per channel: (n, s, s, 3) -> (n, 3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from features.models.onnx import OPSET
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["embedding"], axes=[1, 2], keepdims=0)], "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 8, 8, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
+    return path.read_bytes()
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """Two classes of 8 images each (JPEG and PNG), plus a loose README at the root."""

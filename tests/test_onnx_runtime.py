@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import last_json
+from conftest import last_json, tiny_onnx_network
 from features.cli import extract
 
 pytest.importorskip("onnxruntime")
@@ -280,26 +280,11 @@ def test_a_record_that_is_a_device_reads_as_no_record(conversions, tmp_path):
     assert _record(path) is None
 
 
-def _tiny_network(path):
-    """A graph that averages each image's pixels per channel: (n, s, s, 3) -> (n, 3)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from features.models.onnx import OPSET
-
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["images"], ["embedding"], axes=[1, 2], keepdims=0)], "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 8, 8, 3])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 3])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
-    return path.read_bytes()
-
-
 def test_every_batch_is_checked_finite_and_of_the_width(tmp_path):
     from features.errors import UsageError
     from features.models.onnx import OnnxEmbedder
 
-    model = _tiny_network(tmp_path / "tiny.onnx")
+    model = tiny_onnx_network(tmp_path / "tiny.onnx")
     images = np.full((2, 8, 8, 3), 10, np.float32)
     assert np.allclose(OnnxEmbedder(model, 1, width=3)(images), 10)
     images[1, 0, 0, 0] = np.nan

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import last_json
+from conftest import last_json, tiny_onnx_network
 from features.cli import classify, extract, predict
 from features.errors import UsageError
 from features.models import openvino, runtime
@@ -175,3 +175,22 @@ def test_two_streams_give_one_streams_embeddings_in_order(image_folder, tmp_path
     assert two.streams == 2
     np.testing.assert_allclose(two(images), one, atol=1e-5)
     np.testing.assert_allclose(two(images[:1]), one[:1], atol=1e-5)  # fewer images than streams
+
+
+def test_every_openvino_batch_is_checked_finite_and_of_the_width(tmp_path):
+    from pathlib import Path
+
+    from features.models.onnx import Converted
+
+    model = tiny_onnx_network(tmp_path / "tiny.onnx")
+    images = np.full((2, 8, 8, 3), 10, np.float32)
+    for streams in (1, 2):
+        embed = openvino.OpenVinoEmbedder(Converted(Path("tiny.onnx"), model, 3), "fp32", threads=2, streams=streams)
+        assert np.allclose(embed(images), 10)
+        bad = images.copy()
+        bad[1, 0, 0, 0] = np.nan
+        with pytest.raises(UsageError, match="OpenVINO gave embeddings that are not finite .* delete it to convert"):
+            embed(bad)
+    wrong = openvino.OpenVinoEmbedder(Converted(Path("tiny.onnx"), model, 1280), "fp32", threads=1)
+    with pytest.raises(UsageError, match=r"embeddings of shape \(2, 3\) for 2 images"):
+        wrong(images)

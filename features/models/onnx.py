@@ -340,12 +340,20 @@ class OnnxEmbedder:
 
         images = np.asarray(images, np.float32)
         out = self.session.run(None, {self.input: images})[0]
-        problem = None
-        if out.ndim != 2 or len(out) != len(images) or (self.width and out.shape[1] != self.width):
-            problem = f"embeddings of shape {out.shape} for {len(images)} images"
-        elif not np.isfinite(out).all():
-            problem = "embeddings that are not finite (NaN or infinite)"
+        problem = batch_problem(out, len(images), self.width)
         if problem:
             raise UsageError(f"{self.name}: the converted network gave {problem}; it is not intact: delete it to "
                              "convert it again, or give {runtime} tf")
         return out
+
+
+def batch_problem(out, n: int, width: int | None) -> str | None:
+    """What is wrong with a batch of ``n`` images' embeddings ``out`` from a runtime (None: nothing): not a
+    matrix of ``n`` rows of the width, or not finite."""
+    import numpy as np
+
+    if out.ndim != 2 or len(out) != n or (width and out.shape[1] != width):
+        return f"embeddings of shape {out.shape} for {n} images"
+    if not np.isfinite(out).all():
+        return "embeddings that are not finite (NaN or infinite)"
+    return None

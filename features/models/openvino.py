@@ -113,6 +113,8 @@ class OpenVinoEmbedder:
     def __call__(self, images):
         import numpy as np
 
+        from .onnx import batch_problem
+
         images = np.ascontiguousarray(images, np.float32)
         if self.streams == 1:
             out = np.array(self.requests[0].infer([images])[0], np.float32)  # a copy: the request reuses its buffer
@@ -123,11 +125,7 @@ class OpenVinoEmbedder:
             for request in self.requests[:len(parts)]:
                 request.wait()
             out = np.vstack([np.array(r.get_output_tensor(0).data, np.float32) for r in self.requests[:len(parts)]])
-        problem = None
-        if out.ndim != 2 or len(out) != len(images) or (self.width and out.shape[1] != self.width):
-            problem = f"embeddings of shape {out.shape} for {len(images)} images"
-        elif not np.isfinite(out).all():
-            problem = "embeddings that are not finite (NaN or infinite)"
+        problem = batch_problem(out, len(images), self.width)
         if problem:
             raise UsageError(f"{self.name}: OpenVINO gave {problem} for the converted network; it is not intact: "
                              "delete it to convert it again, or give {runtime} onnx or tf")
