@@ -246,7 +246,9 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
             :class:`~features.models.registry.Backbone` or a registry name.
         options: :meth:`ExtractSettings.resolve`'s keywords (``weights``, ``image_size``,
             ``pooling``, ``tta``, ``batch_size``, ``out_dir``, ``shard``, ``engine``,
-            ``ray_address``, ``force``, ``progress``, ``checkpoint_batches``).
+            ``ray_address``, ``force``, ``progress``, ``checkpoint_batches``, ``runtime``, ``precision``).
+            The precision is settled first (:func:`features.models.runtime.choose`): a bf16 cache has its
+            own name and key.
 
     Raises:
         UsageError, WeightsUnavailableError: bad settings, or weights that cannot be had.
