@@ -73,7 +73,8 @@ def _body(args) -> None:
     without = leak["test_accuracy_without_leaked"]
     print(f"audit of {summary['dataset']} / {summary['backbone']}: {summary['photos']} photos, "
           f"{sum(summary['seconds'].values()):.1f} s\n"
-          f"  duplicates: {len(summary['duplicates'])} pairs (near from cosine {summary['near_threshold']}); "
+          f"  duplicates: {len(summary['duplicates'])} pair{'' if len(summary['duplicates']) == 1 else 's'} (near "
+          f"from cosine {summary['near_threshold']}); "
           f"{leak['leaked']} of {leak['test_photos']} test photos have a copy in train or val\n"
           f"  test accuracy of logreg {leak['test_accuracy']:.4f}"
           + (f", {without:.4f} without the leaked photos" if leak["leaked"] and without is not None else "") + "\n"
