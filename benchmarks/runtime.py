@@ -144,9 +144,10 @@ def main(argv=None) -> int:
         networks = {"tf": embedding_function(create_backbone(backbone), backbone.image_size)}
         folder = work / "emb-onnx-fp32" / "onnx"
         for runtime, precision in runs[1:]:
-            networks[f"{runtime} {precision}"] = prepare(backbone, "avg", "none", 0, folder,
-                                                         Choice(runtime, precision), runtime).embed
-        converted = prepare(backbone, "avg", "none", 0, folder, Choice("onnx"), "onnx", build=False).converted
+            networks[f"{runtime} {precision}"] = prepare(backbone, Choice(runtime, precision), pooling="avg",
+                                                         tta="none", seed=0, folder=folder, asked=runtime).embed
+        converted = prepare(backbone, Choice("onnx"), pooling="avg", tta="none", seed=0, folder=folder, asked="onnx",
+                            build=False).converted
         if bf16:
             networks["openvino bf16 2x1"] = openvino.OpenVinoEmbedder(converted, "bf16", streams=2)
         figures: dict[str, list[float]] = {}

@@ -167,8 +167,8 @@ def test_two_streams_give_one_streams_embeddings_in_order(image_folder, tmp_path
     _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32")
     from features.models.registry import resolve_backbone
 
-    converted = runtime.prepare(resolve_backbone("efficientnet_lite0", 64), "avg", "none", 0, tmp_path / "emb" / "onnx",
-                                Choice("onnx"), "onnx", build=False).converted
+    converted = runtime.prepare(resolve_backbone("efficientnet_lite0", 64), Choice("onnx"), pooling="avg", tta="none",
+                                seed=0, folder=tmp_path / "emb" / "onnx", asked="onnx", build=False).converted
     images = np.random.default_rng(0).integers(0, 256, (7, 64, 64, 3)).astype(np.float32)  # an odd batch
     one = openvino.OpenVinoEmbedder(converted, "fp32", threads=2, streams=1)(images)
     two = openvino.OpenVinoEmbedder(converted, "fp32", threads=2, streams=2)

@@ -50,8 +50,8 @@ class _Network:
 
     def _prepare(self, build: bool) -> runtimes.Prepared:
         if self.prepared is None:
-            self.prepared = runtimes.prepare(self.backbone, self.pooling, self.tta, self.seed, self.onnx_dir,
-                                             self.choice, self.asked, build=build)
+            self.prepared = runtimes.prepare(self.backbone, self.choice, pooling=self.pooling, tta=self.tta,
+                                             seed=self.seed, folder=self.onnx_dir, asked=self.asked, build=build)
         self.choice, self.conversion_seconds = self.prepared.choice, self.prepared.seconds
         self.compile_seconds = self.prepared.compile_seconds
         return self.prepared

@@ -260,8 +260,8 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
     choice = runtimes.choose(settings.runtime, settings.precision, gpu=engine_gpus(settings) > 0)
     prepared = None
     if choice.precision == "bf16":  # the cache's name and key say bf16: settled before the cache is looked for
-        prepared = runtimes.prepare(settings.backbone, settings.pooling, settings.tta, source.seed,
-                                    settings.out_dir / "onnx", choice, settings.runtime,
+        prepared = runtimes.prepare(settings.backbone, choice, pooling=settings.pooling, tta=settings.tta,
+                                    seed=source.seed, folder=settings.out_dir / "onnx", asked=settings.runtime,
                                     build=settings.engine == "local")
         choice = prepared.choice  # fp32 where OpenVINO cannot take the network (under auto)
     path, key = target_path(source, settings, choice.precision), cache_key(source, settings, choice.precision)

@@ -121,7 +121,7 @@ class Prepared:
     compile_seconds: float = 0.0
 
 
-def prepare(backbone, pooling: str, tta: str, seed: int, folder, choice: Choice, asked: str = "auto",
+def prepare(backbone, choice: Choice, *, pooling: str, tta: str, seed: int, folder, asked: str = "auto",
             threads: int | None = None, build: bool = True) -> Prepared:
     """The network of ``backbone`` on the runtime ``choice`` names, converted into ``folder`` once.
 

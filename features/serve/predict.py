@@ -238,7 +238,8 @@ def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: in
                     "differ a little (a cosine of 0.99 or more to them)", why)
     choice = runtimes.choose(runtime, "fp32" if why else precision, gpu)
     if choice.runtime != "tf" and onnx_dir is not None:
-        prepared = runtimes.prepare(backbone, pooling, tta, seed, onnx_dir, choice, runtime)
+        prepared = runtimes.prepare(backbone, choice, pooling=pooling, tta=tta, seed=seed, folder=onnx_dir,
+                                    asked=runtime)
         if prepared.embed is not None:
             return prepared.embed, prepared.converted.width, prepared.choice.runtime, None
     model = create_embedder(backbone, pooling, tta, seed)
