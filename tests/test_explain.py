@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import last_json, write_image
+from conftest import last_json, tmpfs, write_image
 from features.cli import classify, extract, finetune, predict, report
 from features.heads import fold_head
 from features.serve.explain import HeadExplainer, explainer
@@ -124,6 +124,29 @@ def test_predict_explain_draws_a_png_a_photo_and_names_it(head_runs, tmp_path, c
         table = list(csv.DictReader(f))
     assert [bool(r["heatmap"]) for r in table] == [True, True, True, False]
     assert all(os.path.isfile(r["heatmap"]) for r in table[:3])
+
+
+def test_a_disk_that_fills_while_heatmaps_are_drawn_ends_in_one_line_and_leaves_whole_pngs(head_runs, tmp_path, capsys):
+    from PIL import Image
+
+    run, photos = str(head_runs.runs["logreg"]), sorted(head_runs.photos.glob("*/*"))
+    with tmpfs(tmp_path / "disk", "size=300k") as disk:
+        fill_but(disk, 120_000)  # room for a PNG or so, not all of them
+        code = predict.main([run, *map(str, photos), "--explain", str(disk / "heat")])
+        err = capsys.readouterr().err
+        assert code == 2 and "no space left on the device" in err and len(err.strip().splitlines()) == 1
+        left = list((disk / "heat").iterdir())
+        assert not [p for p in left if not p.name.endswith(".png")], left  # no temporary file left
+        for png in left:  # each one written whole
+            with Image.open(png) as image:
+                image.load()
+
+
+def fill_but(folder, spare: int) -> None:
+    """Fill ``folder``'s device but for about ``spare`` bytes."""
+    stat = os.statvfs(folder)
+    with open(folder / "filler", "wb") as f:
+        f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - spare))
 
 
 def test_what_has_no_map_is_refused_in_one_line(head_runs, tmp_path, capsys):
