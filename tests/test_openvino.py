@@ -194,3 +194,44 @@ def test_every_openvino_batch_is_checked_finite_and_of_the_width(tmp_path):
     wrong = openvino.OpenVinoEmbedder(Converted(Path("tiny.onnx"), model, 1280), "fp32", threads=1)
     with pytest.raises(UsageError, match=r"embeddings of shape \(2, 3\) for 2 images"):
         wrong(images)
+
+
+def _within(seconds: float, fn):
+    """``fn()``'s result, in a daemon thread: a call still running after ``seconds`` fails the test, not hangs it."""
+    import threading
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("value", fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s"
+    return out.get("value")
+
+
+@pytest.mark.parametrize("planted", ["a FIFO", "a link to /dev/zero", "a folder", "a dangling link"])
+def test_what_is_not_a_regular_file_in_openvinos_cache_is_removed_before_it_reads_there(planted, tmp_path, caplog):
+    import os
+
+    model = tiny_onnx_network(tmp_path / "tiny.onnx")
+    cache = tmp_path / "cache"
+    openvino.compile_network(model, "fp32", 1, cache)
+    (bad,) = list(cache.iterdir())  # the compiled model's own blob: the file OpenVINO reads next time
+    bad.unlink()
+    (cache / "kept.blob").write_bytes(b"not a blob OpenVINO made")  # a regular file: OpenVINO's to judge
+    {"a FIFO": lambda: os.mkfifo(bad), "a link to /dev/zero": lambda: bad.symlink_to("/dev/zero"),
+     "a folder": lambda: bad.mkdir(), "a dangling link": lambda: bad.symlink_to(tmp_path / "gone")}[planted]()
+    compiled = _within(60, lambda: openvino.compile_network(model, "fp32", 1, cache))
+    assert np.allclose(compiled(np.full((1, 8, 8, 3), 7, np.float32))[0], 7)
+    assert not bad.is_fifo() and not bad.is_symlink() and not bad.is_dir() and (cache / "kept.blob").exists()
+    assert "in OpenVINO's model cache is not a regular file: removed" in caplog.text
+
+
+def test_a_cache_folder_that_is_a_file_or_a_link_is_not_used(tmp_path, caplog):
+    model = tiny_onnx_network(tmp_path / "tiny.onnx")
+    (tmp_path / "file").write_text("")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    for folder in (tmp_path / "file", tmp_path / "link"):
+        assert openvino.usable_cache(folder) is None
+        _within(60, lambda f=folder: openvino.compile_network(model, "fp32", 1, f))
+    assert not list((tmp_path / "elsewhere").iterdir()) and "OpenVINO's model cache not used" in caplog.text

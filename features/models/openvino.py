@@ -69,11 +69,11 @@ def compile_network(model: bytes, precision: str, threads: int, cache_dir=None, 
     import openvino as ov
 
     core = ov.Core()
+    cache_dir = usable_cache(cache_dir) if cache_dir is not None else None
     if cache_dir is not None:
         try:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
             core.set_property({"CACHE_DIR": str(cache_dir)})
-        except (OSError, RuntimeError) as exc:  # a folder that cannot hold it: compiled each time instead
+        except RuntimeError as exc:  # compiled each time instead
             log.debug("OpenVINO's model cache not used (%s)", exc)
     config = {"INFERENCE_PRECISION_HINT": PRECISION_HINT[precision], "INFERENCE_NUM_THREADS": int(threads)}
     config.update({"PERFORMANCE_HINT": "LATENCY"} if streams == 1 else
@@ -82,6 +82,34 @@ def compile_network(model: bytes, precision: str, threads: int, cache_dir=None, 
         return core.compile_model(core.read_model(model), "CPU", config)
     except Exception as exc:  # noqa: BLE001 - whatever OpenVINO says, it cannot run this network
         raise NoOpenVinoForm(first_line(exc)) from None
+
+
+def usable_cache(folder) -> Path | None:
+    """OpenVINO's model cache ``folder`` (made here), with anything in it that is not a regular file removed:
+    OpenVINO opens its blobs by name, and a FIFO there makes it wait forever (seen: a compile that never
+    returned); a folder that is a link, a file, or cannot be made or cleaned is not used (None: compiled each
+    time). OpenVINO checks the blobs themselves and compiles again over a damaged one (seen: cut short, random)."""
+    import os
+    import shutil
+
+    folder = Path(folder)
+    try:
+        if folder.is_symlink() or folder.exists() and not folder.is_dir():
+            log.warning("%s is not a folder: OpenVINO's model cache not used (the network is compiled each time)",
+                        folder)
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        for entry in os.scandir(folder):
+            if not entry.is_file(follow_symlinks=False):
+                log.warning("%s in OpenVINO's model cache is not a regular file: removed", entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+    except OSError as exc:  # a folder that cannot hold it or be cleaned: compiled each time instead
+        log.debug("OpenVINO's model cache not used (%s)", exc)
+        return None
+    return folder
 
 
 class OpenVinoEmbedder:
