@@ -145,6 +145,9 @@ def test_what_openvino_cannot_compile_falls_back_under_auto_and_is_refused_by_na
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--runtime openvino: OpenVINO cannot compile efficientnet_lite0 (Cannot create Foo layer" in err
     assert "give --runtime onnx or tf" in err
+    code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST,
+                                           "--precision", "bf16", "--force"])  # bf16 asked for: not fp32 instead
+    assert code == 2 and "--precision bf16: efficientnet_lite0 cannot run on OpenVINO here" in err
 
 
 @pytest.mark.slow

@@ -264,6 +264,9 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
                                     seed=source.seed, folder=settings.out_dir / "onnx", asked=settings.runtime,
                                     build=settings.engine == "local")
         choice = prepared.choice  # fp32 where OpenVINO cannot take the network (under auto)
+        if settings.precision == "bf16" and choice.precision != "bf16":
+            raise UsageError(f"{{precision}} bf16: {settings.backbone.name} cannot run on OpenVINO here (the "
+                             "converter or OpenVINO refused it; -v says why); give {precision} fp32 or auto")
     path, key = target_path(source, settings, choice.precision), cache_key(source, settings, choice.precision)
     with store.writer_lock(path):  # a second run of the same extraction waits here, then hits the cache
         if path.exists() and not settings.force:

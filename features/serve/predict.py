@@ -240,6 +240,9 @@ def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: in
     if choice.runtime != "tf" and onnx_dir is not None:
         prepared = runtimes.prepare(backbone, choice, pooling=pooling, tta=tta, seed=seed, folder=onnx_dir,
                                     asked=runtime)
+        if choice.precision == "bf16" and prepared.choice.precision != "bf16":
+            log.warning("the head was trained on bf16 embeddings, but OpenVINO cannot run %s here: its backbone runs "
+                        "at fp32, whose embeddings differ a little (a cosine of 0.99 or more to them)", backbone.name)
         if prepared.embed is not None:
             return prepared.embed, prepared.converted.width, prepared.choice.runtime, None
     model = create_embedder(backbone, pooling, tta, seed)
