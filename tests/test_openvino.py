@@ -128,6 +128,36 @@ def test_a_head_on_bf16_embeddings_predicts_at_bf16(native_bf16, image_folder, t
 
 
 @pytest.mark.slow
+def test_a_bf16_head_where_bf16_cannot_run_predicts_at_fp32_with_one_warning(native_bf16, image_folder, tmp_path,
+                                                                            run_main, monkeypatch, caplog):
+    fp32 = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")["cache"]
+    cache = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")["cache"]
+    code, out, _ = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json", "-q",
+                                            "--n-jobs", "1"])
+    run = last_json(out)["run_dir"]
+    from features.serve.predict import open_predictor
+
+    paths = sorted(str(p) for p in image_folder.glob("*/*"))
+    x, _ = _read(fp32)
+
+    def cannot(*_, **__):
+        raise openvino.NoOpenVinoForm("Cannot create Foo layer: unsupported")
+
+    compile_network = openvino.compile_network
+    for why, native, compiles in (("this CPU has no native bf16", False, compile_network),
+                                  ("OpenVINO cannot run efficientnet_lite0 here", True, cannot)):
+        monkeypatch.setattr(openvino, "native_bf16", lambda native=native: native)
+        monkeypatch.setattr(openvino, "compile_network", compiles)
+        caplog.clear()
+        predictor = open_predictor(run)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == 1 and warned[0].startswith(f"the head was trained on bf16 embeddings ({why}")
+        assert "its backbone runs at fp32 here" in warned[0] and predictor.runtime == "onnx"
+        _, proba, _ = predictor.predict(paths)
+        np.testing.assert_allclose(proba, predictor.model.predict_proba(x), atol=1e-5)  # the fp32 network's
+
+
+@pytest.mark.slow
 def test_what_openvino_cannot_compile_falls_back_under_auto_and_is_refused_by_name(image_folder, tmp_path,
                                                                                   run_main, monkeypatch, caplog):
     def cannot(*_, **__):

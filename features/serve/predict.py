@@ -234,15 +234,13 @@ def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: in
     gpu = visible_gpus() > 0
     why = runtimes.why_no_bf16(runtime) if precision == "bf16" else None
     if why:
-        log.warning("the head was trained on bf16 embeddings (%s): its backbone runs at fp32 here, whose embeddings "
-                    "differ a little (a cosine of 0.99 or more to them)", why)
+        _at_fp32_instead(why)
     choice = runtimes.choose(runtime, "fp32" if why else precision, gpu)
     if choice.runtime != "tf" and onnx_dir is not None:
         prepared = runtimes.prepare(backbone, choice, pooling=pooling, tta=tta, seed=seed, folder=onnx_dir,
                                     asked=runtime)
         if choice.precision == "bf16" and prepared.choice.precision != "bf16":
-            log.warning("the head was trained on bf16 embeddings, but OpenVINO cannot run %s here: its backbone runs "
-                        "at fp32, whose embeddings differ a little (a cosine of 0.99 or more to them)", backbone.name)
+            _at_fp32_instead(f"OpenVINO cannot run {backbone.name} here")
         if prepared.embed is not None:
             return prepared.embed, prepared.converted.width, prepared.choice.runtime, None
     model = create_embedder(backbone, pooling, tta, seed)
@@ -257,6 +255,11 @@ def _onnx_folder(meta: dict):
         return None
     root = Path(first).parent.parent  # <out>/<dataset>/<cache>.h5
     return root / "onnx" if root.is_dir() else None
+
+
+def _at_fp32_instead(why: str) -> None:
+    log.warning("the head was trained on bf16 embeddings (%s): its backbone runs at fp32 here, whose embeddings "
+                "differ a little (a cosine of 0.99 or more to them)", why)
 
 
 def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
