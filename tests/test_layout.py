@@ -206,3 +206,24 @@ def test_every_file_read_back_goes_through_the_guarded_reader():
             if isinstance(node, ast.Call) and (how := _reads_a_path(node)):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} {how}")
     assert not found, "read without the guarded reader (features/io.py):\n" + "\n".join(found)
+
+
+def test_every_folder_a_script_writes_by_default_is_ignored_by_git():
+    """A user who runs the scripts in the clone gets no caches, runs or audits to commit by mistake."""
+    import importlib
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git clone")
+    defaults = set()
+    for script in sorted(p.stem for p in (LIBRARY / "cli").glob("*.py")):
+        module = importlib.import_module(f"features.cli.{script}")
+        if hasattr(module, "build_parser"):
+            defaults |= {action.default for action in module.build_parser()._actions
+                         if action.dest in ("out", "embeddings_dir") and isinstance(action.default, str)
+                         and not action.default.endswith(".md")}  # report.py's RESULTS.md is the project's own
+    assert {"embeddings", "runs", "audits"} <= defaults
+    for folder in sorted(defaults):
+        done = subprocess.run(["git", "check-ignore", "-q", f"{folder}/any.file"], cwd=ROOT)
+        assert done.returncode == 0, f"{folder}/ (a script's default output) is not in .gitignore"
