@@ -95,14 +95,20 @@ def plant(flowers: Path, others: Path, out: Path, per_class: int | None = None, 
 
 def recall(truth: dict, found: dict) -> dict:
     """Per planted kind: (found, planted)."""
-    pairs = {frozenset((d["a"], d["b"])) for d in found["duplicates"]}
+    copies = found["duplicates"]
+    near = {frozenset((d["a"], d["b"])) for d in copies["near"]}
+    groups = [set(g["ids"]) for g in copies["groups"]]
+
+    def together(pair) -> bool:  # a near pair, or both in one group of exact copies
+        return frozenset(pair) in near or any(set(pair) <= g for g in groups)
+
     issues = {d["id"] for d in found["label_issues"]}
     outliers = {d["id"] for d in found["outliers"]}
     result = {"swapped labels": (sum(i in issues for i in truth["swapped"]), len(truth["swapped"])),
-              "byte copies": (sum(frozenset(p) in pairs for p in truth["copies"]), len(truth["copies"]))}
+              "byte copies": (sum(together(p) for p in truth["copies"]), len(truth["copies"]))}
     for kind in VARIANTS:
         planted = [(a, b) for a, b, k in truth["near"] if k == kind]
-        result[f"near copies ({kind})"] = (sum(frozenset(p) in pairs for p in planted), len(planted))
+        result[f"near copies ({kind})"] = (sum(together(p) for p in planted), len(planted))
     result["another kind"] = (sum(s in outliers for s in truth["strangers"]), len(truth["strangers"]))
     return result
 
@@ -132,7 +138,9 @@ def main(argv=None) -> int:
               f"{args.seed}; audit {sum(found['seconds'].values()):.1f} s")
         for kind, (hit, n) in recall(truth, found).items():
             print(f"  {kind:<24} recall {hit}/{n} = {hit / n:.2f}")
-        print(f"  flagged in all: {len(found['duplicates'])} pairs, {len(found['label_issues'])} label issues, "
+        copies = found["duplicates"]
+        print(f"  flagged in all: {len(copies['groups'])} groups of exact copies, {copies['near_pairs']} near pairs, "
+              f"{len(found['label_issues'])} label issues, "
               f"{len(found['outliers'])} outliers")
         near = _similarities(cache["cache"], truth)
         for kind in VARIANTS:

@@ -10,7 +10,9 @@ is never a number here: ``epochs=True`` is refused, not read as 1.
 from __future__ import annotations
 
 import math
+import os
 from numbers import Integral, Real
+from pathlib import Path
 
 from .errors import UsageError
 
@@ -86,3 +88,39 @@ def seed(value, param: str = "seed") -> int:
 def batch_size(value, param: str = "batch_size") -> int:
     """Images per step: a whole number from 1 to :data:`MAX_BATCH_SIZE`."""
     return whole(value, param, 1, MAX_BATCH_SIZE)
+
+
+def similarity(value, param: str) -> float:
+    """A cosine similarity from which two things count as alike: a number in (0, 1]."""
+    if _is_real(value) and math.isfinite(value) and 0 < value <= 1:
+        return float(value)
+    shown = f"{value:g}" if _is_real(value) else repr(value)
+    raise UsageError(f"{{{param}}} {shown}: a cosine similarity; give a number in (0, 1]")
+
+
+def path(value, param: str, what: str = "a file or folder") -> Path:
+    """A path given as a string or an ``os.PathLike`` (not None, a number or a list), not empty."""
+    if isinstance(value, (str, os.PathLike)) and str(os.fspath(value)):
+        return Path(value)
+    raise UsageError(f"{{{param}}} {value!r}: give the path of {what} (a string or a pathlib.Path)")
+
+
+def optional_path(value, param: str, what: str = "a file or folder") -> Path | None:
+    """:func:`path`, or None (the parameter's "not given")."""
+    return None if value is None else path(value, param, what)
+
+
+def paths(value, param: str, what: str = "files") -> list[Path]:
+    """One path or a list of them (a bare string is one path, never its characters)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [path(value, param, what)]
+    if isinstance(value, (list, tuple)) and value:
+        return [path(v, param, what) for v in value]
+    raise UsageError(f"{{{param}}} {value!r}: give a path or a list of paths of {what}")
+
+
+def optional_jobs(value, param: str = "n_jobs") -> int | None:
+    """Parallel jobs as joblib takes them: None, -1 (all cores) or a whole number from 1."""
+    if value is None or value == -1 and _is_whole(value):
+        return None if value is None else -1
+    return whole(value, param, 1, what=" of jobs (or -1 for all cores)")

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import last_json, make_image_folder, write_cache
 from features.audit import audit
-from features.audit.duplicates import find_duplicates, leaked_test_rows, neighbours, normalised
+from features.audit.duplicates import PAIRS, find_duplicates, leaked_test_rows, neighbours, normalised
 from features.audit.labels import find_issues, out_of_fold_probabilities
 from features.audit.outliers import find_outliers, outlier_scores
 from features.cli import audit as audit_cli
@@ -41,26 +41,57 @@ def planted(seed=0, per_class=60, dim=32):
 
 def test_copies_are_found_by_kind_and_a_copy_across_splits_is_a_leak():
     X, y, splits, truth = planted()
-    pairs = find_duplicates(X, threshold=0.95)
-    found = {(p.a, p.b): p for p in pairs}
-    assert found[truth["copy"]].kind == "same pixels" and found[truth["copy"]].similarity == pytest.approx(1)
-    assert found[truth["near"]].kind == "near" and 0.95 < found[truth["near"]].similarity < 1
-    assert len(pairs) == 2  # nothing else: distinct photos sit far below the threshold
-    assert leaked_test_rows(pairs, splits).tolist() == sorted([truth["copy"][1], truth["near"][1]])
+    found = find_duplicates(X, threshold=0.95, splits=splits)
+    assert [(g.kind, g.rows) for g in found.groups] == [("same pixels", truth["copy"])]
+    assert [(p.a, p.b) for p in found.near] == [truth["near"]] and 0.95 < found.near[0].similarity < 1
+    assert found.near_total == 1  # nothing else: distinct photos sit far below the threshold
+    leaked = leaked_test_rows(X, splits, 0.95, found.groups)
+    assert leaked.tolist() == sorted([truth["copy"][1], truth["near"][1]])
     digests = [None] * len(X)
     digests[0] = digests[1] = "same bytes"  # two files with the same bytes: said as the same file
-    assert {(p.a, p.b): p.kind for p in find_duplicates(X, 0.95, digests)}[(0, 1)] == "same file"
+    assert ("same file", (0, 1)) in [(g.kind, g.rows) for g in find_duplicates(X, 0.95, digests).groups]
 
 
 def test_the_blocked_similarity_is_the_whole_matrix():
     X = normalised(np.random.default_rng(1).normal(size=(50, 8)))
-    (i, j, s), nearest, sim = neighbours(X, 0.3, block=7)
+    (i, j, s), total, nearest, sim = neighbours(X, 0.3, block=7, limit=10**6)
     full = X @ X.T
     np.fill_diagonal(full, -np.inf)
     want = np.argwhere(np.triu(full >= 0.3, 1))
-    assert sorted(zip(i.tolist(), j.tolist())) == [tuple(p) for p in want.tolist()]
+    assert sorted(zip(i.tolist(), j.tolist())) == [tuple(p) for p in want.tolist()] and total == len(want)
     assert np.allclose(s, full[i, j]) and nearest.tolist() == full.argmax(1).tolist()
     assert np.allclose(sim, full.max(1))
+    assert all(s[k] >= s[k + 1] for k in range(len(s) - 1))  # most similar first
+    (i5, j5, s5), total5, _, _ = neighbours(X, 0.3, block=7, limit=5)  # kept: the 5 most similar, all counted
+    assert total5 == len(want) and np.allclose(s5, np.sort(full[want[:, 0], want[:, 1]])[::-1][:5])
+
+
+def _peak_mib(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_thousands_of_copies_are_one_group_and_memory_grows_with_the_photos_not_their_pairs():
+    rng = np.random.default_rng(0)
+    copies = 4000  # 7,998,000 pairs: a Pair each took gigabytes
+    X = np.vstack([np.tile(rng.normal(size=(1, 64)), (copies, 1)), rng.normal(size=(50, 64))]).astype(np.float32)
+    splits = np.r_[np.tile([TRAIN, TEST], copies // 2), np.full(50, TRAIN)]
+    found, peak = _peak_mib(lambda: find_duplicates(X, splits=splits))
+    assert [(g.kind, len(g.rows)) for g in found.groups] == [("same pixels", copies)] and found.near_total == 0
+    assert peak < 100, f"{peak:.0f} MiB"
+    leaked, peak = _peak_mib(lambda: leaked_test_rows(X, splits, groups=found.groups))
+    assert leaked.tolist() == list(range(1, copies, 2)) and peak < 100, f"{peak:.0f} MiB"
+    # near copies that are not identical (a placeholder re-encoded): every pair counted, PAIRS kept
+    Y = X[:copies] + rng.normal(0, 1e-3, (copies, 64)).astype(np.float32)
+    found, peak = _peak_mib(lambda: find_duplicates(Y))
+    assert not found.groups and found.near_total == copies * (copies - 1) // 2 and len(found.near) == PAIRS
+    assert peak < 100, f"{peak:.0f} MiB"
 
 
 def test_swapped_labels_are_found_from_out_of_fold_probabilities():
@@ -90,8 +121,8 @@ def test_the_audit_of_a_cache_finds_every_planted_problem_and_scores_without_the
     path = write_cache(tmp_path / "c.h5", X, y, CLASSES, splits=splits)
     found = audit(path).summary()
     ids = [f"{CLASSES[label]}/{n}.jpg" for n, label in enumerate(y)]
-    assert {(d["a"], d["b"]) for d in found["duplicates"]} == {(ids[a], ids[b]) for a, b in
-                                                               (truth["copy"], truth["near"])}
+    assert [g["ids"] for g in found["duplicates"]["groups"]] == [[ids[r] for r in truth["copy"]]]
+    assert [(d["a"], d["b"]) for d in found["duplicates"]["near"]] == [tuple(ids[r] for r in truth["near"])]
     assert found["leakage"]["leaked"] == 2 and found["leakage"]["test_photos"] == int((splits == TEST).sum())
     assert found["leakage"]["test_accuracy_without_leaked"] is not None
     swapped = {ids[r]: CLASSES[c] for r, c in truth["swapped"].items()}
@@ -129,8 +160,10 @@ def test_audit_py_writes_its_folder_and_prints_where_the_pictures_are(photo_cach
     assert f"pictures and audit.json in {folder}" in out
     assert {p.name for p in folder.iterdir()} >= {"audit.json", "README.md", "duplicates.png"}
     assert json.loads((folder / "audit.json").read_text())["duplicates"] == result["duplicates"]
-    assert {"a": ids[0], "b": "a/zz-copy.png", "similarity": pytest.approx(result["duplicates"][0]["similarity"]),
-            "kind": "same file", "splits": result["duplicates"][0]["splits"]} in result["duplicates"]
+    group = {"kind": "same file", "photos": 2, "ids": [ids[0], "a/zz-copy.png"],
+             "splits": result["duplicates"]["groups"][0]["splits"]}
+    assert group in result["duplicates"]["groups"]
+    assert "duplicates: 1 group of the same file (2 photos)" in out
     assert result["photos_not_at_hand"] == 1
     page = (folder / "README.md").read_text()
     assert "1 not at hand" in page and "(duplicates.png)" in page
@@ -140,8 +173,9 @@ def test_audit_py_writes_its_folder_and_prints_where_the_pictures_are(photo_cach
 @pytest.mark.parametrize("argv,needle", [
     (["--near", "1.5"], "--near 1.5: a cosine similarity"),
     (["--near", "0"], "--near 0: a cosine similarity"),
-    (["--top", "0"], "--top 0: give at least 1"),
-    (["--folds", "1"], "--folds 1: give at least 2"),
+    (["--top", "0"], "--top 0: give a whole number of photos a sheet from 1 to 120"),
+    (["--top", "1400"], "--top 1400: give a whole number of photos a sheet from 1 to 120"),
+    (["--folds", "1"], "--folds 1: must be a whole number of folds, at least 2"),
 ])
 def test_bad_flags_exit_2_in_one_line(argv, needle, photo_cache, tmp_path, run_main):
     path, _, _ = photo_cache

@@ -12,20 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..cache import FeatureCache, read_cache
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
-from .duplicates import NEAR, Pair, file_digests, find_duplicates, leaked_test_rows
+from .duplicates import NEAR, PAIRS, Duplicates, file_digests, find_duplicates, leaked_test_rows
 from .labels import FOLDS, REVIEW, LabelIssue, check_rows, find_issues, out_of_fold_probabilities
 from .outliers import FENCE, K, Outlier, find_outliers, outlier_scores
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Audit:
     cache: FeatureCache
     photos: list  # each row's photo path, None where the source is not a folder
     threshold: float
-    duplicates: list[Pair]
+    duplicates: Duplicates
     leaked: np.ndarray  # test rows with a copy in train or val
     accuracy: dict  # the default head's test accuracy with and without the leaked photos
     label_issues: list[LabelIssue]  # flagged by cleanlab
@@ -49,6 +50,14 @@ class Audit:
         return {"id": self.name(i.row), "given": self.label(i.given), "suggested": self.label(i.suggested),
                 "score": round(i.score, 6), "split": self.split(i.row)}
 
+    def _duplicates(self) -> dict:
+        d = self.duplicates
+        return {"groups": [{"kind": g.kind, "photos": len(g.rows), "ids": [self.name(r) for r in g.rows],
+                            "splits": [self.split(r) for r in g.rows]} for g in d.groups],
+                "near": [{"a": self.name(p.a), "b": self.name(p.b), "similarity": round(p.similarity, 6),
+                          "splits": [self.split(p.a), self.split(p.b)]} for p in d.near],
+                "near_pairs": d.near_total}
+
     def summary(self) -> dict:
         """The audit as JSON: ids as the cache stores them, classes by name."""
         return {
@@ -56,8 +65,7 @@ class Audit:
             "backbone": self.cache.attrs.get("backbone"), "photos": len(self.cache.ids),
             "photos_not_at_hand": self.missing, "near_threshold": self.threshold,
             "balance": self.balance,
-            "duplicates": [{"a": self.name(p.a), "b": self.name(p.b), "similarity": round(p.similarity, 6),
-                            "kind": p.kind, "splits": [self.split(p.a), self.split(p.b)]} for p in self.duplicates],
+            "duplicates": self._duplicates(),
             "leakage": {"test_photos": int((self.cache.splits == TEST).sum()), "leaked": len(self.leaked),
                         "leaked_ids": [self.name(r) for r in self.leaked], **self.accuracy},
             "label_issues": [self._issue(i) for i in self.label_issues],
@@ -116,9 +124,13 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
             training or test photos.
         CacheError: the cache fails its checks.
     """
-    if not (0 < near <= 1):
-        raise UsageError(f"{{near}} {near:g}: a cosine similarity; give a number in (0, 1]")
-    cache = features if isinstance(features, FeatureCache) else read_cache(features)
+    near = validate.similarity(near, "near")
+    folds = validate.whole(folds, "folds", 2, what=" of folds")
+    seed = validate.seed(seed)
+    n_jobs = validate.optional_jobs(n_jobs)
+    data_dir = validate.optional_path(data_dir, "data_dir", "the folder of the photos")
+    cache = features if isinstance(features, FeatureCache) else read_cache(
+        validate.path(features, "features", "a feature cache"))
     if len(cache.ids) < 2:
         raise CacheError(f"{{features}} {cache.path}: holds {len(cache.ids)} photo; nothing to compare")
     present = np.unique(cache.labels)
@@ -128,8 +140,9 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
     photos = photo_paths(cache, data_dir)
     digests = file_digests(photos)
     missing = sum(d is None for d in digests)
-    pairs = find_duplicates(cache.embeddings, near, digests if missing < len(digests) else None)
-    leaked = leaked_test_rows(pairs, cache.splits)
+    duplicates = find_duplicates(cache.embeddings, near, digests if missing < len(digests) else None,
+                                 splits=cache.splits)
+    leaked = leaked_test_rows(cache.embeddings, cache.splits, near, duplicates.groups)
     seconds["duplicates"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -147,7 +160,8 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
     start = time.perf_counter()
     outliers = find_outliers(outlier_scores(cache.embeddings))
     seconds["outliers"] = time.perf_counter() - start
-    settings = {"near_threshold": near, "folds": folds, "seed": seed, "head": "logreg", "C": C,
-                "outlier_neighbours": min(K, len(cache.ids) - 1), "outlier_fence_iqr": FENCE}
-    return Audit(cache, photos, near, pairs, leaked, accuracy, issues, ranking, outliers, _balance(cache), missing,
-                 settings, seconds)
+    settings = {"near_threshold": near, "near_pairs_kept": PAIRS, "folds": folds, "seed": seed, "head": "logreg",
+                "C": C, "outlier_neighbours": min(K, len(cache.ids) - 1), "outlier_fence_iqr": FENCE}
+    return Audit(cache=cache, photos=photos, threshold=near, duplicates=duplicates, leaked=leaked, accuracy=accuracy,
+                 label_issues=issues, label_ranking=ranking, outliers=outliers, balance=_balance(cache),
+                 missing=missing, settings=settings, seconds=seconds)

@@ -32,7 +32,7 @@ from features.cli.common import HelpFormatter, add_common_flags, print_json, pro
 def build_parser() -> argparse.ArgumentParser:
     from features.audit.duplicates import NEAR
     from features.audit.labels import FOLDS
-    from features.audit.page import TOP
+    from features.audit.page import MAX_TOP, TOP
 
     p = argparse.ArgumentParser(prog=program("audit.py"), description=__doc__, formatter_class=HelpFormatter)
     data = p.add_argument_group("features")
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--near", type=float, default=NEAR,
                        help="cosine similarity of the embeddings from which two photos are near copies")
     audit.add_argument("--folds", type=int, default=FOLDS, help="folds of the out-of-fold probabilities")
-    audit.add_argument("--top", type=int, default=TOP, help="photos or pairs drawn on each contact sheet")
+    audit.add_argument("--top", type=int, default=TOP, help=f"photos or pairs drawn on each contact sheet (at most "
+                                                            f"{MAX_TOP})")
     audit.add_argument("--seed", type=int, default=0, help="seed of the folds and the head")
     audit.add_argument("--n-jobs", type=int, default=-1, help="parallel jobs of the head's search (-1: all cores)")
     out = p.add_argument_group("outputs")
@@ -57,14 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _body(args) -> None:
     from features.audit import audit, write_audit
+    from features.audit.page import check_top, describe_duplicates
     from features.cache import newest_cache
-    from features.errors import UsageError
     from features.outputs import check_output_folder
 
-    if args.top < 1:
-        raise UsageError(f"{{top}} {args.top}: give at least 1")
-    if args.folds < 2:
-        raise UsageError(f"{{folds}} {args.folds}: give at least 2")
+    check_top(args.top)  # before the audit's seconds are spent
     check_output_folder(args.out)
     found = audit(args.features or newest_cache(args.embeddings_dir), near=args.near, data_dir=args.data_dir,
                   folds=args.folds, seed=args.seed, n_jobs=args.n_jobs)
@@ -73,8 +71,7 @@ def _body(args) -> None:
     without = leak["test_accuracy_without_leaked"]
     print(f"audit of {summary['dataset']} / {summary['backbone']}: {summary['photos']} photos, "
           f"{sum(summary['seconds'].values()):.1f} s\n"
-          f"  duplicates: {len(summary['duplicates'])} pair{'' if len(summary['duplicates']) == 1 else 's'} (near "
-          f"from cosine {summary['near_threshold']}); "
+          f"  duplicates: {describe_duplicates(summary['duplicates'], summary['near_threshold'])}; "
           f"{leak['leaked']} of {leak['test_photos']} test photos have a copy in train or val\n"
           f"  test accuracy of logreg {leak['test_accuracy']:.4f}"
           + (f", {without:.4f} without the leaked photos" if leak["leaked"] and without is not None else "") + "\n"
