@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .. import validate
 from ..cache import FeatureCache, read_cache
+from ..data.photo_ids import photo_path
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
 from .duplicates import NEAR, PAIRS, Duplicates, file_digests, find_duplicates, leaked_test_rows
@@ -82,8 +82,7 @@ def photo_paths(cache: FeatureCache, data_dir=None) -> list:
         if cache.attrs.get("source_kind") != "folder":
             return [None] * len(cache.ids)
         data_dir = cache.attrs.get("source")
-    root = Path(data_dir)
-    return [root / str(i) for i in cache.ids]
+    return [photo_path(data_dir, str(i)) for i in cache.ids]
 
 
 def _balance(cache: FeatureCache) -> dict:

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decoding import SkippedImage
+from ..data.photo_ids import first_bad_id
 from ..data.splits import DEFAULT_SPLIT, SPLITS, split_code
 from ..errors import CacheError
 
@@ -229,6 +230,8 @@ def check_schema(path, cache: "FeatureCache") -> None:
         problems.append(f"split codes outside 0..{len(SPLITS) - 1}")
     if isinstance(cache.embeddings, np.ndarray) and cache.embeddings.size:
         problems += embedding_problems(cache.embeddings)
+    if isinstance(cache.ids, np.ndarray) and (bad := first_bad_id(cache.ids.tolist())):
+        problems.append(f"the id {bad}: ids are paths relative to the photo folder")
     if problems:
         raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction again "
                          "with {force=True}")

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import validate
 from ..errors import DatasetUnavailableError, UsageError
+from .photo_ids import photo_path
 from .splits import DEFAULT_SPLIT, SPLITS, complete_splits, describe_split, split_code, stratified_split, subsample
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class DataSource:
 
     def paths(self) -> list[str]:
         """Absolute file paths (folder sources)."""
-        return [os.path.join(self.location, i) for i in self.ids]
+        return [str(photo_path(self.location, i)) for i in self.ids]
 
 
 def _is_hidden(name: str) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .decoding import Headers, Skip, decode_image, read_headers, read_regular_file, why_undecodable
 from .listing import DEFAULT_MAX_PIXELS, DataSource, tfds_records
+from .photo_ids import photo_path
 
 Images = Union[DataSource, Sequence[str]]  # a listing, or image paths
 
@@ -121,7 +122,7 @@ def why_skipped(images: Images, index: int) -> Skip:
     the whole dataset each time.
     """
     if isinstance(images, DataSource) and images.kind == "folder":
-        path = os.path.join(images.location, images.ids[index])
+        path = str(photo_path(images.location, images.ids[index]))
     elif not isinstance(images, DataSource):
         path = str(images[index])
     else:

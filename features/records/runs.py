@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.photo_ids import first_bad_id
 from ..errors import DiskFullError, UsageError
 from ..io import (
     DATA_LIMIT,
@@ -225,6 +226,8 @@ def _probability_problems(names: list[str], splits: dict) -> list[str]:
             continue
         if len(set(ids.tolist())) != n:
             problems.append(f"{split}: an image id appears more than once")
+        if bad := first_bad_id(ids.tolist()):
+            problems.append(f"{split}: the id {bad}")
         if n and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(names)):
             problems.append(f"{split}: labels outside 0..{len(names) - 1}")
         if not np.isfinite(proba).all():

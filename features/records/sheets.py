@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decoding import DEFAULT_MAX_PIXELS
+from ..data.photo_ids import photo_path
 from ..io import read_regular
 
 THUMB = 160  # pixels, the longer side
@@ -155,7 +156,7 @@ def draw_top_losses(found: dict, photo_root, path, heatmaps=None, note: str = ""
     if not losses:
         return
     root, heatmaps = None if photo_root is None else Path(photo_root), heatmaps or {}
-    tiles = [Tile(None if root is None else root / loss["id"],
+    tiles = [Tile(None if root is None else photo_path(root, loss["id"]),
                   f"{short_name(loss['id'])}\n"
                   f"true {loss['true']}\npredicted {loss['predicted']} {loss['probability']:.3f}",
                   heatmaps.get(loss["id"]))

@@ -302,8 +302,7 @@ def explain_top_losses(run_dir, path, top: int | None = None, batch_size: int = 
     Raises:
         UsageError: the run has no map (see :func:`explainer`), or no probabilities or photos to read.
     """
-    import os
-
+    from ..data.photo_ids import photo_path
     from ..records.runs import RunFiles
     from ..records.sheets import TOP_LOSSES, draw_top_losses, worst
     from .predict import load_predictor
@@ -316,7 +315,7 @@ def explain_top_losses(run_dir, path, top: int | None = None, batch_size: int = 
         raise UsageError(f"{run_dir}: its photos are not a folder at hand (a TFDS set, or moved): no heatmaps")
     explaining = explainer(load_predictor(run_dir, "tf"))
     losses = found["top_losses"]
-    paths = [os.path.join(root, loss["id"]) for loss in losses]
+    paths = [str(photo_path(root, loss["id"])) for loss in losses]
     classes = [names.index(loss["predicted"]) for loss in losses]
     maps = {}
     if losses:

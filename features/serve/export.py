@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.photo_ids import photo_path
 from ..device import quiet_converters, verbose
 from ..errors import DiskFullError, UsageError, is_disk_full
 from ..io import Busy, file_lock, tree_sha256, write_json, write_text
@@ -134,7 +135,7 @@ def calibration_paths(run_dir, n: int = CALIBRATION_IMAGES, seed: int = 0) -> li
             with CacheRows(features[:1], verify_checksum=False) as rows:
                 train = np.flatnonzero(rows.splits == TRAIN)
                 pick = np.sort(rng.choice(train, min(n, len(train)), replace=False))
-                paths = [os.path.join(source, rows.ids(int(i), int(i) + 1)[0]) for i in pick]
+                paths = [str(photo_path(source, rows.ids(int(i), int(i) + 1)[0])) for i in pick]
         except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
             raise UsageError(f"{run_dir}: cannot list the training images of its cache ({exc}); int8 "
                              "quantization calibrates on them: keep the cache and its photos") from None
