@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import validate
 from ..data.splits import TEST
 from ..io import write_json, write_text
+from ..records.markdown import markdown_text
 from ..records.runs import run_folder
 from ..records.sheets import Tile, draw_sheet, grid, short_name
 from .run import Audit
@@ -73,15 +74,15 @@ def _sheets(audit: Audit, folder: Path, top: int) -> dict[str, str]:
 
 
 def _page(audit: Audit, summary: dict, sheets: dict[str, str]) -> str:
-    leak, s = summary["leakage"], summary
-    lines = [f"# Audit of {s['dataset']} / {s['backbone']}", "",
-             f"Cache `{s['cache']}`: {s['photos']} photos"
+    leak, s, md = summary["leakage"], summary, markdown_text
+    lines = [f"# Audit of {md(s['dataset'])} / {md(s['backbone'])}", "",
+             f"Cache {md(s['cache'])}: {s['photos']} photos"
              + (f", {s['photos_not_at_hand']} not at hand (their thumbnails say so)" if s["photos_not_at_hand"] else "")
              + ". Every figure is computed from the cache's embeddings; `audit.json` holds all of it.", "",
-             "## Class balance", "", "| class | " + " | ".join(s["balance"]) + " |",
+             "## Class balance", "", "| class | " + " | ".join(map(md, s["balance"])) + " |",
              "|---|" + "---|" * len(s["balance"])]
     for name in audit.cache.class_names:
-        lines.append(f"| {name} | " + " | ".join(str(s["balance"][split][name]) for split in s["balance"]) + " |")
+        lines.append(f"| {md(name)} | " + " | ".join(str(s["balance"][split][name]) for split in s["balance"]) + " |")
     without = leak["test_accuracy_without_leaked"]
     lines += ["", "## Duplicates and leakage", "", describe_duplicates(s["duplicates"], s["near_threshold"]) + ".",
               f"{leak['leaked']} of the {leak['test_photos']} test photos have a copy in train or val. The default "

@@ -19,6 +19,7 @@ from ..errors import UsageError
 from ..io import atomic_write, read_regular, read_system_file
 from ..outputs import check_output_file, check_output_folder, write_output
 from ..records import plots, runs
+from ..records.markdown import markdown_text
 from ..records.tables import (
     CURVE,
     SMALL_CNN,
@@ -69,12 +70,13 @@ def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = N
     lines: list[str] = []
     everything = [r for r in rows if r["dataset"] == dataset]
     chosen = [r for r in everything if not r.get("train_per_class")]  # all training images
-    lines += [f"## {dataset}", "",
+    md = markdown_text
+    lines += [f"## {md(dataset)}", "",
               "| method | backbone | px | epochs | training s | s/epoch | val accuracy | test accuracy "
               "| macro precision | macro recall | macro F1 | test images |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in chosen:
-        lines.append(f"| {label(r)} | {r.get('backbone')} | {r.get('image_size')} | "
+        lines.append(f"| {md(label(r))} | {md(r.get('backbone'))} | {r.get('image_size')} | "
                      f"{r.get('epochs_run') or '-'} | {_fmt(r.get('total_seconds'), '.1f')} | "
                      f"{_fmt(r.get('seconds_per_epoch'), '.1f')} | {_fmt(val_accuracy(r), '.4f')} | "
                      f"{r['accuracy']:.4f} | {r['precision_macro']:.4f} | {r['recall_macro']:.4f} | "
@@ -84,18 +86,18 @@ def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = N
     scored = [r for r in chosen if val_accuracy(r) is not None]
     if scored:  # "how high can you get?": the method is chosen on val; its test figure is reported once
         best = chosen_on_validation(scored)
-        lines += ["", f"How high: chosen on validation accuracy, {label(best)} on {best.get('backbone')} "
+        lines += ["", f"How high: chosen on validation accuracy, {md(label(best))} on {md(best.get('backbone'))} "
                       f"(val {val_accuracy(best):.4f}) scored test accuracy {best['accuracy']:.4f}, macro "
                       f"precision {best['precision_macro']:.4f}. Per class: "
-                  + ", ".join(f"{c} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
+                  + ", ".join(f"{md(c)} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
         if best.get("method") == "ensemble":
             lines.append("(An ensemble's validation accuracy is that of the set chosen on it, so it is "
                          "optimistic; its test figure is not.)")
     else:
         best = max(chosen, key=lambda r: r["precision_macro"])
-        lines += ["", f"Highest macro precision: {best['precision_macro']:.4f} ({label(best)}, accuracy "
+        lines += ["", f"Highest macro precision: {best['precision_macro']:.4f} ({md(label(best))}, accuracy "
                       f"{best['accuracy']:.4f}); no run records a validation accuracy to choose by. Per class: "
-                  + ", ".join(f"{c} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
+                  + ", ".join(f"{md(c)} {v['precision']:.4f}" for c, v in per_class(best).items()) + "."]
     tuned = next((r for r in chosen if r["method"] == "finetune" and r.get("unfreeze") != "all"),
                  next((r for r in chosen if r["method"] == "finetune"), None))
     # From scratch, the network that learns is the comparison: the small CNN where there is one (the
@@ -106,7 +108,7 @@ def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = N
     if tuned and scratch and tuned.get("seconds_per_epoch") and scratch.get("seconds_per_epoch"):
         lines.append(f"Training time: fine-tuning {tuned['total_seconds']:.0f} s "
                      f"({tuned['seconds_per_epoch']:.1f} s/epoch, {tuned.get('epochs_run')} epochs) for test "
-                     f"accuracy {tuned['accuracy']:.4f}, against {label(scratch)} {scratch['total_seconds']:.0f} s "
+                     f"accuracy {tuned['accuracy']:.4f}, against {md(label(scratch))} {scratch['total_seconds']:.0f} s "
                      f"({scratch['seconds_per_epoch']:.1f} s/epoch, {scratch.get('epochs_run')} epochs) for "
                      f"{scratch['accuracy']:.4f}.")
     plateau, table = time_to_accuracy(chosen)
@@ -120,16 +122,17 @@ def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = N
             reach = ("no small CNN run" if plateau is None else
                      f"{item['seconds_to_plateau']:.1f}" if item["seconds_to_plateau"] is not None
                      else "never reached")
-            lines.append(f"| {item['label']} | {item['best']:.4f} | {item['seconds_to_best']:.1f} | {reach} |")
+            lines.append(f"| {md(item['label'])} | {item['best']:.4f} | {item['seconds_to_best']:.1f} | {reach} |")
         lines.append("")
     if frozen and tuned:
-        lines.append(f"The frozen-features head chosen on validation, {label(frozen)} on {frozen.get('backbone')}, "
+        lines.append(f"The frozen-features head chosen on validation, {md(label(frozen))} on "
+                     f"{md(frozen.get('backbone'))}, "
                      f"took {frozen['total_seconds']:.0f} s, extraction included "
                      f"({tuned['total_seconds'] / frozen['total_seconds']:.1f}x less than fine-tuning), for test "
                      f"accuracy {frozen['accuracy']:.4f}.")
     table = few_shot_table(everything, [r for r in curve or [] if r.get("dataset") == dataset])
     if any(t["per_class"] is not None for t in table):
-        on = " and ".join(table[0]["curve_backbones"]) or "the cache's"
+        on = " and ".join(map(md, table[0]["curve_backbones"])) or "the cache's"
         lines += ["", "Learning curve: test accuracy against training images per class (the same test "
                       f"images; logistic regression on {on} embeddings, mean and standard deviation over "
                       "seeded subsamples, its settings chosen by cross-validation on the K images alone):", "",
@@ -152,7 +155,7 @@ def markdown(rows: list[dict], images: dict, env: dict, source_note: str, curve:
              f"scikit-learn {env['scikit-learn']}. {source_note}", ""]
     for dataset in sorted({r["dataset"] for r in rows}):
         lines += dataset_section(dataset, rows, curve)
-    lines += ["## Plots", ""] + [f"![{title}]({path})" for title, path in images.items()] + [""]
+    lines += ["## Plots", ""] + [f"![{markdown_text(title)}]({path})" for title, path in images.items()] + [""]
     return "\n".join(lines)
 
 
