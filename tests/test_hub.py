@@ -2,6 +2,7 @@
 save_to_preset into a folder, run through the toolkit's real code paths offline."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,9 +245,16 @@ def test_a_preset_file_that_is_a_device_or_a_fifo_is_refused_before_it_is_read(n
     ({"patch_size": 7}, "image size 64 is not a whole number of 7-pixel patches"),
     ({"hidden_dim": "32"}, "hidden_dim is '32'"),
     ({"num_heads": None}, "does not say its num_heads"),
-    ({"image_shape": [10**6, 10**6, 3]}, "image size is 1000000"),
+    ({"image_shape": [10**6, 10**6, 3]}, "image_shape height is 1000000"),
     ({"patch_size": 1, "image_shape": [512, 512, 3], "position_embedding_shape": [512, 512, 3]},
      "262,144 patches an image"),
+    # hostile pass five: Keras allocated positions x width and registers x width floats while it built
+    ({"position_embedding_shape": [100000, 100000, 3]}, "position_embedding_shape height is 100000"),
+    ({"num_register_tokens": 10**8}, "num_register_tokens is 100000000; a preset of this toolkit's families has a "
+                                     "whole number from 0 to 1,024 there"),
+    ({"num_register_tokens": -1}, "num_register_tokens is -1"),
+    ({"embedding_rows": 4096}, "holds 'embedding_rows', not a setting this toolkit knows for it"),
+    ({"use_mask_token": [0] * 10**4}, "its config's use_mask_token is [0, 0"),
 ])
 def test_a_preset_config_out_of_bounds_is_refused_before_anything_is_built(edit, says, presets, tmp_path, capsys,
                                                                            monkeypatch):
@@ -273,16 +281,101 @@ def test_a_network_past_the_memory_is_refused_and_the_estimate_is_keras_hubs_cou
     import json
 
     from features import io
-    from features.models import hub
+    from features.models import hub_config
 
     for family, folder in presets.items():
         config = json.loads((folder / "config.json").read_text())
-        sizes = hub.check_sizes(str(folder), hub._vision_config(config))
+        sizes = hub_config.check_config(str(folder), config["class_name"], config)
         model = keras_hub.models.Backbone.from_preset(str(folder), load_weights=False)
-        assert 0.8 <= hub.estimate_parameters(sizes) / model.count_params() <= 1.05, family
+        assert 0.8 <= hub_config.estimate_parameters(sizes) / model.count_params() <= 1.05, family
     monkeypatch.setattr(io, "available_memory", lambda: 100_000)
     assert "past what this machine can build" in _refused(capsys, _copy(presets, "vit", tmp_path), "--weights",
                                                           "none")
+
+
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def test_a_two_tower_presets_text_tower_is_bounded_and_counted(tower, tmp_path):
+    """A whole CLIP or SigLIP preset builds its text tower too: its sizes are bounded, its class is its family's,
+    and the whole network's estimate is within 20% of KerasHub's count."""
+    import json
+
+    from features.errors import UsageError
+    from features.models import hub_config
+
+    kind = {"clip": ("CLIPVisionEncoder", "CLIPTextEncoder", "CLIPBackbone", {"projection_dim": 16}),
+            "siglip": ("SigLIPVisionEncoder", "SigLIPTextEncoder", "SigLIPBackbone", {})}[tower]
+    vision = getattr(keras_hub.models, kind[0])(patch_size=16, hidden_dim=32, intermediate_dim=64,
+                                                image_shape=(SIZE, SIZE, 3), num_layers=2, num_heads=2)
+    text = getattr(keras_hub.models, kind[1])(vocabulary_size=5000, embedding_dim=32, hidden_dim=32, num_layers=2,
+                                              num_heads=2, intermediate_dim=64)
+    model = getattr(keras_hub.models, kind[2])(vision, text, **kind[3])
+    folder = tmp_path / tower
+    model.save_to_preset(str(folder))
+    config = json.loads((folder / "config.json").read_text())
+    sizes = hub_config.check_config(str(folder), kind[2], config)
+    inner = config["config"]
+    n = hub_config.network_parameters(sizes, inner["vision_encoder"]["config"], inner["text_encoder"]["config"],
+                                      inner.get("projection_dim") or 0)
+    assert 0.8 <= n / model.count_params() <= 1.2, n / model.count_params()
+    for edit, says in ((("text_encoder", "vocabulary_size", 10**9), "vocabulary_size is 1000000000"),
+                       (("text_encoder", "max_sequence_length", 0), "max_sequence_length is 0"),
+                       (("text_encoder", "class_name", "DINOV2Backbone"), "text_encoder is DINOV2Backbone, not the"),
+                       (("vision_encoder", "position_table", 7), "holds 'position_table'")):
+        edited = json.loads(json.dumps(config))
+        where, key, value = edit
+        (edited["config"][where] if key == "class_name" else edited["config"][where]["config"])[key] = value
+        with pytest.raises(UsageError, match=says):
+            hub_config.check_config(str(folder), kind[2], edited)
+
+
+def test_the_memory_check_is_the_processs_own_limit_not_only_the_machines(tmp_path):
+    """20 GB of parameters under a 6 GB cap ended in a TensorFlow traceback: the check compared with the
+    machine's memory. Under an address-space limit (ulimit -v) the process's own headroom is what counts."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, psutil\n"
+        "vms = psutil.Process().memory_info().vms\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vms + 2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
+        "from features.io import available_memory\n"
+        "from features.models.hub_config import Sizes, check_memory\n"
+        "from features.errors import UsageError\n"
+        "print(available_memory())\n"
+        "try:\n"
+        "    check_memory('big', 500_000_000)\n"  # 2 GB of float32: past the 1 GiB left under the cap
+        "except UsageError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr
+    first, said = done.stdout.splitlines()[:2]
+    assert int(first) <= 2**30 and "past what this machine can build" in said and "available to this process" in said
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_cgroups_memory_limit_is_the_headroom(version, tmp_path):
+    from features.io import _cgroup_headroom
+
+    root = tmp_path / "cgroup"
+    if version == 2:
+        (root / "app" / "job").mkdir(parents=True)
+        (root / "app" / "memory.max").write_text("6000000000\n")
+        (root / "app" / "memory.current").write_text("1000000000\n")
+        (root / "app" / "job" / "memory.max").write_text("max\n")
+        (root / "app" / "job" / "memory.current").write_text("500000000\n")
+        (tmp_path / "cgroups").write_text("0::/app/job\n")
+    else:
+        (root / "memory" / "job").mkdir(parents=True)
+        (root / "memory" / "job" / "memory.limit_in_bytes").write_text("6000000000\n")
+        (root / "memory" / "job" / "memory.usage_in_bytes").write_text("1000000000\n")
+        (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+        (root / "memory" / "memory.usage_in_bytes").write_text("7000000000\n")
+        (tmp_path / "cgroups").write_text("4:memory:/job\n1:cpu:/\n0::/\n")
+    assert _cgroup_headroom(str(root), str(tmp_path / "cgroups")) == 5_000_000_000
+    (tmp_path / "cgroups").write_text("0::/elsewhere\n")
+    assert _cgroup_headroom(str(root), str(tmp_path / "cgroups")) is None
 
 
 def test_weights_of_another_size_than_the_configs_network_are_refused(presets, tmp_path, capsys):

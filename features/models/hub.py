@@ -15,11 +15,10 @@ A preset is read once (its config, not its weights) to know its family, size and
 A preset folder is what is copied from another machine, so it is checked before KerasHub
 reads it: every file in it is a regular file (a link to ``/dev/zero`` or a FIFO is refused, never
 read), its JSON files are at most a record's bound and read by the guarded reader, and its sizes
-are bounded before anything is built (:func:`check_sizes`): width, depth, heads, MLP width,
-patch and image size are positive whole numbers within :data:`LIMITS`, and the parameter count
-estimated from them (:func:`estimate_parameters`, within 20% of KerasHub's count for every family
-here, SigLIP's pooling head most of the gap) is at most :data:`MAX_PARAMETERS` and, as float32,
-fits the memory available.
+are bounded before anything is built (:mod:`.hub_config`): every key of the config known, every
+size a whole number within bounds, and the parameters they make (within 20% of KerasHub's count for
+every family here, SigLIP's pooling head most of the gap) at most a bound and, as float32, within the
+memory this process can have.
 Where the preset's weights load, ``model.weights.h5`` must be of a size those parameters can
 have (2 to 4 bytes each, plus the file's own overhead; a CLIP or SigLIP preset with its text tower,
 at least the vision tower's): a config that claims another network than its weights is refused
@@ -39,6 +38,7 @@ from pathlib import Path
 
 from ..errors import UsageError, WeightsUnavailableError, first_line
 from ..io import RECORD_LIMIT, read_json, what_it_is
+from .hub_config import Sizes, check_config, estimate_parameters
 
 PREFIX = "hub:"
 INSTALL = "pip install -r requirements-hub.txt"
@@ -83,13 +83,6 @@ FAMILIES = {
 }
 # What the families are called by their authors, for the listing.
 NAMES = ("DINOv2", "DINOv3", "ViT", "CLIP", "SigLIP")
-
-
-# Bounds on a preset's config, far past every released encoder (ViT-g and DINOv2-g: 40 layers, width
-# 1,536, MLP 6,144; DINOv3 7B: width 4,096, 40 layers), checked before anything is built.
-LIMITS = {"num_layers": 256, "hidden_dim": 16384, "num_heads": 256, "intermediate_dim": 131072,
-          "patch_size": 1024, "tokens": 65536}
-MAX_PARAMETERS = 10_000_000_000  # 40 GB as float32; DINOv3 7B is 6.7 billion
 
 
 def is_hub(name) -> bool:
@@ -186,86 +179,6 @@ def _config(preset: str) -> dict:
     return config
 
 
-def _vision_config(config: dict) -> dict:
-    inner = config.get("config", {})
-    inner = inner if isinstance(inner, dict) else {}
-    vision = inner.get("vision_encoder")
-    found = vision.get("config", {}) if isinstance(vision, dict) else inner
-    return found if isinstance(found, dict) else {}
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """What a preset's config says of its size: image, patch, width, depth, heads, MLP width."""
-
-    image: int
-    patch: int
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-
-    @property
-    def tokens(self) -> int:
-        return (self.image // self.patch) ** 2
-
-
-def estimate_parameters(sizes: Sizes) -> int:
-    """A ViT-style encoder's parameter count from its sizes: per block attention (4 h^2 + 4 h), MLP
-    (2 h m + h + m) and two norms (4 h); the patch embedding (3 p^2 h + h), a class and a position
-    embedding per token, a final norm. KerasHub's own count is within a few per cent for DINOv2, ViT and
-    CLIP; SigLIP's pooling head adds about a block."""
-    h, m, p = sizes.hidden, sizes.intermediate, sizes.patch
-    per_block = 4 * h * h + 4 * h + 2 * h * m + h + m + 4 * h
-    return sizes.layers * per_block + 3 * p * p * h + h + (sizes.tokens + 1) * h + h + 2 * h
-
-
-def _whole(preset: str, name: str, value, bound: int) -> int:
-    if isinstance(value, (list, tuple)) and value:
-        value = value[0]  # ViT's patch is (height, width)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
-        raise UsageError(f"{{backbone}} hub:{preset}: its config's {name} is {value!r}; a preset of this toolkit's "
-                         f"families has a whole number from 1 to {bound:,} there")
-    return value
-
-
-def check_sizes(preset: str, vision: dict) -> Sizes:
-    """The preset's sizes, each bounded, and the network they make small enough to build here.
-
-    Raises:
-        UsageError: a size missing, not a positive whole number, past :data:`LIMITS`, an image that is
-            not a whole number of patches, or a network past :data:`MAX_PARAMETERS` or the memory.
-    """
-    from ..io import available_memory
-    from ..validate import MAX_IMAGE_SIZE
-
-    shape = vision.get("image_shape")
-    if not isinstance(shape, (list, tuple)) or not shape:
-        raise UsageError(f"{{backbone}} hub:{preset}: its config does not say its image size (image_shape)")
-    missing = [k for k in ("patch_size", "hidden_dim", "num_layers", "num_heads") if k not in vision]
-    if missing:
-        raise UsageError(f"{{backbone}} hub:{preset}: its config does not say its {', '.join(missing)}")
-    intermediate = vision.get("intermediate_dim", vision.get("mlp_dim"))
-    sizes = Sizes(_whole(preset, "image size", shape[0], MAX_IMAGE_SIZE),
-                  _whole(preset, "patch_size", vision["patch_size"], LIMITS["patch_size"]),
-                  _whole(preset, "hidden_dim", vision["hidden_dim"], LIMITS["hidden_dim"]),
-                  _whole(preset, "num_layers", vision["num_layers"], LIMITS["num_layers"]),
-                  _whole(preset, "num_heads", vision["num_heads"], LIMITS["num_heads"]),
-                  _whole(preset, "intermediate_dim", intermediate, LIMITS["intermediate_dim"]))
-    if sizes.image % sizes.patch:
-        raise UsageError(f"{{backbone}} hub:{preset}: its image size {sizes.image} is not a whole number of "
-                         f"{sizes.patch}-pixel patches")
-    if sizes.tokens > LIMITS["tokens"]:
-        raise UsageError(f"{{backbone}} hub:{preset}: {sizes.tokens:,} patches an image, past the "
-                         f"{LIMITS['tokens']:,} an encoder of this toolkit's families takes")
-    n = estimate_parameters(sizes)
-    if n > MAX_PARAMETERS or 4 * n > available_memory():
-        raise UsageError(f"{{backbone}} hub:{preset}: its config makes a network of about {n / 1e9:.1f} billion "
-                         f"parameters ({4 * n / 1e9:.1f} GB as float32), past what this machine can build (at most "
-                         f"{MAX_PARAMETERS / 1e9:.0f} billion, and {available_memory() / 1e9:.1f} GB available)")
-    return sizes
-
-
 @lru_cache(maxsize=32)
 def preset_facts(name: str) -> tuple[str, Sizes, str]:
     """(preset, its sizes, its class) of ``hub:PRESET``, from the preset's config (its weights are not read),
@@ -290,7 +203,7 @@ def preset_facts(name: str) -> tuple[str, Sizes, str]:
     if cls not in FAMILIES:
         raise UsageError(f"{{backbone}} hub:{preset} is a {cls or 'preset of unknown class'}; hub backbones are "
                          f"image encoders: {', '.join(sorted(FAMILIES))}")
-    return preset, check_sizes(preset, _vision_config(config)), cls
+    return preset, check_config(preset, cls, config), cls
 
 
 def hub_facts(name: str) -> tuple[str, int, int]:
