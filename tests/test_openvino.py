@@ -268,3 +268,51 @@ def test_a_cache_folder_that_is_a_file_or_a_link_is_not_used(tmp_path, caplog):
         assert openvino.usable_cache(folder) is None
         _within(60, lambda f=folder: openvino.compile_network(model, "fp32", 1, f))
     assert not list((tmp_path / "elsewhere").iterdir()) and "OpenVINO's model cache not used" in caplog.text
+
+
+def _negated_network(path) -> bytes:
+    """The tiny network's opposite: each image's mean pixel per channel, negated (cosine -1 to the tiny one's)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from features.models.onnx import OPSET
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2], keepdims=0),
+         helper.make_node("Neg", ["mean"], ["embedding"])], "negated",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 8, 8, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_blob_of_another_network_in_openvinos_cache_is_dropped_and_compiled_again(precision, tmp_path, caplog):
+    """Hostile pass five: the --weights none network's blob copied over the ImageNet network's, and OpenVINO
+    served it (predict.py said "dandelion 0.471" where the network says "roses 0.992"). What OpenVINO compiled or
+    read is run on the conversion's probe before any batch."""
+    import shutil
+    from pathlib import Path
+
+    from features.models.onnx import Converted, ort_session, probe_images
+
+    model, other = tiny_onnx_network(tmp_path / "tiny.onnx"), _negated_network(tmp_path / "negated.onnx")
+    probe = ort_session(model, threads=1).run(None, {"images": probe_images(8)})[0].tolist()
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    openvino.compile_network(model, precision, 1, mine)
+    openvino.compile_network(other, precision, 1, theirs)
+    (blob,), (their_blob,) = list(mine.iterdir()), list(theirs.iterdir())
+    shutil.copyfile(their_blob, blob)  # the other network's blob under this network's name
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    served = openvino.compile_network(model, precision, 1, mine)
+    assert np.allclose(served(images)[0], -images.mean((1, 2)), rtol=0.02)  # OpenVINO serves it as it is
+    shutil.copyfile(their_blob, blob)
+    converted = Converted(Path("tiny.onnx"), model, 3, probe=probe, size=8)
+    embed = openvino.OpenVinoEmbedder(converted, precision, threads=1, cache_dir=mine)
+    assert np.allclose(embed(images), images.mean((1, 2)), rtol=0.02)
+    assert "OpenVINO's compiled network gave embeddings of the probe" in caplog.text
+    assert "its model cache" in caplog.text and "is cleared and the network compiled again" in caplog.text
+    # a probe that the network itself does not give (its record is not this network's): refused, not run
+    wrong = Converted(Path("tiny.onnx"), model, 3, probe=(-np.asarray(probe)).tolist(), size=8)
+    with pytest.raises(openvino.NoOpenVinoForm, match="what it compiles gives embeddings of the probe"):
+        openvino.OpenVinoEmbedder(wrong, precision, threads=1, cache_dir=mine)

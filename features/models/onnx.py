@@ -92,12 +92,16 @@ def model_path(folder, backbone, key: dict) -> Path:
 @dataclass
 class Converted:
     """A converted network, proved: its file, the bytes that were proved (what runs), its embedding width,
-    and the conversion's seconds when it was done just now (else 0)."""
+    the conversion's seconds when it was done just now (else 0), and what it was proved on: the embeddings
+    of :func:`probe_images` at ``size`` (None where only the bytes travel: a Ray actor's), which OpenVINO's
+    compiled network is proved on too."""
 
     path: Path
     model: bytes
     width: int
     seconds: float = 0.0
+    probe: list | None = None
+    size: int = 0
 
 
 def probe_images(size: int):
@@ -182,7 +186,7 @@ def load_network(path: Path, record: dict, backbone) -> Converted:
         check_network(model, backbone.image_size, width, probe)
     except (TypeError, ValueError) as exc:  # a probe that is not a matrix of numbers
         raise NotIntact(f"its record's probe is not embeddings ({exc})") from None
-    return Converted(path, model, width)
+    return Converted(path, model, width, probe=probe, size=backbone.image_size)
 
 
 def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
@@ -209,7 +213,8 @@ def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
         record, model = _convert(backbone, pooling, tta, seed, path, key)
     if "refused" in record:
         raise NoOnnxForm(record["refused"])
-    return Converted(path, model, record["width"], record["seconds"])
+    return Converted(path, model, record["width"], record["seconds"], probe=record.get("probe"),
+                     size=backbone.image_size)
 
 
 def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict) -> tuple[dict, bytes]:

@@ -3,6 +3,8 @@
 OpenVINO reads the network :mod:`.onnx` converts and proves (its proved bytes, never the file
 again), compiles it for the CPU once per process, and keeps the compiled blob in its own model
 cache (``CACHE_DIR``) in ``<cache folder>/onnx/openvino/``, so the next run's compilation is a read.
+OpenVINO serves a blob of the expected name without looking at what it computes, so what it compiled
+or read is proved on the conversion's probe before any batch (:func:`compile_proved`).
 Its precision is asked for, never left to OpenVINO's default: OpenVINO picks bf16 by itself on a
 CPU whose instructions have it (``OPTIMIZATION_CAPABILITIES`` lists ``BF16``: AVX-512 BF16 or AMX),
 and bf16 embeddings are not fp32 ones (a cache records which it holds).
@@ -57,6 +59,79 @@ def native_bf16() -> bool:
 
 class NoOpenVinoForm(Exception):
     """OpenVINO cannot read or compile this network (``str()`` says what it said)."""
+
+
+# How near the compiled network's embeddings of the probe must be to those the conversion was proved with. At
+# fp32: the conversion's own tolerance (OpenVINO f32 is within 2e-6 of the probe's largest value for Lite0). At
+# bf16 the values move (Lite0: up to 17% of the largest, the probe's noise and gradient being no photos) but not
+# their direction: each probe image's cosine similarity to its proved embedding at least BF16_PROBE_COSINE
+# (Lite0 0.997 and 0.974; the random-weights Lite0's blob in the ImageNet one's place 0.13 and 0.16).
+BF16_PROBE_COSINE = 0.9
+
+
+def probe_problem(compiled, converted, precision: str) -> str | None:
+    """What is wrong with the compiled network's embeddings of the conversion's probe (None: nothing, or no
+    probe to run: a Ray actor's bytes)."""
+    import numpy as np
+
+    from .onnx import PROBE_TOLERANCE, probe_images
+
+    if converted.probe is None or not converted.size:
+        return None
+    try:
+        got = np.asarray(compiled.create_infer_request().infer([probe_images(converted.size)])[0], np.float64)
+        probe = np.asarray(converted.probe, np.float64)
+    except Exception as exc:  # noqa: BLE001 - a compiled network that cannot run the probe is not the network
+        return f"no embeddings of the probe ({first_line(exc)})"
+    if got.shape != probe.shape:
+        return f"embeddings of shape {got.shape} for the probe, not {probe.shape}"
+    if not np.isfinite(got).all():
+        return "embeddings of the probe that are not finite"
+    if precision == "fp32":
+        off = float(np.max(np.abs(got - probe)))
+        if off > PROBE_TOLERANCE * max(float(np.max(np.abs(probe))), 1e-30):
+            return f"embeddings of the probe off by up to {off:.3g} from the proved network's"
+        return None
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(probe, axis=1)
+    cosine = float(np.min(np.sum(got * probe, axis=1) / np.where(norms > 0, norms, 1)))
+    if cosine < BF16_PROBE_COSINE:
+        return (f"embeddings of the probe at cosine {cosine:.3f} to the proved network's (at least "
+                f"{BF16_PROBE_COSINE} at bf16)")
+    return None
+
+
+def compile_proved(converted, precision: str, threads: int, cache_dir=None, streams: int = 1):
+    """:func:`compile_network` of ``converted``'s proved bytes, then the conversion's probe run through what
+    OpenVINO compiled or took from its model cache: a blob that is not this network's (a copied-over cache)
+    is dropped with a warning and the network compiled again.
+
+    Raises:
+        NoOpenVinoForm: OpenVINO cannot compile it, or what it compiles afresh does not give the probe's
+            embeddings.
+    """
+    compiled = compile_network(converted.model, precision, threads, cache_dir, streams)
+    problem = probe_problem(compiled, converted, precision)
+    if problem and cache_dir is not None:
+        log.warning("%s: OpenVINO's compiled network gave %s: its model cache %s is cleared and the network "
+                    "compiled again", converted.path, problem, cache_dir)
+        clear_cache(cache_dir)
+        compiled = compile_network(converted.model, precision, threads, cache_dir, streams)
+        problem = probe_problem(compiled, converted, precision)
+    if problem:
+        raise NoOpenVinoForm(f"what it compiles gives {problem}")
+    return compiled
+
+
+def clear_cache(folder) -> None:
+    """Remove every file in OpenVINO's model cache ``folder`` (its blobs are made again as they are needed)."""
+    import os
+
+    try:
+        for entry in os.scandir(folder):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+    except OSError as exc:
+        log.debug("OpenVINO's model cache %s not cleared (%s)", folder, exc)
 
 
 def compile_network(model: bytes, precision: str, threads: int, cache_dir=None, streams: int = 1):
@@ -123,7 +198,8 @@ class OpenVinoEmbedder:
         streams: None: :data:`STREAMS` (at most one a thread).
 
     Raises:
-        NoOpenVinoForm: OpenVINO cannot compile the network.
+        NoOpenVinoForm: OpenVINO cannot compile the network, or what it compiles is not the network
+            (:func:`compile_proved`).
         UsageError (when called): a batch's embeddings are not finite or not of the width.
     """
 
@@ -134,7 +210,7 @@ class OpenVinoEmbedder:
         self.threads, self.precision = threads or cores(), precision
         self.streams = max(1, min(streams or STREAMS, self.threads))
         self.width, self.name = converted.width, converted.path
-        self.compiled = compile_network(converted.model, precision, self.threads, cache_dir, self.streams)
+        self.compiled = compile_proved(converted, precision, self.threads, cache_dir, self.streams)
         self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self.version = version()
 

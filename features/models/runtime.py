@@ -146,7 +146,7 @@ def prepare(backbone, choice: Choice, *, pooling: str, tta: str, seed: int, fold
             if build:
                 embed = openvino.OpenVinoEmbedder(converted, choice.precision, threads, cache_dir(folder))
             else:  # proved to compile here (and kept in OpenVINO's cache); the actors compile their own
-                openvino.compile_network(converted.model, choice.precision, threads or onnx.cores(), cache_dir(folder))
+                openvino.compile_proved(converted, choice.precision, threads or onnx.cores(), cache_dir(folder))
                 embed = None
             return Prepared(embed, choice, converted, converted.seconds, time.perf_counter() - start)
         except openvino.NoOpenVinoForm as exc:
