@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import validate
 from ..data.splits import TEST
+from ..errors import UsageError
 from ..io import write_json, write_text
 from ..records.markdown import markdown_text
 from ..records.runs import run_folder
@@ -125,6 +126,8 @@ def write_audit(audit: Audit, out_dir="audits", top: int = TOP) -> tuple[Path, d
     Raises:
         UsageError: ``top`` is not a whole number from 1 to :data:`MAX_TOP`.
     """
+    if not isinstance(audit, Audit):
+        raise UsageError(f"{{audit}} {str(audit)[:80]!r}: give what audit(...) returns")
     top = check_top(top)
     summary = audit.summary()
     with run_folder(out_dir, "audit", str(summary["dataset"] or "cache"), str(summary["backbone"] or "")) as run:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..errors import CacheError
 from .schema import (
     FeatureCache,
@@ -84,6 +85,7 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
     Raises:
         CacheError: missing, incomplete, unreadable or (with ``verify``) corrupted.
     """
+    path = validate.path(path, "path", "a feature cache")
     h5py = h5py_module()
     attrs = read_attrs(path)
     try:

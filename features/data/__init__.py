@@ -26,6 +26,7 @@ from .listing import (
                        IMAGE_EXTENSIONS,
                        TFDS_DATASETS,
                        DataSource,
+                       check_source,
                        images_under,
                        load_folder,
                        load_source,
@@ -56,8 +57,8 @@ from .splits import (
 
 __all__ = [
     "RESIZE_METHOD", "SKIP_KINDS", "Headers", "Skip", "SkippedImage", "decode_image", "decode_paths", "read_headers",
-    "why_undecodable", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "TFDS_DATASETS", "DataSource", "images_under",
-    "load_folder", "load_source", "load_tfds", "activation_batches", "decoded_images", "fixed_threads",
+    "why_undecodable", "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "TFDS_DATASETS", "DataSource", "check_source",
+    "images_under", "load_folder", "load_source", "load_tfds", "activation_batches", "decoded_images", "fixed_threads",
     "headers_for", "image_batches", "indexed_batches", "labelled_batches", "why_skipped", "DEFAULT_SPLIT",
     "DEFAULT_SPLIT_TEXT", "first_bad_id", "id_problem", "photo_path",
     "SPLITS", "TEST", "TRAIN", "VAL", "parse_split", "split_code", "stratified_split",

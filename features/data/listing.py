@@ -327,8 +327,21 @@ def tfds_records(name: str, tfds_dir: str | None):
                      read_config=tfds.ReadConfig(add_tfds_id=True))
 
 
+def check_source(source) -> DataSource:
+    """``source`` as the jobs take it: a :class:`DataSource` (what :func:`load_source` returns).
+
+    Raises:
+        UsageError: anything else (a path, None).
+    """
+    if not isinstance(source, DataSource):
+        raise UsageError(f"{{source}} {str(source)[:120]!r}: give the photos as load_source(...) lists them "
+                         "(load_source(data_dir=FOLDER) or load_source(\"tf_flowers\"))")
+    return source
+
+
 def load_source(dataset: str | None = None, data_dir: str | None = None, **kwargs) -> DataSource:
     """The one entry point: an image folder if ``data_dir`` is given, else a TFDS set."""
+    validate.optional_path(data_dir, "data_dir", "a folder of photos, one sub-folder a class")
     if data_dir:
         kwargs.pop("tfds_dir", None)
         return load_folder(data_dir, **kwargs)

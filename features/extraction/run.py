@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import cache as store
 from .. import validate
-from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, headers_for, why_skipped
+from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, check_source, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
 from ..models import runtime as runtimes
 from ..models.registry import Backbone, check_pooling, check_tta, default_batch_size, resolve_backbone
@@ -254,6 +254,7 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
         UsageError, WeightsUnavailableError: bad settings, or weights that cannot be had.
         DiskFullError: the disk filled up (the finished rows are kept for a rerun).
     """
+    check_source(source)
     settings = backbone if isinstance(backbone, ExtractSettings) and not options else \
         ExtractSettings.resolve(backbone, **options)
     check_output_folder(settings.out_dir)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..cache import FeatureCache, read_attrs
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
@@ -154,9 +155,9 @@ def classify_caches(paths=None, head: str = "logreg", *, fixed: dict | None = No
     if stream and not spec.streams:
         can = ", ".join(n for n, s in heads.HEADS.items() if s.streams)
         raise UsageError(f"{{stream}}: {{head}} {head} holds the embeddings in memory; heads that stream: {can}")
-    if not paths:
-        paths = [store.newest_cache(embeddings_dir)]
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if paths is None or isinstance(paths, (list, tuple)) and not paths:
+        paths = [store.newest_cache(validate.path(embeddings_dir, "embeddings_dir", "a folder of caches"))]
+    paths = validate.paths(paths, "paths", "feature caches")
     features = [str(p) for p in paths]
     if spec.always_streams or (spec.streams and (stream or not fits_in_memory(paths))):
         if not (spec.always_streams or stream):

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..data.photo_ids import first_bad_id
 from ..errors import DiskFullError, UsageError
 from ..io import (
@@ -337,6 +338,7 @@ def read_results(out_dir) -> list[dict]:
     folder is found from any working folder: it sits beside the table (the same ``out_dir``
     made both), so a recorded relative path that does not resolve from here is read there.
     """
+    out_dir = validate.path(out_dir, "results_dir", "the folder of the results table")
     path = Path(out_dir) / RESULTS_FILE
     if not path.exists():
         return []

@@ -122,6 +122,9 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
     Returns:
         The results row plus "metrics" and "members" (each with its own val and test accuracy).
     """
+    from .. import validate
+
+    run_dirs = validate.paths(run_dirs, "run_dirs", "run folders")
     if selection not in ("all", "val"):
         raise UsageError(f"{{select}} {selection}: choose all or val")
     unique: dict[Path, str] = {}

@@ -205,6 +205,10 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
     Raises:
         UsageError: the table is missing or empty.
     """
+    from .. import validate
+
+    validate.path(out, "out", "the report to write")
+    validate.path(plots_dir, "plots_dir", "the folder of the plots")
     table = runs.read_results(results_dir)
     curve = curve_rows(table)
     rows = latest_rows(usable_rows([r for r in table if r.get("method") != CURVE]))

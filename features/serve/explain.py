@@ -259,6 +259,10 @@ def explain(run_dir, inputs, *, classes=None, batch_size: int = 32, tta: str = "
     Raises:
         UsageError: no images, or a model with no map (see :func:`explainer`).
     """
+    from .. import validate
+
+    validate.path(run_dir, "run_dir", "a run folder")
+    inputs = validate.paths(inputs, "inputs", "photos or folders of photos")
     from .predict import list_inputs, load_predictor
 
     paths = list_inputs(inputs)
@@ -302,6 +306,10 @@ def explain_top_losses(run_dir, path, top: int | None = None, batch_size: int = 
     Raises:
         UsageError: the run has no map (see :func:`explainer`), or no probabilities or photos to read.
     """
+    from .. import validate
+
+    validate.path(run_dir, "run_dir", "a run folder")
+    validate.path(path, "path", "the sheet to draw (a PNG)")
     from ..data.photo_ids import photo_path
     from ..records.runs import RunFiles
     from ..records.sheets import TOP_LOSSES, draw_top_losses, worst

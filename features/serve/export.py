@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..data.photo_ids import photo_path
 from ..device import quiet_converters, verbose
 from ..errors import DiskFullError, UsageError, is_disk_full
@@ -316,6 +317,7 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
             an export of export.py's (or one, without ``force``), or an export into ``out``
             already running.
     """
+    run_dir = validate.path(run_dir, "run_dir", "a run folder")
     from ..data import RESIZE_METHOD
 
     check_settings(fmt, quantize)

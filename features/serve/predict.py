@@ -122,6 +122,9 @@ def open_predictor(path, ensemble=(), tta: str = "none", runtime: str = "auto") 
     Raises:
         UsageError: an export given with ``ensemble`` or ``tta``, or any run folder refused.
     """
+    from .. import validate
+
+    validate.path(path, "path", "a run folder or an export")
     from .exported import find_export, load_exported
 
     exported = find_export(path)
@@ -168,6 +171,8 @@ def predict(path, inputs, *, ensemble=(), tta: str = "none", runtime: str = "aut
     from .. import validate
 
     validate.batch_size(batch_size)
+    validate.path(path, "path", "a run folder or an export")
+    inputs = validate.paths(inputs, "inputs", "photos or folders of photos")
     paths = list_inputs(inputs)
     if not paths:
         raise UsageError(f"no images in {', '.join(str(i) for i in inputs)}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data import DataSource, activation_batches, indexed_batches, labelled_batches
+from ..data import DataSource, activation_batches, check_source, indexed_batches, labelled_batches
 from ..errors import UsageError
 from ..io import available_memory
 from ..outputs import check_output_folder
@@ -264,6 +264,7 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
     Returns:
         The results-table row plus "metrics".
     """
+    check_source(source)
     config, backbone = resolve_config(config, source)
     check_output_folder(out_dir)
     distribution, replicas = strategy(config)
