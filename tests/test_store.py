@@ -171,8 +171,36 @@ def test_a_cache_without_the_rows_checksum_still_reads(tmp_path):
     X, y = blobs()
     path = write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"])
     with h5py.File(path, "r+") as f:
-        del f.attrs["rows_sha256"]  # a cache written before it was recorded
+        del f.attrs["rows_sha256"]  # a cache written before it was recorded (and so before its identity's)
+        del f.attrs["identity_sha256"]
     assert len(store.read_cache(path).labels) == len(y)
+
+
+@pytest.mark.parametrize("name,value", [("precision", "fp32"), ("runtime", "onnx"), ("backbone", "other"),
+                                        ("weights", "imagenet"), ("image_size", 64)])
+def test_what_a_cache_is_of_is_inside_a_checksum(name, value, tmp_path):
+    """A bf16 cache's precision and runtime attributes were outside both checksums: edited to fp32's and copied to
+    the fp32 name, it was a cache hit at fp32."""
+    X, y = blobs()
+    path = write_cache(tmp_path / "c-bf16.h5", X, y, ["a", "b", "c"], attrs={"precision": "bf16",
+                                                                             "runtime": "openvino"})
+    assert store.read_cache(path).attrs["precision"] == "bf16"
+    with h5py.File(path, "r+") as f:
+        f.attrs[name] = value
+    with pytest.raises(CacheError, match=r"what it is of \(dataset, backbone, .*\) does not match its checksum"):
+        store.read_cache(path)
+    with pytest.raises(CacheError, match="does not match its checksum"):
+        store.read_attrs(path)
+
+
+def test_a_bf16_cache_under_the_fp32_name_is_not_a_cache_hit(tmp_path):
+    from features.extraction.run import _stale_reason
+
+    X, y = blobs()
+    key = {"backbone": "toy", "image_size": 8, "pooling": "avg"}
+    path = write_cache(tmp_path / "toy-8.h5", X, y, ["a", "b", "c"], attrs={**key, "precision": "bf16"})
+    reason, _ = _stale_reason(path, key, source=None)  # fp32's key says nothing of the precision
+    assert reason == "its precision is 'bf16', now 'fp32'"
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ Schema (version 1)::
         embeddings_sha256 (of the embedding bytes in row order), rows_sha256 (of the other
         row datasets, see :class:`RowsChecksum`; absent from caches written before it was
         added, which are checked by their embeddings alone), dataset, source_kind,
+        identity_sha256 (of the attributes that say what the cache is of, the two checksums
+        among them, see :data:`IDENTITY_ATTRS`; absent from caches written before it was added),
         source, fingerprint (of the source listing), class_names, n_listed, n_images,
         n_skipped, backbone, weights, weights_sha256, image_size, pooling, preprocessing,
         resize_method, embedding_dim, seed, split (JSON train/val/test fractions),
@@ -170,6 +172,9 @@ def read_attrs(path) -> dict:
         raise CacheError(f"{path}: the cache lacks the attribute(s) {', '.join(missing)}; it was not written "
                          "by extract.py or was edited: run the extraction again with {force=True}")
     problems = _attr_problems(attrs)
+    if "identity_sha256" in attrs and identity_checksum(attrs) != attrs["identity_sha256"]:
+        problems.append("what it is of (dataset, backbone, weights, size, pooling, precision, runtime, ...) does not "
+                        "match its checksum")
     if problems:
         raise CacheError(f"{path}: a damaged or edited cache: {'; '.join(problems)}; run the extraction again "
                          "with {force=True}")
@@ -198,6 +203,20 @@ def _attr_problems(attrs: dict) -> list[str]:
 
 REQUIRED_ATTRS = ("n_images", "n_skipped", "embedding_dim", "embeddings_sha256", "class_names", "dataset",
                   "backbone")  # what reading a cache and training a head on it need
+# What a cache is of: the attributes a cache hit compares (the extraction's key) and what ran the network. They sit
+# outside the rows' checksums, so `identity_sha256` covers them with those checksums: a bf16 cache whose precision
+# and runtime were edited to fp32's and copied to the fp32 name was a cache hit at fp32.
+IDENTITY_ATTRS = ("dataset", "source", "fingerprint", "class_names", "backbone", "weights", "weights_sha256",
+                  "image_size", "pooling", "seed", "split", "max_per_class", "resize_method", "tta", "precision",
+                  "runtime", "embeddings_sha256", "rows_sha256")
+
+
+def identity_checksum(attrs: dict) -> str:
+    """SHA-256 of :data:`IDENTITY_ATTRS` as read back (absent ones as null), the rows' checksums among them."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps({k: attrs.get(k) for k in IDENTITY_ATTRS}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
 
 
 def check_schema(path, cache: "FeatureCache") -> None:

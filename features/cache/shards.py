@@ -14,7 +14,16 @@ from ..data.splits import SPLITS
 from ..errors import CacheError
 from ..io import atomic_path
 from .reader import CacheRows
-from .schema import RowsChecksum, attr_value, h5py_module, read_attrs, read_skipped, write_skipped
+from .schema import (
+    RowsChecksum,
+    attr_value,
+    clean_attr,
+    h5py_module,
+    identity_checksum,
+    read_attrs,
+    read_skipped,
+    write_skipped,
+)
 
 _SHARED_ATTRS = ("dataset", "source", "fingerprint", "backbone", "weights", "weights_sha256",
                  "image_size", "pooling", "tta", "seed", "split", "embedding_dim", "class_names")
@@ -137,6 +146,8 @@ def merge_shards(shard_paths, out_path=None) -> Path:
             "n_images": n, "n_skipped": len(skipped), "shard": f"merged {len(infos)}",
             "shards": json.dumps([p.name for p in shard_paths]), "seconds": seconds,
             "images_per_second": n / seconds if seconds else 0.0,
-            "embeddings_sha256": sha.hexdigest(), "rows_sha256": rows.hexdigest(), "complete": True})
+            "embeddings_sha256": sha.hexdigest(), "rows_sha256": rows.hexdigest()})
+        f.attrs["identity_sha256"] = identity_checksum({k: clean_attr(v) for k, v in f.attrs.items()})
+        f.attrs["complete"] = True
     return out_path
 

@@ -29,7 +29,16 @@ from ..io import (
     temporary_name,
     write_text,
 )
-from .schema import ROW_DATASETS, SCHEMA_VERSION, RowsChecksum, attr_value, h5py_module, write_skipped
+from .schema import (
+    ROW_DATASETS,
+    SCHEMA_VERSION,
+    RowsChecksum,
+    attr_value,
+    clean_attr,
+    h5py_module,
+    identity_checksum,
+    write_skipped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +236,7 @@ class CacheWriter:
         f.attrs["embedding_dim"] = self.dim
         f.attrs["embeddings_sha256"] = self._sha.hexdigest()
         f.attrs["rows_sha256"] = self._rows_sha.hexdigest()
+        f.attrs["identity_sha256"] = identity_checksum({k: clean_attr(v) for k, v in f.attrs.items()})
         f.attrs["complete"] = True
         f.flush()
         os.fsync(f.id.get_vfd_handle())

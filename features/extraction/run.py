@@ -216,6 +216,8 @@ def _stale_reason(path: Path, key: dict, source: DataSource) -> tuple[str | None
     for name, value in key.items():
         if json.dumps(store.attr_value(value)) != json.dumps(attrs.get(name)):
             return f"its {name} is {attrs.get(name)!r}, now {value!r}", {}
+    if attrs.get("precision", "fp32") != key.get("precision", "fp32"):  # fp32's key leaves its precision out
+        return f"its precision is {attrs.get('precision')!r}, now {key.get('precision', 'fp32')!r}", {}
     try:
         store.verify(path)
         index, labels, splits, ids = store.read_listing(path)
