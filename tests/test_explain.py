@@ -272,3 +272,31 @@ def test_overlay_leaves_a_photo_with_no_positive_evidence_as_it_is():
     assert overlay(photo, -np.ones((4, 4))) is photo
     drawn = overlay(photo, np.eye(4))
     assert drawn.shape == photo.shape and not np.array_equal(drawn, photo)
+
+
+def test_a_16_bit_photo_is_drawn_as_the_network_sees_it_not_white(tmp_path):
+    """convert("RGB") clipped a 16-bit PNG's levels at 255: its thumbnail (and heatmap) drew almost white."""
+    from PIL import Image
+
+    from features.records.sheets import thumbnail
+
+    levels = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    image, why = thumbnail(tmp_path / "deep.png")
+    assert why == "" and image.shape == (48, 64, 3)
+    assert abs(float(image.mean()) - float((levels / 257.0).mean())) < 1.0  # mid-grey on average, as TF decodes it
+
+
+def test_a_heatmaps_caption_gives_the_probability_that_was_printed(tmp_path, monkeypatch):
+    """A bf16 head printed its bf16 probability and captioned its heatmap with TensorFlow's fp32 one."""
+    from features.records import sheets
+    from features.serve.explain import Heatmaps, write_heatmaps
+
+    drawn = []
+    monkeypatch.setattr(sheets, "draw_sheet", lambda rows, path, *a, **k: drawn.append(rows[0][0].caption))
+    found = Heatmaps(rows=np.array([0]), classes=np.array([1]), probabilities=np.array([[0.3, 0.7]]),
+                     maps=np.ones((1, 2, 2)), constants=None, method="cam")
+    write_heatmaps(tmp_path / "h", ["a.jpg"], found, ["cat", "dog"], shown={0: np.array([0.281, 0.719])})
+    write_heatmaps(tmp_path / "h2", ["a.jpg"], found, ["cat", "dog"])
+    assert drawn == ["a.jpg\ndog 0.719", "a.jpg\ndog 0.700"]

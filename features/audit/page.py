@@ -113,7 +113,7 @@ def describe_duplicates(found: dict, threshold: float) -> str:
     groups = found["groups"]
     kinds = {k: [g for g in groups if g["kind"] == k] for k in ("same file", "same pixels")}
     said = [f"{len(v)} group{'' if len(v) == 1 else 's'} of the {k} ({sum(g['photos'] for g in v)} photos)"
-            for k, v in kinds.items()]
+            for k, v in kinds.items() if v] or ["no exact copies"]
     near, listed = found["near_pairs"], len(found["near"])
     said.append(f"{near} near pair{'' if near == 1 else 's'} (embeddings' cosine similarity at least {threshold}"
                 + (f"; the {listed} most similar listed" if listed < near else "") + ")")

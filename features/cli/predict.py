@@ -72,7 +72,9 @@ def _body(args) -> None:
 
         explaining = explainer(found.predictor)
         got = explaining.explain(found.paths, _predicted(found), args.batch_size, args.tta)
-        heatmaps, how = write_heatmaps(args.explain, found.paths, got, found.class_names), describe(explaining)
+        shown = dict(zip(found.rows.tolist(), found.probabilities))  # what is printed, at the run's precision
+        heatmaps = write_heatmaps(args.explain, found.paths, got, found.class_names, shown=shown)
+        how = describe(explaining)
     best = found.top_k(args.top_k)
     if args.csv:
         write_csv(args.csv, found.paths, found.rows, found.probabilities, found.class_names, found.failed, heatmaps)

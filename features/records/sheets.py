@@ -40,6 +40,17 @@ def grid(tiles: list[Tile], columns: int = COLUMNS) -> list[list[Tile]]:
     return [tiles[i:i + columns] for i in range(0, len(tiles), columns)]
 
 
+def _eight_bit_rgb(im):
+    """``im`` as 8-bit RGB, a 16-bit grayscale photo (Pillow's "I;16" or "I") scaled to 8 bits as the network's
+    decoder scales it (``convert("RGB")`` clips it instead: a 16-bit PNG drew almost white)."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        levels = np.asarray(im, np.float64) / 257.0
+        return Image.fromarray(np.clip(np.rint(levels), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
+
+
 def thumbnail(path, size: int = THUMB) -> tuple[np.ndarray | None, str]:
     """(RGB uint8 thumbnail, "") or (None, why there is none)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -56,7 +67,7 @@ def thumbnail(path, size: int = THUMB) -> tuple[np.ndarray | None, str]:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > DEFAULT_MAX_PIXELS:
                 return None, "too many pixels"
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            im = _eight_bit_rgb(ImageOps.exif_transpose(im))
             im.thumbnail((size, size))
             return np.asarray(im), ""
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
