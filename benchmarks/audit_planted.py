@@ -179,7 +179,7 @@ def _distinct_nearest(path, truth) -> np.ndarray:
     rows, unit = _rows(path)
     planted = {b for _, b in truth["copies"]} | {b for _, b, _ in truth["near"]} | set(truth["strangers"])
     keep = np.array(sorted(r for i, r in rows.items() if i not in planted))
-    _, _, nearest = neighbours(unit[keep], 2.0)
+    _, _, _, nearest = neighbours(unit[keep], 2.0)
     return nearest
 
 
