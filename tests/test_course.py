@@ -205,9 +205,7 @@ def test_the_learning_curve_fits_k_per_class_with_seeds_and_scores_the_whole_tes
                                                           (None, 0)]
     assert [r["n_train"] for r in rows] == [15] * 3 + [30] * 3 + [n_train]
     assert len({r["accuracy"] for r in rows[:3]}) > 1  # different subsamples
-    summary = learning_curve.summarise(rows)
-    assert [s["per_class"] for s in summary] == [5, 10, None] and summary[0]["runs"] == 3
-    assert summary[-1]["accuracy"] >= summary[0]["accuracy"] - 0.05
+    assert np.mean([r["accuracy"] for r in rows[-1:]]) >= np.mean([r["accuracy"] for r in rows[:3]]) - 0.05
 
 
 @pytest.mark.slow

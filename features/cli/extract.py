@@ -99,7 +99,7 @@ def _body(args) -> None:
         print(describe_hub())
         return
     from features.extraction.run import ExtractSettings, extract
-    from features.models.runtime import LABELS
+    from features.models.runtime import Choice
 
     settings = ExtractSettings.resolve(  # flags first, then work
         args.backbone, weights=args.weights, image_size=args.image_size, pooling=args.pooling, tta=args.tta,
@@ -118,7 +118,7 @@ def _body(args) -> None:
     if not result.cache_hit:
         chosen = f" (the default on a {result.batch_default_for.upper()})" if result.batch_default_for else ""
         engine = f"engine {result.engine}, " if result.engine != "local" else ""
-        runtime = f"{LABELS[result.runtime]} at {result.precision}"
+        runtime = Choice(result.runtime, result.precision).describe()
         if result.conversion_seconds:
             runtime += f" (the network converted once, in {result.conversion_seconds:.1f} s, kept in {args.out}/onnx)"
         if result.runtime == "openvino":

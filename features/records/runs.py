@@ -58,6 +58,7 @@ from ..io import (
     read_regular,
     read_text,
     remove_abandoned,
+    temporary_name,
     write_all,
     write_json,
 )
@@ -284,7 +285,7 @@ def run_folder(out_dir, *parts: str):
     remove_abandoned(out_dir)
     stem = "-".join([_now().strftime("%Y%m%d-%H%M%S"), *(_name_part(p) for p in parts if p)])
     final = _claim(out_dir, stem)
-    tmp = out_dir / f".{final.name}.{os.getpid()}.partial"
+    tmp = temporary_name(out_dir / final.name, "partial")
     done = False
     try:
         tmp.mkdir()

@@ -46,16 +46,3 @@ def frozen_curve(cache, sizes=DEFAULT_SIZES, seeds: int = 5, head: str = "logreg
         if whole:
             break
     return rows
-
-
-def summarise(rows: list) -> list:
-    """(per_class, n_train mean, accuracy mean, accuracy std, runs, seconds mean) for each K, K ascending, all last."""
-    out = []
-    keys = sorted({r["per_class"] for r in rows}, key=lambda k: float("inf") if k is None else k)
-    for k in keys:
-        group = [r for r in rows if r["per_class"] == k]
-        acc = np.array([r["accuracy"] for r in group])
-        out.append({"per_class": k, "n_train": float(np.mean([r["n_train"] for r in group])),
-                    "accuracy": float(acc.mean()), "std": float(acc.std()), "runs": len(group),
-                    "seconds": float(np.mean([r["seconds"] for r in group]))})
-    return out

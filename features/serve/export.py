@@ -31,7 +31,7 @@ from .. import validate
 from ..data.photo_ids import photo_path
 from ..device import quiet_converters, verbose
 from ..errors import DiskFullError, UsageError, is_disk_full
-from ..io import Busy, file_lock, tree_sha256, write_json, write_text
+from ..io import Busy, file_lock, temporary_name, tree_sha256, write_json, write_text
 from ..outputs import check_output_folder
 from ..records.runs import RunFiles
 from .exported import EXPORT_FORMAT, FORMATS, MODEL_FILE, RECORD, read_record, uint8_images
@@ -339,7 +339,7 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
 def _write(model: Exportable, run_dir: Path, out: Path, fmt: str, quantize: str, replace: bool,
            resize_method: str) -> Path:
     """The export written into a temporary folder beside ``out``, then renamed to it."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    tmp = temporary_name(out, "partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
