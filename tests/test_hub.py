@@ -280,7 +280,7 @@ def test_a_network_past_the_memory_is_refused_and_the_estimate_is_keras_hubs_cou
     is the most it leaves out), and a network whose float32 weights pass the memory available is refused."""
     import json
 
-    from features import io
+    from features import memory
     from features.models import hub_config
 
     for family, folder in presets.items():
@@ -288,7 +288,7 @@ def test_a_network_past_the_memory_is_refused_and_the_estimate_is_keras_hubs_cou
         sizes = hub_config.check_config(str(folder), config["class_name"], config)
         model = keras_hub.models.Backbone.from_preset(str(folder), load_weights=False)
         assert 0.8 <= hub_config.estimate_parameters(sizes) / model.count_params() <= 1.05, family
-    monkeypatch.setattr(io, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(memory, "available_memory", lambda: 100_000)
     assert "past what this machine can build" in _refused(capsys, _copy(presets, "vit", tmp_path), "--weights",
                                                           "none")
 
@@ -338,7 +338,7 @@ def test_the_memory_check_is_the_processs_own_limit_not_only_the_machines(tmp_pa
         "import resource, psutil\n"
         "vms = psutil.Process().memory_info().vms\n"
         "resource.setrlimit(resource.RLIMIT_AS, (vms + 2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
-        "from features.io import available_memory\n"
+        "from features.memory import available_memory\n"
         "from features.models.hub_config import Sizes, check_memory\n"
         "from features.errors import UsageError\n"
         "print(available_memory())\n"
@@ -356,7 +356,7 @@ def test_the_memory_check_is_the_processs_own_limit_not_only_the_machines(tmp_pa
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_cgroups_memory_limit_is_the_headroom(version, tmp_path):
-    from features.io import _cgroup_headroom
+    from features.memory import _cgroup_headroom
 
     root = tmp_path / "cgroup"
     if version == 2:

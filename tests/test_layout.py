@@ -68,7 +68,7 @@ def test_library_imports_run_one_way():
 LAYERS = [
     {"errors"},
     {"validate", "io"},
-    {"outputs"},
+    {"outputs", "memory"},
     {"device"},
     {"data"},
     {"models"},
@@ -227,3 +227,18 @@ def test_every_folder_a_script_writes_by_default_is_ignored_by_git():
     for folder in sorted(defaults):
         done = subprocess.run(["git", "check-ignore", "-q", f"{folder}/any.file"], cwd=ROOT)
         assert done.returncode == 0, f"{folder}/ (a script's default output) is not in .gitignore"
+
+
+def test_every_package_docstring_names_each_of_its_modules():
+    """A reader finds the room from the package's docstring: each module of a package is named there."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "features"
+    missing = {}
+    for package in sorted(p for p in root.iterdir() if (p / "__init__.py").is_file()):
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+        absent = [m.stem for m in sorted(package.glob("*.py")) if m.stem != "__init__"
+                  and f".{m.stem}`" not in doc and f"{m.stem}.py" not in doc]  # :mod:`.name` or name.py
+        if absent:
+            missing[package.name] = absent
+    assert not missing, missing

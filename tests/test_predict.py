@@ -138,6 +138,7 @@ def test_special_files_are_skipped_with_their_reason_never_read(head_run, image_
     assert [p["path"] for p in result["predictions"]] == [str(photos / "good.jpg")]
     reasons = {p["path"]: p["reason"] for p in result["unreadable"]}
     assert "a device" in reasons[str(photos / "zero.jpg")] and "FIFO" in reasons[str(photos / "pipe.jpg")]
+    assert {p["kind"] for p in result["unreadable"]} == {"not a regular file"}  # the shape a skipped image has
 
 
 def test_csv_to_a_device_or_a_pipe_writes_through_and_a_folder_is_refused(head_run, image_folder_module, tmp_path,

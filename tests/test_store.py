@@ -9,7 +9,7 @@ import pytest
 from conftest import blobs, write_cache
 from features import cache as store
 from features.cli import classify, extract
-from features.data import SkippedImage
+from features.data import Skip, SkippedImage
 from features.errors import CacheError
 
 CLASSES = ["cat", "dog"]
@@ -29,13 +29,13 @@ def _write(path, rows, dim=4, attrs=None, skipped=(), batch=3):
 
 def test_round_trip(tmp_path):
     path = tmp_path / "c.h5"
-    emb = _write(path, range(7), skipped=[SkippedImage(7, "bad.jpg", "empty file", "Input is empty")])
+    emb = _write(path, range(7), skipped=[SkippedImage(7, "bad.jpg", Skip("empty file", "Input is empty"))])
     cache = store.read_cache(path, verify=True)
     np.testing.assert_array_equal(cache.embeddings, emb)
     assert cache.ids.tolist() == [f"img{r}.jpg" for r in range(7)]
     assert cache.labels.tolist() == [r % 2 for r in range(7)]
     assert cache.class_names == CLASSES and cache.attrs["n_images"] == 7
-    assert cache.skipped == [SkippedImage(7, "bad.jpg", "empty file", "Input is empty")]
+    assert cache.skipped == [SkippedImage(7, "bad.jpg", Skip("empty file", "Input is empty"))]
     x, y = cache.split("test")
     assert len(x) == len(y) == 2  # rows 2 and 5
     assert store.read_attrs(path)["split"] == "[0.7, 0.15, 0.15]"
@@ -76,14 +76,14 @@ def test_refuses_missing_incomplete_foreign_and_corrupted(tmp_path):
 def test_shards_read_as_one_without_copying(tmp_path):
     whole = tmp_path / "whole.h5"
     emb = _write(whole, range(10))
-    _write(tmp_path / "s1.h5", range(5, 10), skipped=[SkippedImage(10, "x.jpg", "unreadable", "bad")],
+    _write(tmp_path / "s1.h5", range(5, 10), skipped=[SkippedImage(10, "x.jpg", Skip("unreadable", "bad"))],
            attrs={"shard": "1/2"})
     _write(tmp_path / "s0.h5", range(0, 5), attrs={"shard": "0/2"})
     merged = store.merge_shards([tmp_path / "s1.h5", tmp_path / "s0.h5"], tmp_path / "out" / "m.h5")
     cache = store.read_cache(merged, verify=True)
     np.testing.assert_array_equal(cache.embeddings, emb)
     assert cache.index.tolist() == list(range(10)) and cache.attrs["n_images"] == 10
-    assert cache.skipped == [SkippedImage(10, "x.jpg", "unreadable", "bad")]
+    assert cache.skipped == [SkippedImage(10, "x.jpg", Skip("unreadable", "bad"))]
     with h5py.File(merged) as f:
         assert f["embeddings"].is_virtual
     assert merged.stat().st_size < whole.stat().st_size

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.decoding import SkippedImage
+from ..data.decoding import Skip, SkippedImage
 from ..data.photo_ids import first_bad_id
 from ..data.splits import DEFAULT_SPLIT, SPLITS, split_code
 from ..errors import CacheError
@@ -311,5 +311,5 @@ def read_skipped(f) -> list[SkippedImage]:
     group = f["skipped"]
     n = len(group["index"])
     kinds = group["kinds"].asstr()[:] if "kinds" in group else [""] * n
-    return [SkippedImage(int(i), str(s), str(k), str(r)) for i, s, r, k in zip(
+    return [SkippedImage(int(i), str(s), Skip(str(k), str(r))) for i, s, r, k in zip(
         group["index"][:], group["ids"].asstr()[:], group["reasons"].asstr()[:], kinds)]

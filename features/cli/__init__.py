@@ -1,6 +1,9 @@
-"""The command lines: one module per script (``extract``, ``classify``, ``finetune``, ``predict``, ``export``,
-``ensemble``, ``report``), each with ``build_parser()`` and ``main(argv=None)``, over what they share
-(:mod:`features.cli.common`: logging, error exits, the JSON last line, flags rendered from parameters).
+"""The command lines: one module per script, each with ``build_parser()`` and ``main(argv=None)``, over what they
+share (:mod:`.common`: logging, error exits, the JSON last line, flags rendered from parameters).
+
+* :mod:`.extract`, :mod:`.classify`, :mod:`.finetune`: the three jobs.
+* :mod:`.predict`, :mod:`.export`, :mod:`.ensemble`: what is done with their runs.
+* :mod:`.report`, :mod:`.audit`: RESULTS.md from the results table; the photos' audit from a cache.
 
 The top-level ``extract.py`` and the others, and the installed ``tl-extract`` and the others, call these.
 """

@@ -85,13 +85,13 @@ def _body(args) -> None:
             print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked) + heat)
     if heatmaps is not None:
         print(f"heatmaps of the predicted classes ({how}): {len(heatmaps)} in {args.explain}")
-    for path, reason in found.failed:
-        print(f"unreadable {path}: {reason}")
+    for skipped in found.failed:
+        print(f"unreadable {skipped.id}: {skipped.reason}")
     if args.json:
         print_json({"predictions": [{"path": path, "top": [[n, p] for n, p in ranked],
                                      **({"heatmap": str(heatmaps.get(row, ""))} if heatmaps is not None else {})}
                                     for row, (path, ranked) in zip(found.rows.tolist(), best)],
-                    "unreadable": [{"path": p, "reason": r} for p, r in found.failed]})
+                    "unreadable": [{"path": s.id, "kind": s.kind, "reason": s.reason} for s in found.failed]})
 
 
 def _predicted(found):

@@ -42,13 +42,21 @@ class Skip:
 
 @dataclass(frozen=True)
 class SkippedImage:
-    """An image of a listing left out of a cache: its position in the listing, its id, and why (as a
-    :class:`Skip` says). The one shape a skipped image has: in the cache, an extraction's result, its JSON."""
+    """An image left out: its position (in the listing, or among the photos given to predict), its id (as the
+    cache names it, or the path given), and why. The one shape a skipped image has: in the cache, an
+    extraction's result, predict's output, their JSON."""
 
     index: int
     id: str
-    kind: str
-    reason: str
+    why: Skip
+
+    @property
+    def kind(self) -> str:
+        return self.why.kind
+
+    @property
+    def reason(self) -> str:
+        return self.why.reason
 
     def as_dict(self) -> dict:
         return {"index": self.index, "id": self.id, "kind": self.kind, "reason": self.reason}

@@ -362,7 +362,7 @@ def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Pa
                 seen[rows] = True
             for i in indices[~seen[indices]]:
                 skip = headers.refused.get(int(i)) or why_skipped(source, int(i))
-                skipped.append(SkippedImage(int(i), source.ids[i], skip.kind, skip.reason))
+                skipped.append(SkippedImage(int(i), source.ids[i], skip))
                 log.warning("skipped %s: %s", source.ids[i], skip.reason)
             n = int(seen.sum())
             rate = (n - resumed) / seconds if seconds else 0.0

@@ -5,7 +5,9 @@
 * :mod:`.linear`: a linear head as one map on the raw embeddings (what the export folds).
 * :mod:`.files`: head files (skops, with an allow-list).
 * :mod:`.search`: :func:`fit_head`, settings chosen by cross-validation on train, refit on train + val.
-* :mod:`.streaming`: heads fitted a block of rows at a time (caches larger than memory).
+* :mod:`.blocks`: a cache read a block of rows at a time (the scaler, class weights, a split's scores).
+* :mod:`.lbfgs`: logistic regression by L-BFGS over those blocks, exact (``--stream``).
+* :mod:`.streaming`: heads fitted a block of rows at a time by ``partial_fit`` (sgd).
 * :mod:`.classify`: a head on a cache, scored once on test, recorded as a run folder and a row.
 
 scikit-learn is imported only when a head is made.

@@ -12,7 +12,7 @@ from .. import validate
 from ..cache import FeatureCache, read_attrs
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
-from ..io import available_memory
+from ..memory import available_memory
 from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.plots import plot_confusion

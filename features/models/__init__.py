@@ -6,6 +6,10 @@
   :func:`embedding_function`, the frozen graph extraction runs.
 * :mod:`.lite`: EfficientNet-Lite in Keras and its weight mapping; :mod:`.torchfile`, the
   torch-free restricted reader of its PyTorch state dicts; :mod:`.small_cnn`.
+* :mod:`.hub`: KerasHub encoders (``hub:PRESET``): the preset's folder checked, each family's embedding,
+  its blocks; :mod:`.hub_config`, its config bounded before anything is built.
+* :mod:`.runtime`: which runtime and precision run the extraction network; :mod:`.onnx`, the network
+  converted and proved for ONNX Runtime; :mod:`.openvino`, the same network compiled by OpenVINO.
 
 Nothing here imports TensorFlow until a network is built.
 """

@@ -8,7 +8,7 @@ passed through), each size is a whole number within :data:`LIMITS`, each image s
 the toolkit takes, each other setting a plain value; and the parameters all of them make
 (:func:`network_parameters`: the vision tower of :func:`estimate_parameters`, its registers and position
 table, and a two-tower preset's text tower and projections) are at most :data:`MAX_PARAMETERS` and, as
-float32, fit :func:`features.io.available_memory` (the machine's, or less where the process's own limit,
+float32, fit :func:`features.memory.available_memory` (the machine's, or less where the process's own limit,
 ``ulimit -v`` or its cgroup, is lower).
 """
 
@@ -206,7 +206,7 @@ def check_config(preset: str, cls: str, config: dict) -> Sizes:
 
 def check_memory(preset: str, n: int) -> None:
     """Refuse a network of ``n`` parameters past :data:`MAX_PARAMETERS` or, as float32, past the memory."""
-    from ..io import available_memory
+    from ..memory import available_memory
 
     memory = available_memory()
     if n > MAX_PARAMETERS or 4 * n > memory:

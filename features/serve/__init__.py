@@ -5,4 +5,6 @@
   :func:`~.predict.open_predictor` for whatever ``predict.py`` is given.
 * :mod:`.export`: a run folder to one graph, written as a SavedModel, TFLite or ONNX.
 * :mod:`.exported`: exported models loaded back (the export folder's format is documented there).
+* :mod:`.explain`: where the network looked (CAM, Grad-CAM), ``predict.py --explain`` and the top losses
+  with heatmaps.
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import why_skipped
+from ..data import SkippedImage, why_skipped
 
 
 class Predictor:
@@ -25,12 +25,13 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, paths: list[str], batch_size: int = 32, tta: str = "none"):
-        """Probabilities for every decodable path, and (path, reason) for the others.
+        """Probabilities for every decodable path, and why each other one is left out.
 
         Returns:
             (rows, probabilities, failed): positions in ``paths``, (len(rows), classes)
-            probabilities, and (path, reason) of each path left out.
+            probabilities, and a :class:`~features.data.SkippedImage` of each path left out (its position
+            in ``paths``, the path, why).
         """
         rows, proba = self.probabilities(paths, batch_size, tta)
         failed = sorted(set(range(len(paths))) - set(rows.tolist()))
-        return rows, proba, [(paths[i], why_skipped(paths, i).reason) for i in failed]
+        return rows, proba, [SkippedImage(i, str(paths[i]), why_skipped(paths, i)) for i in failed]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import image_batches, images_under, indexed_batches
+from ..data import SkippedImage, image_batches, images_under, indexed_batches
 from ..errors import UsageError
 from ..io import DATA_LIMIT, check_regular
 from ..records.runs import RunFiles
@@ -144,14 +144,15 @@ def open_predictor(path, ensemble=(), tta: str = "none", runtime: str = "auto") 
 
 @dataclass
 class Predictions:
-    """What :func:`predict` found: ``probabilities[j]`` is for ``paths[rows[j]]``; ``failed`` the
-    (path, reason) of each image that could not be read."""
+    """What :func:`predict` found: ``probabilities[j]`` is for ``paths[rows[j]]``; ``failed`` a
+    :class:`~features.data.SkippedImage` of each image that could not be read (its position in ``paths``,
+    its path, why)."""
 
     class_names: list[str]
     paths: list[str]
     rows: np.ndarray
     probabilities: np.ndarray
-    failed: list[tuple[str, str]]
+    failed: list[SkippedImage]
     predictor: Predictor | None = None  # what classified them (heatmaps reuse it: features.serve.explain)
 
     def top_k(self, k: int = 3) -> list[tuple[str, list[tuple[str, float]]]]:
@@ -328,7 +329,7 @@ def write_csv(path, paths, rows, proba, class_names, failed, heatmaps: dict | No
     from ..outputs import write_output
 
     by_row = dict(zip(rows.tolist(), proba))
-    reasons = dict(failed)
+    reasons = {skipped.index: skipped.reason for skipped in failed}
 
     def write(f):
         writer = csv.writer(f)
@@ -340,6 +341,6 @@ def write_csv(path, paths, rows, proba, class_names, failed, heatmaps: dict | No
                 q = by_row[i]
                 writer.writerow([p, class_names[int(np.argmax(q))], *[f"{v:.6f}" for v in q], "", *heat])
             else:
-                writer.writerow([p, "", *[""] * len(class_names), reasons.get(p, "unreadable"), *heat])
+                writer.writerow([p, "", *[""] * len(class_names), reasons.get(i, "unreadable"), *heat])
 
     write_output(path, write, param="csv")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data import DataSource, activation_batches, check_source, indexed_batches, labelled_batches
 from ..errors import UsageError
-from ..io import available_memory
+from ..memory import available_memory
 from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.plots import plot_confusion, plot_history
