@@ -139,6 +139,9 @@ def test_an_ensemble_averages_its_members_and_records_one_more_method(tmp_path, 
     assert "ensemble of 2 (all)" in out
     methods = [r["method"] for r in runs.read_results(tmp_path / "runs")]
     assert methods == ["frozen-features", "frozen-features", "ensemble"]
+    # one writer for a scored run: an ensemble's folder holds a head's scored files (its model aside)
+    head = {p.name for p in Path(dirs[0]).iterdir()} - {"head.skops", "config.json"}
+    assert {p.name for p in Path(row["run_dir"]).iterdir()} == head
 
 
 def _member(name, correct_probability):

@@ -15,9 +15,7 @@ from ..errors import CacheError, UsageError
 from ..memory import available_memory
 from ..outputs import check_output_folder
 from ..records import metrics, runs
-from ..records.plots import plot_confusion
-from ..records.runs import RunFiles
-from ..records.sheets import top_losses
+from ..records.runs import RunFiles, Scored
 from . import registry as heads
 from .files import save_head
 from .params import check_epochs, check_params, check_search
@@ -199,16 +197,7 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
     train_seconds = fitted.search_seconds + fitted.fit_seconds
     n_fit = int(np.isin(cache.splits, (TRAIN, VAL)).sum())
     with runs.run_folder(out_dir, str(attrs.get("dataset")), str(attrs.get("backbone")), head) as run:
-        files = run.files
-        save_head(files / RunFiles.HEAD, fitted, meta)
-        files.write_text(RunFiles.REPORT, metrics.report_text(y_test, proba, cache.class_names))
-        files.write_predictions(test_ids, y_test, proba, cache.class_names)
-        files.write_probabilities(cache.class_names, test=(test_ids, y_test, proba),
-                                  **({"val": val} if val is not None else {}))
-        plot_confusion(scores["confusion_matrix"], cache.class_names, files / RunFiles.CONFUSION,
-                       f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}")
-        top_losses(test_ids, y_test, proba, cache.class_names,
-                   attrs.get("source") if attrs.get("source_kind") == "folder" else None, files / RunFiles.TOP_LOSSES)
+        save_head(run.files / RunFiles.HEAD, fitted, meta)
         row = {
             "dataset": attrs.get("dataset"), "backbone": attrs.get("backbone"),
             "image_size": attrs.get("image_size"), "method": METHOD, "head": head, "params": fitted.params,
@@ -227,7 +216,10 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
             row["val_accuracy"] = fitted.val_accuracy
         elif val is not None:  # settings chosen by cross-validation on train: val was unseen by the copy
             row["val_accuracy"] = metrics.accuracy(val[1], val[2])
-        files.write_json(RunFiles.METRICS, {**row, "metrics": scores, "config": config})
-        files.write_json(RunFiles.CONFIG, config)
+        run.files.write_scored(Scored(
+            class_names=cache.class_names, test=(test_ids, y_test, proba), val=val, scores=scores,
+            title=f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}",
+            photo_root=attrs.get("source") if attrs.get("source_kind") == "folder" else None,
+            record={**row, "metrics": scores, "config": config}, config=config))
     runs.append_result(out_dir, row)
     return {**json.loads(json.dumps(row)), "metrics": scores}

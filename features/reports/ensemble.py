@@ -18,7 +18,7 @@ from ..cache.reader import align_ids
 from ..errors import UsageError
 from ..outputs import check_output_folder
 from ..records import metrics, runs
-from ..records.runs import RunFiles
+from ..records.runs import RunFiles, Scored
 
 METHOD = "ensemble"
 
@@ -113,6 +113,16 @@ def select(members: list[Member], max_members: int | None = None) -> list[int]:
     return chosen
 
 
+def _photo_root(run_dir) -> str | None:
+    """The folder a member's photo ids are relative to (the ensemble's top losses draw them), or None."""
+    from ..serve.explain import photo_root
+
+    try:
+        return photo_root(run_dir)
+    except UsageError:  # a member without a config (an ensemble itself): its photos are not known
+        return None
+
+
 def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = None, out_dir="runs") -> dict:
     """Average the runs' probabilities, score the test split once, record a results row.
 
@@ -162,9 +172,10 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
             "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
             "run_dir": str(run.final),
         }
-        run.files.write_probabilities(names, val=(val_ids, val_labels, np.mean(val_probas, axis=0)),
-                                      test=(ids, labels, proba))
-        run.files.write_text(RunFiles.REPORT, metrics.report_text(labels, proba, names))
-        run.files.write_json(RunFiles.METRICS, {**row, "metrics": scores, "members_report": report})
+        run.files.write_scored(Scored(
+            class_names=names, test=(ids, labels, proba), val=(val_ids, val_labels, np.mean(val_probas, axis=0)),
+            scores=scores, title=f"ensemble of {len(picked)}: accuracy {scores['accuracy']:.4f}",
+            photo_root=_photo_root(picked[0].run_dir),
+            record={**row, "metrics": scores, "members_report": report}))
     runs.append_result(out_dir, row)
     return {**row, "metrics": scores, "members_report": report}

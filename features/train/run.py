@@ -22,9 +22,8 @@ from ..errors import UsageError
 from ..memory import available_memory
 from ..outputs import check_output_folder
 from ..records import metrics, runs
-from ..records.plots import plot_confusion, plot_history
-from ..records.runs import RunFiles
-from ..records.sheets import top_losses
+from ..records.plots import plot_history
+from ..records.runs import RunFiles, Scored
 from . import loop
 from . import model as training
 from .config import HEAD_UNITS, TrainConfig, resolve_config
@@ -200,29 +199,14 @@ def score(model, config: TrainConfig, source: DataSource, test_rows,
     return index, proba, metrics.score(source.labels[index], proba, source.class_names)
 
 
-def write_run_files(files: RunFiles, built: Built, config: TrainConfig, source: DataSource, history: list,
-                    index, proba, scores: dict, val=None) -> None:
-    """The run folder's model and records (the best-epoch checkpoint is removed), and the
-    validation (``val``: rows and probabilities, where given) and test probabilities that
-    ensembles average (:mod:`features.reports.ensemble`).
-    """
-    y_test = source.labels[index]
-    splits = {"test": ([source.ids[i] for i in index], y_test, proba)}
-    if val is not None:
-        v_index, v_proba = val
-        splits["val"] = ([source.ids[i] for i in v_index], source.labels[v_index], v_proba)
-    files.write_probabilities(source.class_names, **splits)
+def write_model_files(files: RunFiles, built: Built, config: TrainConfig, source: DataSource, history: list) -> None:
+    """The run folder's model, its history and curves (the best-epoch checkpoint is removed); the scored files
+    are :meth:`RunFiles.write_scored`'s."""
     built.model.save(files / RunFiles.MODEL)
     if (files / "best.weights.h5").exists():
         os.remove(files / "best.weights.h5")
     files.write_history(history)
     plot_history(files / RunFiles.CURVES, history, f"{config.method}: {config.backbone} on {source.name}")
-    plot_confusion(scores["confusion_matrix"], source.class_names, files / RunFiles.CONFUSION,
-                   f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}")
-    files.write_text(RunFiles.REPORT, metrics.report_text(y_test, proba, source.class_names))
-    files.write_predictions([source.ids[i] for i in index], y_test, proba, source.class_names)
-    top_losses([source.ids[i] for i in index], y_test, proba, source.class_names,
-               source.location if source.kind == "folder" else None, files / RunFiles.TOP_LOSSES)
 
 
 def settings(config: TrainConfig, source: DataSource, policy: str) -> dict:
@@ -281,14 +265,18 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
             index, proba, scores = score(built.model, config, source, rows["test"], built.global_batch)
             v_index, v_proba = predict_rows(built.model, config, source, rows["val"], built.global_batch)
             val_accuracy = metrics.accuracy(source.labels[v_index], v_proba) if len(v_index) else None
-            write_run_files(run.files, built, config, source, result["history"], index, proba, scores,
-                            (v_index, v_proba))
+            write_model_files(run.files, built, config, source, result["history"])
             saved = {**settings(config, source, built.policy), "replicas": replicas,
                      "global_batch_size": built.global_batch}
             row = {**results_row(config, source, result, scores, rows, len(index), built.policy, run.final),
                    "distribute": config.distribute, "replicas": replicas,
                    "global_batch_size": built.global_batch, "val_accuracy": val_accuracy}
-            run.files.write_json(RunFiles.CONFIG, saved)
-            run.files.write_json(RunFiles.METRICS, {**row, "metrics": scores, "config": saved})
+            run.files.write_scored(Scored(
+                class_names=source.class_names, scores=scores, config=saved,
+                test=([source.ids[i] for i in index], source.labels[index], proba),
+                val=([source.ids[i] for i in v_index], source.labels[v_index], v_proba),
+                title=f"{config.method} {config.backbone}: accuracy {scores['accuracy']:.4f}",
+                photo_root=source.location if source.kind == "folder" else None,
+                record={**row, "metrics": scores, "config": saved}))
     runs.append_result(out_dir, row)
     return {**row, "metrics": scores}
