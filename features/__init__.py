@@ -29,7 +29,8 @@ import types
 _API = {
     "load_source": "features.data:load_source",
     "extract": "features.extraction.run:extract",
-    "ExtractSettings": "features.extraction.run:ExtractSettings",
+    "ExtractSettings": "features.extraction.settings:ExtractSettings",
+    "ExtractOptions": "features.extraction.settings:ExtractOptions",
     "read_cache": "features.cache:read_cache",
     "create_backbone": "features.models:create_backbone",
     "classify": "features.heads.classify:classify_caches",

@@ -243,3 +243,24 @@ def test_the_split_travels_with_the_listing_and_keys_the_cache(image_folder, tmp
     assert not third.cache_hit and "splits differ from this listing's" in caplog.text
     cache = read_cache(third.path)
     assert np.array_equal(cache.splits, seeded.splits[cache.index])
+
+
+def test_an_extraction_option_is_declared_once_and_everything_follows_from_it():
+    """extract.py's flags are ExtractOptions' fields; resolve takes exactly them; an unknown one is refused."""
+    import dataclasses
+
+    from features.errors import UsageError
+    from features.extraction.settings import ExtractOptions, ExtractSettings
+
+    parser = extract.build_parser()
+    dests = {a.dest for a in parser._actions}
+    fields = {f.name: f for f in dataclasses.fields(ExtractOptions)}
+    assert {n for n, f in fields.items() if f.metadata.get("flag", True)} <= dests
+    assert {n for n, f in fields.items() if not f.metadata.get("flag", True)} == {"progress", "checkpoint_batches"}
+    for name in ("pooling", "tta", "engine", "runtime", "precision"):  # choices: the library's own constants
+        action = next(a for a in parser._actions if a.dest == name)
+        assert tuple(action.choices) == fields[name].metadata["choices"]
+    settings = ExtractSettings.resolve("efficientnet_lite0", weights="none", image_size=32, out_dir="x", shard="1/4")
+    assert settings.shard == (1, 4) and str(settings.out_dir) == "x" and settings.backbone.image_size == 32
+    with pytest.raises(UsageError, match="pooling_mode: not an extraction option"):
+        ExtractSettings.resolve("efficientnet_lite0", pooling_mode="max")

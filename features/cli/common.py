@@ -83,7 +83,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, groups: dict
     Each field's metadata holds its help (``{param}`` placeholders rendered as this
     script's flags), its group, and argparse extras (``choices``, ``metavar``); the default
     and the type come from the field. A bool field is a switch; ``flag=False`` leaves the
-    field to another flag (``--seed`` of the data flags).
+    field to another flag (``--seed`` of the data flags); ``name`` is the flag's name where
+    it is not the field's own (``out`` for ``out_dir``: ``--out``).
 
     Args:
         groups: group name -> the parser's argument group (made here when missing).
@@ -99,15 +100,15 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class, groups: dict
             continue
         help_text, group = meta.pop("help"), meta.pop("group", "options")
         target = groups.setdefault(group, parser.add_argument_group(group))
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + meta.pop("name", f.name).replace("_", "-")
         type_name = str(f.type).replace(" | None", "")
         mine = {alias: spec for alias, spec in (aliases or {}).items() if spec[0] == f.name}
         if mine:  # a flag and its aliases: one of them at a time (--augment strong --no-augment is refused)
             target = target.add_mutually_exclusive_group()
         if type_name == "bool":
-            target.add_argument(flag, action="store_true", default=f.default, help=help_text)
+            target.add_argument(flag, dest=f.name, action="store_true", default=f.default, help=help_text)
         else:
-            target.add_argument(flag, type=_TYPES[type_name], default=f.default, help=help_text, **meta)
+            target.add_argument(flag, dest=f.name, type=_TYPES[type_name], default=f.default, help=help_text, **meta)
         for alias, (name, value, alias_help) in mine.items():
             target.add_argument(alias, dest=name, action="store_const", const=value, help=alias_help)
     flag = flag_renderer(parser)

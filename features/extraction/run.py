@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import cache as store
-from .. import validate
 from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, check_source, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
 from ..models import runtime as runtimes
-from ..models.registry import Backbone, check_pooling, check_tta, default_batch_size, resolve_backbone
 from ..outputs import check_output_folder
 from .engines import LocalEngine, RayEngine, run_engine
+from .settings import ExtractSettings, engine_gpus, resolve_batch_size
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -72,111 +70,6 @@ class ExtractionResult:
                 "batch_size": self.batch_size, "runtime": self.runtime, "precision": self.precision,
                 "conversion_seconds": round(self.conversion_seconds, 2),
                 "compile_seconds": round(self.compile_seconds, 2)}
-
-
-@dataclass(frozen=True)
-class ExtractSettings:
-    """An extraction's settings, checked once (:meth:`resolve`) and handed down.
-
-    Attributes:
-        backbone: the resolved backbone (size and weights settled).
-        pooling: "avg" or "max".
-        tta: "none", or "flip" (each embedding the mean of the image's and its mirror's).
-        batch_size: images per forward pass; None: the device's default, settled when the run starts.
-        out_dir: the cache folder.
-        shard: (index, count): this worker embeds the index-th of count slices of the listing.
-        engine: "local" or "ray".
-        runtime: what runs the network: "tf", "onnx" (ONNX Runtime), "openvino", or "auto" (see
-            :mod:`features.models.runtime`).
-        precision: "fp32", "bf16" (OpenVINO, on a CPU with native bf16: its own cache) or "auto" (see
-            :mod:`features.models.runtime`).
-        ray_address: the Ray cluster (see :func:`features.extraction.ray_cluster.connect`).
-        force: recompute even when the cache is up to date.
-        progress: show a progress bar.
-        checkpoint_batches: batches between checkpoints.
-    """
-
-    backbone: Backbone
-    pooling: str = "avg"
-    tta: str = "none"
-    batch_size: int | None = None
-    out_dir: Path = Path("embeddings")
-    shard: tuple[int, int] = (0, 1)
-    engine: str = "local"
-    ray_address: str | None = None
-    force: bool = False
-    progress: bool = True
-    checkpoint_batches: int = 8
-    runtime: str = "auto"
-    precision: str = "auto"
-
-    @classmethod
-    def resolve(cls, backbone, *, weights: str = "imagenet", image_size: int | None = None, pooling: str = "avg",
-                tta: str = "none", batch_size: int | None = None, out_dir="embeddings", shard: str = "0/1",
-                engine: str = "local", ray_address: str | None = None, force: bool = False,
-                progress: bool = True, checkpoint_batches: int = 8, runtime: str = "auto",
-                precision: str = "auto") -> "ExtractSettings":
-        """Check every setting, before any work.
-
-        Args:
-            backbone: a :class:`~features.models.registry.Backbone`, or a registry name
-                resolved here with ``weights`` and ``image_size``.
-            shard: "I/K", this worker's slice of the listing.
-
-        Raises:
-            UsageError, WeightsUnavailableError: a setting out of range, or weights that cannot be had.
-        """
-        backbone = resolve_backbone(backbone, image_size, weights)
-        if batch_size is not None:
-            validate.batch_size(batch_size)
-        validate.choice(engine, "engine", ENGINES)
-        if ray_address and engine != "ray":
-            raise UsageError(f"{{ray_address}} {ray_address} applies to {{engine=ray}}; the local engine runs "
-                             "in this process")
-        check_pooling(pooling)
-        check_tta(tta)
-        validate.whole(checkpoint_batches, "checkpoint_batches", 1)
-        runtimes.check(runtime, precision)  # an unknown one, or one not installed: refused before any work
-        return cls(backbone, pooling=pooling, tta=tta, batch_size=batch_size, out_dir=Path(out_dir),
-                   shard=parse_shard(shard), engine=engine, ray_address=ray_address, force=bool(force),
-                   progress=bool(progress), checkpoint_batches=checkpoint_batches, runtime=runtime,
-                   precision=precision)
-
-
-def parse_shard(shard: str) -> tuple[int, int]:
-    """"I/K" as (I, K), 0 <= I < K.
-
-    Raises:
-        UsageError: anything else.
-    """
-    try:
-        i, k = (int(x) for x in str(shard).split("/"))
-    except ValueError:
-        i, k = -1, 0
-    if not (k >= 1 and 0 <= i < k):
-        raise UsageError(f"{{shard}} {shard}: give INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4")
-    return i, k
-
-
-def engine_gpus(settings: ExtractSettings) -> int:
-    """The GPUs that will embed: this process's (local engine) or the cluster's (Ray engine)."""
-    if settings.engine == "ray":
-        from .ray_cluster import cluster_gpus
-
-        return cluster_gpus(settings.ray_address)
-    from ..device import visible_gpus
-
-    return visible_gpus()
-
-
-def resolve_batch_size(settings: ExtractSettings) -> tuple[int, str | None]:
-    """(batch, device): the batch size as given (device None), or where none was given the default
-    for the device that will embed ("gpu" or "cpu"): a GPU of this process (local engine) or
-    of the cluster (Ray engine, one actor per GPU).
-    """
-    if settings.batch_size is not None:
-        return settings.batch_size, None
-    return default_batch_size(engine_gpus(settings))
 
 
 def cache_key(source: DataSource, settings: ExtractSettings, precision: str = "fp32") -> dict:
@@ -246,11 +139,9 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
     Args:
         backbone: an :class:`ExtractSettings` (then no ``options``), a resolved
             :class:`~features.models.registry.Backbone` or a registry name.
-        options: :meth:`ExtractSettings.resolve`'s keywords (``weights``, ``image_size``,
-            ``pooling``, ``tta``, ``batch_size``, ``out_dir``, ``shard``, ``engine``,
-            ``ray_address``, ``force``, ``progress``, ``checkpoint_batches``, ``runtime``, ``precision``).
-            The precision is settled first (:func:`features.models.runtime.choose`): a bf16 cache has its
-            own name and key.
+        options: :class:`~features.extraction.settings.ExtractOptions`'s fields, each documented there. The
+            precision is settled first (:func:`features.models.runtime.choose`): a bf16 cache has its own
+            name and key.
 
     Raises:
         UsageError, WeightsUnavailableError: bad settings, or weights that cannot be had.

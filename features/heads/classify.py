@@ -15,7 +15,8 @@ from ..errors import CacheError, UsageError
 from ..memory import available_memory
 from ..outputs import check_output_folder
 from ..records import metrics, runs
-from ..records.runs import RunFiles, Scored
+from ..records.runs import RunFiles
+from ..records.scored import Scored, write_scored
 from . import registry as heads
 from .files import save_head
 from .params import check_epochs, check_params, check_search
@@ -216,7 +217,7 @@ def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: d
             row["val_accuracy"] = fitted.val_accuracy
         elif val is not None:  # settings chosen by cross-validation on train: val was unseen by the copy
             row["val_accuracy"] = metrics.accuracy(val[1], val[2])
-        run.files.write_scored(Scored(
+        write_scored(run.files, Scored(
             class_names=cache.class_names, test=(test_ids, y_test, proba), val=val, scores=scores,
             title=f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}",
             photo_root=attrs.get("source") if attrs.get("source_kind") == "folder" else None,

@@ -6,7 +6,7 @@ Layout under the outputs folder (default ``runs/``)::
     runs/<time>-<dataset>-<backbone>-<method>/   a run folder
 
 A run folder (:class:`RunFiles` names, writes and reads every file in it; a scored run's files are
-written by one writer, :meth:`RunFiles.write_scored`, whatever made the run)::
+written by one writer, :func:`features.records.scored.write_scored`, whatever made the run)::
 
     config.json         the resolved settings of the run (every run but an ensemble)
     metrics.json        its results row, with "metrics" (every score) and "config"
@@ -44,7 +44,6 @@ import logging
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,31 +69,6 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 HISTORY_FIELDS = ("epoch", "phase", "seconds", "elapsed", "loss", "accuracy", "val_loss", "val_accuracy")
 PROBABILITY_SPLITS = ("val", "test")
-
-
-@dataclass(kw_only=True)
-class Scored:
-    """What every scored run (a head, a fine-tune, an ensemble, ...) writes beside its own model: the test split
-    scored once, and the validation split where the run has one.
-
-    Attributes:
-        test: (ids, labels, probabilities) of the test photos; ``val`` the same of the validation ones, or None.
-        scores: :func:`features.records.metrics.score` of the test split.
-        title: the confusion matrix's title.
-        photo_root: the folder the ids are relative to (the top-losses sheet draws the photos); None where the
-            photos are no folder at hand (a TFDS set).
-        record: metrics.json: the results-table row and whatever else the run says of itself.
-        config: config.json (the resolved settings), or None where the run has none.
-    """
-
-    class_names: list
-    test: tuple
-    val: tuple | None = None
-    scores: dict
-    title: str
-    photo_root: str | None = None
-    record: dict
-    config: dict | None = None
 
 
 class RunFiles:
@@ -131,24 +105,6 @@ class RunFiles:
 
     def write_json(self, name: str, obj) -> None:
         write_json(self / name, obj)
-
-    def write_scored(self, scored: Scored) -> None:
-        """The files every scored run has, whatever made it: probabilities.npz (what ensembles average),
-        predictions.csv, report.txt, confusion.png, top_losses.png, config.json and metrics.json. A new kind of
-        run writes them by calling this."""
-        from . import metrics
-        from .plots import plot_confusion
-        from .sheets import top_losses
-
-        names, (ids, labels, proba) = scored.class_names, scored.test
-        self.write_probabilities(names, test=scored.test, **({"val": scored.val} if scored.val is not None else {}))
-        self.write_text(self.REPORT, metrics.report_text(labels, proba, names))
-        self.write_predictions(ids, labels, proba, names)
-        plot_confusion(scored.scores["confusion_matrix"], names, self / self.CONFUSION, scored.title)
-        top_losses(ids, labels, proba, names, scored.photo_root, self / self.TOP_LOSSES)
-        if scored.config is not None:
-            self.write_json(self.CONFIG, scored.config)
-        self.write_json(self.METRICS, scored.record)
 
     def _read_json(self, name: str) -> dict:
         try:

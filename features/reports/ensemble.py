@@ -18,7 +18,8 @@ from ..cache.reader import align_ids
 from ..errors import UsageError
 from ..outputs import check_output_folder
 from ..records import metrics, runs
-from ..records.runs import RunFiles, Scored
+from ..records.runs import RunFiles
+from ..records.scored import Scored, write_scored
 
 METHOD = "ensemble"
 
@@ -172,7 +173,7 @@ def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = N
             "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
             "run_dir": str(run.final),
         }
-        run.files.write_scored(Scored(
+        write_scored(run.files, Scored(
             class_names=names, test=(ids, labels, proba), val=(val_ids, val_labels, np.mean(val_probas, axis=0)),
             scores=scores, title=f"ensemble of {len(picked)}: accuracy {scores['accuracy']:.4f}",
             photo_root=_photo_root(picked[0].run_dir),

@@ -23,7 +23,8 @@ from ..memory import available_memory
 from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.plots import plot_history
-from ..records.runs import RunFiles, Scored
+from ..records.runs import RunFiles
+from ..records.scored import Scored, write_scored
 from . import loop
 from . import model as training
 from .config import HEAD_UNITS, TrainConfig, resolve_config
@@ -271,7 +272,7 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
             row = {**results_row(config, source, result, scores, rows, len(index), built.policy, run.final),
                    "distribute": config.distribute, "replicas": replicas,
                    "global_batch_size": built.global_batch, "val_accuracy": val_accuracy}
-            run.files.write_scored(Scored(
+            write_scored(run.files, Scored(
                 class_names=source.class_names, scores=scores, config=saved,
                 test=([source.ids[i] for i in index], source.labels[index], proba),
                 val=([source.ids[i] for i in v_index], source.labels[v_index], v_proba),
