@@ -152,8 +152,8 @@ def _member(name, correct_probability):
     p = np.asarray(correct_probability, np.float64)
     proba = np.where(labels[:, None] == np.arange(2), p[:, None], 1 - p[:, None])
     ids = np.array([f"img{i}" for i in range(10)])
-    return Member(Path(name), {"dataset": "pets"}, ["cat", "dog"],
-                  {"val": (ids, labels, proba), "test": (ids, labels, proba)})
+    return Member(run_dir=Path(name), row={"dataset": "pets"}, class_names=["cat", "dog"],
+                  splits={"val": (ids, labels, proba), "test": (ids, labels, proba)})
 
 
 def test_selection_on_val_starts_from_the_best_member_and_stops_when_none_helps(tmp_path, capsys):

@@ -218,13 +218,14 @@ def test_every_openvino_batch_is_checked_finite_and_of_the_width(tmp_path):
     model = tiny_onnx_network(tmp_path / "tiny.onnx")
     images = np.full((2, 8, 8, 3), 10, np.float32)
     for streams in (1, 2):
-        embed = openvino.OpenVinoEmbedder(Converted(Path("tiny.onnx"), model, 3), "fp32", threads=2, streams=streams)
+        embed = openvino.OpenVinoEmbedder(Converted(path=Path("tiny.onnx"), model=model, width=3), "fp32", threads=2,
+                                          streams=streams)
         assert np.allclose(embed(images), 10)
         bad = images.copy()
         bad[1, 0, 0, 0] = np.nan
         with pytest.raises(UsageError, match="OpenVINO gave embeddings that are not finite .* delete it to convert"):
             embed(bad)
-    wrong = openvino.OpenVinoEmbedder(Converted(Path("tiny.onnx"), model, 1280), "fp32", threads=1)
+    wrong = openvino.OpenVinoEmbedder(Converted(path=Path("tiny.onnx"), model=model, width=1280), "fp32", threads=1)
     with pytest.raises(UsageError, match=r"embeddings of shape \(2, 3\) for 2 images"):
         wrong(images)
 
@@ -307,12 +308,12 @@ def test_a_blob_of_another_network_in_openvinos_cache_is_dropped_and_compiled_ag
     served = openvino.compile_network(model, precision, 1, mine)
     assert np.allclose(served(images)[0], -images.mean((1, 2)), rtol=0.02)  # OpenVINO serves it as it is
     shutil.copyfile(their_blob, blob)
-    converted = Converted(Path("tiny.onnx"), model, 3, probe=probe, size=8)
+    converted = Converted(path=Path("tiny.onnx"), model=model, width=3, probe=probe, size=8)
     embed = openvino.OpenVinoEmbedder(converted, precision, threads=1, cache_dir=mine)
     assert np.allclose(embed(images), images.mean((1, 2)), rtol=0.02)
     assert "OpenVINO's compiled network gave embeddings of the probe" in caplog.text
     assert "its model cache" in caplog.text and "is cleared and the network compiled again" in caplog.text
     # a probe that the network itself does not give (its record is not this network's): refused, not run
-    wrong = Converted(Path("tiny.onnx"), model, 3, probe=(-np.asarray(probe)).tolist(), size=8)
+    wrong = Converted(path=Path("tiny.onnx"), model=model, width=3, probe=(-np.asarray(probe)).tolist(), size=8)
     with pytest.raises(openvino.NoOpenVinoForm, match="what it compiles gives embeddings of the probe"):
         openvino.OpenVinoEmbedder(wrong, precision, threads=1, cache_dir=mine)

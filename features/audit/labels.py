@@ -17,7 +17,7 @@ FOLDS = 5
 REVIEW = 50  # rows of lowest label quality kept for review, flagged or not
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class LabelIssue:
     row: int
     given: int
@@ -67,6 +67,6 @@ def find_issues(labels: np.ndarray, probabilities: np.ndarray) -> tuple[list[Lab
     suggested = probabilities.argmax(1)
 
     def issue(r):
-        return LabelIssue(int(r), int(labels[r]), int(suggested[r]), float(1 - quality[r]))
+        return LabelIssue(row=int(r), given=int(labels[r]), suggested=int(suggested[r]), score=float(1 - quality[r]))
 
     return [issue(r) for r in flagged], [issue(r) for r in np.argsort(quality, kind="stable")]

@@ -152,7 +152,8 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
     codes = np.searchsorted(present, cache.labels)  # classes with no photo left out of the probabilities
     probabilities = out_of_fold_probabilities(cache.embeddings, codes, C, folds, seed, n_jobs)
     flagged, ranked = find_issues(codes, probabilities)
-    issues, ranking = ([LabelIssue(i.row, int(present[i.given]), int(present[i.suggested]), i.score) for i in found]
+    issues, ranking = ([LabelIssue(row=i.row, given=int(present[i.given]), suggested=int(present[i.suggested]),
+                                   score=i.score) for i in found]
                        for found in (flagged, ranked[:REVIEW]))
     seconds["label_issues"] = time.perf_counter() - start
 

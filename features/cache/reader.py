@@ -217,8 +217,9 @@ class CacheRows:
                     f = h5py.File(path, "r")
                     self._files.append(f)
                     check_sources(path, f)
-                    view = _RowsView(f["embeddings"], f["labels"][:], f["ids"], f["index"], f["splits"][:],
-                                     list(f["class_names"].asstr()[:]), info)
+                    view = _RowsView(embeddings=f["embeddings"], labels=f["labels"][:], ids=f["ids"], index=f["index"],
+                                     splits=f["splits"][:],
+                                     class_names=list(f["class_names"].asstr()[:]), attrs=info)
                 except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
                     raise CacheError(f"{path}: cannot read the feature cache ({exc})") from None
                 check_schema(path, view)
@@ -305,7 +306,7 @@ class CacheRows:
         self.close()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _RowsView:
     """The fields :func:`check_schema` looks at, with the big ones left in the file."""
 

@@ -275,7 +275,7 @@ def embedding_problems(block: np.ndarray, rows: str | None = None) -> list[str]:
     return problems
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FeatureCache:
     """A cache read into memory. Rows are the images that decoded, in listing order."""
 

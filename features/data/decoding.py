@@ -129,7 +129,7 @@ def decode_image(data, image_size: int, orientation=1, dct_shift=0, antialias=No
     return resize(bool(antialias))()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Headers:
     """What the file headers say, one entry per path (defaults where no header was read).
 
@@ -150,7 +150,8 @@ class Headers:
     @classmethod
     def unread(cls, n: int) -> "Headers":
         """Headers of ``n`` images whose files cannot be read ahead (TFDS records)."""
-        return cls(np.ones(n, np.uint8), np.zeros(n, np.uint8), np.full(n, 2, np.uint8), {})
+        return cls(orientation=np.ones(n, np.uint8), dct_shift=np.zeros(n, np.uint8),
+                   antialias=np.full(n, 2, np.uint8), refused={})
 
     def antialias_of(self, row: int):
         """The resize filter of one row: True, False, or None (decide from the decoded size)."""

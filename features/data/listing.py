@@ -42,7 +42,7 @@ TFDS_DATASETS = {"tf_flowers": "download.tensorflow.org", "cats_vs_dogs": "downl
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own limit: a 3:4 photo of about 8,200 x 10,900
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataSource:
     """An ordered, labelled, split listing of a dataset.
 

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExtractionResult:
     """What one call of :func:`extract` did; ``as_dict`` is what ``--json`` prints."""
 
@@ -168,8 +168,10 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
             if reason is None:
                 os.utime(path)  # "the newest cache" (classify.py's default) is the one used last
                 log.info("cache hit: %s", path)
-                return ExtractionResult(path, True, int(attrs["n_images"]), int(attrs["n_skipped"]),
-                                        float(attrs.get("seconds", 0.0)), float(attrs.get("images_per_second", 0.0)),
+                return ExtractionResult(path=path, cache_hit=True, n_images=int(attrs["n_images"]),
+                                        n_skipped=int(attrs["n_skipped"]),
+                                        seconds=float(attrs.get("seconds", 0.0)),
+                                        images_per_second=float(attrs.get("images_per_second", 0.0)),
                                         engine=str(attrs.get("engine", "local")),
                                         runtime=str(attrs.get("runtime", "tf")), precision=choice.precision)
             log.warning("recomputing %s: %s", path, reason)
@@ -282,8 +284,9 @@ def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Pa
     if empty:
         log.warning("every image of class %s was skipped: a classifier cannot learn it; "
                     "fix or remove those files", ", ".join(empty))
-    return ExtractionResult(path, False, n, len(skipped), seconds, rate,
-                            skipped,
+    return ExtractionResult(path=path, cache_hit=False, n_images=n, n_skipped=len(skipped), seconds=seconds,
+                            images_per_second=rate,
+                            skipped=skipped,
                             resumed=resumed, ignored=dict(source.ignored), empty_classes=empty,
                             first_batch_seconds=setup, steady_images_per_second=steady, engine=settings.engine,
                             batch_size=batch_size, runtime=engine.runtime,

@@ -19,8 +19,8 @@ ENGINES = ("local", "ray")
 
 
 def _option(default, help: str, group: str = "run", **flag):
-    """A field with its help text and argparse extras (``choices``, ``metavar``; ``name``: the flag's name when it is not
-    the field's own; ``flag=False``: the script sets it from another flag)."""
+    """A field with its help text and argparse extras (``choices``, ``metavar``; ``name``: the flag's name when it
+    is not the field's own; ``flag=False``: the script sets it from another flag)."""
     return field(default=default, metadata={"help": help, "group": group, **flag})
 
 

@@ -163,6 +163,8 @@ def fit_lbfgs_head(name: str, rows, fixed: dict | None = None, class_weight: str
     passes += objective.passes
     clf = objective.estimator(w, class_weight)
     clf.n_iter_ = np.array([iterations], np.int32)
-    return heads.FittedHead(name, Pipeline([("scale", scaler), ("clf", clf)]), heads.plain({"C": C}), None,
-                            search_seconds, time.perf_counter() - start, val_accuracy=best[0] if best else None,
+    return heads.FittedHead(name=name, pipeline=Pipeline([("scale", scaler), ("clf", clf)]),
+                            params=heads.plain({"C": C}), cv_accuracy=None,
+                            search_seconds=search_seconds, fit_seconds=time.perf_counter() - start,
+                            val_accuracy=best[0] if best else None,
                             val=val, passes=passes)

@@ -21,7 +21,7 @@ from ..errors import UsageError
 from .linear import Linear, fold_calibrated_linear_svm, fold_logreg, fold_sgd
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class HeadSpec:
     """One registry entry: everything about a head, in one place.
 
@@ -90,7 +90,8 @@ def register_head(name: str, description: str, grid: dict, linear: bool, *, sear
     """Decorator: the decorated factory becomes the registry entry ``name`` (see :class:`HeadSpec`)."""
     def register(factory):
         keys = search_keys or {k: k for k in grid}
-        HEADS[name] = HeadSpec(name, description, factory, grid, keys, linear, max_grid=max_grid, fold=fold,
+        HEADS[name] = HeadSpec(name=name, description=description, factory=factory, grid=grid, search_keys=keys,
+                               linear=linear, max_grid=max_grid, fold=fold,
                                calibration_folds=calibration_folds, streams=streams)
         return factory
 
@@ -189,7 +190,7 @@ def make_head(name: str, params: dict | None = None, class_weight: str | None = 
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FittedHead:
     """A head fitted on train + val, with how it was chosen."""
 

@@ -63,5 +63,6 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
     pipeline = make_head(name, params, class_weight, seed, probability=True, n_jobs=n_jobs, calibration=calibration)
     start = time.perf_counter()
     pipeline.fit(X_fit, y_fit)
-    return FittedHead(name, pipeline, plain(params), cv_accuracy, search_seconds,
-                      time.perf_counter() - start, calibration=calibration)
+    return FittedHead(name=name, pipeline=pipeline, params=plain(params), cv_accuracy=cv_accuracy,
+                      search_seconds=search_seconds,
+                      fit_seconds=time.perf_counter() - start, calibration=calibration)

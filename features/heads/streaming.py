@@ -102,8 +102,9 @@ def fit_streaming_head(name: str, rows, fixed: dict | None = None, class_weight:
     start = time.perf_counter()
     pipeline = _fit(name, params, rows, [TRAIN, VAL], classes, class_weight, seed, rng, epochs)
     val = None if val is None else (val[2], val[1], val[0])  # (ids, labels, probabilities)
-    return heads.FittedHead(name, pipeline, heads.plain({**params, "epochs": int(epochs)}), None,
-                            search_seconds, time.perf_counter() - start, val_accuracy=val_accuracy, val=val)
+    return heads.FittedHead(name=name, pipeline=pipeline, params=heads.plain({**params, "epochs": int(epochs)}),
+                            cv_accuracy=None, search_seconds=search_seconds, fit_seconds=time.perf_counter() - start,
+                            val_accuracy=val_accuracy, val=val)
 
 
 def _fit(name, params, rows, codes, classes, class_weight, seed, rng, epochs: int):

@@ -46,7 +46,7 @@ INSTALL = "pip install -r requirements-hub.txt"
 HOSTS = {"kaggle": "www.kaggle.com", "hf": "huggingface.co"}
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Family:
     """How one KerasHub class's output becomes an embedding.
 
@@ -66,20 +66,27 @@ class Family:
 
 FAMILIES = {
     "DINOV2Backbone": Family(
-        "cls+mean", 2, "DINOV2Layer",
-        "DINOv2 model card: a linear layer on the class token concatenated with the average of the patch tokens"),
+        pooling="cls+mean", widths=2, block="DINOV2Layer",
+        source="DINOv2 model card: a linear layer on the class token concatenated with the average of the patch "
+               "tokens"),
     "DINOV3Backbone": Family(
-        "cls+mean", 2, "DINOV3Layer", "DINOv3, as DINOv2: the class token and the mean patch token"),
+        pooling="cls+mean", widths=2, block="DINOV3Layer",
+        source="DINOv3, as DINOv2: the class token and the mean patch token"),
     "ViTBackbone": Family(
-        "cls", 1, "ViTEncoderBlock", "ViT (Dosovitskiy et al., 2021): linear probes on the class token"),
+        pooling="cls", widths=1, block="ViTEncoderBlock",
+        source="ViT (Dosovitskiy et al., 2021): linear probes on the class token"),
     "CLIPVisionEncoder": Family(
-        "cls", 1, "CLIPEncoderLayer", "CLIP (Radford et al., 2021): linear probes on the image encoder's class token"),
+        pooling="cls", widths=1, block="CLIPEncoderLayer",
+        source="CLIP (Radford et al., 2021): linear probes on the image encoder's class token"),
     "CLIPBackbone": Family(
-        "cls", 1, "CLIPEncoderLayer", "CLIP (Radford et al., 2021): the vision encoder's class token"),
+        pooling="cls", widths=1, block="CLIPEncoderLayer",
+        source="CLIP (Radford et al., 2021): the vision encoder's class token"),
     "SigLIPVisionEncoder": Family(
-        "pooled", 1, "SigLIPEncoderLayer", "SigLIP (Zhai et al., 2023): the vision tower's attention-pooled output"),
+        pooling="pooled", widths=1, block="SigLIPEncoderLayer",
+        source="SigLIP (Zhai et al., 2023): the vision tower's attention-pooled output"),
     "SigLIPBackbone": Family(
-        "pooled", 1, "SigLIPEncoderLayer", "SigLIP: the vision tower's attention-pooled output"),
+        pooling="pooled", widths=1, block="SigLIPEncoderLayer",
+        source="SigLIP: the vision tower's attention-pooled output"),
 }
 # What the families are called by their authors, for the listing.
 NAMES = ("DINOv2", "DINOv3", "ViT", "CLIP", "SigLIP")

@@ -62,7 +62,7 @@ TOWERS = {"CLIPBackbone": ("CLIPVisionEncoder", "CLIPTextEncoder"),
           "SigLIPBackbone": ("SigLIPVisionEncoder", "SigLIPTextEncoder")}
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Sizes:
     """What a preset's config says of its vision tower's size: image, patch, width, depth, heads, MLP width."""
 

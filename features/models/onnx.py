@@ -89,7 +89,7 @@ def model_path(folder, backbone, key: dict) -> Path:
     return Path(folder) / f"{backbone.spec.slug}-{backbone.image_size}-{digest}.onnx"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Converted:
     """A converted network, proved: its file, the bytes that were proved (what runs), its embedding width,
     the conversion's seconds when it was done just now (else 0), and what it was proved on: the embeddings
@@ -186,7 +186,7 @@ def load_network(path: Path, record: dict, backbone) -> Converted:
         check_network(model, backbone.image_size, width, probe)
     except (TypeError, ValueError) as exc:  # a probe that is not a matrix of numbers
         raise NotIntact(f"its record's probe is not embeddings ({exc})") from None
-    return Converted(path, model, width, probe=probe, size=backbone.image_size)
+    return Converted(path=path, model=model, width=width, probe=probe, size=backbone.image_size)
 
 
 def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
@@ -213,7 +213,8 @@ def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
         record, model = _convert(backbone, pooling, tta, seed, path, key)
     if "refused" in record:
         raise NoOnnxForm(record["refused"])
-    return Converted(path, model, record["width"], record["seconds"], probe=record.get("probe"),
+    return Converted(path=path, model=model, width=record["width"], seconds=record["seconds"],
+                     probe=record.get("probe"),
                      size=backbone.image_size)
 
 

@@ -33,7 +33,7 @@ TTA = ("none", "flip")
 POOLINGS = ("avg", "max")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class BackboneSpec:
     """One registry entry: how to build a backbone and what it takes.
 
@@ -146,34 +146,47 @@ def _specs():
     app = keras_application
     eff = [(224, 1280), (240, 1280), (260, 1408), (300, 1536), (380, 1792), (456, 2048),
            (528, 2304), (600, 2560)]
-    yield BackboneSpec("xception", app("Xception"), 299, "tf", 2048, 71)
-    yield BackboneSpec("vgg16", app("VGG16"), 224, "caffe", 512)
-    yield BackboneSpec("vgg19", app("VGG19"), 224, "caffe", 512)
+    yield BackboneSpec(name="xception", factory=app("Xception"), default_size=299, preprocessing="tf", width=2048,
+                       min_size=71)
+    yield BackboneSpec(name="vgg16", factory=app("VGG16"), default_size=224, preprocessing="caffe", width=512)
+    yield BackboneSpec(name="vgg19", factory=app("VGG19"), default_size=224, preprocessing="caffe", width=512)
     for depth in (50, 101, 152):
-        yield BackboneSpec(f"resnet{depth}", app(f"ResNet{depth}"), 224, "caffe", 2048)
-        yield BackboneSpec(f"resnet{depth}v2", app(f"ResNet{depth}V2"), 224, "tf", 2048)
-    yield BackboneSpec("inceptionv3", app("InceptionV3"), 299, "tf", 2048, 75)
-    yield BackboneSpec("inceptionresnetv2", app("InceptionResNetV2"), 299, "tf", 1536, 75)
-    yield BackboneSpec("mobilenet", app("MobileNet"), 224, "tf", 1024)
-    yield BackboneSpec("mobilenetv2", app("MobileNetV2"), 224, "tf", 1280)
+        yield BackboneSpec(name=f"resnet{depth}", factory=app(f"ResNet{depth}"), default_size=224,
+                           preprocessing="caffe", width=2048)
+        yield BackboneSpec(name=f"resnet{depth}v2", factory=app(f"ResNet{depth}V2"), default_size=224,
+                           preprocessing="tf", width=2048)
+    yield BackboneSpec(name="inceptionv3", factory=app("InceptionV3"), default_size=299, preprocessing="tf",
+                       width=2048, min_size=75)
+    yield BackboneSpec(name="inceptionresnetv2", factory=app("InceptionResNetV2"), default_size=299,
+                       preprocessing="tf", width=1536, min_size=75)
+    yield BackboneSpec(name="mobilenet", factory=app("MobileNet"), default_size=224, preprocessing="tf", width=1024)
+    yield BackboneSpec(name="mobilenetv2", factory=app("MobileNetV2"), default_size=224, preprocessing="tf", width=1280)
     for depth, width in ((121, 1024), (169, 1664), (201, 1920)):
-        yield BackboneSpec(f"densenet{depth}", app(f"DenseNet{depth}"), 224, "torch", width)
-    yield BackboneSpec("nasnetmobile", app("NASNetMobile"), 224, "tf", 1056)
-    yield BackboneSpec("nasnetlarge", app("NASNetLarge"), 331, "tf", 4032)
+        yield BackboneSpec(name=f"densenet{depth}", factory=app(f"DenseNet{depth}"), default_size=224,
+                           preprocessing="torch", width=width)
+    yield BackboneSpec(name="nasnetmobile", factory=app("NASNetMobile"), default_size=224, preprocessing="tf",
+                       width=1056)
+    yield BackboneSpec(name="nasnetlarge", factory=app("NASNetLarge"), default_size=331, preprocessing="tf", width=4032)
     for b, (size, width) in enumerate(eff):
-        yield BackboneSpec(f"efficientnetb{b}", app(f"EfficientNetB{b}"), size, "none", width)
+        yield BackboneSpec(name=f"efficientnetb{b}", factory=app(f"EfficientNetB{b}"), default_size=size,
+                           preprocessing="none", width=width)
     # Keras' newer applications scale their input themselves (include_preprocessing, on by default): "none".
     for variant, size, width in (("B0", 224, 1280), ("B1", 240, 1280), ("B2", 260, 1408), ("B3", 300, 1536),
                                  ("S", 384, 1280), ("M", 480, 1280), ("L", 480, 1280)):
-        yield BackboneSpec(f"efficientnetv2{variant.lower()}", app(f"EfficientNetV2{variant}"), size, "none", width)
+        yield BackboneSpec(name=f"efficientnetv2{variant.lower()}", factory=app(f"EfficientNetV2{variant}"),
+                           default_size=size, preprocessing="none", width=width)
     for variant, width in (("Tiny", 768), ("Small", 768), ("Base", 1024), ("Large", 1536), ("XLarge", 2048)):
-        yield BackboneSpec(f"convnext{variant.lower()}", app(f"ConvNeXt{variant}"), 224, "none", width)
-    yield BackboneSpec("mobilenetv3small", app("MobileNetV3Small"), 224, "none", 576)
-    yield BackboneSpec("mobilenetv3large", app("MobileNetV3Large"), 224, "none", 960)
+        yield BackboneSpec(name=f"convnext{variant.lower()}", factory=app(f"ConvNeXt{variant}"), default_size=224,
+                           preprocessing="none", width=width)
+    yield BackboneSpec(name="mobilenetv3small", factory=app("MobileNetV3Small"), default_size=224,
+                       preprocessing="none", width=576)
+    yield BackboneSpec(name="mobilenetv3large", factory=app("MobileNetV3Large"), default_size=224,
+                       preprocessing="none", width=960)
     for variant, (_, _, size) in LITE_VARIANTS.items():
-        yield BackboneSpec(variant, efficientnet_lite, size, "lite", 1280,
+        yield BackboneSpec(name=variant, factory=efficientnet_lite, default_size=size, preprocessing="lite", width=1280,
                            weights_package=lite_weights_package(variant))
-    yield BackboneSpec("small_cnn", small_cnn, 128, "rescale", 256, min_size=16, pretrained=False)
+    yield BackboneSpec(name="small_cnn", factory=small_cnn, default_size=128, preprocessing="rescale", width=256,
+                       min_size=16, pretrained=False)
 
 
 REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in _specs()}
@@ -217,7 +230,8 @@ def get_spec(name) -> BackboneSpec:
 
     if hub.is_hub(name):
         preset, size, width = hub.hub_facts(name)
-        return BackboneSpec(f"{hub.PREFIX}{preset}", hub.build, size, "none", width, min_size=size, preset=preset,
+        return BackboneSpec(name=f"{hub.PREFIX}{preset}", factory=hub.build, default_size=size, preprocessing="none",
+                            width=width, min_size=size, preset=preset,
                             max_size=size)
     try:
         return REGISTRY[str(name).lower()]
@@ -241,7 +255,7 @@ def resolve_image_size(spec, image_size: int | None) -> int:
     return size
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Backbone:
     """A registry entry resolved for one run: its size and weights settled, checked once.
 
@@ -300,7 +314,8 @@ def resolve_backbone(name, image_size: int | None = None, weights: str = "imagen
     if not spec.pretrained and str(weights) == "imagenet":
         raise UsageError(f"{{backbone}} {spec.name} is trained from scratch and has no ImageNet weights: give "
                          "{weights=none} (or the path of a weights file of it)")
-    return Backbone(spec, resolve_image_size(spec, image_size), str(weights), weights_file(spec, weights))
+    return Backbone(spec=spec, image_size=resolve_image_size(spec, image_size), weights=str(weights),
+                    weights_file=weights_file(spec, weights))
 
 
 def weights_file(spec, weights: str) -> Path | None:

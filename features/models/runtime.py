@@ -108,7 +108,7 @@ def choose(runtime: str = "auto", precision: str = "auto", gpu: bool = False) ->
     return Choice(FP32_RUNTIME if FP32_RUNTIME == "onnx" or has_openvino else "onnx", precision)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Prepared:
     """A network ready to embed: ``embed`` (None: TensorFlow's frozen graph, built by the caller), the
     ``choice`` that runs it, its ``converted`` ONNX form (None on TensorFlow), the conversion's seconds (0: kept
@@ -135,11 +135,11 @@ def prepare(backbone, choice: Choice, *, pooling: str, tta: str, seed: int, fold
         DiskFullError: the disk filled up while converting.
     """
     if choice.runtime == "tf":
-        return Prepared(None, choice)
+        return Prepared(embed=None, choice=choice)
     converted = onnx.converted_or_none(backbone, pooling, tta, seed, folder, "auto" if asked == "auto" else
                                        choice.runtime)
     if converted is None:  # under auto: TensorFlow, said in one INFO line
-        return Prepared(None, Choice("tf", "fp32"))
+        return Prepared(embed=None, choice=Choice("tf", "fp32"))
     if choice.runtime == "openvino":
         try:
             start = time.perf_counter()
@@ -148,7 +148,8 @@ def prepare(backbone, choice: Choice, *, pooling: str, tta: str, seed: int, fold
             else:  # proved to compile here (and kept in OpenVINO's cache); the actors compile their own
                 openvino.compile_proved(converted, choice.precision, threads or onnx.cores(), cache_dir(folder))
                 embed = None
-            return Prepared(embed, choice, converted, converted.seconds, time.perf_counter() - start)
+            return Prepared(embed=embed, choice=choice, converted=converted, seconds=converted.seconds,
+                            compile_seconds=time.perf_counter() - start)
         except openvino.NoOpenVinoForm as exc:
             if asked != "auto":
                 raise UsageError(f"{{runtime}} {asked}: OpenVINO cannot compile {backbone.name} ({exc}); give "
@@ -156,7 +157,7 @@ def prepare(backbone, choice: Choice, *, pooling: str, tta: str, seed: int, fold
             log.info("runtime: ONNX Runtime at fp32, as OpenVINO cannot compile %s here: %s", backbone.name, exc)
             choice = Choice("onnx", "fp32")
     embed = onnx.OnnxEmbedder(converted, threads) if build else None
-    return Prepared(embed, choice, converted, converted.seconds)
+    return Prepared(embed=embed, choice=choice, converted=converted, seconds=converted.seconds)
 
 
 def cache_dir(folder):
@@ -180,7 +181,7 @@ def embedder(model: bytes, choice: Choice, width: int | None = None, threads: in
                              "extraction at {precision} fp32, or on nodes that have it")
         from pathlib import Path
 
-        converted = onnx.Converted(Path("the converted network"), model, width or 0)
+        converted = onnx.Converted(path=Path("the converted network"), model=model, width=width or 0)
         return openvino.OpenVinoEmbedder(converted, choice.precision, threads)
     return onnx.OnnxEmbedder(model, threads, width=width)
 

@@ -24,7 +24,7 @@ from ..records.scored import Scored, write_scored
 METHOD = "ensemble"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Member:
     """One run folder's record and probabilities."""
 
@@ -52,7 +52,7 @@ def load_member(run_dir) -> Member:
     row = files.read_metrics()
     row.pop("metrics", None)
     row.pop("config", None)
-    return Member(Path(run_dir), row, names, splits)
+    return Member(run_dir=Path(run_dir), row=row, class_names=names, splits=splits)
 
 
 def aligned(members: list[Member], split: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

@@ -43,7 +43,7 @@ EXPLAINED_HEADS = ("logreg", "linear_svm", "sgd", "svm")
 STEP = 1e-3  # the central differences' step along a position's features, relative to them
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Heatmaps:
     """The maps of the photos that decoded: ``maps[j]`` is of ``paths[rows[j]]`` for class ``classes[j]``.
 
@@ -246,10 +246,12 @@ class FinetuneExplainer:
 
 def _heatmaps(rows, classes, proba, maps, constants, method: str, n_classes: int) -> Heatmaps:
     if not rows:
-        return Heatmaps(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, n_classes)),
-                        np.zeros((0, 1, 1)), None if constants is None else np.zeros(0), method)
-    return Heatmaps(np.concatenate(rows), np.concatenate(classes).astype(np.int64), np.vstack(proba),
-                    np.stack(maps), None if constants is None else np.asarray(constants, np.float64), method)
+        return Heatmaps(rows=np.zeros(0, np.int64), classes=np.zeros(0, np.int64),
+                        probabilities=np.zeros((0, n_classes)), maps=np.zeros((0, 1, 1)),
+                        constants=None if constants is None else np.zeros(0), method=method)
+    return Heatmaps(rows=np.concatenate(rows), classes=np.concatenate(classes).astype(np.int64),
+                    probabilities=np.vstack(proba), maps=np.stack(maps),
+                    constants=None if constants is None else np.asarray(constants, np.float64), method=method)
 
 
 def explain(run_dir, inputs, *, classes=None, batch_size: int = 32, tta: str = "none", runtime: str = "tf"):

@@ -51,7 +51,7 @@ def check_settings(fmt: str, quantize: str = "none") -> None:
                          + ("; quantized models are exported as tflite" if fmt != "tflite" else ""))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Exportable:
     """What a run folder exports: a probability function of uint8 images, and its record."""
 
@@ -101,7 +101,8 @@ def load_exportable(run_dir) -> Exportable:
 
     predictor = load_predictor(run_dir)
     if predictor.kind == "finetune":
-        return Exportable(Path(run_dir), "finetune", predictor.class_names, predictor.image_size, predictor.model)
+        return Exportable(run_dir=Path(run_dir), kind="finetune", class_names=predictor.class_names,
+                          image_size=predictor.image_size, keras_model=predictor.model)
     if len(predictor.backbones) != 1:
         raise UsageError(f"{run_dir}: the head reads the embeddings of {len(predictor.backbones)} backbones; "
                          "export a head trained on one")
@@ -110,7 +111,8 @@ def load_exportable(run_dir) -> Exportable:
     name = load_run_head(RunFiles(run_dir))["head"]
     linear = fold_head(predictor.model, name)
     _, size, _, model = predictor.backbones[0]  # loaded on TensorFlow: the Keras model is the graph to export
-    return Exportable(Path(run_dir), "head", predictor.class_names, size, model, linear, name)
+    return Exportable(run_dir=Path(run_dir), kind="head", class_names=predictor.class_names, image_size=size,
+                      keras_model=model, linear=linear, head=name)
 
 
 def calibration_paths(run_dir, n: int = CALIBRATION_IMAGES, seed: int = 0) -> list[str]:

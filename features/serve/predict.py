@@ -43,7 +43,7 @@ def list_inputs(inputs) -> list[str]:
     return [p for p in paths if not (p in seen or seen.add(p))]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunPredictor(Predictor):
     """A loaded run folder: a head on its backbones (``kind`` "head") or a fine-tuned model ("finetune")."""
 
@@ -142,7 +142,7 @@ def open_predictor(path, ensemble=(), tta: str = "none", runtime: str = "auto") 
     return predictor
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Predictions:
     """What :func:`predict` found: ``probabilities[j]`` is for ``paths[rows[j]]``; ``failed`` a
     :class:`~features.data.SkippedImage` of each image that could not be read (its position in ``paths``,
@@ -179,7 +179,8 @@ def predict(path, inputs, *, ensemble=(), tta: str = "none", runtime: str = "aut
         raise UsageError(f"no images in {', '.join(str(i) for i in inputs)}")
     predictor = open_predictor(path, ensemble, tta, runtime)
     rows, proba, failed = predictor.predict(paths, batch_size, tta)
-    return Predictions(list(predictor.class_names), paths, rows, proba, failed, predictor)
+    return Predictions(class_names=list(predictor.class_names), paths=paths, rows=rows, probabilities=proba,
+                       failed=failed, predictor=predictor)
 
 
 def _refuse(run_dir, why: str):
@@ -226,7 +227,7 @@ def _load_finetuned(files: RunFiles) -> RunPredictor:
     units = model.output_shape[-1]
     if len(names) < 2 or units not in (len(names), 1 if len(names) == 2 else len(names)):
         _refuse(run_dir, f"model.keras has {units} outputs for the {len(names)} classes in config.json")
-    return RunPredictor(run_dir, "finetune", names, size, model)
+    return RunPredictor(run_dir=run_dir, kind="finetune", class_names=names, image_size=size, model=model)
 
 
 def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: int = 0, precision: str = "fp32"):
@@ -311,7 +312,8 @@ def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
         _refuse(run_dir, "head.skops does not hold a fitted scaler and classifier of classify.py")
     if width != expected:
         _refuse(run_dir, f"the head takes {expected}-d embeddings but {meta.get('backbone')} gives {width}")
-    return RunPredictor(run_dir, "head", names, int(sizes[0]), pipeline, models, tta=meta.get("tta") or "none",
+    return RunPredictor(run_dir=run_dir, kind="head", class_names=names, image_size=int(sizes[0]), model=pipeline,
+                        backbones=models, tta=meta.get("tta") or "none",
                         runtime="+".join(sorted(ran)), head=str(head.get("head")), meta=meta)
 
 

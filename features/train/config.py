@@ -34,7 +34,7 @@ def _setting(default, help: str, group: str = "training", **flag):
     return field(default=default, metadata={"help": help, "group": group, **flag})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Everything that shapes a training run; saved beside its results."""
 

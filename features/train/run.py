@@ -95,7 +95,7 @@ def strategy(config: TrainConfig):
     return mirrored, mirrored.num_replicas_in_sync
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Built:
     """The model of a run and what was settled while building it."""
 
@@ -124,7 +124,8 @@ def build(config: TrainConfig, backbone, n_classes: int, replicas: int = 1) -> B
         keras.mixed_precision.set_global_policy(previous)
     if not config.scratch:
         training.unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
-    return Built(model, network, policy, model.output.shape[-1] == 1, config.batch_size * replicas)
+    return Built(model=model, network=network, policy=policy, sigmoid=model.output.shape[-1] == 1,
+                 global_batch=config.batch_size * replicas)
 
 
 def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, folder, verbose):
