@@ -140,7 +140,7 @@ def _in_memory_batches(source, size, batch_size):
     """The toolkit's own decoding, done up front: batches of float32 tensors in memory."""
     from features.data import image_batches
 
-    return [images for _, images in image_batches(source, size, batch_size)]
+    return [images for _, images in image_batches(source, size, batch_size=batch_size)]
 
 
 def _throughput(fn, batches, repeat: int = 1) -> float:
@@ -259,7 +259,7 @@ def _dct(b: Bench, source, count: int, side: int = 2000):
     timings = {}
     for label, scaled in (("full", False), ("dct", True)):
         start = time.perf_counter()
-        headers = read_headers(large.paths(), b.size, large.max_pixels, dct_scaling=scaled)
+        headers = read_headers(large.paths(), b.size, max_pixels=large.max_pixels, dct_scaling=scaled)
         images = np.concatenate([img.numpy()[None] for _, img in decoded_images(large, b.size, headers=headers)])
         timings[label] = (len(large) / (time.perf_counter() - start), images)
     speed = timings["dct"][0] / timings["full"][0]
@@ -298,7 +298,8 @@ def section_resize(b: Bench):
             for _ in data.decoded_images(b.full, b.size):
                 pass
             rate = len(b.full) / (time.perf_counter() - start)
-            x = np.concatenate([embed(images).numpy() for _, images in data.image_batches(b.full, b.size, 32)])
+            x = np.concatenate([embed(images).numpy()
+                                for _, images in data.image_batches(b.full, b.size, batch_size=32)])
             clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
             cv = cross_val_score(clf, x, b.full.labels, cv=StratifiedKFold(5, shuffle=True, random_state=0))
             scores[name] = (rate, cv.mean(), cv.std())
@@ -566,7 +567,7 @@ def main(argv=None) -> int:
         print(json.dumps({"machine": info, "figures": {k: v for k, v in b.figures.items() if not k.startswith("_")},
                           "targets": b.targets}, default=float, sort_keys=True))
     if not args.no_write:
-        write_report(Path(args.out), b, info, text, log)
+        write_report(Path(args.out), b, plots_dir=info, source_note=text, map_method=log)
         print(f"wrote {args.out}")
     return 0
 

@@ -68,7 +68,7 @@ def _decode_rate(source, size: int, batch_size: int) -> float:
 
     headers = headers_for(source, size)
     start, n = time.perf_counter(), 0
-    for index, _ in image_batches(source, size, batch_size, None, headers):
+    for index, _ in image_batches(source, size, batch_size=batch_size, indices=None, headers=headers):
         n += len(index)
     return n / (time.perf_counter() - start)
 
@@ -140,7 +140,8 @@ def main(argv=None) -> int:
                 say(f"conversion (once per backbone, size, weights, pooling, TTA): {result.conversion_seconds:.1f} s")
             say(f"set-up and first run, {runtime} at {precision}: {time.perf_counter() - start:.1f} s in all, "
                 f"first batch after {result.first_batch_seconds:.2f} s")
-        batches = [images.numpy() for _, images in image_batches(sample, backbone.image_size, args.batch_size)]
+        batches = [images.numpy()
+                   for _, images in image_batches(sample, backbone.image_size, batch_size=args.batch_size)]
         networks = {"tf": embedding_function(create_backbone(backbone), backbone.image_size)}
         folder = work / "emb-onnx-fp32" / "onnx"
         for runtime, precision in runs[1:]:

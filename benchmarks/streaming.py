@@ -72,8 +72,8 @@ def write_synthetic(path: Path, rows: int, dim: int, classes: int = 5, block: in
         for start in range(0, rows, block):
             y = labels[start:start + block]
             X = centres[y] + rng.normal(0, 4.0, (len(y), dim)).astype(np.float32)
-            writer.append(X, y, [f"img{i}.jpg" for i in range(start, start + len(y))],
-                          np.arange(start, start + len(y)), splits[start:start + block])
+            writer.append(X, y, ids=[f"img{i}.jpg" for i in range(start, start + len(y))],
+                          index=np.arange(start, start + len(y)), splits=splits[start:start + block])
         writer.finish({"dataset": "synthetic", "backbone": "synthetic", "image_size": 0, "pooling": "avg",
                        "weights": "none", "weights_sha256": "", "seed": seed, "split": [0.7, 0.15, 0.15],
                        "class_names": names, "seconds": 0.0, "fingerprint": "synthetic"})

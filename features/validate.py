@@ -47,7 +47,7 @@ def whole(value, param: str, low: int, high: int | None = None, what: str = "", 
     raise UsageError(f"{{{param}}} {value}: give a whole number{what} from {low} to {high_text or high}")
 
 
-def optional_whole(value, param: str, low: int, high: int | None = None, what: str = "") -> int | None:
+def optional_whole(value, param: str, *, low: int, high: int | None = None, what: str = "") -> int | None:
     """:func:`whole`, or None (the parameter's "not given")."""
     return None if value is None else whole(value, param, low, high, what)
 

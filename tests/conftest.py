@@ -211,7 +211,7 @@ def write_cache(path: Path, X, y, class_names, splits=None, ids=None, attrs=None
     splits = stratified_split(y, (0.7, 0.15, 0.15), seed) if splits is None else np.asarray(splits)
     ids = [f"{class_names[label]}/{n}.jpg" for n, label in enumerate(y)] if ids is None else ids
     with store.CacheWriter(path, X.shape[1], class_names) as w:
-        w.append(X, y, ids, np.arange(len(y)), splits)
+        w.append(X, y, ids=ids, index=np.arange(len(y)), splits=splits)
         w.finish({"dataset": "synthetic", "backbone": "toy", "image_size": 8, "pooling": "avg",
                   "weights": "none", "weights_sha256": "", "seed": seed, "split": [0.7, 0.15, 0.15],
                   "class_names": class_names, "seconds": 1.5, "images_per_second": 100.0,

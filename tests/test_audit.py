@@ -45,7 +45,7 @@ def test_copies_are_found_by_kind_and_a_copy_across_splits_is_a_leak():
     assert [(g.kind, g.rows) for g in found.groups] == [("same pixels", truth["copy"])]
     assert [(p.a, p.b) for p in found.near] == [truth["near"]] and 0.95 < found.near[0].similarity < 1
     assert found.near_total == 1  # nothing else: distinct photos sit far below the threshold
-    leaked = leaked_test_rows(X, splits, 0.95, found.groups)
+    leaked = leaked_test_rows(X, splits, threshold=0.95, groups=found.groups)
     assert leaked.tolist() == sorted([truth["copy"][1], truth["near"][1]])
     digests = [None] * len(X)
     digests[0] = digests[1] = "same bytes"  # two files with the same bytes: said as the same file

@@ -121,7 +121,7 @@ def test_every_kind_is_used_or_skipped_with_its_reason(messy, tmp_path, capsys):
 def _decoded(messy, name, size=16):
     source = load_folder(messy)
     row = source.ids.index(f"odd/{name}")
-    return next(iter(decoded_images(source, size, [row])))[1].numpy()
+    return next(iter(decoded_images(source, size, indices=[row])))[1].numpy()
 
 
 @pytest.mark.parametrize("name,colour", [("cmyk.jpg", RED), ("gray.jpg", (90, 90, 90)),
@@ -168,7 +168,7 @@ def test_the_bomb_is_refused_by_its_header_before_decoding(messy):
     headers = headers_for(source, 224, [row])
     assert headers.refused[row].kind == "over the pixel limit"
     assert "20000x20000 = 400,000,000 pixels" in headers.refused[row].reason
-    rows = [i for i, _ in decoded_images(source, 16, [row, row + 1])]
+    rows = [i for i, _ in decoded_images(source, 16, indices=[row, row + 1])]
     assert [int(i) for i in rows] == [row + 1]
 
 
@@ -222,7 +222,7 @@ def test_a_worker_decodes_a_batch_of_paths_as_the_pipeline_does(messy):
     rows = [i for i, name in enumerate(source.ids) if name.startswith("odd/")]
     paths = [source.paths()[i] for i in rows]
     got_rows, images, skipped = decode_paths(paths, 24)
-    piped = {int(i): image.numpy() for i, image in decoded_images(source, 24, rows)}
+    piped = {int(i): image.numpy() for i, image in decoded_images(source, 24, indices=rows)}
     assert [rows[r] for r in got_rows] == sorted(piped)
     for r, image in zip(got_rows, images):
         np.testing.assert_array_equal(image, piped[rows[r]])

@@ -32,7 +32,7 @@ def _check_cam(explaining, found, paths):
     from features.data import image_batches
 
     predictor = explaining.predictor
-    images = np.concatenate([b.numpy() for _, b in image_batches(paths, predictor.image_size, 32)])
+    images = np.concatenate([b.numpy() for _, b in image_batches(paths, predictor.image_size, batch_size=32)])
     maps, mirrored = explaining._feature_maps(images)
     pooled = explaining._pool(maps) if mirrored is None else (explaining._pool(maps) + explaining._pool(mirrored)) / 2
     z, scale = _scores(predictor, pooled, found.classes)

@@ -24,7 +24,7 @@ EXPORTS = [("saved_model", "none"), ("tflite", "none"), ("onnx", "none"), ("tfli
 @pytest.mark.parametrize("name", ["logreg", "linear_svm", "sgd"])
 def test_a_folded_head_gives_the_heads_probabilities(name, classes):
     X, y = blobs(n_per_class=40, classes=classes, dim=12, spread=2.0)
-    pipeline = heads.make_head(name, {}, None, 0, probability=True).fit(X, y)
+    pipeline = heads.make_head(name, {}, class_weight=None, seed=0, probability=True).fit(X, y)
     folded = heads.fold_head(pipeline, name)
     expected = pipeline.predict_proba(X)
     np.testing.assert_allclose(folded.predict_proba(X), expected, atol=1e-12)

@@ -65,8 +65,10 @@ def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets,
     model, network = training.build_model(config, config.backbone, 2)
     train_idx, val_idx = np.flatnonzero(source.splits == 0), np.flatnonzero(source.splits == 1)
     before = _network_weights(network)
-    loop.train(model, network, config, labelled_batches(source, train_idx, 32, 4, True, shuffle=True),
-                   labelled_batches(source, val_idx, 32, 4, True), tmp_path / "best.weights.h5", verbose=0)
+    loop.train(model, network, config,
+               labelled_batches(source, train_idx, image_size=32, batch_size=4, sigmoid=True, shuffle=True),
+                   labelled_batches(source, val_idx, image_size=32, batch_size=4,
+                                    sigmoid=True), tmp_path / "best.weights.h5", verbose=0)
     after = _network_weights(network)
     layers = training.base_layers(network)
     last = {layer.name for layer in layers[-30:]}
@@ -164,7 +166,7 @@ def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_pa
     source = load_folder(pets)
     config = TrainConfig(image_size=32, unfreeze="0", epochs=1, augment="none")
     model, network = training.build_model(config, config.backbone, 2)
-    train_ds = labelled_batches(source, np.flatnonzero(source.splits == 0), 32, 4, True)
+    train_ds = labelled_batches(source, np.flatnonzero(source.splits == 0), image_size=32, batch_size=4, sigmoid=True)
     nan_val = tf.data.Dataset.from_tensors((tf.zeros((2, 32, 32, 3)), tf.fill((2, 1), float("nan")))).repeat(2)
     result = loop.train(model, network, config, train_ds, nan_val, tmp_path / "best.weights.h5", verbose=0)
     assert result["best_epoch"] is None and result["seconds_to_best"] is None and len(result["history"]) == 1
@@ -198,7 +200,8 @@ def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, me
     config = TrainConfig(image_size=32, augment="none")
     model, network = training.build_model(config, config.backbone, 2)
     prefix, _, _ = training.frozen_prefix_models(model, network, 10)
-    rows, x = frozen_activations(prefix, source, np.arange(len(source)), 32, 4, tmp_path / "spill",
+    rows, x = frozen_activations(prefix, source, indices=np.arange(len(source)), image_size=32, batch_size=4,
+                                 spill_dir=tmp_path / "spill",
                                  memory_limit=memory_limit)
     assert list(rows) == list(range(len(source))) and x.shape[0] == len(source)
     assert isinstance(x, np.memmap) == (memory_limit == 0)
@@ -314,8 +317,9 @@ def test_warmup_then_cosine_and_adamw_follow_their_schedule(pets, tmp_path, caps
 
     from features.train.loop import phase_rate
 
-    assert [round(phase_rate(1.0, e, 5, "cosine", 1), 4) for e in range(5)] == [0.5, 1.0, 0.8536, 0.5, 0.1464]
-    assert [phase_rate(2.0, e, 3, "constant", 0) for e in range(3)] == [2.0, 2.0, 2.0]
+    cosine = [round(phase_rate(1.0, e, epochs=5, schedule="cosine", warmup=1), 4) for e in range(5)]
+    assert cosine == [0.5, 1.0, 0.8536, 0.5, 0.1464]
+    assert [phase_rate(2.0, e, epochs=3, schedule="constant", warmup=0) for e in range(3)] == [2.0, 2.0, 2.0]
     code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--backbone", "efficientnet_lite0", "--out",
                                               str(tmp_path),
                           "--json", "--head-epochs", "1", "--epochs", "3", "--lr", "0.001", "--schedule", "cosine",

@@ -314,8 +314,8 @@ def test_a_two_tower_presets_text_tower_is_bounded_and_counted(tower, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     sizes = hub_config.check_config(str(folder), kind[2], config)
     inner = config["config"]
-    n = hub_config.network_parameters(sizes, inner["vision_encoder"]["config"], inner["text_encoder"]["config"],
-                                      inner.get("projection_dim") or 0)
+    n = hub_config.network_parameters(sizes, inner["vision_encoder"]["config"], text=inner["text_encoder"]["config"],
+                                      projection=inner.get("projection_dim") or 0)
     assert 0.8 <= n / model.count_params() <= 1.2, n / model.count_params()
     for edit, says in ((("text_encoder", "vocabulary_size", 10**9), "vocabulary_size is 1000000000"),
                        (("text_encoder", "max_sequence_length", 0), "max_sequence_length is 0"),

@@ -263,11 +263,11 @@ def test_a_network_of_another_input_size_or_width_is_not_the_backbones(conversio
     model = conversions.models[0].read_bytes()
     probe = json.loads(conversions.models[0].with_suffix(".json").read_text())["probe"]
     with pytest.raises(NotIntact, match="not one float input of 40x40x3 images"):
-        check_network(model, 40, 1280, probe)
+        check_network(model, 40, width=1280, probe=probe)
     with pytest.raises(NotIntact, match="not embeddings of width 1000|for the probe, not"):
-        check_network(model, 32, 1000, np.zeros((2, 1000)))
+        check_network(model, 32, width=1000, probe=np.zeros((2, 1000)))
     with pytest.raises(NotIntact, match="ONNX Runtime cannot load it"):
-        check_network(b"not a network", 32, 1280, probe)
+        check_network(b"not a network", 32, width=1280, probe=probe)
 
 
 @pytest.mark.slow

@@ -106,7 +106,7 @@ def test_the_embedding_map_marks_the_best_heads_mistakes_and_is_reproducible(tmp
     test = whole.splits == 2
     head = load_head(Path(row["run_dir"]) / "head.skops")["pipeline"]
     wrong = set(whole.ids[test][head.predict(whole.embeddings[test]) != whole.labels[test]].tolist())
-    drawn = embedding_map(row, tmp_path / "pca.png", "pca")
+    drawn = embedding_map(row, tmp_path / "pca.png", method="pca")
     assert wrong and set(drawn.circled) == wrong and len(drawn.circled) == round((1 - row["accuracy"]) * row["n_test"])
     assert set(drawn.ids) == set(whole.ids[test].tolist()) and (tmp_path / "pca.png").stat().st_size > 1000
     assert report.main(["--results", str(out_dir), "--out", str(tmp_path / "R2.md"), "--plots-dir",
@@ -218,13 +218,15 @@ def test_a_runs_top_losses_are_its_most_confident_mistakes_and_the_classes_it_co
     proba[2] = [0.3, 0.6, 0.1]  # and another, less surely
     proba[7] = [0.15, 0.05, 0.8][::-1]  # a cow taken for an ant
     (root / ids[2]).unlink()  # gone: its tile says so, the sheet is still drawn
-    found = top_losses(ids, y, proba, ["ant", "bee", "cow"], root, tmp_path / "top.png")
+    found = top_losses(ids, y, proba=proba, class_names=["ant", "bee", "cow"], photo_root=root,
+                       path=tmp_path / "top.png")
     assert [(t["id"], t["true"], t["predicted"]) for t in found["top_losses"]] == [
         (ids[1], "ant", "bee"), (ids[7], "cow", "ant"), (ids[2], "ant", "bee")]
     assert found["top_losses"][0]["probability"] == pytest.approx(0.9)
     assert found["confused"][0] == {"true": "ant", "predicted": "bee", "photos": 2}
     assert (tmp_path / "top.png").read_bytes()[:4] == b"\x89PNG"
-    assert top_losses(ids, y, np.eye(3)[y], ["ant", "bee", "cow"], root, tmp_path / "none.png")["top_losses"] == []
+    assert top_losses(ids, y, proba=np.eye(3)[y], class_names=["ant", "bee", "cow"], photo_root=root,
+                      path=tmp_path / "none.png")["top_losses"] == []
     assert not (tmp_path / "none.png").exists()  # no mistake, no sheet
 
 

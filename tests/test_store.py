@@ -21,7 +21,7 @@ def _write(path, rows, dim=4, attrs=None, skipped=(), batch=3):
     with store.CacheWriter(path, dim, CLASSES, chunk_rows=2) as w:
         for s in range(0, len(rows), batch):
             part = rows[s:s + batch]
-            w.append(emb[s:s + batch], part % 2, [f"img{r}.jpg" for r in part], part, part % 3)
+            w.append(emb[s:s + batch], part % 2, ids=[f"img{r}.jpg" for r in part], index=part, splits=part % 3)
         w.finish({"backbone": "toy", "dataset": "d", "seed": 0, "split": [0.7, 0.15, 0.15],
                   "class_names": CLASSES, **(attrs or {})}, skipped)
     return emb
@@ -45,7 +45,7 @@ def test_an_interrupted_write_leaves_nothing(tmp_path):
     path = tmp_path / "c.h5"
     with pytest.raises(KeyboardInterrupt):
         with store.CacheWriter(path, 4, CLASSES) as w:
-            w.append(np.zeros((2, 4)), [0, 1], ["a", "b"], [0, 1], [0, 0])
+            w.append(np.zeros((2, 4)), [0, 1], ids=["a", "b"], index=[0, 1], splits=[0, 0])
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 

@@ -190,7 +190,7 @@ def find_duplicates(embeddings: np.ndarray, threshold: float = NEAR, digests=Non
     return Duplicates(groups=groups, near=near, near_total=int(total))
 
 
-def leaked_test_rows(embeddings: np.ndarray, splits: np.ndarray, threshold: float = NEAR,
+def leaked_test_rows(embeddings: np.ndarray, splits: np.ndarray, *, threshold: float = NEAR,
                      groups: list[Group] = ()) -> np.ndarray:
     """Test rows with a copy in train or val (sorted): the photos a test score has partly seen.
 

@@ -40,7 +40,7 @@ def check_rows(labels: np.ndarray, n_classes: int, folds: int = FOLDS) -> None:
                          f"{folds} of each class ({folds}-fold cross-validation)")
 
 
-def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, C: float, folds: int = FOLDS,
+def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, *, C: float, folds: int = FOLDS,
                               seed: int = 0, n_jobs: int | None = None) -> np.ndarray:
     """Each row's class probabilities from a logistic regression fitted on the other folds (rows x classes)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict

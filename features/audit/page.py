@@ -55,8 +55,8 @@ def _sheets(audit: Audit, folder: Path, top: int) -> dict[str, str]:
             pairs.append([_tile(audit, p.a, where(p.a)), _tile(audit, p.b, where(p.b), f"near {p.similarity:.4f}")])
         rows = [pairs[i] + (pairs[i + 1] if i + 1 < len(pairs) else []) for i in range(0, len(pairs), 2)]
         drawn["duplicates"] = draw_sheet(rows, folder / "duplicates.png",
-                                         f"Copies: groups of exact copies (two of each shown), then near pairs, most "
-                                         f"similar first (near from cosine {audit.threshold})").name
+                                         title=f"Copies: groups of exact copies (two of each shown), then near pairs, "
+                                               f"most similar first (near from cosine {audit.threshold})").name
     flagged = {i.row for i in audit.label_issues}
     shown = audit.label_issues[:top] + [i for i in audit.label_ranking if i.row not in flagged][:top - len(flagged)]
     if shown:
@@ -64,13 +64,13 @@ def _sheets(audit: Audit, folder: Path, top: int) -> dict[str, str]:
                        f"suggested {audit.label(i.suggested)}, {i.score:.3f}"
                        + ("" if i.row in flagged else " (not flagged)")) for i in shown]
         drawn["label_issues"] = draw_sheet(grid(tiles), folder / "label_issues.png",
-                                           "Likely label errors (cleanlab), then the lowest label quality not "
+                                           title="Likely label errors (cleanlab), then the lowest label quality not "
                                            "flagged, most suspicious first").name
     if audit.outliers:
         tiles = [_tile(audit, o.row, f"{audit.label(audit.cache.labels[o.row])} ({audit.split(o.row)})",
                        f"outlier score {o.score:.3f}") for o in audit.outliers[:top]]
         drawn["outliers"] = draw_sheet(grid(tiles), folder / "outliers.png",
-                                       "Outliers, most outlying first").name
+                                       title="Outliers, most outlying first").name
     return drawn
 
 

@@ -141,7 +141,7 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
     missing = sum(d is None for d in digests)
     duplicates = find_duplicates(cache.embeddings, near, digests if missing < len(digests) else None,
                                  splits=cache.splits)
-    leaked = leaked_test_rows(cache.embeddings, cache.splits, near, duplicates.groups)
+    leaked = leaked_test_rows(cache.embeddings, cache.splits, threshold=near, groups=duplicates.groups)
     seconds["duplicates"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -150,7 +150,7 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
 
     start = time.perf_counter()
     codes = np.searchsorted(present, cache.labels)  # classes with no photo left out of the probabilities
-    probabilities = out_of_fold_probabilities(cache.embeddings, codes, C, folds, seed, n_jobs)
+    probabilities = out_of_fold_probabilities(cache.embeddings, codes, C=C, folds=folds, seed=seed, n_jobs=n_jobs)
     flagged, ranked = find_issues(codes, probabilities)
     issues, ranking = ([LabelIssue(row=i.row, given=int(present[i.given]), suggested=int(present[i.suggested]),
                                    score=i.score) for i in found]

@@ -58,8 +58,8 @@ def verify(path, rows_per_read: int = 4096, units: bool = False) -> list[bytes] 
                 sha.update(block.tobytes())
                 if units:
                     digests += [_digest(block[s:s + CHECK_ROWS]) for s in range(0, len(block), CHECK_ROWS)]
-                rows.update(f["labels"][start:stop], f["ids"].asstr()[start:stop], f["index"][start:stop],
-                            f["splits"][start:stop])
+                rows.update(f["labels"][start:stop], f["ids"].asstr()[start:stop], index=f["index"][start:stop],
+                            splits=f["splits"][start:stop])
     except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise CacheError(f"{path}: cannot read the feature cache ({exc})") from None
     _check_checksums(path, attrs, sha.hexdigest(), rows.hexdigest())
@@ -102,7 +102,7 @@ def read_cache(path, verify: bool = True) -> FeatureCache:
     check_schema(path, cache)
     if verify:
         rows = RowsChecksum()
-        rows.update(cache.labels, cache.ids, cache.index, cache.splits)
+        rows.update(cache.labels, cache.ids, index=cache.index, splits=cache.splits)
         _check_checksums(path, attrs, hashlib.sha256(np.ascontiguousarray(cache.embeddings).tobytes()).hexdigest(),
                          rows.hexdigest())
     return cache

@@ -109,7 +109,7 @@ class RowsChecksum:
 
         self._digests = {name: hashlib.sha256() for name in self.NAMES}
 
-    def update(self, labels, ids, index, splits) -> None:
+    def update(self, labels, ids, *, index, splits) -> None:
         self._digests["labels"].update(np.ascontiguousarray(labels, "<i8").tobytes())
         self._digests["ids"].update(b"".join(str(i).encode("utf-8", "surrogateescape") + b"\0" for i in ids))
         self._digests["index"].update(np.ascontiguousarray(index, "<i8").tobytes())

@@ -137,7 +137,7 @@ def merge_shards(shard_paths, out_path=None) -> Path:
             with h5py.File(p, "r") as s:
                 skipped += read_skipped(s)
                 sha.update(np.ascontiguousarray(s["embeddings"][:]).tobytes())
-                rows.update(s["labels"][:], s["ids"].asstr()[:], s["index"][:], s["splits"][:])
+                rows.update(s["labels"][:], s["ids"].asstr()[:], index=s["index"][:], splits=s["splits"][:])
         write_skipped(f, skipped)
         for key, value in infos[0].items():
             f.attrs[key] = attr_value(value)

@@ -204,7 +204,7 @@ class CacheWriter:
         f["splits"].attrs["names"] = list(SPLITS)
         f.create_dataset("class_names", data=self.class_names, dtype=str_t)
 
-    def append(self, embeddings, labels, ids, index, splits) -> None:
+    def append(self, embeddings, labels, *, ids, index, splits) -> None:
         """Append one batch of rows."""
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         n = len(embeddings)
@@ -216,7 +216,7 @@ class CacheWriter:
             ds.resize(self._rows + n, axis=0)
             ds[self._rows:] = values
         self._sha.update(embeddings.tobytes())
-        self._rows_sha.update(labels, ids, index, splits)
+        self._rows_sha.update(labels, ids, index=index, splits=splits)
         self._rows += n
 
     def finish(self, attrs: dict, skipped=()) -> Path:

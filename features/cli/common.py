@@ -63,7 +63,7 @@ def load_data(args):
     from ..errors import UsageError
 
     split = parse_split(args.split)
-    validate.optional_whole(args.max_per_class, "max_per_class", 1)
+    validate.optional_whole(args.max_per_class, "max_per_class", low=1)
     if args.max_pixels < 0:
         raise UsageError(f"{{max_pixels}} {args.max_pixels}: give a number of pixels, or 0 for no limit")
     source = load_source(args.dataset, args.data_dir, tfds_dir=args.tfds_dir, split=split,
@@ -76,7 +76,7 @@ def load_data(args):
 _TYPES = {"int": int, "float": float, "str": str}
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class, groups: dict | None = None,
+def add_config_flags(parser: argparse.ArgumentParser, config_class, *, groups: dict | None = None,
                      aliases: dict | None = None) -> None:
     """One flag per field of a settings dataclass (:class:`features.train.config.TrainConfig`).
 

@@ -38,7 +38,7 @@ def _body(args) -> None:
 
     if args.max_members is not None and args.max_members < 1:
         raise UsageError(f"{{max_members}} {args.max_members}: must be at least 1")
-    result = score_ensemble(args.run_dirs, args.select, args.max_members, args.out)
+    result = score_ensemble(args.run_dirs, args.select, max_members=args.max_members, out_dir=args.out)
     for m in result["members_report"]:
         mark = "*" if m["chosen"] else " "
         print(f"{mark} {m['label']:40s} val {m['val_accuracy']:.4f}  test {m['test_accuracy']:.4f}  {m['run_dir']}")

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(p)
     groups = {"backbone": p.add_argument_group("backbone"), "run": p.add_argument_group("run")}
     groups["backbone"].add_argument("--list-backbones", action="store_true", help="list the backbones and exit")
-    add_config_flags(p, ExtractOptions, groups)  # every option declared once, in features/extraction/settings.py
+    add_config_flags(p, ExtractOptions, groups=groups)  # every option declared once, in features/extraction/settings.py
     merge = p.add_argument_group("merge")
     merge.add_argument("--merge", nargs="+", metavar="SHARD",
                        help="join the shard files of one --shard I/K split (all K of them) into the cache "

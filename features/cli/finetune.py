@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=program("finetune.py"), description=__doc__, formatter_class=HelpFormatter)
     add_data_flags(p)
     groups = {name: p.add_argument_group(name) for name in ("model", "training", "scoring")}
-    add_config_flags(p, TrainConfig, groups, aliases={
+    add_config_flags(p, TrainConfig, groups=groups, aliases={
         "--no-augment": ("augment", "none", "the same as --augment none: no random changes of the training images")})
     out = p.add_argument_group("run")
     out.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")

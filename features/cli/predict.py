@@ -77,7 +77,8 @@ def _body(args) -> None:
         how = describe(explaining)
     best = found.top_k(args.top_k)
     if args.csv:
-        write_csv(args.csv, found.paths, found.rows, found.probabilities, found.class_names, found.failed, heatmaps)
+        write_csv(args.csv, found.paths, rows=found.rows, proba=found.probabilities, class_names=found.class_names,
+                  failed=found.failed, heatmaps=heatmaps)
         print(f"wrote {args.csv}: {len(found.rows)} images classified, {len(found.failed)} unreadable")
     else:
         for row, (path, ranked) in zip(found.rows.tolist(), best):

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _body(args) -> None:
     from features.reports.report import write_report
 
-    path = write_report(args.results, args.out, args.plots_dir, args.note, args.map, heatmaps=not args.no_heatmaps)
+    path = write_report(args.results, args.out, plots_dir=args.plots_dir, source_note=args.note, map_method=args.map,
+                        heatmaps=not args.no_heatmaps)
     print(f"wrote {path} and its plots in {args.plots_dir}/")
 
 

@@ -176,7 +176,7 @@ def _not_regular(path) -> str | None:
     return f"not a regular file but {what_it_is(mode)}; only regular files are read as images"
 
 
-def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS, rows=None,
+def read_headers(paths, image_size: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, rows=None,
                  dct_scaling: bool = True) -> Headers:
     """Read the headers of ``paths[i]`` for each i in ``rows`` (default: all); no pixel is decoded.
 
@@ -224,7 +224,7 @@ def read_headers(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PI
     return headers
 
 
-def decode_paths(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+def decode_paths(paths, image_size: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  dct_scaling: bool = True, threads: int | None = None):
     """Decode a batch of image files here and now: what a worker process calls.
 
@@ -241,7 +241,7 @@ def decode_paths(paths, image_size: int, max_pixels: int | None = DEFAULT_MAX_PI
 
     import tensorflow as tf
 
-    headers = read_headers(paths, image_size, max_pixels, dct_scaling=dct_scaling)
+    headers = read_headers(paths, image_size, max_pixels=max_pixels, dct_scaling=dct_scaling)
     skipped = dict(headers.refused)
     todo = [i for i in range(len(paths)) if i not in skipped]
 

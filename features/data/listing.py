@@ -120,7 +120,7 @@ def _inside(path: str, folders) -> bool:
     return any(path == f or path.startswith(f + os.sep) for f in folders)
 
 
-def images_under(folder: Path, ignored: dict | None = None, seen: set | None = None,
+def images_under(folder: Path, ignored: dict | None = None, *, seen: set | None = None,
                  other_classes=()) -> list[str]:
     """Image files under ``folder`` (recursive, symlinks followed once), sorted.
 
@@ -191,7 +191,7 @@ def _list_classes(root: Path, class_dirs: list[Path], class_names: list[str], ig
     reals = {d: os.path.realpath(d) for d in class_dirs}
     for class_dir in class_dirs:
         others = [r for d, r in reals.items() if r != reals[class_dir] and not _inside(reals[class_dir], [r])]
-        files = images_under(class_dir, ignored, seen, others)
+        files = images_under(class_dir, ignored, seen=seen, other_classes=others)
         label = class_names.index(class_dir.name)
         ids += [os.path.relpath(f, root) for f in files]
         labels += [label] * len(files)
@@ -209,7 +209,7 @@ def _fingerprint(root: Path, ids: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_folder(data_dir: str | Path, split=DEFAULT_SPLIT, seed: int = 0,
+def load_folder(data_dir: str | Path, split=DEFAULT_SPLIT, *, seed: int = 0,
                 max_per_class: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DataSource:
     """List an image folder (see the module docstring for the layouts).
 
@@ -263,7 +263,7 @@ def load_folder(data_dir: str | Path, split=DEFAULT_SPLIT, seed: int = 0,
         splits = stratified_split(labels, split, seed)
         origin = describe_split(split, seed)
     else:
-        splits = complete_splits(np.asarray(origin_split, dtype=np.uint8)[order], labels, split, seed)
+        splits = complete_splits(np.asarray(origin_split, dtype=np.uint8)[order], labels, fractions=split, seed=seed)
     return DataSource(name=root.name, kind="folder", location=str(root), class_names=class_names,
                       ids=ids, labels=labels, splits=splits, fingerprint=_fingerprint(root, ids),
                       split_origin=origin, max_pixels=max_pixels, ignored=ignored, seed=seed, split=tuple(split),
@@ -278,7 +278,7 @@ def _host_reachable(host: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def load_tfds(name: str, tfds_dir: str | None = None, split=DEFAULT_SPLIT, seed: int = 0,
+def load_tfds(name: str, tfds_dir: str | None = None, *, split=DEFAULT_SPLIT, seed: int = 0,
               max_per_class: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DataSource:
     """List a TensorFlow Datasets set (its single ``train`` split), downloading it if needed.
 

@@ -37,7 +37,7 @@ def headers_for(images: Images, image_size: int, indices=None) -> Headers:
     paths = _paths(images)
     if paths is None:
         return Headers.unread(len(images))
-    return read_headers(paths, image_size, _max_pixels(images), rows=indices)
+    return read_headers(paths, image_size, max_pixels=_max_pixels(images), rows=indices)
 
 
 def _tfds_encoded(source: DataSource, indices):
@@ -68,7 +68,7 @@ def _read_files(paths) -> np.ndarray:
     return np.array([read_regular_file(p) for p in paths], dtype=object)
 
 
-def decoded_images(images: Images, image_size: int, indices=None, headers: Headers | None = None):
+def decoded_images(images: Images, image_size: int, *, indices=None, headers: Headers | None = None):
     """A ``tf.data.Dataset`` of (index, float32 image) with decoding in parallel.
 
     Undecodable images are dropped, and so are the rows ``headers`` refuses (over the
@@ -128,7 +128,7 @@ def why_skipped(images: Images, index: int) -> Skip:
     else:
         path = None
     if path is not None:
-        refused = read_headers([path], 8, _max_pixels(images)).refused
+        refused = read_headers([path], 8, max_pixels=_max_pixels(images)).refused
         return refused[0] if 0 in refused else why_undecodable(path=path)
     for _, data in _tfds_encoded(images, [index]):
         return why_undecodable(data=data.numpy())
@@ -149,10 +149,11 @@ def fixed_threads(ds):
     return ds.with_options(options)
 
 
-def image_batches(images: Images, image_size: int, batch_size: int, indices=None,
+def image_batches(images: Images, image_size: int, *, batch_size: int, indices=None,
                   headers: Headers | None = None):
     """Batches of (indices, images) in listing order, prefetched: extraction's input."""
-    return fixed_threads(decoded_images(images, image_size, indices, headers).batch(batch_size).prefetch(2))
+    return fixed_threads(decoded_images(images, image_size, indices=indices,
+                                        headers=headers).batch(batch_size).prefetch(2))
 
 
 def _rounded(ds):
@@ -165,7 +166,7 @@ def _rounded(ds):
     return ds.map(to_uint8)
 
 
-def labelled_batches(source: DataSource, indices, image_size: int, batch_size: int, sigmoid: bool,
+def labelled_batches(source: DataSource, indices, *, image_size: int, batch_size: int, sigmoid: bool,
                      shuffle: bool = False, seed: int = 0):
     """(image, label) batches of the given rows; decoded once, then kept in memory: training's input.
 
@@ -175,7 +176,7 @@ def labelled_batches(source: DataSource, indices, image_size: int, batch_size: i
     import tensorflow as tf
 
     labels = tf.constant(source.labels.astype(np.float32 if sigmoid else np.int64))
-    ds = _rounded(decoded_images(source, image_size, indices)).cache()
+    ds = _rounded(decoded_images(source, image_size, indices=indices)).cache()
     if shuffle:
         ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
 
@@ -186,14 +187,14 @@ def labelled_batches(source: DataSource, indices, image_size: int, batch_size: i
     return fixed_threads(ds.map(pair).batch(batch_size).prefetch(2))
 
 
-def indexed_batches(images: Images, indices, image_size: int, batch_size: int):
+def indexed_batches(images: Images, indices, *, image_size: int, batch_size: int):
     """(index, image) batches in listing order, rounded as for training: scoring's and prediction's input."""
     import tensorflow as tf
 
     def to_float(i, image):
         return i, tf.cast(image, tf.float32)
 
-    ds = _rounded(decoded_images(images, image_size, indices)).map(to_float)
+    ds = _rounded(decoded_images(images, image_size, indices=indices)).map(to_float)
     return fixed_threads(ds.batch(batch_size).prefetch(2))
 
 

@@ -74,7 +74,7 @@ def stratified_split(labels: np.ndarray, fractions, seed: int) -> np.ndarray:
     return codes
 
 
-def complete_splits(splits: np.ndarray, labels: np.ndarray, fractions, seed: int) -> np.ndarray:
+def complete_splits(splits: np.ndarray, labels: np.ndarray, *, fractions, seed: int) -> np.ndarray:
     """Carve missing val/test splits out of the train rows, stratified and seeded."""
     present = set(splits.tolist())
     missing = [i for i in (VAL, TEST) if i not in present]

@@ -95,14 +95,15 @@ class LocalEngine(_Network):
 
         self.embed = self._prepare(build=True).embed
         if self.embed is None:
-            self.model = create_embedder(self.backbone, self.pooling, self.tta, self.seed)
+            self.model = create_embedder(self.backbone, self.pooling, tta=self.tta, seed=self.seed)
 
     def batches(self, indices):
         from ..data import image_batches
         from ..models.build import embedding_function
 
         size = self.backbone.image_size
-        pending = iter(image_batches(self.source, size, self.batch_size, indices, self.headers))  # decoding starts ...
+        pending = iter(image_batches(self.source, size, batch_size=self.batch_size, indices=indices,
+                                     headers=self.headers))  # decoding starts ...
         # ... while the graph is traced and optimised; tf.data decodes the next batch while this one embeds
         embed = self.embed or embedding_function(self.model, size)
         for batch_index, images in pending:
@@ -136,7 +137,7 @@ class RayEngine(_Network):
                              onnx_model=self.onnx_model, choice=self.choice)
 
 
-def run_engine(engine: Engine, indices, checkpoints, checkpoint_rows: int, progress: bool, done: int = 0):
+def run_engine(engine: Engine, indices, *, checkpoints, checkpoint_rows: int, progress: bool, done: int = 0):
     """Embed the rows ``indices`` with ``engine``, checkpointing about every ``checkpoint_rows`` rows.
 
     Args:

@@ -192,11 +192,12 @@ class Embedder:
         if onnx_model is not None:  # converted once by the driver; the runtime's threads: the actor's share
             from ..models.runtime import Choice, embedder
 
-            self.embed = embedder(onnx_model, Choice(runtime, precision), self.width or None, threads or None)
+            self.embed = embedder(onnx_model, Choice(runtime, precision), width=self.width or None,
+                                  threads=threads or None)
             return
         from ..models.build import create_embedder, embedding_function
 
-        model = create_embedder(spec, pooling, tta, seed)
+        model = create_embedder(spec, pooling, tta=tta, seed=seed)
         self.width = int(model.output.shape[-1])
         self.embed = embedding_function(model, image_size)
 
@@ -209,7 +210,7 @@ class Embedder:
             raise FileNotFoundError(
                 f"node {socket.gethostname()} cannot read {missing[0]} (no such file there); on a cluster every "
                 "node must read the images at the same path, from a shared mount such as NFS")
-        rows, images, _ = decode_paths(paths, self.size, self.max_pixels, threads=self.threads)
+        rows, images, _ = decode_paths(paths, self.size, max_pixels=self.max_pixels, threads=self.threads)
         embeddings = np.asarray(self.embed(images), np.float32) if len(rows) else np.zeros((0, self.width),
                                                                                           np.float32)
         return {"index": np.asarray(batch["index"], np.int64)[rows], "embedding": embeddings}

@@ -218,8 +218,9 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
                     checkpoints.clear()
                 raise
             start = time.perf_counter() if engine.name == "local" else start
-            first = run_engine(engine, todo, checkpoints, settings.checkpoint_batches * batch_size,
-                               settings.progress, done=len(indices) - len(todo))
+            first = run_engine(engine, todo, checkpoints=checkpoints,
+                               checkpoint_rows=settings.checkpoint_batches * batch_size,
+                               progress=settings.progress, done=len(indices) - len(todo))
     except KeyboardInterrupt:
         log.warning("interrupted: the images embedded so far are kept in %s; run the same command again "
                     "to resume", checkpoints.dir)
@@ -250,8 +251,8 @@ def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Pa
     try:
         with store.CacheWriter(path, settings.backbone.spec.width, source.class_names) as writer:
             for rows, embeddings in checkpoints.parts():
-                writer.append(embeddings, source.labels[rows], [source.ids[i] for i in rows], rows,
-                              source.splits[rows])
+                writer.append(embeddings, source.labels[rows], ids=[source.ids[i] for i in rows], index=rows,
+                              splits=source.splits[rows])
                 seen[rows] = True
             for i in indices[~seen[indices]]:
                 skip = headers.refused.get(int(i)) or why_skipped(source, int(i))

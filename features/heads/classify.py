@@ -79,14 +79,15 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     predict_seconds = time.perf_counter() - start
     val = None
     if len(y_val):  # the head saw val in its final fit: a copy fitted on train alone scores it fairly
-        held_out = heads.make_head(head, fitted.params, class_weight, seed, probability=True, n_jobs=n_jobs,
+        held_out = heads.make_head(head, fitted.params, class_weight=class_weight, seed=seed, probability=True,
+                                   n_jobs=n_jobs,
                                    calibration=fitted.calibration)
         val = (cache.ids[cache.splits == VAL], y_val, held_out.fit(X_train, y_train).predict_proba(X_val))
     return _record(fitted, cache, proba, y_test, cache.ids[cache.splits == TEST], predict_seconds,
                    {"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed}, out_dir, features, val)
 
 
-def fit_streamed(name: str, rows, fixed: dict | None = None, class_weight: str | None = None, seed: int = 0,
+def fit_streamed(name: str, rows, *, fixed: dict | None = None, class_weight: str | None = None, seed: int = 0,
                  epochs: int | None = None) -> heads.FittedHead:
     """Fit a head a block of rows at a time, the way its registry entry streams (``HeadSpec.streams``):
     "partial_fit" (sgd, :func:`.streaming.fit_streaming_head`) or "lbfgs" (logreg, :mod:`.lbfgs`).
@@ -98,16 +99,16 @@ def fit_streamed(name: str, rows, fixed: dict | None = None, class_weight: str |
     if spec.streams == "lbfgs":
         from .lbfgs import fit_lbfgs_head
 
-        return fit_lbfgs_head(name, rows, fixed, class_weight, seed, epochs)
+        return fit_lbfgs_head(name, rows, fixed=fixed, class_weight=class_weight, seed=seed, epochs=epochs)
     if spec.streams != "partial_fit":
         can = ", ".join(n for n, s in heads.HEADS.items() if s.streams)
         raise UsageError(f"{{head}} {name} holds the embeddings in memory and cannot stream; heads that stream: {can}")
     from .streaming import fit_streaming_head
 
-    return fit_streaming_head(name, rows, fixed, class_weight, seed, epochs)
+    return fit_streaming_head(name, rows, fixed=fixed, class_weight=class_weight, seed=seed, epochs=epochs)
 
 
-def classify_streaming(rows, head: str, fixed: dict | None = None, class_weight: str | None = None,
+def classify_streaming(rows, head: str, *, fixed: dict | None = None, class_weight: str | None = None,
                        seed: int = 0, epochs: int | None = None, out_dir="runs", features=None) -> dict:
     """:func:`classify`, a block of rows at a time (:func:`fit_streamed`), on a
     :class:`features.cache.CacheRows`: settings chosen on the validation split, memory
@@ -162,7 +163,7 @@ def classify_caches(paths=None, head: str = "logreg", *, fixed: dict | None = No
         if not (spec.always_streams or stream):
             logging.getLogger(__name__).info("the embeddings would not fit in memory: %s streams them", head)
         with store.CacheRows(paths) as rows:
-            return classify_streaming(rows, head, fixed, class_weight=class_weight, seed=seed, epochs=epochs,
+            return classify_streaming(rows, head, fixed=fixed, class_weight=class_weight, seed=seed, epochs=epochs,
                                       out_dir=out_dir, features=features)
     check_fits_in_memory(paths, head)
     cache = store.concat_caches([store.read_cache(p, verify=True) for p in paths])

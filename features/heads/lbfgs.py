@@ -111,7 +111,7 @@ class Objective:
         return clf
 
 
-def fit_lbfgs_head(name: str, rows, fixed: dict | None = None, class_weight: str | None = None,
+def fit_lbfgs_head(name: str, rows, *, fixed: dict | None = None, class_weight: str | None = None,
                    seed: int = 0, epochs: int | None = None) -> heads.FittedHead:
     """Choose C on the validation split (a warm-started path), then refit on train + val; a block at a time.
 

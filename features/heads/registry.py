@@ -166,7 +166,7 @@ def get_head_spec(name: str) -> HeadSpec:
         raise UsageError(f"{{head}} {name}: unknown head; choose one of: {', '.join(HEADS)}") from None
 
 
-def make_head(name: str, params: dict | None = None, class_weight: str | None = None,
+def make_head(name: str, params: dict | None = None, *, class_weight: str | None = None,
               seed: int = 0, probability: bool = True, n_jobs: int | None = None,
               calibration: int | None = None):
     """An unfitted head pipeline: ``Pipeline(StandardScaler(), the entry's estimator)``.

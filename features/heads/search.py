@@ -50,7 +50,7 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
     start = time.perf_counter()
     if grid and folds >= 2:
         search = GridSearchCV(
-            make_head(name, params, class_weight, seed, probability=False),
+            make_head(name, params, class_weight=class_weight, seed=seed, probability=False),
             {f"clf__{spec.search_keys[k]}": v for k, v in grid.items()}, scoring="accuracy",
             cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=n_jobs, refit=False)
         search.fit(X_train, y_train)
@@ -60,7 +60,8 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | 
     X_fit, y_fit = X_train, y_train
     if X_val is not None and len(X_val):
         X_fit, y_fit = np.vstack([X_train, X_val]), np.concatenate([y_train, y_val])
-    pipeline = make_head(name, params, class_weight, seed, probability=True, n_jobs=n_jobs, calibration=calibration)
+    pipeline = make_head(name, params, class_weight=class_weight, seed=seed, probability=True, n_jobs=n_jobs,
+                         calibration=calibration)
     start = time.perf_counter()
     pipeline.fit(X_fit, y_fit)
     return FittedHead(name=name, pipeline=pipeline, params=plain(params), cv_accuracy=cv_accuracy,

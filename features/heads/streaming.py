@@ -57,7 +57,7 @@ def _estimator(name: str, params: dict, class_weight: dict | None, seed: int):
     return clf
 
 
-def fit_streaming_head(name: str, rows, fixed: dict | None = None, class_weight: str | None = None,
+def fit_streaming_head(name: str, rows, *, fixed: dict | None = None, class_weight: str | None = None,
                        seed: int = 0, epochs: int | None = None) -> heads.FittedHead:
     """Choose the hyper-parameters on the validation split, then refit on train + val.
 

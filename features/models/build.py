@@ -100,7 +100,7 @@ def create_backbone(backbone, weights: str = "imagenet", image_size: int | None 
     return keras.Model(inputs, outputs, name=f"{backbone.spec.slug}_backbone")
 
 
-def create_embedder(backbone, pooling: str = "avg", tta: str = "none", seed: int = 0):
+def create_embedder(backbone, pooling: str = "avg", *, tta: str = "none", seed: int = 0):
     """The network an extraction runs, built the same way in every process that runs one.
 
     With random weights (``weights="none"``) Keras is seeded first, so every run, every

@@ -161,7 +161,7 @@ def _text_parameters(text: dict) -> int:
         h, text["intermediate_dim"]) + h * (text.get("projection_dim") or 0) + 2 * h
 
 
-def network_parameters(sizes: Sizes, vision: dict, text: dict | None = None, projection: int = 0) -> int:
+def network_parameters(sizes: Sizes, vision: dict, *, text: dict | None = None, projection: int = 0) -> int:
     """What the whole network holds as Keras builds it: :func:`estimate_parameters`, the register tokens, a
     position table larger than the image needs, and a two-tower preset's text tower and projections."""
     h = sizes.hidden
@@ -199,7 +199,7 @@ def check_config(preset: str, cls: str, config: dict) -> Sizes:
     else:
         vision = inner
     sizes = check_sizes(preset, vision)
-    n = network_parameters(sizes, vision, text, projection)
+    n = network_parameters(sizes, vision, text=text, projection=projection)
     check_memory(preset, n)
     return sizes
 

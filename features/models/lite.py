@@ -62,7 +62,7 @@ def block_specs(variant: str) -> list[tuple[int, int, int, int, int]]:
     return specs
 
 
-def build_efficientnet_lite(variant: str, input_shape=(None, None, 3), include_top: bool = False,
+def build_efficientnet_lite(variant: str, input_shape=(None, None, 3), *, include_top: bool = False,
                             pooling: str | None = "avg", classes: int = 1000):
     """Build the network (random weights); the input is already normalised.
 
@@ -75,7 +75,7 @@ def build_efficientnet_lite(variant: str, input_shape=(None, None, 3), include_t
     import keras
     from keras import layers
 
-    def conv_bn(x, filters, kernel, stride, name, bn_name, act=True, depthwise=False):
+    def conv_bn(x, filters, *, kernel, stride, name, bn_name, act=True, depthwise=False):
         if depthwise:
             x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=name)(x)
         else:
@@ -84,16 +84,19 @@ def build_efficientnet_lite(variant: str, input_shape=(None, None, 3), include_t
         return layers.ReLU(6.0, name=f"{name}_relu6")(x) if act else x
 
     inputs = keras.Input(shape=input_shape, name="input")
-    x = conv_bn(inputs, STEM_FILTERS, 3, 2, "stem_conv", "stem_bn")
+    x = conv_bn(inputs, STEM_FILTERS, kernel=3, stride=2, name="stem_conv", bn_name="stem_bn")
     for b, (kernel, stride, expand, f_in, f_out) in enumerate(block_specs(variant)):
         shortcut = x
         if expand != 1:
-            x = conv_bn(x, f_in * expand, 1, 1, f"block{b}_expand_conv", f"block{b}_expand_bn")
-        x = conv_bn(x, None, kernel, stride, f"block{b}_dwconv", f"block{b}_dw_bn", depthwise=True)
-        x = conv_bn(x, f_out, 1, 1, f"block{b}_project_conv", f"block{b}_project_bn", act=False)
+            x = conv_bn(x, f_in * expand, kernel=1, stride=1, name=f"block{b}_expand_conv",
+                        bn_name=f"block{b}_expand_bn")
+        x = conv_bn(x, None, kernel=kernel, stride=stride, name=f"block{b}_dwconv", bn_name=f"block{b}_dw_bn",
+                    depthwise=True)
+        x = conv_bn(x, f_out, kernel=1, stride=1, name=f"block{b}_project_conv", bn_name=f"block{b}_project_bn",
+                    act=False)
         if stride == 1 and f_in == f_out:
             x = layers.Add(name=f"block{b}_add")([shortcut, x])
-    x = conv_bn(x, HEAD_FILTERS, 1, 1, "head_conv", "head_bn")
+    x = conv_bn(x, HEAD_FILTERS, kernel=1, stride=1, name="head_conv", bn_name="head_bn")
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(0.2, name="top_dropout")(x)

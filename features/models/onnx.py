@@ -70,7 +70,7 @@ def available() -> str | None:
     return None
 
 
-def conversion_key(backbone, pooling: str, tta: str, seed: int) -> dict:
+def conversion_key(backbone, pooling: str, *, tta: str, seed: int) -> dict:
     """What a converted network is made of."""
     import keras
     import tensorflow as tf
@@ -115,7 +115,7 @@ def probe_images(size: int):
     return np.stack([noise, gradient])
 
 
-def check_network(model: bytes, size: int, width: int, probe) -> None:
+def check_network(model: bytes, size: int, *, width: int, probe) -> None:
     """Prove ``model`` is a network of this shape that gives ``probe`` for :func:`probe_images`.
 
     Raises:
@@ -183,7 +183,7 @@ def load_network(path: Path, record: dict, backbone) -> Converted:
     if hashlib.sha256(model).hexdigest() != record.get("sha256"):
         raise NotIntact("its checksum is not its record's")
     try:
-        check_network(model, backbone.image_size, width, probe)
+        check_network(model, backbone.image_size, width=width, probe=probe)
     except (TypeError, ValueError) as exc:  # a probe that is not a matrix of numbers
         raise NotIntact(f"its record's probe is not embeddings ({exc})") from None
     return Converted(path=path, model=model, width=width, probe=probe, size=backbone.image_size)
@@ -195,7 +195,7 @@ def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
     Raises:
         NoOnnxForm: the converter or ONNX Runtime cannot take this network (said once, then remembered).
     """
-    key = conversion_key(backbone, pooling, tta, seed)
+    key = conversion_key(backbone, pooling, tta=tta, seed=seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = model_path(folder, backbone, key)
@@ -227,7 +227,7 @@ def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict)
 
     quiet_converters()
     start = time.perf_counter()
-    model = create_embedder(backbone, pooling, tta, seed)
+    model = create_embedder(backbone, pooling, tta=tta, seed=seed)
     size = backbone.image_size
     embed = embedding_function(model, size, freeze=False)
     record, data = {"key": key}, b""
@@ -241,7 +241,7 @@ def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict)
             if probe.ndim != 2:
                 raise NotIntact(f"the network gives embeddings of shape {probe.shape[1:]}, not a vector")
             # tf2onnx leaves ops it cannot convert as they are: the runtime judges, on the probe
-            check_network(data, size, probe.shape[1], probe)
+            check_network(data, size, width=probe.shape[1], probe=probe)
         except Exception as exc:
             if isinstance(exc, OSError):  # a full disk, a folder that cannot be written: not the network's
                 raise
@@ -259,7 +259,7 @@ def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict)
     return record, data
 
 
-def converted_or_none(backbone, pooling: str, tta: str, seed: int, folder, runtime: str) -> Converted | None:
+def converted_or_none(backbone, pooling: str, *, tta: str, seed: int, folder, runtime: str) -> Converted | None:
     """The network converted to ONNX when ``runtime`` ("tf", "onnx", "openvino" or "auto") reads it, else None
     (TensorFlow runs it). Under "auto" a network the converter cannot take, or a folder that cannot hold it,
     means TensorFlow (one INFO line); under a runtime named it is the user's error, in one line.

@@ -100,7 +100,7 @@ def probe_problem(compiled, converted, precision: str) -> str | None:
     return None
 
 
-def compile_proved(converted, precision: str, threads: int, cache_dir=None, streams: int = 1):
+def compile_proved(converted, precision: str, *, threads: int, cache_dir=None, streams: int = 1):
     """:func:`compile_network` of ``converted``'s proved bytes, then the conversion's probe run through what
     OpenVINO compiled or took from its model cache: a blob that is not this network's (a copied-over cache)
     is dropped with a warning and the network compiled again.
@@ -210,7 +210,8 @@ class OpenVinoEmbedder:
         self.threads, self.precision = threads or cores(), precision
         self.streams = max(1, min(streams or STREAMS, self.threads))
         self.width, self.name = converted.width, converted.path
-        self.compiled = compile_proved(converted, precision, self.threads, cache_dir, self.streams)
+        self.compiled = compile_proved(converted, precision, threads=self.threads, cache_dir=cache_dir,
+                                       streams=self.streams)
         self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self.version = version()
 

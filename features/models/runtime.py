@@ -136,7 +136,8 @@ def prepare(backbone, choice: Choice, *, pooling: str, tta: str, seed: int, fold
     """
     if choice.runtime == "tf":
         return Prepared(embed=None, choice=choice)
-    converted = onnx.converted_or_none(backbone, pooling, tta, seed, folder, "auto" if asked == "auto" else
+    converted = onnx.converted_or_none(backbone, pooling, tta=tta, seed=seed, folder=folder,
+                                       runtime="auto" if asked == "auto" else
                                        choice.runtime)
     if converted is None:  # under auto: TensorFlow, said in one INFO line
         return Prepared(embed=None, choice=Choice("tf", "fp32"))
@@ -146,7 +147,8 @@ def prepare(backbone, choice: Choice, *, pooling: str, tta: str, seed: int, fold
             if build:
                 embed = openvino.OpenVinoEmbedder(converted, choice.precision, threads, cache_dir(folder))
             else:  # proved to compile here (and kept in OpenVINO's cache); the actors compile their own
-                openvino.compile_proved(converted, choice.precision, threads or onnx.cores(), cache_dir(folder))
+                openvino.compile_proved(converted, choice.precision, threads=threads or onnx.cores(),
+                                        cache_dir=cache_dir(folder))
                 embed = None
             return Prepared(embed=embed, choice=choice, converted=converted, seconds=converted.seconds,
                             compile_seconds=time.perf_counter() - start)
@@ -167,7 +169,7 @@ def cache_dir(folder):
     return Path(folder) / "openvino"
 
 
-def embedder(model: bytes, choice: Choice, width: int | None = None, threads: int | None = None):
+def embedder(model: bytes, choice: Choice, *, width: int | None = None, threads: int | None = None):
     """What embeds a batch on ``choice``'s runtime, from a converted network's proved bytes (a Ray actor's).
 
     Raises:

@@ -25,7 +25,7 @@ def save_png(fig, path, **options) -> None:
         fig.savefig(f, format="png", **options)
 
 
-def plot_confusion(confusion, class_names, path, title: str = "") -> None:
+def plot_confusion(confusion, class_names, *, path, title: str = "") -> None:
     """Save the confusion matrix as a PNG (counts, rows true, columns predicted)."""
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
@@ -193,7 +193,7 @@ class EmbeddingMap:
     circled: list[str]
 
 
-def embedding_map(row: dict, path, method: str = "tsne", seed: int = 0) -> Path:
+def embedding_map(row: dict, path, *, method: str = "tsne", seed: int = 0) -> Path:
     """A 2-D map of a head's test embeddings, coloured by class, its misclassified images marked.
 
     ``row`` is a frozen-features row of the results table: its cache (``features``) gives

@@ -174,7 +174,7 @@ class RunFiles:
                              "classify.py or finetune.py to make it again")
         return names, splits
 
-    def write_predictions(self, ids, y_true, proba, class_names) -> None:
+    def write_predictions(self, ids, y_true, *, proba, class_names) -> None:
         """Every scored test image with its true and predicted class and its probabilities."""
         with atomic_write(self / self.PREDICTIONS, newline="") as f:
             writer = csv.writer(f)

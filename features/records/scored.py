@@ -45,9 +45,10 @@ def write_scored(files: RunFiles, scored: Scored) -> None:
     names, (ids, labels, proba) = scored.class_names, scored.test
     files.write_probabilities(names, test=scored.test, **({"val": scored.val} if scored.val is not None else {}))
     files.write_text(RunFiles.REPORT, metrics.report_text(labels, proba, names))
-    files.write_predictions(ids, labels, proba, names)
-    plot_confusion(scored.scores["confusion_matrix"], names, files / RunFiles.CONFUSION, scored.title)
-    top_losses(ids, labels, proba, names, scored.photo_root, files / RunFiles.TOP_LOSSES)
+    files.write_predictions(ids, labels, proba=proba, class_names=names)
+    plot_confusion(scored.scores["confusion_matrix"], names, path=files / RunFiles.CONFUSION, title=scored.title)
+    top_losses(ids, labels, proba=proba, class_names=names, photo_root=scored.photo_root,
+               path=files / RunFiles.TOP_LOSSES)
     if scored.config is not None:
         files.write_json(RunFiles.CONFIG, scored.config)
     files.write_json(RunFiles.METRICS, scored.record)

@@ -95,7 +95,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = HEAT_ALPHA) -
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
 
 
-def draw_sheet(rows: list[list[Tile]], path, title: str = "", size: int = THUMB) -> Path:
+def draw_sheet(rows: list[list[Tile]], path, *, title: str = "", size: int = THUMB) -> Path:
     """A sheet of ``rows`` (each a list of tiles drawn side by side: a pair, or a row of a grid) as a PNG."""
     from matplotlib.figure import Figure
 
@@ -134,7 +134,7 @@ TOP_LOSSES = 18  # photos on a run's top-losses sheet
 CONFUSED = 5  # class pairs named on it
 
 
-def worst(ids, y_true, proba, class_names, top: int = TOP_LOSSES) -> dict:
+def worst(ids, y_true, *, proba, class_names, top: int = TOP_LOSSES) -> dict:
     """The test photos a model got wrong with the highest confidence, and the class pairs it confused most.
 
     Returns:
@@ -155,7 +155,7 @@ def worst(ids, y_true, proba, class_names, top: int = TOP_LOSSES) -> dict:
     return {"top_losses": losses, "confused": confused, "wrong": int(len(wrong)), "photos": int(len(y_true))}
 
 
-def draw_top_losses(found: dict, photo_root, path, heatmaps=None, note: str = "") -> None:
+def draw_top_losses(found: dict, photo_root, *, path, heatmaps=None, note: str = "") -> None:
     """:func:`worst`'s photos as a sheet at ``path`` (nothing is drawn where none is wrong).
 
     Args:
@@ -174,13 +174,13 @@ def draw_top_losses(found: dict, photo_root, path, heatmaps=None, note: str = ""
              for loss in losses]
     most = "; ".join(f"{c['true']} as {c['predicted']} {c['photos']}" for c in confused)
     draw_sheet(grid(tiles), path,
-               f"Wrong with the highest confidence: {found['wrong']} of {found['photos']} test photos wrong\n"
+               title=f"Wrong with the highest confidence: {found['wrong']} of {found['photos']} test photos wrong\n"
                f"most confused: {most}" + (f"\n{note}" if note else ""))
 
 
-def top_losses(ids, y_true, proba, class_names, photo_root, path, top: int = TOP_LOSSES) -> dict:
+def top_losses(ids, y_true, *, proba, class_names, photo_root, path, top: int = TOP_LOSSES) -> dict:
     """:func:`worst` drawn as a sheet at ``path`` (see :func:`draw_top_losses`); returns :func:`worst`'s
     losses and confused pairs."""
-    found = worst(ids, y_true, proba, class_names, top)
-    draw_top_losses(found, photo_root, path)
+    found = worst(ids, y_true, proba=proba, class_names=class_names, top=top)
+    draw_top_losses(found, photo_root, path=path)
     return {"top_losses": found["top_losses"], "confused": found["confused"]}

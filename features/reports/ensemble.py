@@ -124,7 +124,7 @@ def _photo_root(run_dir) -> str | None:
         return None
 
 
-def score_ensemble(run_dirs, selection: str = "all", max_members: int | None = None, out_dir="runs") -> dict:
+def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None = None, out_dir="runs") -> dict:
     """Average the runs' probabilities, score the test split once, record a results row.
 
     Args:

@@ -20,7 +20,7 @@ from ..records import metrics
 DEFAULT_SIZES = (5, 10, 20, 50, 100, None)  # None: the whole training split
 
 
-def frozen_curve(cache, sizes=DEFAULT_SIZES, seeds: int = 5, head: str = "logreg", n_jobs: int | None = 1) -> list:
+def frozen_curve(cache, sizes=DEFAULT_SIZES, *, seeds: int = 5, head: str = "logreg", n_jobs: int | None = 1) -> list:
     """Fit ``head`` on K training images per class for each K and seed; score on test.
 
     A size at or above the largest class's count is "all" and is fitted once per seed

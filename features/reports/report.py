@@ -147,7 +147,7 @@ def dataset_section(dataset: str, rows: list[dict], curve: list[dict] | None = N
     return lines
 
 
-def markdown(rows: list[dict], images: dict, env: dict, source_note: str, curve: list[dict] | None = None) -> str:
+def markdown(rows: list[dict], images: dict, *, env: dict, source_note: str, curve: list[dict] | None = None) -> str:
     """RESULTS.md: the tables, the course's two answers computed from the rows, the plots."""
     lines = ["# Results", "",
              f"Made by `python report.py` from `runs/results.jsonl` on {env['date']}: {env['cores']} CPU cores "
@@ -194,7 +194,7 @@ def _top_losses(best: dict | None, dataset: str, plots_dir: Path, heatmaps: bool
     return [(title, png)]
 
 
-def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
+def write_report(results_dir="runs", out="RESULTS.md", *, plots_dir="results",
                  source_note: str = "", map_method: str = "tsne", heatmaps: bool = True) -> Path:
     """Read the results table and write the report and its plots.
 
@@ -238,7 +238,8 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
         if heads:
             best = chosen_on_validation(heads)
             try:
-                png = plots.embedding_map(best, plots_dir / f"embedding_map_{file_part(dataset)}.png", map_method).path
+                png = plots.embedding_map(best, plots_dir / f"embedding_map_{file_part(dataset)}.png",
+                                          method=map_method).path
             except UsageError as exc:  # the cache or run folder was moved or deleted: the rest still reports
                 log.warning("%s", exc)
                 continue
@@ -248,5 +249,5 @@ def write_report(results_dir="runs", out="RESULTS.md", plots_dir="results",
         drawn += _top_losses(chosen_on_validation([r for r in full if r["dataset"] == dataset]), dataset, plots_dir,
                              heatmaps)
     rel = {name: os.path.relpath(p, out.parent) for name, p in drawn}
-    text = markdown(rows, rel, environment(), source_note, curve)
+    text = markdown(rows, rel, env=environment(), source_note=source_note, curve=curve)
     return write_output(out, lambda f: f.write(text), param="out")

@@ -155,7 +155,7 @@ class HeadExplainer:
         from ..data import image_batches
 
         rows, proba, out, constants, wanted = [], [], [], [], []
-        for index, images in image_batches(list(paths), self.predictor.image_size, batch_size):
+        for index, images in image_batches(list(paths), self.predictor.image_size, batch_size=batch_size):
             index = index.numpy()
             maps, mirrored = self._feature_maps(images.numpy())
             embeddings = self._pool(maps) if mirrored is None else (self._pool(maps) + self._pool(mirrored)) / 2
@@ -229,7 +229,8 @@ class FinetuneExplainer:
         from ..data import indexed_batches
 
         rows, proba, out, wanted = [], [], [], []
-        for index, images in indexed_batches(list(paths), None, self.predictor.image_size, batch_size):
+        for index, images in indexed_batches(list(paths), None, image_size=self.predictor.image_size,
+                                             batch_size=batch_size):
             index, images = index.numpy(), images.numpy()
             ks = None if classes is None else np.asarray(classes)[index]
             cam, p = self._maps(images, ks)
@@ -297,7 +298,7 @@ def photo_root(run_dir) -> str | None:
     return str(root) if isinstance(root, str) and os.path.isdir(root) else None
 
 
-def explain_top_losses(run_dir, path, top: int | None = None, batch_size: int = 32) -> dict:
+def explain_top_losses(run_dir, path, *, top: int | None = None, batch_size: int = 32) -> dict:
     """The run's top-losses sheet (:func:`features.records.sheets.worst` of its test predictions) drawn at
     ``path`` with each photo's heatmap of the class it was wrongly given.
 
@@ -319,7 +320,7 @@ def explain_top_losses(run_dir, path, top: int | None = None, batch_size: int = 
 
     names, splits = RunFiles(run_dir).read_probabilities()
     ids, labels, proba = splits["test"]
-    found = worst(ids, labels, proba, names, TOP_LOSSES if top is None else top)
+    found = worst(ids, labels, proba=proba, class_names=names, top=TOP_LOSSES if top is None else top)
     root = photo_root(run_dir)
     if root is None:
         raise UsageError(f"{run_dir}: its photos are not a folder at hand (a TFDS set, or moved): no heatmaps")
@@ -333,7 +334,7 @@ def explain_top_losses(run_dir, path, top: int | None = None, batch_size: int = 
         got = explaining.explain(paths, classes, batch_size, tta if tta in ("none", "flip") else "none")
         maps = {losses[r]["id"]: m for r, m in zip(got.rows.tolist(), got.maps)}
     what = describe(explaining)
-    draw_top_losses(found, root, path, maps, f"heatmaps: {what}, of the class each photo was given")
+    draw_top_losses(found, root, path=path, heatmaps=maps, note=f"heatmaps: {what}, of the class each photo was given")
     return {**found, "method": explaining.method, "drawn": len(maps)}
 
 

@@ -168,7 +168,7 @@ def _uint8_batches(paths, size: int, batch_size: int = 16):
     """The exported models' input: decoded and resized as training did, rounded to uint8."""
     from ..data import image_batches
 
-    for _, images in image_batches(paths, size, batch_size):
+    for _, images in image_batches(paths, size, batch_size=batch_size):
         yield uint8_images(images)
 
 

@@ -59,7 +59,7 @@ class ExportedModel(Predictor):
         if tta != "none":
             raise UsageError(f"{self.path}: an exported model runs as it was exported; {{tta}} takes run folders")
         rows, probas = [], []
-        for index, images in image_batches(paths, self.image_size, batch_size):
+        for index, images in image_batches(paths, self.image_size, batch_size=batch_size):
             rows.append(index.numpy())
             probas.append(self.run(uint8_images(images)))
         rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)

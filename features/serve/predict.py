@@ -65,11 +65,12 @@ class RunPredictor(Predictor):
         if self.kind == "finetune":
             from ..train.loop import probabilities
 
-            return probabilities(self.model, indexed_batches(paths, None, self.image_size, batch_size), tta)
+            return probabilities(self.model,
+                                 indexed_batches(paths, None, image_size=self.image_size, batch_size=batch_size), tta)
         parts, rows = [], None
         for embed, size, width, _ in self.backbones:
             index, emb = [], []
-            for batch_index, images in image_batches(paths, size, batch_size):
+            for batch_index, images in image_batches(paths, size, batch_size=batch_size):
                 index.append(batch_index.numpy())
                 emb.append(np.asarray(embed(images), np.float32))
             got = np.concatenate(index) if index else np.zeros(0, np.int64)
@@ -108,7 +109,7 @@ class EnsemblePredictor(Predictor):
         return rows, np.mean([p[np.searchsorted(r, rows)] for r, p in results], axis=0)
 
 
-def open_predictor(path, ensemble=(), tta: str = "none", runtime: str = "auto") -> Predictor:
+def open_predictor(path, ensemble=(), *, tta: str = "none", runtime: str = "auto") -> Predictor:
     """What ``predict.py`` classifies with: a run folder, an exported model, or run folders averaged.
 
     Args:
@@ -177,7 +178,7 @@ def predict(path, inputs, *, ensemble=(), tta: str = "none", runtime: str = "aut
     paths = list_inputs(inputs)
     if not paths:
         raise UsageError(f"no images in {', '.join(str(i) for i in inputs)}")
-    predictor = open_predictor(path, ensemble, tta, runtime)
+    predictor = open_predictor(path, ensemble, tta=tta, runtime=runtime)
     rows, proba, failed = predictor.predict(paths, batch_size, tta)
     return Predictions(class_names=list(predictor.class_names), paths=paths, rows=rows, probabilities=proba,
                        failed=failed, predictor=predictor)
@@ -250,7 +251,7 @@ def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: in
             _at_fp32_instead(f"OpenVINO cannot run {backbone.name} here")
         if prepared.embed is not None:
             return prepared.embed, prepared.converted.width, prepared.choice.runtime, None
-    model = create_embedder(backbone, pooling, tta, seed)
+    model = create_embedder(backbone, pooling, tta=tta, seed=seed)
     return embedding_function(model, backbone.image_size), int(model.output.shape[-1]), "tf", model
 
 
@@ -323,7 +324,7 @@ def top_k(proba: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]
     return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(proba, order)]
 
 
-def write_csv(path, paths, rows, proba, class_names, failed, heatmaps: dict | None = None) -> None:
+def write_csv(path, paths, *, rows, proba, class_names, failed, heatmaps: dict | None = None) -> None:
     """One line per input: path, predicted class, each class's probability (or the error); with ``heatmaps``
     ({position in ``paths``: its PNG}) a last column names each photo's heatmap."""
     import csv

@@ -133,7 +133,7 @@ def check_settings(config: TrainConfig) -> TrainConfig:
     validate.choice(config.monitor, "monitor", MONITORS)
     validate.choice(config.augment, "augment", AUGMENTATIONS)
     check_tta(config.tta)
-    validate.optional_whole(config.train_per_class, "train_per_class", 1)
+    validate.optional_whole(config.train_per_class, "train_per_class", low=1)
     validate.choice(config.distribute, "distribute", DISTRIBUTE)
     if config.binary_output is not None:
         validate.choice(config.binary_output, "binary_output", BINARY_OUTPUTS)

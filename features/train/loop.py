@@ -16,7 +16,7 @@ from .config import TrainConfig
 from .model import compile_model, set_trainable, unfrozen_words
 
 
-def phase_rate(lr: float, epoch: int, epochs: int, schedule: str = "constant", warmup: int = 0) -> float:
+def phase_rate(lr: float, epoch: int, *, epochs: int, schedule: str = "constant", warmup: int = 0) -> float:
     """The learning rate of epoch ``epoch`` (0-based) of a phase of ``epochs`` epochs.
 
     A linear warm-up over the first ``warmup`` epochs (lr x (epoch + 1) / (warmup + 1)),
@@ -135,7 +135,8 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
         if epochs <= 0:
             return
         # after any change of `trainable`, or the change is ignored
-        compile_model(model, lr, sigmoid, config.weight_decay, config.label_smoothing)
+        compile_model(model, lr, sigmoid=sigmoid, weight_decay=config.weight_decay,
+                      label_smoothing=config.label_smoothing)
         best = best_so_far()
         callbacks = [
             EpochTimer(phase, history, start),
@@ -151,7 +152,8 @@ def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path
         done = len(history)  # this phase's epochs follow the earlier phases' on one axis
         if scheduled and (config.schedule != "constant" or config.warmup_epochs):
             callbacks.insert(0, keras.callbacks.LearningRateScheduler(
-                lambda epoch, _: phase_rate(lr, epoch - done, epochs, config.schedule, config.warmup_epochs)))
+                lambda epoch, _: phase_rate(lr, epoch - done, epochs=epochs, schedule=config.schedule,
+                                            warmup=config.warmup_epochs)))
         with warnings.catch_warnings(), _writes_refused(checkpoint_path):
             # The dataset's length is unknown (undecodable files are dropped), so Keras
             # finds its end each epoch and says so; the dataset shuffles itself.

@@ -227,7 +227,7 @@ def loss(sigmoid: bool, label_smoothing: float):
     return SmoothedSparseCrossentropy(label_smoothing)
 
 
-def compile_model(model, lr: float, sigmoid: bool, weight_decay: float = 0.0, label_smoothing: float = 0.0) -> None:
+def compile_model(model, lr: float, *, sigmoid: bool, weight_decay: float = 0.0, label_smoothing: float = 0.0) -> None:
 
     objective = loss(sigmoid, label_smoothing)
     metric = "binary_accuracy" if sigmoid else "sparse_categorical_accuracy"

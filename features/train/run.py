@@ -32,7 +32,7 @@ from .config import HEAD_UNITS, TrainConfig, resolve_config
 log = logging.getLogger(__name__)
 
 
-def frozen_activations(prefix, source: DataSource, indices, image_size: int, batch_size: int,
+def frozen_activations(prefix, source: DataSource, *, indices, image_size: int, batch_size: int,
                        spill_dir, memory_limit: int | None = None):
     """Run the frozen prefix once over the given rows.
 
@@ -56,7 +56,7 @@ def frozen_activations(prefix, source: DataSource, indices, image_size: int, bat
 
     run = embedding_function(prefix, image_size)  # one traced graph: eager calls are 2x slower
     rows, n = [], 0
-    for index, images in indexed_batches(source, indices, image_size, batch_size):
+    for index, images in indexed_batches(source, indices, image_size=image_size, batch_size=batch_size):
         batch = np.asarray(run(images), dtype=np.float32)
         out[n:n + len(batch)] = batch
         rows.append(index.numpy())
@@ -135,8 +135,9 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
     start = time.perf_counter()
     data = {}
     for split in ("train", "val"):
-        index, x = frozen_activations(prefix, source, rows[split], config.image_size, built.global_batch,
-                                      folder / "activations")
+        index, x = frozen_activations(prefix, source, indices=rows[split], image_size=config.image_size,
+                                      batch_size=built.global_batch,
+                                      spill_dir=folder / "activations")
         y = source.labels[index].astype(np.float32 if built.sigmoid else np.int64)
         data[split] = (x, y[:, None] if built.sigmoid else y)
     cache_seconds = time.perf_counter() - start
@@ -165,23 +166,25 @@ def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folde
     """
     if config.cache_frozen:
         return _fit_on_activations(built, config, source, rows, folder, verbose)
-    train_ds = labelled_batches(source, rows["train"], config.image_size, built.global_batch, built.sigmoid,
+    train_ds = labelled_batches(source, rows["train"], image_size=config.image_size, batch_size=built.global_batch,
+                                sigmoid=built.sigmoid,
                                 shuffle=True, seed=config.seed)
-    val_ds = labelled_batches(source, rows["val"], config.image_size, built.global_batch, built.sigmoid)
+    val_ds = labelled_batches(source, rows["val"], image_size=config.image_size, batch_size=built.global_batch,
+                              sigmoid=built.sigmoid)
     result = loop.train(built.model, built.network, config, train_ds, val_ds, folder / "best.weights.h5",
                         verbose=verbose, log_dir=folder / RunFiles.TENSORBOARD)
     result["cache_seconds"] = 0.0
     return result
 
 
-def predict_rows(model, config: TrainConfig, source: DataSource, rows,
+def predict_rows(model, config: TrainConfig, *, source: DataSource, rows,
                  batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(the rows that decoded, their class probabilities), with the config's test-time augmentation.
 
     Args:
         batch_size: images per step (default: the config's).
     """
-    batches = indexed_batches(source, rows, config.image_size, batch_size or config.batch_size)
+    batches = indexed_batches(source, rows, image_size=config.image_size, batch_size=batch_size or config.batch_size)
     return loop.probabilities(model, batches, config.tta)
 
 
@@ -193,7 +196,7 @@ def score(model, config: TrainConfig, source: DataSource, test_rows,
         (rows, probabilities, scores): the test rows that decoded, their class
         probabilities, and :func:`metrics.score`'s figures.
     """
-    index, proba = predict_rows(model, config, source, test_rows, batch_size)
+    index, proba = predict_rows(model, config, source=source, rows=test_rows, batch_size=batch_size)
     if not np.isfinite(proba).all():
         rates = "{scratch_lr}" if config.scratch else "{lr} and {head_lr}"
         raise UsageError(f"training diverged: the model's outputs are NaN or infinite; lower {rates} "
@@ -201,7 +204,7 @@ def score(model, config: TrainConfig, source: DataSource, test_rows,
     return index, proba, metrics.score(source.labels[index], proba, source.class_names)
 
 
-def write_model_files(files: RunFiles, built: Built, config: TrainConfig, source: DataSource, history: list) -> None:
+def write_model_files(files: RunFiles, built: Built, *, config: TrainConfig, source: DataSource, history: list) -> None:
     """The run folder's model, its history and curves (the best-epoch checkpoint is removed); the scored files
     are :meth:`RunFiles.write_scored`'s."""
     built.model.save(files / RunFiles.MODEL)
@@ -218,7 +221,7 @@ def settings(config: TrainConfig, source: DataSource, policy: str) -> dict:
             "split_origin": source.split_origin, "fingerprint": source.fingerprint}
 
 
-def results_row(config: TrainConfig, source: DataSource, result: dict, scores: dict, rows: dict, n_test: int,
+def results_row(config: TrainConfig, source: DataSource, *, result: dict, scores: dict, rows: dict, n_test: int,
                 policy: str, run_dir) -> dict:
     """The run's row of the results table."""
     epochs = len(result["history"])
@@ -265,12 +268,14 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
         with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
             result = fit(built, config, source, rows, run.path, verbose)
             index, proba, scores = score(built.model, config, source, rows["test"], built.global_batch)
-            v_index, v_proba = predict_rows(built.model, config, source, rows["val"], built.global_batch)
+            v_index, v_proba = predict_rows(built.model, config, source=source, rows=rows["val"],
+                                            batch_size=built.global_batch)
             val_accuracy = metrics.accuracy(source.labels[v_index], v_proba) if len(v_index) else None
-            write_model_files(run.files, built, config, source, result["history"])
+            write_model_files(run.files, built, config=config, source=source, history=result["history"])
             saved = {**settings(config, source, built.policy), "replicas": replicas,
                      "global_batch_size": built.global_batch}
-            row = {**results_row(config, source, result, scores, rows, len(index), built.policy, run.final),
+            row = {**results_row(config, source, result=result, scores=scores, rows=rows, n_test=len(index),
+                                 policy=built.policy, run_dir=run.final),
                    "distribute": config.distribute, "replicas": replicas,
                    "global_batch_size": built.global_batch, "val_accuracy": val_accuracy}
             write_scored(run.files, Scored(
