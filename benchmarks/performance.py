@@ -358,7 +358,7 @@ def section_heads(b: Bench):
             continue
         idx = np.random.default_rng(0).permutation(len(x))[:n]
         start = time.perf_counter()
-        fit_head("logreg", x[idx], y[idx], None, None, n_jobs=-1)  # as classify.py does
+        fit_head("logreg", x[idx], y[idx], None, y_val=None, n_jobs=-1)  # as classify.py does
         seconds = time.perf_counter() - start
         rows.append((n, seconds))
         b.record(f"logreg_fit_s_{n}", seconds, f"{n} embeddings: logreg fit (search included) {seconds:.2f} s")
@@ -464,7 +464,7 @@ def section_precision(b: Bench):
     train, test = source.splits == TRAIN, source.splits == TEST
     accs = {}
     for name, emb in embeddings.items():
-        head = fit_head("logreg", emb[train], labels[train], None, None)
+        head = fit_head("logreg", emb[train], labels[train], None, y_val=None)
         accs[name] = score(labels[test], head.predict_proba(emb[test]), source.class_names)["accuracy"]
     b.record("precision_logreg", accs, f"logreg test accuracy on these embeddings: float32 {accs['float32']:.4f}, "
              f"{policy} {accs[policy]:.4f}")

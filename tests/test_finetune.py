@@ -67,8 +67,8 @@ def test_frozen_layers_stay_unfrozen_layers_move_batchnorm_statistics_stay(pets,
     before = _network_weights(network)
     loop.train(model, network, config,
                labelled_batches(source, train_idx, image_size=32, batch_size=4, sigmoid=True, shuffle=True),
-                   labelled_batches(source, val_idx, image_size=32, batch_size=4,
-                                    sigmoid=True), tmp_path / "best.weights.h5", verbose=0)
+               val_ds=labelled_batches(source, val_idx, image_size=32, batch_size=4, sigmoid=True),
+               checkpoint_path=tmp_path / "best.weights.h5", verbose=0)
     after = _network_weights(network)
     layers = training.base_layers(network)
     last = {layer.name for layer in layers[-30:]}
@@ -168,7 +168,8 @@ def test_training_without_any_finite_validation_loss_still_finishes(pets, tmp_pa
     model, network = training.build_model(config, config.backbone, 2)
     train_ds = labelled_batches(source, np.flatnonzero(source.splits == 0), image_size=32, batch_size=4, sigmoid=True)
     nan_val = tf.data.Dataset.from_tensors((tf.zeros((2, 32, 32, 3)), tf.fill((2, 1), float("nan")))).repeat(2)
-    result = loop.train(model, network, config, train_ds, nan_val, tmp_path / "best.weights.h5", verbose=0)
+    result = loop.train(model, network, config, train_ds, val_ds=nan_val, checkpoint_path=tmp_path / "best.weights.h5",
+                        verbose=0)
     assert result["best_epoch"] is None and result["seconds_to_best"] is None and len(result["history"]) == 1
     assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
 

@@ -19,7 +19,7 @@ def _splits(y):
 def test_separable_classes_are_learnt(name):
     X, y = blobs()
     tr, va, te = _splits(y)
-    fitted = heads.fit_head(name, X[tr], y[tr], X[va], y[va], n_jobs=1)
+    fitted = heads.fit_head(name, X[tr], y[tr], X[va], y_val=y[va], n_jobs=1)
     proba = fitted.predict_proba(X[te])
     assert proba.shape == (te.sum(), 3) and np.allclose(proba.sum(axis=1), 1)
     assert metrics.score(y[te], proba, ["a", "b", "c"])["accuracy"] >= 0.95
@@ -31,7 +31,7 @@ def test_shuffled_labels_stay_at_chance(name):
     X, y = blobs(n_per_class=100, spread=0.5)
     y = np.random.default_rng(1).permutation(y)
     tr, va, te = _splits(y)
-    fitted = heads.fit_head(name, X[tr], y[tr], X[va], y[va], n_jobs=1)
+    fitted = heads.fit_head(name, X[tr], y[tr], X[va], y_val=y[va], n_jobs=1)
     acc = metrics.score(y[te], fitted.predict_proba(X[te]), ["a", "b", "c"])["accuracy"]
     assert acc < 0.55  # chance is 1/3; 45 test rows
 

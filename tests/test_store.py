@@ -127,7 +127,7 @@ def test_a_set_of_shards_that_is_not_whole_is_refused(tmp_path):
 def test_cache_path_names_the_key():
     p = store.cache_path("emb", "flowers", "vgg19", 224)
     assert p.as_posix() == "emb/flowers/vgg19-224.h5"
-    p = store.cache_path("emb", "flowers", "vgg19", 192, "max", "none", seed=2, split=(0.8, 0.1, 0.1))
+    p = store.cache_path("emb", "flowers", "vgg19", 192, pooling="max", weights="none", seed=2, split=(0.8, 0.1, 0.1))
     assert p.name == "vgg19-192-max-random-seed2-split80-10-10.h5"
     assert store.cache_path("e", "d", "b", 9, weights="w.h5", weights_sha256="abcdef0123").name == "b-9-wabcdef01.h5"
 

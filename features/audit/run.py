@@ -100,7 +100,7 @@ def _accuracy(cache: FeatureCache, leaked: np.ndarray, seed: int, n_jobs: int | 
         raise UsageError(f"{{features}} {cache.path}: the cache has no {'training' if not train.any() else 'test'} "
                          "photos; an audit scores the default head on the test split")
     fitted = fit_head("logreg", cache.embeddings[train], cache.labels[train], cache.embeddings[val],
-                      cache.labels[val], n_jobs=n_jobs, seed=seed)
+                      y_val=cache.labels[val], n_jobs=n_jobs, seed=seed)
     rows = np.nonzero(test)[0]
     correct = fitted.pipeline.predict(cache.embeddings[rows]) == cache.labels[rows]
     clean = ~np.isin(rows, leaked)

@@ -71,7 +71,7 @@ MAX_ABS_EMBEDDING = 1e5
 ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
 
 
-def cache_path(out_dir, dataset: str, backbone: str, image_size: int, pooling: str = "avg",
+def cache_path(out_dir, dataset: str, backbone: str, image_size: int, *, pooling: str = "avg",
                weights: str = "imagenet", weights_sha256: str | None = None, seed: int = 0,
                split=DEFAULT_SPLIT, max_per_class: int | None = None, tta: str = "none",
                precision: str = "fp32") -> Path:

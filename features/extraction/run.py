@@ -92,9 +92,10 @@ def cache_key(source: DataSource, settings: ExtractSettings, precision: str = "f
 def target_path(source: DataSource, settings: ExtractSettings, precision: str = "fp32") -> Path:
     """Where the cache of this extraction goes (a shard file for one worker of several)."""
     backbone = settings.backbone
-    path = store.cache_path(settings.out_dir, source.name, backbone.spec.slug, backbone.image_size, settings.pooling,
-                            backbone.weights, backbone.weights_sha256, source.seed, source.split,
-                            source.max_per_class, settings.tta, precision)
+    path = store.cache_path(settings.out_dir, source.name, backbone.spec.slug, backbone.image_size,
+                            pooling=settings.pooling, weights=backbone.weights, weights_sha256=backbone.weights_sha256,
+                            seed=source.seed, split=source.split, max_per_class=source.max_per_class, tta=settings.tta,
+                            precision=precision)
     i, k = settings.shard
     return path.with_name(f"{path.stem}.shard{i}of{k}.h5") if k > 1 else path
 
@@ -178,12 +179,12 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
         batch_size, default_for = resolve_batch_size(settings)
         if default_for:
             log.info("batch size %d: the default on a %s", batch_size, default_for.upper())
-        result = _extract(source, settings, batch_size, path, key, prepared or choice)
+        result = _extract(source, settings, batch_size, path, key=key, network=prepared or choice)
         result.batch_default_for = default_for
         return result
 
 
-def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, path: Path, key: dict, network):
+def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, path: Path, *, key: dict, network):
     """``network``: the :class:`~features.models.runtime.Choice` of runtime and precision, or the network
     already :class:`~features.models.runtime.Prepared` (bf16: settled before the cache's name)."""
     i, k = settings.shard

@@ -57,7 +57,7 @@ def check_fits_in_memory(paths, head: str, available: int | None = None) -> None
 
 
 def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_weight: str | None = None,
-             cv: int = 5, n_jobs: int | None = -1, seed: int = 0, out_dir="runs",
+             *, cv: int = 5, n_jobs: int | None = -1, seed: int = 0, out_dir="runs",
              features=None) -> dict:
     """Train ``head`` on the cache's train (+ val) rows and score it on its test rows.
 
@@ -72,7 +72,7 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
     X_train, y_train = cache.split("train")
     X_val, y_val = cache.split("val")
     X_test, y_test = cache.split("test")
-    fitted = fit_head(head, X_train, y_train, X_val, y_val, fixed=fixed, class_weight=class_weight,
+    fitted = fit_head(head, X_train, y_train, X_val, y_val=y_val, fixed=fixed, class_weight=class_weight,
                             cv=cv, n_jobs=n_jobs, seed=seed)
     start = time.perf_counter()
     proba = fitted.predict_proba(X_test)

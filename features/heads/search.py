@@ -14,7 +14,7 @@ from .params import calibration_folds, check_params, check_search
 from .registry import FittedHead, get_head_spec, make_head, plain
 
 
-def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, fixed: dict | None = None,
+def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, *, fixed: dict | None = None,
              class_weight: str | None = None, cv: int = 5, n_jobs: int | None = None,
              seed: int = 0) -> FittedHead:
     """Choose the hyper-parameters by CV on train, then refit on train + val.

@@ -89,25 +89,27 @@ def fit_streaming_head(name: str, rows, *, fixed: dict | None = None, class_weig
             raise UsageError(f"{rows.path}: the cache has no validation rows to choose {name}'s settings on; "
                              "fix them (e.g. {alpha=0.0001} and {epochs=10}) or extract with a {split} that "
                              "has a validation fraction")
-        params, chosen_epochs, val_accuracy, held_out = _search(name, spec, rows, params, grid, classes,
-                                                                class_weight, seed, rng, epochs or MAX_EPOCHS,
-                                                                fixed_epochs=epochs)
+        params, chosen_epochs, val_accuracy, held_out = _search(
+            name, spec, rows, params, grid=grid, classes=classes, class_weight=class_weight, seed=seed, rng=rng,
+            max_epochs=epochs or MAX_EPOCHS, fixed_epochs=epochs)
         epochs = epochs or chosen_epochs
     elif has_val:  # nothing to choose: a copy trained on train alone scores val, as for every head
-        held_out = _fit(name, params, rows, [TRAIN], classes, class_weight, seed, np.random.default_rng(seed), epochs)
+        held_out = _fit(name, params, rows, [TRAIN], classes=classes, class_weight=class_weight, seed=seed,
+                        rng=np.random.default_rng(seed), epochs=epochs)
     else:
         held_out = None
     val = predict_split(held_out, rows, VAL) if held_out is not None else None
     search_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    pipeline = _fit(name, params, rows, [TRAIN, VAL], classes, class_weight, seed, rng, epochs)
+    pipeline = _fit(name, params, rows, [TRAIN, VAL], classes=classes, class_weight=class_weight, seed=seed, rng=rng,
+                    epochs=epochs)
     val = None if val is None else (val[2], val[1], val[0])  # (ids, labels, probabilities)
     return heads.FittedHead(name=name, pipeline=pipeline, params=heads.plain({**params, "epochs": int(epochs)}),
                             cv_accuracy=None, search_seconds=search_seconds, fit_seconds=time.perf_counter() - start,
                             val_accuracy=val_accuracy, val=val)
 
 
-def _fit(name, params, rows, codes, classes, class_weight, seed, rng, epochs: int):
+def _fit(name, params, rows, codes, *, classes, class_weight, seed, rng, epochs: int):
     """``Pipeline(scaler, estimator)`` trained for ``epochs`` passes over the rows of ``codes``."""
     from sklearn.pipeline import Pipeline
 
@@ -122,7 +124,7 @@ def _fit(name, params, rows, codes, classes, class_weight, seed, rng, epochs: in
     return Pipeline([("scale", scaler), ("clf", clf)])
 
 
-def _search(name, spec, rows, params, grid, classes, class_weight, seed, rng, max_epochs, fixed_epochs):
+def _search(name, spec, rows, params, *, grid, classes, class_weight, seed, rng, max_epochs, fixed_epochs):
     """Every candidate side by side, scored on val after each epoch.
 
     Returns:

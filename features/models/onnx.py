@@ -210,7 +210,7 @@ def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
             except NotIntact as exc:
                 log.warning("%s is not the converted network its record describes (%s); converting it again",
                             path, exc)
-        record, model = _convert(backbone, pooling, tta, seed, path, key)
+        record, model = _convert(backbone, pooling, tta, seed, path=path, key=key)
     if "refused" in record:
         raise NoOnnxForm(record["refused"])
     return Converted(path=path, model=model, width=record["width"], seconds=record["seconds"],
@@ -218,7 +218,7 @@ def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
                      size=backbone.image_size)
 
 
-def _convert(backbone, pooling: str, tta: str, seed: int, path: Path, key: dict) -> tuple[dict, bytes]:
+def _convert(backbone, pooling: str, tta: str, seed: int, *, path: Path, key: dict) -> tuple[dict, bytes]:
     import numpy as np
     import tf2onnx
 

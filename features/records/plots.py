@@ -85,11 +85,12 @@ def plot_time_to_accuracy(rows: list[dict], path) -> bool:
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
     _finish(fig, ax, path, "training seconds (log scale; extraction included for frozen features)",
-            "validation accuracy", f"{rows[0].get('dataset')}: time to accuracy", legend_size=7, beside=True)
+            ylabel="validation accuracy", title=f"{rows[0].get('dataset')}: time to accuracy", legend_size=7,
+            beside=True)
     return True
 
 
-def _finish(fig, ax, path, xlabel: str, ylabel: str, title: str, legend_size: int = 8, beside=False) -> None:
+def _finish(fig, ax, path, xlabel: str, *, ylabel: str, title: str, legend_size: int = 8, beside=False) -> None:
     """Labels, grid and legend (in the lower right, or beside the plot) of a one-panel plot, then the PNG."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -129,7 +130,8 @@ def plot_few_shot(table: list[dict], dataset: str, path) -> bool:
     ax.set_xticks(ks)
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    _finish(fig, ax, path, "training images per class (log scale)", "test accuracy", f"{dataset}: learning curve")
+    _finish(fig, ax, path, "training images per class (log scale)", ylabel="test accuracy",
+            title=f"{dataset}: learning curve")
     return True
 
 

@@ -171,8 +171,8 @@ class HeadExplainer:
             rows.append(index)
             proba.append(p)
             wanted.append(ks)
-        return _heatmaps(rows, wanted, proba, out, constants if self.method == "cam" else None, self.method,
-                         len(self.predictor.class_names))
+        return _heatmaps(rows, wanted, proba, out, constants=constants if self.method == "cam" else None,
+                         method=self.method, n_classes=len(self.predictor.class_names))
 
 
 class FinetuneExplainer:
@@ -242,10 +242,11 @@ class FinetuneExplainer:
             proba.append(p)
             out.extend(cam)
             wanted.append(p.argmax(1) if ks is None else ks)
-        return _heatmaps(rows, wanted, proba, out, None, self.method, len(self.predictor.class_names))
+        return _heatmaps(rows, wanted, proba, out, constants=None, method=self.method,
+                         n_classes=len(self.predictor.class_names))
 
 
-def _heatmaps(rows, classes, proba, maps, constants, method: str, n_classes: int) -> Heatmaps:
+def _heatmaps(rows, classes, proba, maps, *, constants, method: str, n_classes: int) -> Heatmaps:
     if not rows:
         return Heatmaps(rows=np.zeros(0, np.int64), classes=np.zeros(0, np.int64),
                         probabilities=np.zeros((0, n_classes)), maps=np.zeros((0, 1, 1)),

@@ -332,13 +332,13 @@ def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force
         with file_lock(out.parent / f".{out.name}.export.lock", wait=False):
             replace = _existing_export(out, force)
             model = load_exportable(run_dir)
-            return _write(model, run_dir, out, fmt, quantize, replace, RESIZE_METHOD)
+            return _write(model, run_dir, out, fmt, quantize=quantize, replace=replace, resize_method=RESIZE_METHOD)
     except Busy as busy:
         raise UsageError(f"{{out}} {out}: another export into it is running (pid {busy.holder}); wait for it to "
                          "finish") from None
 
 
-def _write(model: Exportable, run_dir: Path, out: Path, fmt: str, quantize: str, replace: bool,
+def _write(model: Exportable, run_dir: Path, out: Path, fmt: str, *, quantize: str, replace: bool,
            resize_method: str) -> Path:
     """The export written into a temporary folder beside ``out``, then renamed to it."""
     tmp = temporary_name(out, "partial")

@@ -231,7 +231,7 @@ def _load_finetuned(files: RunFiles) -> RunPredictor:
     return RunPredictor(run_dir=run_dir, kind="finetune", class_names=names, image_size=size, model=model)
 
 
-def _embedder(backbone, pooling: str, tta: str, runtime: str, onnx_dir, seed: int = 0, precision: str = "fp32"):
+def _embedder(backbone, pooling: str, tta: str, runtime: str, *, onnx_dir, seed: int = 0, precision: str = "fp32"):
     """(embed, width, runtime, Keras model or None) of one of a head's backbones: converted into ``onnx_dir`` once
     and run on ONNX Runtime or OpenVINO where ``runtime`` says so (:func:`features.models.runtime.choose`), at the
     ``precision`` its cache was made at where this machine can; else TensorFlow's frozen graph."""
@@ -302,8 +302,9 @@ def _load_head(files: RunFiles, runtime: str = "tf") -> RunPredictor:
                              "(checksum differs)")
         seed = meta.get("seed")
         embed, dim, used, model = _embedder(backbone, meta.get("pooling") or "avg", meta.get("tta") or "none",
-                                            runtime, _onnx_folder(meta), seed if isinstance(seed, int) else 0,
-                                            meta.get("precision") or "fp32")
+                                            runtime, onnx_dir=_onnx_folder(meta),
+                                            seed=seed if isinstance(seed, int) else 0,
+                                            precision=meta.get("precision") or "fp32")
         models.append((embed, int(size), dim, model))
         width += dim
         ran.add(used)

@@ -101,7 +101,7 @@ def _writes_refused(checkpoint_path):
         raise
 
 
-def train(model, network, config: TrainConfig, train_ds, val_ds, checkpoint_path, verbose: int = 1,
+def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_path, verbose: int = 1,
           log_dir=None) -> dict:
     """Run the phases and leave the best weights (lowest validation loss, or with ``monitor``
     "val_accuracy" the highest validation accuracy) in ``model``.

@@ -128,7 +128,7 @@ def build(config: TrainConfig, backbone, n_classes: int, replicas: int = 1) -> B
                  global_batch=config.batch_size * replicas)
 
 
-def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, folder, verbose):
+def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, folder, verbose):
     """``cache_frozen``: the frozen prefix runs once; the rest trains on its activations."""
     n = training.unfrozen_count(built.network, config.unfreeze)
     prefix, trainable, suffix = training.frozen_prefix_models(built.model, built.network, n)
@@ -145,7 +145,8 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
              sum(len(d[0]) for d in data.values()), cache_seconds)
     train_ds = activation_batches(*data["train"], built.global_batch, shuffle=True, seed=config.seed)
     val_ds = activation_batches(*data["val"], built.global_batch)
-    result = loop.train(trainable, suffix, config, train_ds, val_ds, folder / "best.weights.h5", verbose,
+    result = loop.train(trainable, suffix, config, train_ds, val_ds=val_ds, checkpoint_path=folder / "best.weights.h5",
+                        verbose=verbose,
                         log_dir=folder / RunFiles.TENSORBOARD)
     data.clear()
     shutil.rmtree(folder / "activations", ignore_errors=True)
@@ -165,13 +166,14 @@ def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folde
         :func:`loop.train`'s record plus ``cache_seconds`` (the frozen prefix's pass).
     """
     if config.cache_frozen:
-        return _fit_on_activations(built, config, source, rows, folder, verbose)
+        return _fit_on_activations(built, config, source, rows, folder=folder, verbose=verbose)
     train_ds = labelled_batches(source, rows["train"], image_size=config.image_size, batch_size=built.global_batch,
                                 sigmoid=built.sigmoid,
                                 shuffle=True, seed=config.seed)
     val_ds = labelled_batches(source, rows["val"], image_size=config.image_size, batch_size=built.global_batch,
                               sigmoid=built.sigmoid)
-    result = loop.train(built.model, built.network, config, train_ds, val_ds, folder / "best.weights.h5",
+    result = loop.train(built.model, built.network, config, train_ds, val_ds=val_ds,
+                        checkpoint_path=folder / "best.weights.h5",
                         verbose=verbose, log_dir=folder / RunFiles.TENSORBOARD)
     result["cache_seconds"] = 0.0
     return result
