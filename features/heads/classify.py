@@ -83,8 +83,9 @@ def classify(cache: FeatureCache, head: str, fixed: dict | None = None, class_we
                                    n_jobs=n_jobs,
                                    calibration=fitted.calibration)
         val = (cache.ids[cache.splits == VAL], y_val, held_out.fit(X_train, y_train).predict_proba(X_val))
-    return _record(fitted, cache, proba, y_test, cache.ids[cache.splits == TEST], predict_seconds,
-                   {"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed}, out_dir, features, val)
+    return _record(fitted, cache, proba=proba, y_test=y_test, test_ids=cache.ids[cache.splits == TEST],
+                   predict_seconds=predict_seconds, out_dir=out_dir, features=features, val=val,
+                   settings={"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed})
 
 
 def fit_streamed(name: str, rows, *, fixed: dict | None = None, class_weight: str | None = None, seed: int = 0,
@@ -122,9 +123,9 @@ def classify_streaming(rows, head: str, *, fixed: dict | None = None, class_weig
     start = time.perf_counter()
     proba, y_test, ids = predict_split(fitted, rows, TEST)
     predict_seconds = time.perf_counter() - start
-    return _record(fitted, rows, proba, y_test, ids, predict_seconds,
-                   {"fixed": fixed, "class_weight": class_weight, "epochs": epochs, "seed": seed}, out_dir, features,
-                   fitted.val)
+    return _record(fitted, rows, proba=proba, y_test=y_test, test_ids=ids, predict_seconds=predict_seconds,
+                   out_dir=out_dir, features=features, val=fitted.val,
+                   settings={"fixed": fixed, "class_weight": class_weight, "epochs": epochs, "seed": seed})
 
 
 def classify_caches(paths=None, head: str = "logreg", *, fixed: dict | None = None, stream: bool = False,
@@ -177,7 +178,7 @@ def _require_test_rows(path, splits) -> None:
                          "whose test fraction is above zero")
 
 
-def _record(fitted, cache, proba, y_test, test_ids, predict_seconds, settings: dict, out_dir, features,
+def _record(fitted, cache, *, proba, y_test, test_ids, predict_seconds, settings: dict, out_dir, features,
             val=None) -> dict:
     """Score the test predictions, write the run folder and append the results row."""
     head = fitted.name

@@ -45,7 +45,7 @@ class Objective:
         scaler: the fitted StandardScaler the head puts first.
     """
 
-    def __init__(self, rows, codes, scaler, n_classes: int, C: float, class_weight: str | None):
+    def __init__(self, rows, codes, *, scaler, n_classes: int, C: float, class_weight: str | None):
         self.rows, self.codes, self.C, self.passes = rows, list(codes), float(C), 0
         self.mean = np.asarray(scaler.mean_, np.float64)
         self.scale = np.asarray(scaler.scale_, np.float64)
@@ -144,7 +144,7 @@ def fit_lbfgs_head(name: str, rows, *, fixed: dict | None = None, class_weight: 
     scaler = fit_scaler(rows, [TRAIN])
     best, w, passes, val = None, None, 0, None
     for C in path:
-        objective = Objective(rows, [TRAIN], scaler, n_classes, C, class_weight)
+        objective = Objective(rows, [TRAIN], scaler=scaler, n_classes=n_classes, C=C, class_weight=class_weight)
         w, _ = objective.minimise(w)  # from the previous C's optimum
         passes += objective.passes
         if not has_val:
@@ -158,7 +158,7 @@ def fit_lbfgs_head(name: str, rows, *, fixed: dict | None = None, class_weight: 
     search_seconds = time.perf_counter() - start
     start = time.perf_counter()
     scaler = fit_scaler(rows, [TRAIN, VAL])
-    objective = Objective(rows, [TRAIN, VAL], scaler, n_classes, C, class_weight)
+    objective = Objective(rows, [TRAIN, VAL], scaler=scaler, n_classes=n_classes, C=C, class_weight=class_weight)
     w, iterations = objective.minimise(w0)  # from the train rows' optimum: the same optimum, fewer passes
     passes += objective.passes
     clf = objective.estimator(w, class_weight)

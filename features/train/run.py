@@ -159,7 +159,7 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
     return result
 
 
-def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, folder, verbose: int = 1) -> dict:
+def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, folder, verbose: int = 1) -> dict:
     """Train on the train rows, choose the best epoch on the val rows; see :func:`loop.train`.
 
     Returns:
@@ -268,7 +268,7 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
             train = rows["train"]
             rows["train"] = train[subsample(source.labels[train], config.train_per_class, config.seed)]
         with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
-            result = fit(built, config, source, rows, run.path, verbose)
+            result = fit(built, config, source, rows, folder=run.path, verbose=verbose)
             index, proba, scores = score(built.model, config, source, rows["test"], built.global_batch)
             v_index, v_proba = predict_rows(built.model, config, source=source, rows=rows["val"],
                                             batch_size=built.global_batch)
