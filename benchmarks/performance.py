@@ -567,7 +567,7 @@ def main(argv=None) -> int:
         print(json.dumps({"machine": info, "figures": {k: v for k, v in b.figures.items() if not k.startswith("_")},
                           "targets": b.targets}, default=float, sort_keys=True))
     if not args.no_write:
-        write_report(Path(args.out), b, plots_dir=info, source_note=text, map_method=log)
+        write_report(Path(args.out), b, info, text, log)
         print(f"wrote {args.out}")
     return 0
 
