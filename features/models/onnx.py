@@ -115,6 +115,16 @@ def probe_images(size: int):
     return np.stack([noise, gradient])
 
 
+def off_from_probe(got, probe) -> float | None:
+    """The largest absolute difference between ``got`` and the proved ``probe`` (float64 arrays of one shape) where
+    it is past :data:`PROBE_TOLERANCE` of the probe's largest value; None within it. The one fp32 rule a converted
+    network (here) and OpenVINO's compiled one (:mod:`.openvino`) are held to."""
+    import numpy as np
+
+    off = float(np.max(np.abs(got - probe)))
+    return off if off > PROBE_TOLERANCE * max(float(np.max(np.abs(probe))), 1e-30) else None
+
+
 def check_network(model: bytes, size: int, *, width: int, probe) -> None:
     """Prove ``model`` is a network of this shape that gives ``probe`` for :func:`probe_images`.
 
@@ -148,8 +158,7 @@ def check_network(model: bytes, size: int, *, width: int, probe) -> None:
         raise NotIntact("its record's probe is not finite")
     if not np.isfinite(got).all():
         raise NotIntact("it gives embeddings that are not finite (NaN or infinite) for the probe")
-    off = float(np.max(np.abs(got - probe)))
-    if off > PROBE_TOLERANCE * max(float(np.max(np.abs(probe))), 1e-30):
+    if (off := off_from_probe(got, probe)) is not None:
         raise NotIntact(f"its embeddings of the probe are off by up to {off:.3g} from the backbone's")
 
 

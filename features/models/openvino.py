@@ -74,7 +74,7 @@ def probe_problem(compiled, converted, precision: str) -> str | None:
     probe to run: a Ray actor's bytes)."""
     import numpy as np
 
-    from .onnx import PROBE_TOLERANCE, probe_images
+    from .onnx import off_from_probe, probe_images
 
     if converted.probe is None or not converted.size:
         return None
@@ -88,10 +88,8 @@ def probe_problem(compiled, converted, precision: str) -> str | None:
     if not np.isfinite(got).all():
         return "embeddings of the probe that are not finite"
     if precision == "fp32":
-        off = float(np.max(np.abs(got - probe)))
-        if off > PROBE_TOLERANCE * max(float(np.max(np.abs(probe))), 1e-30):
-            return f"embeddings of the probe off by up to {off:.3g} from the proved network's"
-        return None
+        off = off_from_probe(got, probe)
+        return None if off is None else f"embeddings of the probe off by up to {off:.3g} from the proved network's"
     norms = np.linalg.norm(got, axis=1) * np.linalg.norm(probe, axis=1)
     cosine = float(np.min(np.sum(got * probe, axis=1) / np.where(norms > 0, norms, 1)))
     if cosine < BF16_PROBE_COSINE:
