@@ -30,7 +30,7 @@ from ..data.splits import TEST
 NEAR = 0.90
 PAIRS = 1000  # near pairs kept, the most similar first; the rest are counted
 CELLS = 1 << 22  # similarities computed at a time (16 MB of float32; about 60 MB at the peak of a block)
-SAME_FILE, SAME_PIXELS, NEAR_KIND = "same file", "same pixels", "near"
+SAME_FILE, SAME_PIXELS = "same file", "same pixels"
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ def neighbours(unit: np.ndarray, threshold: float, *, limit: int = PAIRS, apart=
     kept = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     total = 0
     columns = np.arange(n)
+    apart = None if apart is None else np.asarray(apart)
     for start in range(0, n, block):
         rows = np.arange(start, min(start + block, n))
         sims = unit[rows] @ unit.T
@@ -103,8 +104,8 @@ def neighbours(unit: np.ndarray, threshold: float, *, limit: int = PAIRS, apart=
             nearest_sim[rows] = sims[rows - start, nearest[rows]]
         hit = (sims >= threshold) & (columns[None, :] > rows[:, None])
         if apart is not None:
-            label = np.asarray(apart)[rows][:, None]
-            hit &= ~((label == np.asarray(apart)[None, :]) & (label >= 0))
+            label = apart[rows][:, None]
+            hit &= ~((label == apart[None, :]) & (label >= 0))
         count = int(np.count_nonzero(hit))
         total += count
         if count > limit:  # only the block's `limit` most similar can be kept: the index arrays stay small
@@ -150,9 +151,10 @@ def file_digests(paths) -> list[str | None]:
     return digests
 
 
-def exact_groups(embeddings: np.ndarray, digests=None) -> tuple[list[Group], np.ndarray]:
+def exact_groups(embeddings: np.ndarray, digests=None) -> tuple[list[Group], np.ndarray, np.ndarray]:
     """Groups of the same file and of the same pixels (a same-pixels group that is one same-file group says
-    nothing more, and is left out); and each row's same-pixels group number (-1 where it has none)."""
+    nothing more, and is left out); the rows that repeat an earlier row's pixels; each row's same-file group
+    number (-1 where it has none)."""
     embeddings = np.asarray(embeddings)
     pixels = _groups(row.tobytes() for row in embeddings)
     files = _groups(digests or [])
@@ -160,7 +162,10 @@ def exact_groups(embeddings: np.ndarray, digests=None) -> tuple[list[Group], np.
     groups = [Group(SAME_FILE, tuple(rows)) for rows in files]
     groups += [Group(SAME_PIXELS, tuple(rows)) for rows in pixels
                if not (file_label[rows[0]] >= 0 and (file_label[rows] == file_label[rows[0]]).all())]
-    return groups, _labels(pixels, len(embeddings))
+    repeats = np.zeros(len(embeddings), bool)
+    for rows in pixels:
+        repeats[rows[1:]] = True
+    return groups, repeats, file_label
 
 
 def find_duplicates(embeddings: np.ndarray, threshold: float = NEAR, digests=None, *, splits=None,
@@ -173,20 +178,18 @@ def find_duplicates(embeddings: np.ndarray, threshold: float = NEAR, digests=Non
         limit: near pairs kept.
     """
     embeddings = np.asarray(embeddings)
-    groups, pixel_group = exact_groups(embeddings, digests)
+    groups, repeats, file_label = exact_groups(embeddings, digests)
     # one photo of each same-pixels group goes to the near search: its copies are at the same place
-    _, first_of_group = np.unique(pixel_group, return_index=True)
-    firsts = np.union1d(np.flatnonzero(pixel_group < 0), first_of_group[np.unique(pixel_group) >= 0])
-    file_label = _labels([list(g.rows) for g in groups if g.kind == SAME_FILE], len(embeddings))
+    firsts = np.flatnonzero(~repeats)
     (i, j, s), total, _, _ = neighbours(normalised(embeddings[firsts]), threshold, limit=limit,
                                         apart=file_label[firsts])
     near = [Pair(int(firsts[a]), int(firsts[b]), min(1.0, float(v))) for a, b, v in zip(i, j, s)]
-    if splits is not None:
-        is_test = np.asarray(splits) == TEST
-        groups.sort(key=lambda g: (not (is_test[list(g.rows)].any() and not is_test[list(g.rows)].all()),
-                                   -len(g.rows), g.rows[0]))
-    else:
-        groups.sort(key=lambda g: (-len(g.rows), g.rows[0]))
+    is_test = np.zeros(len(embeddings), bool) if splits is None else np.asarray(splits) == TEST
+
+    def leaks(g: Group) -> bool:  # a test photo and another photo in one group
+        return 0 < int(is_test[list(g.rows)].sum()) < len(g.rows)
+
+    groups.sort(key=lambda g: (not leaks(g), -len(g.rows), g.rows[0]))
     return Duplicates(groups=groups, near=near, near_total=int(total))
 
 
