@@ -24,7 +24,7 @@ def _option(default, help: str, group: str = "run", **flag):
     return field(default=default, metadata={"help": help, "group": group, **flag})
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class ExtractOptions:
     """Everything an extraction is asked for, as the user gives it (:meth:`check` resolves it)."""
 
@@ -77,36 +77,26 @@ class ExtractOptions:
         validate.whole(self.checkpoint_batches, "checkpoint_batches", 1)
         runtimes.check(self.runtime, self.precision)  # an unknown one, or one not installed: refused before any work
         out_dir = validate.path(self.out_dir, "out_dir", "the cache folder")
-        return ExtractSettings(backbone=backbone, pooling=self.pooling, tta=self.tta, batch_size=self.batch_size,
-                               out_dir=out_dir, shard=parse_shard(self.shard), engine=self.engine,
-                               ray_address=self.ray_address, force=bool(self.force), progress=bool(self.progress),
-                               checkpoint_batches=self.checkpoint_batches, runtime=self.runtime,
-                               precision=self.precision)
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExtractOptions)}
+        return ExtractSettings(**{**given, "backbone": backbone, "weights": backbone.weights,
+                                  "image_size": backbone.image_size, "out_dir": out_dir,
+                                  "shard": parse_shard(self.shard), "force": bool(self.force),
+                                  "progress": bool(self.progress)})
 
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(ExtractOptions))
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExtractSettings:
-    """An extraction's settings, checked once (:meth:`ExtractOptions.check`) and handed down: the options
-    (see :class:`ExtractOptions` for each), with the backbone resolved (a
-    :class:`~features.models.registry.Backbone`, its size and weights settled), the output folder a ``Path``
-    and the shard ``(index, count)``."""
+class ExtractSettings(ExtractOptions):
+    """An extraction's settings, checked once (:meth:`ExtractOptions.check`) and handed down: the options (each
+    declared in :class:`ExtractOptions`, not again here), with the backbone resolved (a
+    :class:`~features.models.registry.Backbone`; ``weights`` and ``image_size`` its settled ones), the output
+    folder a ``Path`` and the shard ``(index, count)``."""
 
     backbone: Backbone
-    pooling: str = "avg"
-    tta: str = "none"
-    batch_size: int | None = None
-    out_dir: Path = Path("embeddings")
-    shard: tuple[int, int] = (0, 1)
-    engine: str = "local"
-    ray_address: str | None = None
-    force: bool = False
-    progress: bool = True
-    checkpoint_batches: int = 8
-    runtime: str = "auto"
-    precision: str = "auto"
+    out_dir: Path
+    shard: tuple[int, int]
 
     @classmethod
     def resolve(cls, backbone, **options) -> "ExtractSettings":
