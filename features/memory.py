@@ -55,5 +55,6 @@ def _cgroup_headroom(root: str = "/sys/fs/cgroup", cgroups: str = "/proc/self/cg
             except (OSError, ValueError):
                 continue
             if limit.isdigit() and int(limit) < 1 << 60:  # v1 says "no limit" with a number near 2**63
-                least = min(int(limit) - used, least if least is not None else int(limit) - used)
+                headroom = int(limit) - used
+                least = headroom if least is None else min(least, headroom)
     return None if least is None else max(0, least)
