@@ -121,6 +121,8 @@ def paths(value, param: str, what: str = "files") -> list[Path]:
 
 def optional_jobs(value, param: str = "n_jobs") -> int | None:
     """Parallel jobs as joblib takes them: None, -1 (all cores) or a whole number from 1."""
-    if value is None or value == -1 and _is_whole(value):
-        return None if value is None else -1
+    if value is None:
+        return None
+    if _is_whole(value) and value == -1:
+        return -1
     return whole(value, param, 1, what=" of jobs (or -1 for all cores)")
