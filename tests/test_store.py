@@ -124,12 +124,25 @@ def test_a_set_of_shards_that_is_not_whole_is_refused(tmp_path):
     assert merged == tmp_path / "c.h5" and store.read_cache(merged).index.tolist() == list(range(12))
 
 
-def test_cache_path_names_the_key():
-    p = store.cache_path("emb", "flowers", "vgg19", 224)
-    assert p.as_posix() == "emb/flowers/vgg19-224.h5"
-    p = store.cache_path("emb", "flowers", "vgg19", 192, pooling="max", weights="none", seed=2, split=(0.8, 0.1, 0.1))
-    assert p.name == "vgg19-192-max-random-seed2-split80-10-10.h5"
-    assert store.cache_path("e", "d", "b", 9, weights="w.h5", weights_sha256="abcdef0123").name == "b-9-wabcdef01.h5"
+def _identity(**changes):
+    base = dict(dataset="flowers", fingerprint="f", source="photos", backbone="vgg19", slug="vgg19", weights="imagenet",
+                image_size=224, resize_method="r")
+    return store.CacheIdentity(**{**base, **changes})
+
+
+def test_the_cache_path_is_made_from_its_identity():
+    # The names every cache made before the identity had one object (a9865ce's cache_path): still hits.
+    assert _identity().path("emb").as_posix() == "emb/flowers/vgg19-224.h5"
+    assert _identity(image_size=192, pooling="max", weights="none", seed=2, split=(0.8, 0.1, 0.1)).path("emb").name \
+        == "vgg19-192-max-random-seed2-split80-10-10.h5"
+    named = _identity(weights="w.h5", weights_sha256="abcdef0123", slug="b", image_size=9).path("e").name
+    assert named == "b-9-wabcdef01.h5"
+    assert _identity(tta="flip", precision="bf16", max_per_class=5, shard=(1, 3)).path("e").name \
+        == "vgg19-224-ttaflip-bf16-max5per-class.shard1of3.h5"
+    key = _identity(shard=(1, 3)).key()
+    assert key["shard"] == "1/3" and "tta" not in key and "precision" not in key and key["split"] == [0.7, 0.15, 0.15]
+    assert _identity(tta="flip", precision="bf16").key()["precision"] == "bf16"
+
 
 LITE = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]  # random weights: fast
 

@@ -4,9 +4,8 @@ The cache package is the one place that opens a cache with h5py: :mod:`.writer` 
 one, :mod:`.reader` reads it back (checked against this schema), :mod:`.shards` joins
 shard files.
 
-One file per (dataset, backbone, image size, pooling, weights, split), by default
-``embeddings/<dataset>/<backbone>-<size>[-max][-random|-w<sha8>][-seed<S>][-split<a-b-c>]
-[-max<K>per-class].h5`` (see :func:`cache_path`).
+One file per identity (dataset, backbone, image size, pooling, weights, split, ...), named from it by
+:meth:`features.cache.identity.CacheIdentity.path`, by default ``embeddings/<dataset>/<backbone>-<size>.h5``.
 
 Schema (version 1)::
 
@@ -61,7 +60,7 @@ import numpy as np
 
 from ..data.decoding import Skip, SkippedImage
 from ..data.photo_ids import first_bad_id
-from ..data.splits import DEFAULT_SPLIT, SPLITS, split_code
+from ..data.splits import SPLITS, split_code
 from ..errors import CacheError
 
 SCHEMA_VERSION = 1
@@ -69,31 +68,6 @@ SCHEMA_VERSION = 1
 # dominate every head (one finite 3e38 row made every prediction one class).
 MAX_ABS_EMBEDDING = 1e5
 ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
-
-
-def cache_path(out_dir, dataset: str, backbone: str, image_size: int, *, pooling: str = "avg",
-               weights: str = "imagenet", weights_sha256: str | None = None, seed: int = 0,
-               split=DEFAULT_SPLIT, max_per_class: int | None = None, tta: str = "none",
-               precision: str = "fp32") -> Path:
-    """Where the cache for this key lives; defaults leave the name short."""
-    name = f"{backbone}-{image_size}"
-    if pooling != "avg":
-        name += f"-{pooling}"
-    if tta != "none":
-        name += f"-tta{tta}"
-    if precision != "fp32":
-        name += f"-{precision}"
-    if weights == "none":
-        name += "-random"
-    elif weights != "imagenet":
-        name += f"-w{(weights_sha256 or 'file')[:8]}"
-    if seed != 0:
-        name += f"-seed{seed}"
-    if not np.allclose(split, DEFAULT_SPLIT):
-        name += "-split" + "-".join(f"{round(f * 100):d}" for f in split)
-    if max_per_class:
-        name += f"-max{max_per_class}per-class"
-    return Path(out_dir) / dataset / f"{name}.h5"
 
 
 class RowsChecksum:

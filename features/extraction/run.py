@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import cache as store
+from ..cache.identity import CacheIdentity
 from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, check_source, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
 from ..models import runtime as runtimes
@@ -72,32 +73,17 @@ class ExtractionResult:
                 "compile_seconds": round(self.compile_seconds, 2)}
 
 
-def cache_key(source: DataSource, settings: ExtractSettings, precision: str = "fp32") -> dict:
-    """What a cache is made of: the attributes that must match for a cache to be a hit (``precision``: what
-    the network runs at, resolved)."""
-    backbone, (i, k) = settings.backbone, settings.shard
-    key = {"fingerprint": source.fingerprint, "source": source.location, "backbone": backbone.name,
-           "weights": backbone.weights if backbone.weights_file is None or backbone.weights == "imagenet"
-           else str(backbone.weights_file),
-           "weights_sha256": backbone.weights_sha256, "image_size": backbone.image_size,
-           "pooling": settings.pooling, "seed": source.seed, "split": list(source.split), "shard": f"{i}/{k}",
-           "resize_method": RESIZE_METHOD}
-    if settings.tta != "none":  # caches made before the option have no such attribute
-        key["tta"] = settings.tta
-    if precision != "fp32":  # fp32 on any runtime is the same cache (within 1e-4); bf16's embeddings are not
-        key["precision"] = precision
-    return key
-
-
-def target_path(source: DataSource, settings: ExtractSettings, precision: str = "fp32") -> Path:
-    """Where the cache of this extraction goes (a shard file for one worker of several)."""
+def cache_identity(source: DataSource, settings: ExtractSettings, *, precision: str = "fp32") -> CacheIdentity:
+    """What this extraction's cache is of (``precision``: what the network runs at, resolved)."""
     backbone = settings.backbone
-    path = store.cache_path(settings.out_dir, source.name, backbone.spec.slug, backbone.image_size,
-                            pooling=settings.pooling, weights=backbone.weights, weights_sha256=backbone.weights_sha256,
-                            seed=source.seed, split=source.split, max_per_class=source.max_per_class, tta=settings.tta,
-                            precision=precision)
-    i, k = settings.shard
-    return path.with_name(f"{path.stem}.shard{i}of{k}.h5") if k > 1 else path
+    weights = (backbone.weights if backbone.weights_file is None or backbone.weights == "imagenet"
+               else str(backbone.weights_file))
+    return CacheIdentity(dataset=source.name, fingerprint=source.fingerprint, source=source.location,
+                         backbone=backbone.name, slug=backbone.spec.slug, weights=weights,
+                         weights_sha256=backbone.weights_sha256, image_size=backbone.image_size,
+                         pooling=settings.pooling, tta=settings.tta, seed=source.seed, split=tuple(source.split),
+                         max_per_class=source.max_per_class, shard=tuple(settings.shard),
+                         resize_method=RESIZE_METHOD, precision=precision)
 
 
 def _stale_reason(path: Path, key: dict, source: DataSource) -> tuple[str | None, dict]:
@@ -162,7 +148,8 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
         if settings.precision == "bf16" and choice.precision != "bf16":
             raise UsageError(f"{{precision}} bf16: {settings.backbone.name} cannot run on OpenVINO here (the "
                              "converter or OpenVINO refused it; -v says why); give {precision} fp32 or auto")
-    path, key = target_path(source, settings, choice.precision), cache_key(source, settings, choice.precision)
+    identity = cache_identity(source, settings, precision=choice.precision)
+    path, key = identity.path(settings.out_dir), identity.key()
     with store.writer_lock(path):  # a second run of the same extraction waits here, then hits the cache
         if path.exists() and not settings.force:
             reason, attrs = _stale_reason(path, key, source)
