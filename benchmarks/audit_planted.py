@@ -160,7 +160,7 @@ def main(argv=None) -> int:
 
 
 def _rows(path):
-    from features.audit.duplicates import normalised
+    from features.auditing.duplicates import normalised
     from features.cache import read_cache
 
     cache = read_cache(path)
@@ -174,7 +174,7 @@ def _similarities(path, truth) -> list[tuple[str, float]]:
 
 def _distinct_nearest(path, truth) -> np.ndarray:
     """Each original photo's nearest-neighbour similarity among the other originals (the planted copies left out)."""
-    from features.audit.duplicates import neighbours
+    from features.auditing.duplicates import neighbours
 
     rows, unit = _rows(path)
     planted = {b for _, b in truth["copies"]} | {b for _, b, _ in truth["near"]} | set(truth["strangers"])

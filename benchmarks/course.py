@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     from features import cache as store
     from features.data import load_folder
     from features.extraction.run import extract
-    from features.heads.classify import classify
+    from features.heads.classify import classify_cache
     from features.records import runs
     from features.reports import learning_curve
     from features.reports.ensemble import score_ensemble
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
                 if "features" not in args.steps:
                     continue
                 for head in heads:
-                    r = classify(cache, head, out_dir=args.out, features=[str(ex.path)])
+                    r = classify_cache(cache, head, out_dir=args.out, features=[str(ex.path)])
                     made.append(r["run_dir"])
                     say(name, f"{backbone}{' flip' if tta == 'flip' else ''} + {head}", r)
         for step in ("small-cnn", "frozen-in-graph", "finetune", "recipe", "scratch"):

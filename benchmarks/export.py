@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         runners = {("keras", "float"): (lambda b, f=keras_fn: f(tf.constant(b)).numpy(), None)}
         with tempfile.TemporaryDirectory(prefix="exports-") as tmp:
             for fmt, quantize in EXPORTS:
-                folder = export(run, fmt, quantize, Path(tmp) / f"{fmt}-{quantize}")
+                folder = export(run, fmt, quantize=quantize, out=Path(tmp) / f"{fmt}-{quantize}")
                 exported = load_exported(folder / json.loads((folder / "export.json").read_text())["model"])
                 runners[(fmt, quantize)] = (exported.run, model_bytes(exported.path))
             reference = np.concatenate([runners[("keras", "float")][0](images[s:s + 32])

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from features import cache as store
     from features.data import load_folder
     from features.extraction.run import extract
-    from features.heads.classify import classify
+    from features.heads.classify import classify_cache
     from features.train.config import TrainConfig
     from features.train.run import finetune
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
             if method == "frozen-features":
                 ex = extract(source, args.backbone, image_size=args.image_size, out_dir=args.embeddings,
                              batch_size=args.batch_size, progress=False)
-                r = classify(store.read_cache(ex.path), "logreg", out_dir=args.out, features=[str(ex.path)])
+                r = classify_cache(store.read_cache(ex.path), "logreg", out_dir=args.out, features=[str(ex.path)])
                 table.append((name, method, r["image_size"], "-", r["total_seconds"], None,
                               r["accuracy"], r["f1_macro"], f"extract {ex.seconds:.0f} s + logreg"))
             else:

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
           f"{devices}", flush=True)
     for policy in args.policies:
         keras.mixed_precision.set_global_policy(policy)
-        model = create_backbone(spec.name, "none", size)
+        model = create_backbone(spec.name, weights="none", image_size=size)
         rates = {bs: [] for bs in args.batch_sizes}
         for bs in args.batch_sizes:
             model.predict(images[:bs * 2], batch_size=bs, verbose=0)  # compiles this batch shape

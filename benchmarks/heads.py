@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from features import cache as store
     from features.data import load_folder
     from features.extraction.run import extract
-    from features.heads.classify import classify
+    from features.heads.classify import classify_cache
 
     rows = []
     for name in args.datasets:
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         print(f"{name}: {len(cache.labels)} images, extraction {result.seconds:.1f} s "
               f"({'cache hit' if result.cache_hit else 'just now'})", flush=True)
         for head in args.heads:
-            r = classify(cache, head, n_jobs=args.n_jobs, out_dir=args.out, features=[str(result.path)])
+            r = classify_cache(cache, head, n_jobs=args.n_jobs, out_dir=args.out, features=[str(result.path)])
             rows.append((name, head, r["accuracy"], r["f1_macro"], r["train_seconds"], r["params"]))
             print(f"  {head}: done", flush=True)
     import sklearn

@@ -369,11 +369,11 @@ def _frozen_features(b: Bench):
     """Extraction (forced) + logistic regression on the whole folder: (accuracy, seconds)."""
     from features import cache as store
     from features.extraction.run import extract
-    from features.heads.classify import classify
+    from features.heads.classify import classify_cache
 
     start = time.perf_counter()
     result = extract(b.full, b.spec.name, image_size=b.size, out_dir=b.work / "emb-acc", force=True, progress=False)
-    r = classify(store.read_cache(result.path), "logreg", out_dir=b.work / "runs", features=[str(result.path)])
+    r = classify_cache(store.read_cache(result.path), "logreg", out_dir=b.work / "runs", features=[str(result.path)])
     return r["accuracy"], time.perf_counter() - start, result.seconds
 
 

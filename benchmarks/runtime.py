@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     from features.cache import read_cache
     from features.data import image_batches, load_folder
     from features.extraction.run import extract
-    from features.heads.classify import classify
+    from features.heads.classify import classify_cache
     from features.models import create_backbone, embedding_function, onnx, openvino
     from features.models.registry import resolve_backbone
     from features.models.runtime import Choice, prepare
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
                                    precision=precision, batch_size=args.batch_size, progress=False).path
                     cache = read_cache(path)
                     found[precision] = _cv_accuracy(cache.embeddings, cache.labels)
-                    row = classify(cache, "logreg", n_jobs=-1, out_dir=work / f"runs-{precision}")
+                    row = classify_cache(cache, "logreg", n_jobs=-1, out_dir=work / f"runs-{precision}")
                     found[precision] += (row["accuracy"], Path(row["run_dir"]) / "predictions.csv")
                 predicted = [_predicted(found[p][3]) for p in precisions]
                 same, n = sum(a == b for a, b in zip(*predicted)), len(predicted[0])

@@ -23,7 +23,6 @@ are what the report and the notebook read the results table with.
 from __future__ import annotations
 
 import importlib
-import types
 
 # name -> "module:attribute" (or "module" for a module itself)
 _API = {
@@ -33,7 +32,7 @@ _API = {
     "ExtractOptions": "features.extraction.settings:ExtractOptions",
     "read_cache": "features.cache:read_cache",
     "create_backbone": "features.models:create_backbone",
-    "classify": "features.heads.classify:classify_caches",
+    "classify": "features.heads.classify:classify",
     "TrainConfig": "features.train.config:TrainConfig",
     "finetune": "features.train.run:finetune",
     "predict": "features.serve.predict:predict",
@@ -44,8 +43,8 @@ _API = {
     "export": "features.serve.export:export",
     "score_ensemble": "features.reports.ensemble:score_ensemble",
     "write_report": "features.reports.report:write_report",
-    "audit": "features.audit:audit",
-    "write_audit": "features.audit:write_audit",
+    "audit": "features.auditing:audit",
+    "write_audit": "features.auditing:write_audit",
     "dataset_section": "features.reports.report:dataset_section",
     "read_results": "features.records.runs:read_results",
     "quiet_tensorflow": "features.device:quiet_tensorflow",
@@ -67,13 +66,7 @@ def __getattr__(name: str):
     value = importlib.import_module(module)
     if attribute:
         value = getattr(value, attribute)
-    globals()[name] = value  # imported once
-    # Importing a subpackage binds its name here ("features.audit" sets features.audit to the package): where
-    # an API name is that name and means a function (tl.audit), the function is bound again over the package.
-    for other, where in _API.items():
-        if other in globals() and isinstance(globals()[other], types.ModuleType) and ":" in where:
-            module, _, attribute = where.partition(":")
-            globals()[other] = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # imported once (no API name is a subpackage's, which importing it would bind here)
     return value
 
 

@@ -29,7 +29,8 @@ def _is_real(value) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def whole(value, param: str, low: int, high: int | None = None, what: str = "", high_text: str | None = None) -> int:
+def whole(value, param: str, *, low: int, high: int | None = None, what: str = "",
+          high_text: str | None = None) -> int:
     """A whole number from ``low`` (to ``high``, where given).
 
     Args:
@@ -49,7 +50,7 @@ def whole(value, param: str, low: int, high: int | None = None, what: str = "", 
 
 def optional_whole(value, param: str, *, low: int, high: int | None = None, what: str = "") -> int | None:
     """:func:`whole`, or None (the parameter's "not given")."""
-    return None if value is None else whole(value, param, low, high, what)
+    return None if value is None else whole(value, param, low=low, high=high, what=what)
 
 
 def positive(value, param: str, also: str = "") -> float:
@@ -70,7 +71,7 @@ def fraction(value, param: str, hint: str = "") -> float:
     raise UsageError(f"{{{param}}} {value}: give a number from 0 (none) to below 1{hint}")
 
 
-def choice(value, param: str, choices, one_of: bool = False) -> str:
+def choice(value, param: str, choices, *, one_of: bool = False) -> str:
     """One of ``choices`` ("choose a or b", or "choose one of a, b, c" with ``one_of``)."""
     choices = list(choices)
     if value in choices:
@@ -82,12 +83,12 @@ def choice(value, param: str, choices, one_of: bool = False) -> str:
 
 def seed(value, param: str = "seed") -> int:
     """A seed NumPy, scikit-learn and Keras all take: a whole number from 0 to 2**32 - 1."""
-    return whole(value, param, 0, MAX_SEED)  # NumPy's integers are Integral too
+    return whole(value, param, low=0, high=MAX_SEED)  # NumPy's integers are Integral too
 
 
 def batch_size(value, param: str = "batch_size") -> int:
     """Images per step: a whole number from 1 to :data:`MAX_BATCH_SIZE`."""
-    return whole(value, param, 1, MAX_BATCH_SIZE)
+    return whole(value, param, low=1, high=MAX_BATCH_SIZE)
 
 
 def similarity(value, param: str) -> float:
@@ -125,4 +126,4 @@ def optional_jobs(value, param: str = "n_jobs") -> int | None:
         return None
     if _is_whole(value) and value == -1:
         return -1
-    return whole(value, param, 1, what=" of jobs (or -1 for all cores)")
+    return whole(value, param, low=1, what=" of jobs (or -1 for all cores)")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import last_json, make_image_folder, write_cache
-from features.audit import audit
-from features.audit.duplicates import PAIRS, find_duplicates, leaked_test_rows, neighbours, normalised
-from features.audit.labels import find_issues, out_of_fold_probabilities
-from features.audit.outliers import find_outliers, outlier_scores
+from features.auditing import audit
+from features.auditing.duplicates import PAIRS, find_duplicates, leaked_test_rows, neighbours, normalised
+from features.auditing.labels import find_issues, out_of_fold_probabilities
+from features.auditing.outliers import find_outliers, outlier_scores
 from features.cli import audit as audit_cli
 from features.data.splits import TEST, TRAIN, VAL
 

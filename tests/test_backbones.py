@@ -22,9 +22,9 @@ def test_every_backbone_builds_and_embeds(name):
 
 def test_unpooled_and_max_pooled_outputs():
     x = np.full((1, 64, 64, 3), 128, "float32")
-    fmap = np.asarray(create_backbone("efficientnet_lite0", "none", 64, pooling=None)(x))
+    fmap = np.asarray(create_backbone("efficientnet_lite0", weights="none", image_size=64, pooling=None)(x))
     assert fmap.shape == (1, 2, 2, 1280)
-    pooled = np.asarray(create_backbone("efficientnet_lite0", "none", 64, pooling="max")(x))
+    pooled = np.asarray(create_backbone("efficientnet_lite0", weights="none", image_size=64, pooling="max")(x))
     assert pooled.shape == (1, 1280)
 
 

@@ -148,7 +148,7 @@ def test_exif_orientation_is_honoured_as_a_photo_viewer_does(tmp_path, orientati
     assert headers.orientation[row] == orientation
     import tensorflow as tf
 
-    ours = decode_image(tf.io.read_file(str(path)), 32, int(headers.orientation[row])).numpy()
+    ours = decode_image(tf.io.read_file(str(path)), 32, orientation=int(headers.orientation[row])).numpy()
     with Image.open(path) as im:
         viewer = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), np.float32)
     assert np.abs(ours - viewer).mean() < 8  # two JPEG decoders; a wrong turn differs by ~100

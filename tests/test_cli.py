@@ -10,8 +10,7 @@ import pytest
 
 from conftest import make_image_folder
 from features import device
-from features.cli import classify, ensemble, export, extract, finetune, predict, report
-from features.cli import common as cli
+from features.cli import classify, common, ensemble, export, extract, finetune, predict, report
 from features.errors import UsageError
 from features.train.config import TrainConfig, check_settings
 
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_an_api_user_reads_parameters_a_command_line_user_flags():
     error = UsageError("{image_size} 16: too small; run again with {force=True}, {augment=none} and {weights=PATH}")
     assert str(error) == "image_size 16: too small; run again with force=True, augment=none and weights=PATH"
-    flag = cli.flag_renderer(finetune.build_parser())
+    flag = common.flag_renderer(finetune.build_parser())
     assert error.render(flag) == ("--image-size 16: too small; run again with --force, --no-augment "
                                   "and --weights PATH")
 
@@ -35,10 +34,10 @@ def test_a_library_check_speaks_the_callers_language(capsys):
 
 
 def test_flags_of_another_script_and_positionals_render_as_flags():
-    flag = cli.flag_renderer(predict.build_parser())
+    flag = common.flag_renderer(predict.build_parser())
     assert UsageError("{run_dir} is empty").render(flag) == "RUN_DIR is empty"
     assert UsageError("use {max_pixels}").render(flag) == "use --max-pixels"
-    assert UsageError("{head} forest: unknown").render(cli.flag_renderer(classify.build_parser())) == \
+    assert UsageError("{head} forest: unknown").render(common.flag_renderer(classify.build_parser())) == \
         "--model forest: unknown"
 
 

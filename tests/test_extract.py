@@ -52,7 +52,7 @@ def test_each_row_is_its_own_files_embedding(image_folder, tmp_path, capsys, run
     assert code == 0, err
     cache = store.read_cache(last_json(out)["cache"])
     assert [s.id for s in cache.skipped] == ["cat/img3b.jpg"]
-    model = create_backbone("efficientnet_lite0", "imagenet", 64)
+    model = create_backbone("efficientnet_lite0", weights="imagenet", image_size=64)
     images = tf.stack([decode_image(tf.io.read_file(str(image_folder / i)), 64) for i in cache.ids])
     expected = np.asarray(model(images, training=False))
     np.testing.assert_allclose(cache.embeddings, expected, rtol=1e-4, atol=1e-4)
@@ -101,7 +101,7 @@ def test_shards_merge_to_the_single_process_cache(image_folder, tmp_path, capsys
 
     # Same weights in every worker: save once, load by path.
     weights = tmp_path / "w.weights.h5"
-    create_backbone("mobilenet", "none", 32).get_layer("mobilenet").save_weights(weights)
+    create_backbone("mobilenet", weights="none", image_size=32).get_layer("mobilenet").save_weights(weights)
     base = ["--data-dir", str(image_folder), "--out", str(tmp_path / "e"), "--json", "--backbone",
             "mobilenet", "--weights", str(weights), "--image-size", "32", "-q"]
     whole_path = last_json(run_main(extract.main, base)[1])["cache"]

@@ -126,6 +126,25 @@ def test_mixed_precision_runs_and_keeps_float32_outputs(pets, tmp_path, capsys, 
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
 
 
+def test_one_precision_vocabulary_with_extract_and_the_former_name_still_taken(monkeypatch):
+    """fine-tuning's precision is named as extract.py's (fp32, bf16), plus fp16 and mixed; float32 still works."""
+    from features.errors import UsageError
+    from features.train import run
+    from features.train.config import check_settings
+
+    assert check_settings(TrainConfig(precision="float32")).precision == "fp32"
+    assert finetune.build_parser().parse_args(["--precision", "float32"]).precision == "float32"  # still a flag
+    policies = {p: run._precision_policy(check_settings(TrainConfig(precision=p)).precision)
+                for p in ("fp32", "float32", "bf16", "fp16")}
+    assert policies == {"fp32": "float32", "float32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+    monkeypatch.setattr("features.device.visible_gpus", lambda: [])
+    assert run._precision_policy("mixed") == "mixed_bfloat16"
+    monkeypatch.setattr("features.device.visible_gpus", lambda: ["GPU:0"])
+    assert run._precision_policy("mixed") == "mixed_float16"
+    with pytest.raises(UsageError, match="precision half: choose fp32, bf16, fp16 or mixed"):
+        check_settings(TrainConfig(precision="half"))
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--backbone", "vgg20"], "unknown backbone"),
     (["--unfreeze", "-1"], "--unfreeze -1"),
@@ -207,7 +226,7 @@ def test_frozen_activations_in_memory_or_on_disk_are_the_same(pets, tmp_path, me
     assert list(rows) == list(range(len(source))) and x.shape[0] == len(source)
     assert isinstance(x, np.memmap) == (memory_limit == 0)
     assert (tmp_path / "spill").exists() == (memory_limit == 0)
-    seen = np.concatenate([y.numpy() for _, y in activation_batches(x, np.arange(len(x)), 4, shuffle=True)])
+    seen = np.concatenate([y.numpy() for _, y in activation_batches(x, np.arange(len(x)), batch_size=4, shuffle=True)])
     assert sorted(seen) == list(range(len(x)))  # every row once per epoch
 
 

@@ -110,7 +110,7 @@ def test_finetune_flags(flags, photos, tmp_path, capsys, monkeypatch):
                      "--embeddings-dir"]))
 def test_classify_flags(flags, cache, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("features.heads.classify.classify", _reach)
+    monkeypatch.setattr("features.heads.classify.classify_cache", _reach)
     monkeypatch.setattr("features.heads.classify.classify_streaming", _reach)
     argv = ["--features", str(cache), "--out", str(tmp_path / "runs"), "-q", *[f"{k}={v}" for k, v in flags]]
     _run(classify.main, argv, capsys, "classify.py")

@@ -179,7 +179,7 @@ def runs_rows(out):
 
 
 def test_disk_full_is_recognised_however_it_is_worded(capsys):
-    from features.cli import common as cli
+    from features.cli import common
 
     assert is_disk_full(OSError(errno.ENOSPC, "x"))
     assert is_disk_full(OSError("Can't write data (file write failed: errno = 28, error message = 'No space "
@@ -192,7 +192,7 @@ def test_disk_full_is_recognised_however_it_is_worded(capsys):
     def hdf5_full():  # HDF5's own words, an OSError, as a command line meets it
         raise OSError("Can't write data (file write failed: errno = 28, filename = 'runs/x.h5')")
 
-    assert cli.run(full, "t.py") == 2 and cli.run(hdf5_full, "t.py") == 2
+    assert common.run(full, "t.py") == 2 and common.run(hdf5_full, "t.py") == 2
     assert capsys.readouterr().err.splitlines() == [
         "t.py: error: no space left on the device while writing x.h5; free some space",
         "t.py: error: no space left on the device while writing runs/x.h5; free some space and run the same "

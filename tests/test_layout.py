@@ -75,7 +75,7 @@ LAYERS = [
     {"cache"},
     {"records"},
     {"extraction", "heads", "train"},
-    {"serve", "audit"},
+    {"serve", "auditing"},
     {"reports"},
     {"cli"},
 ]
@@ -92,6 +92,16 @@ def test_every_package_has_a_floor():
     found = {p.stem if p.is_file() else p.name for p in LIBRARY.iterdir()
              if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()}
     assert found == floors, found ^ floors
+
+
+def test_no_api_name_is_the_name_of_a_package_or_module():
+    """``tl.audit`` (a function) once shared its name with the ``features.audit`` package: importing the package
+    bound the name to it, and features/__init__.py had to bind the function again after every import."""
+    import features
+
+    found = {p.stem if p.is_file() else p.name for p in LIBRARY.iterdir()
+             if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").exists()}
+    assert not set(features._API) & found, set(features._API) & found
 
 
 def test_packages_import_only_from_the_floors_below():

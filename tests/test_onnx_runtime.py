@@ -118,7 +118,7 @@ def test_on_real_photos_the_runtimes_agree_and_logreg_predicts_the_same(shared_d
     """Lite0's ImageNet weights on 12 photos of each flowers class: embeddings within 1e-4, and logistic
     regression fitted on either cache predicts the same classes for every test photo."""
     from features.cache import read_cache
-    from features.heads.classify import classify
+    from features.heads.classify import classify_cache
 
     folder = tmp_path / "flowers"
     for c in sorted(p.name for p in (shared_datasets / "flowers").iterdir() if p.is_dir()):
@@ -132,7 +132,7 @@ def test_on_real_photos_the_runtimes_agree_and_logreg_predicts_the_same(shared_d
         assert code == 0, err
         caches[runtime] = read_cache(last_json(out)["cache"])
     assert np.abs(caches["onnx"].embeddings - caches["tf"].embeddings).max() < 1e-4
-    runs = {r: classify(caches[r], "logreg", fixed={"C": 1.0}, n_jobs=1, out_dir=tmp_path / f"runs-{r}")
+    runs = {r: classify_cache(caches[r], "logreg", fixed={"C": 1.0}, n_jobs=1, out_dir=tmp_path / f"runs-{r}")
             for r in caches}
     predicted = {r: (tmp_path / f"runs-{r}").glob("*/predictions.csv") for r in runs}
     lines = {r: next(p).read_text().splitlines() for r, p in predicted.items()}
@@ -332,5 +332,5 @@ def test_predict_proves_the_network_it_runs(conversions, tmp_path, run_main, mon
     calls = []
     monkeypatch.setattr(onnx, "_convert", lambda *a, **k: calls.append(1) or ({"refused": "stopped here"}, b""))
     with pytest.raises(onnx.NoOnnxForm, match="stopped here"):
-        onnx.convert(conversions.backbone, "avg", "none", 0, path.parent)
+        onnx.convert(conversions.backbone, pooling="avg", tta="none", seed=0, folder=path.parent)
     assert calls == [1]

@@ -248,13 +248,13 @@ def test_what_is_not_a_regular_file_in_openvinos_cache_is_removed_before_it_read
 
     model = tiny_onnx_network(tmp_path / "tiny.onnx")
     cache = tmp_path / "cache"
-    openvino.compile_network(model, "fp32", 1, cache)
+    openvino.compile_network(model, "fp32", threads=1, cache_dir=cache)
     (bad,) = list(cache.iterdir())  # the compiled model's own blob: the file OpenVINO reads next time
     bad.unlink()
     (cache / "kept.blob").write_bytes(b"not a blob OpenVINO made")  # a regular file: OpenVINO's to judge
     {"a FIFO": lambda: os.mkfifo(bad), "a link to /dev/zero": lambda: bad.symlink_to("/dev/zero"),
      "a folder": lambda: bad.mkdir(), "a dangling link": lambda: bad.symlink_to(tmp_path / "gone")}[planted]()
-    compiled = _within(60, lambda: openvino.compile_network(model, "fp32", 1, cache))
+    compiled = _within(60, lambda: openvino.compile_network(model, "fp32", threads=1, cache_dir=cache))
     assert np.allclose(compiled(np.full((1, 8, 8, 3), 7, np.float32))[0], 7)
     assert not bad.is_fifo() and not bad.is_symlink() and not bad.is_dir() and (cache / "kept.blob").exists()
     assert "in OpenVINO's model cache is not a regular file: removed" in caplog.text
@@ -267,7 +267,7 @@ def test_a_cache_folder_that_is_a_file_or_a_link_is_not_used(tmp_path, caplog):
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
     for folder in (tmp_path / "file", tmp_path / "link"):
         assert openvino.usable_cache(folder) is None
-        _within(60, lambda f=folder: openvino.compile_network(model, "fp32", 1, f))
+        _within(60, lambda f=folder: openvino.compile_network(model, "fp32", threads=1, cache_dir=f))
     assert not list((tmp_path / "elsewhere").iterdir()) and "OpenVINO's model cache not used" in caplog.text
 
 
@@ -300,12 +300,12 @@ def test_a_blob_of_another_network_in_openvinos_cache_is_dropped_and_compiled_ag
     model, other = tiny_onnx_network(tmp_path / "tiny.onnx"), _negated_network(tmp_path / "negated.onnx")
     probe = ort_session(model, threads=1).run(None, {"images": probe_images(8)})[0].tolist()
     mine, theirs = tmp_path / "mine", tmp_path / "theirs"
-    openvino.compile_network(model, precision, 1, mine)
-    openvino.compile_network(other, precision, 1, theirs)
+    openvino.compile_network(model, precision, threads=1, cache_dir=mine)
+    openvino.compile_network(other, precision, threads=1, cache_dir=theirs)
     (blob,), (their_blob,) = list(mine.iterdir()), list(theirs.iterdir())
     shutil.copyfile(their_blob, blob)  # the other network's blob under this network's name
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
-    served = openvino.compile_network(model, precision, 1, mine)
+    served = openvino.compile_network(model, precision, threads=1, cache_dir=mine)
     assert np.allclose(served(images)[0], -images.mean((1, 2)), rtol=0.02)  # OpenVINO serves it as it is
     shutil.copyfile(their_blob, blob)
     converted = Converted(path=Path("tiny.onnx"), model=model, width=3, probe=probe, size=8)

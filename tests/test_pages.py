@@ -6,7 +6,7 @@ from markdown_it import MarkdownIt
 from test_audit import planted
 
 from conftest import write_cache
-from features.audit import audit, write_audit
+from features.auditing import audit, write_audit
 from features.cli import report
 from features.records import runs
 from features.records.markdown import markdown_text

@@ -14,7 +14,7 @@ from features.cli import classify
 from features.data.splits import TEST
 from features.errors import CacheError, UsageError
 from features.heads import blocks, streaming
-from features.heads.classify import check_fits_in_memory
+from features.heads.memory import check_fits_in_memory
 
 
 @pytest.fixture
@@ -172,8 +172,7 @@ def test_streamed_logreg_reaches_the_in_memory_optimum(classes, tmp_path, monkey
     from sklearn.preprocessing import StandardScaler
 
     from features.heads import lbfgs
-    from features.heads.classify import fit_streamed
-    from features.heads.search import fit_head
+    from features.heads.search import fit_head, fit_streamed
 
     X, y = blobs(n_per_class=150, classes=classes, dim=24, spread=2.5)
     path = write_cache(tmp_path / "c.h5", X, y, [f"c{k}" for k in range(classes)])

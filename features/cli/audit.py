@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import argparse
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from features.audit.duplicates import NEAR
-    from features.audit.labels import FOLDS
-    from features.audit.page import MAX_TOP, TOP
+    from features.auditing.duplicates import NEAR
+    from features.auditing.labels import FOLDS
+    from features.auditing.page import MAX_TOP, TOP
 
     p = argparse.ArgumentParser(prog=program("audit.py"), description=__doc__, formatter_class=HelpFormatter)
     data = p.add_argument_group("features")
@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _body(args) -> None:
-    from features.audit import audit, write_audit
-    from features.audit.page import check_top, describe_duplicates
+def _audit_from_flags(args) -> None:
+    from features.auditing import audit, write_audit
+    from features.auditing.page import check_top, describe_duplicates
     from features.cache import newest_cache
     from features.outputs import check_output_folder
 
@@ -84,4 +84,4 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _audit_from_flags, argv)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 from features.heads.registry import HEADS  # scikit-learn itself is imported only when a head is made
 
@@ -56,15 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _body(args) -> None:
-    from features.heads.classify import classify_caches
+def _classify_from_flags(args) -> None:
+    from features.heads.classify import classify
     from features.records.metrics import summary_line
 
-    result = classify_caches(args.features, args.head, fixed={"C": args.C, "gamma": args.gamma, "k": args.k,
-                                                              "alpha": args.alpha},
-                             stream=args.stream, class_weight=None if args.class_weight == "none" else "balanced",
-                             cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, epochs=args.epochs, out_dir=args.out,
-                             embeddings_dir=args.embeddings_dir)
+    result = classify(args.features, args.head, fixed={"C": args.C, "gamma": args.gamma, "k": args.k,
+                                                       "alpha": args.alpha},
+                      stream=args.stream, class_weight=None if args.class_weight == "none" else "balanced",
+                      cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, epochs=args.epochs, out_dir=args.out,
+                      embeddings_dir=args.embeddings_dir)
     passes = f", {result['passes']} passes over the cache" if result.get("passes") else ""
     print(f"{args.head} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
           f"  params {result['params']}, search {result['search_seconds']:.2f} s, "
@@ -75,7 +75,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _classify_from_flags, argv)
 
 
 if __name__ == "__main__":

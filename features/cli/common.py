@@ -188,14 +188,14 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") else c for c in text)
 
 
-def run(main_body, prog: str, flag=None) -> int:
-    """Call ``main_body()``; a :class:`ToolkitError` becomes one line on stderr and exit code 2.
+def run(job, prog: str, flag=None) -> int:
+    """Call ``job()``; a :class:`ToolkitError` becomes one line on stderr and exit code 2.
 
     Args:
         flag: renders the error's parameters (see :func:`flag_renderer`).
     """
     try:
-        main_body()
+        job()
     except ToolkitError as exc:
         if isinstance(exc, DiskFullError):
             from ..cache.writer import close_open_files
@@ -224,8 +224,8 @@ def print_json(obj) -> None:
     print(json.dumps(obj, sort_keys=True))
 
 
-def main(build_parser, body, argv=None) -> int:
-    """A script's ``main``: parse ``argv``, set up logging, run ``body(args)`` with :func:`run`."""
+def main(build_parser, job, argv=None) -> int:
+    """A script's ``main``: parse ``argv``, set up logging, run ``job(args)`` with :func:`run`."""
     for stream in (sys.stdout, sys.stderr):
         # A path given in bytes that are not UTF-8 is printed escaped (\udcff), as Python writes it,
         # never a UnicodeEncodeError once the work is done.
@@ -234,4 +234,4 @@ def main(build_parser, body, argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)
-    return run(lambda: body(args), parser.prog, flag_renderer(parser))
+    return run(lambda: job(args), parser.prog, flag_renderer(parser))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _body(args) -> None:
+def _ensemble_from_flags(args) -> None:
     from features.errors import UsageError
     from features.records.metrics import summary_line
     from features.reports.ensemble import score_ensemble
@@ -49,7 +49,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _ensemble_from_flags, argv)
 
 
 if __name__ == "__main__":

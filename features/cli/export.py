@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 
 
@@ -34,13 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _body(args) -> None:
+def _export_from_flags(args) -> None:
     from features.io import read_json, tree_bytes
     from features.serve.export import check_settings, export
     from features.serve.exported import RECORD
 
     check_settings(args.format, args.quantize)  # flags first, then work
-    folder = export(args.run_dir, args.format, args.quantize, args.out, args.force)
+    folder = export(args.run_dir, args.format, quantize=args.quantize, out=args.out, force=args.force)
     record = read_json(folder / RECORD)
     size = tree_bytes(folder / record["model"])
     print(f"exported {record['kind']} {args.format} ({args.quantize}): {folder / record['model']}, "
@@ -51,7 +51,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _export_from_flags, argv)
 
 
 if __name__ == "__main__":

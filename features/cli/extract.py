@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import (
     HelpFormatter,
     add_common_flags,
@@ -51,14 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _merge(args) -> None:
-    from features import cache as store
+    from features.cache import merge_shards, merged_path, read_attrs, writer_lock
 
     for shard in args.merge:
-        store.read_attrs(shard)  # each is a complete cache, before a lock is taken beside the first
-    out = store.merged_path(args.merge[0])
-    with store.writer_lock(out):
-        store.merge_shards(args.merge, out)  # checks the set first: nothing is written for a bad one
-    attrs = store.read_attrs(out)
+        read_attrs(shard)  # each is a complete cache, before a lock is taken beside the first
+    out = merged_path(args.merge[0])
+    with writer_lock(out):
+        merge_shards(args.merge, out)  # checks the set first: nothing is written for a bad one
+    attrs = read_attrs(out)
     print(f"merged {len(args.merge)} shards: {out}\n"
           f"  images {attrs['n_images']}, skipped {attrs['n_skipped']} (the shards must stay beside it)")
     if args.json:
@@ -66,7 +66,7 @@ def _merge(args) -> None:
                     "skipped": int(attrs["n_skipped"])})
 
 
-def _body(args) -> None:
+def _extract_from_flags(args) -> None:
     from features.models.registry import REGISTRY, describe, describe_hub
 
     if args.merge:
@@ -120,7 +120,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _extract_from_flags, argv)
 
 
 if __name__ == "__main__":

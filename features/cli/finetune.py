@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import (
     HelpFormatter,
     add_common_flags,
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _body(args) -> None:
+def _finetune_from_flags(args) -> None:
     from features.models.registry import resolve_backbone
     from features.train.config import TrainConfig, check_settings
 
@@ -75,7 +75,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _finetune_from_flags, argv)
 
 
 if __name__ == "__main__":

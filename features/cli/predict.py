@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import HelpFormatter, add_common_flags, print_json, program
 
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _body(args) -> None:
+def _predict_from_flags(args) -> None:
     from features.errors import UsageError
     from features.outputs import check_output_folder
     from features.serve.exported import find_export
@@ -71,7 +71,7 @@ def _body(args) -> None:
         from features.serve.explain import describe, explainer, write_heatmaps
 
         explaining = explainer(found.predictor)
-        got = explaining.explain(found.paths, _predicted(found), args.batch_size, args.tta)
+        got = explaining.explain(found.paths, _predicted(found), batch_size=args.batch_size, tta=args.tta)
         shown = dict(zip(found.rows.tolist(), found.probabilities))  # what is printed, at the run's precision
         heatmaps = write_heatmaps(args.explain, found.paths, got, found.class_names, shown=shown)
         how = describe(explaining)
@@ -105,7 +105,7 @@ def _predicted(found):
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _predict_from_flags, argv)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from features.cli import common as cli
+from features.cli import common
 from features.cli.common import HelpFormatter, add_common_flags, program
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _body(args) -> None:
+def _report_from_flags(args) -> None:
     from features.reports.report import write_report
 
     path = write_report(args.results, args.out, plots_dir=args.plots_dir, source_note=args.note, map_method=args.map,
@@ -42,7 +42,7 @@ def _body(args) -> None:
 
 
 def main(argv=None) -> int:
-    return cli.main(build_parser, _body, argv)
+    return common.main(build_parser, _report_from_flags, argv)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def read_regular_file(path) -> bytes:
         return b""
 
 
-def decode_image(data, image_size: int, orientation=1, dct_shift=0, antialias=None):
+def decode_image(data, image_size: int, *, orientation=1, dct_shift=0, antialias=None):
     """Decode encoded bytes to float32 RGB 0-255, upright, resized to a square.
 
     Args:
@@ -247,8 +247,9 @@ def decode_paths(paths, image_size: int, *, max_pixels: int | None = DEFAULT_MAX
 
     def one(i):
         try:
-            return decode_image(tf.constant(open_regular(paths[i])), image_size, int(headers.orientation[i]),
-                                int(headers.dct_shift[i]), headers.antialias_of(i)).numpy()
+            return decode_image(tf.constant(open_regular(paths[i])), image_size,
+                                orientation=int(headers.orientation[i]), dct_shift=int(headers.dct_shift[i]),
+                                antialias=headers.antialias_of(i)).numpy()
         except (tf.errors.OpError, ValueError, OSError):
             return None
 

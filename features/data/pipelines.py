@@ -93,8 +93,8 @@ def decoded_images(images: Images, image_size: int, *, indices=None, headers: He
     antialias = bool(min(filters)) if len(filters) == 1 and 2 not in filters else None
 
     def decode(i, data):  # named: AutoGraph cannot find the source of lambdas on nearby lines
-        return i, decode_image(data, image_size, 1 if orientation is None else tf.gather(orientation, i),
-                               0 if dct_shift is None else tf.gather(dct_shift, i), antialias)
+        return i, decode_image(data, image_size, orientation=1 if orientation is None else tf.gather(orientation, i),
+                               dct_shift=0 if dct_shift is None else tf.gather(dct_shift, i), antialias=antialias)
 
     paths = _paths(images)
     if paths is not None:
@@ -198,7 +198,7 @@ def indexed_batches(images: Images, indices, *, image_size: int, batch_size: int
     return fixed_threads(ds.batch(batch_size).prefetch(2))
 
 
-def activation_batches(activations, labels, batch_size: int, shuffle: bool = False, seed: int = 0):
+def activation_batches(activations, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0):
     """(activations, label) batches from an array (or memory-mapped file) of activations."""
     import tensorflow as tf
 

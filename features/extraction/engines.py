@@ -17,10 +17,11 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from ..models import runtime as runtimes
 from ..models.registry import Backbone
+from ..models.runtime import Choice, Prepared, prepare, version
+from .settings import ExtractSettings
 
-TENSORFLOW = runtimes.Choice("tf")  # an engine's network unless told otherwise
+TENSORFLOW = Choice("tf")  # an engine's network unless told otherwise
 
 
 class Engine(Protocol):
@@ -43,14 +44,17 @@ class Engine(Protocol):
 class _Network:
     """What both engines share: the runtime and precision chosen, and the network prepared on them."""
 
-    def __init__(self, network, asked: str, onnx_dir):
-        self.prepared = network if isinstance(network, runtimes.Prepared) else None
+    def __init__(self, source, settings: ExtractSettings, *, batch_size: int, network=TENSORFLOW):
+        self.source, self.backbone, self.pooling, self.tta = source, settings.backbone, settings.pooling, settings.tta
+        self.seed, self.batch_size = source.seed, batch_size
+        self.prepared = network if isinstance(network, Prepared) else None
         self.choice = self.prepared.choice if self.prepared else network
-        self.asked, self.onnx_dir, self.conversion_seconds, self.compile_seconds = asked, onnx_dir, 0.0, 0.0
+        self.asked, self.onnx_dir = settings.runtime, settings.out_dir / "onnx"
+        self.conversion_seconds, self.compile_seconds = 0.0, 0.0
 
-    def _prepare(self, build: bool) -> runtimes.Prepared:
+    def _prepare(self, build: bool) -> Prepared:
         if self.prepared is None:
-            self.prepared = runtimes.prepare(self.backbone, self.choice, pooling=self.pooling, tta=self.tta,
+            self.prepared = prepare(self.backbone, self.choice, pooling=self.pooling, tta=self.tta,
                                              seed=self.seed, folder=self.onnx_dir, asked=self.asked, build=build)
         self.choice, self.conversion_seconds = self.prepared.choice, self.prepared.seconds
         self.compile_seconds = self.prepared.compile_seconds
@@ -66,7 +70,7 @@ class _Network:
 
     @property
     def runtime_version(self) -> str:
-        return runtimes.version(self.runtime)
+        return version(self.runtime)
 
 
 class LocalEngine(_Network):
@@ -84,11 +88,9 @@ class LocalEngine(_Network):
 
     name = "local"
 
-    def __init__(self, source, backbone: Backbone, *, pooling: str, tta: str, seed: int, batch_size: int,
-                 headers, network=TENSORFLOW, asked: str = "auto", onnx_dir=None):
-        super().__init__(network, asked, onnx_dir)
-        self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
-        self.batch_size, self.headers, self.model, self.embed = batch_size, headers, None, None
+    def __init__(self, source, settings: ExtractSettings, *, batch_size: int, headers, network=TENSORFLOW):
+        super().__init__(source, settings, batch_size=batch_size, network=network)
+        self.headers, self.model, self.embed = headers, None, None
 
     def prepare(self) -> None:
         from ..models.build import create_embedder
@@ -116,11 +118,9 @@ class RayEngine(_Network):
 
     name = "ray"
 
-    def __init__(self, source, backbone: Backbone, *, pooling: str, tta: str, seed: int, batch_size: int,
-                 address: str | None = None, network=TENSORFLOW, asked: str = "auto", onnx_dir=None):
-        super().__init__(network, asked, onnx_dir)
-        self.source, self.backbone, self.pooling, self.tta, self.seed = source, backbone, pooling, tta, seed
-        self.batch_size, self.address, self.onnx_model = batch_size, address, None
+    def __init__(self, source, settings: ExtractSettings, *, batch_size: int, network=TENSORFLOW):
+        super().__init__(source, settings, batch_size=batch_size, network=network)
+        self.address, self.onnx_model = settings.ray_address, None
 
     def prepare(self) -> None:
         from .ray_cluster import check_source
@@ -132,9 +132,7 @@ class RayEngine(_Network):
     def batches(self, indices):
         from .ray_cluster import embed_batches
 
-        return embed_batches(self.source, self.backbone, indices, pooling=self.pooling, seed=self.seed,
-                             batch_size=self.batch_size, address=self.address, tta=self.tta,
-                             onnx_model=self.onnx_model, choice=self.choice)
+        return embed_batches(self, indices)
 
 
 def run_engine(engine: Engine, indices, *, checkpoints, checkpoint_rows: int, progress: bool, done: int = 0):

@@ -231,16 +231,18 @@ def check_source(source) -> None:
                          "use the local engine, or export it to a folder")
 
 
-def embed_batches(source, backbone, indices, *, pooling: str, seed: int, batch_size: int, address: str | None = None,
-                  temp_dir: str | None = None, tta: str = "none", onnx_model: bytes | None = None, choice=None):
-    """(listing indices, embeddings) of the rows ``indices`` of ``source``, embedded on Ray, in listing order.
+def embed_batches(engine, indices, *, temp_dir: str | None = None):
+    """(listing indices, embeddings) of the rows ``indices`` of the engine's source, embedded on Ray, in listing
+    order. ``engine``: the :class:`~features.extraction.engines.RayEngine` (its source, backbone, pooling, TTA,
+    seed, batch size, cluster address, and the network the driver converted and proved, or None).
 
     Raises:
         UsageError: a TFDS source.
         DatasetUnavailableError: no cluster, or a worker could not read a path.
     """
+    source, backbone, choice, onnx_model = engine.source, engine.backbone, engine.choice, engine.onnx_model
     check_source(source)
-    connect(address, temp_dir)
+    connect(engine.address, temp_dir)
     import ray
 
     setup = plan(ray.cluster_resources(), ray.nodes())
@@ -253,15 +255,14 @@ def embed_batches(source, backbone, indices, *, pooling: str, seed: int, batch_s
     paths = source.paths()
     items = [{"index": int(i), "path": paths[i]} for i in indices]
     dataset = ray.data.from_items(items).map_batches(
-        Embedder, batch_size=batch_size, batch_format="numpy",
+        Embedder, batch_size=engine.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=setup["actors"]),
         num_cpus=setup["num_cpus"], num_gpus=setup["num_gpus"] or None,
         fn_constructor_kwargs={"backbone": backbone.name, "image_size": backbone.image_size,
-                               "weights": backbone.weights, "pooling": pooling, "seed": seed,
+                               "weights": backbone.weights, "pooling": engine.pooling, "seed": engine.seed,
                                "max_pixels": source.max_pixels, "threads": setup["threads"],
-                               "tta": tta, "onnx_model": onnx_model,
-                               "runtime": choice.runtime if choice else "onnx",
-                               "precision": choice.precision if choice else "fp32"})
+                               "tta": engine.tta, "onnx_model": onnx_model,
+                               "runtime": choice.runtime, "precision": choice.precision})
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             yield np.asarray(batch["index"], np.int64), np.asarray(batch["embedding"], np.float32)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cache as store
+from ..cache import CacheWriter, Checkpoints, attr_value, read_attrs, read_listing, verify, writer_lock
 from ..cache.identity import CacheIdentity
 from ..data import RESIZE_METHOD, DataSource, Headers, SkippedImage, check_source, headers_for, why_skipped
 from ..errors import CacheError, DiskFullError, UsageError, is_disk_full
-from ..models import runtime as runtimes
+from ..models.runtime import Choice, Prepared, choose, prepare
 from ..outputs import check_output_folder
 from .engines import LocalEngine, RayEngine, run_engine
 from .settings import ExtractSettings, engine_gpus, resolve_batch_size
@@ -90,17 +90,17 @@ def _stale_reason(path: Path, key: dict, source: DataSource) -> tuple[str | None
     """(None, its attributes) when the cache at ``path`` was made with ``key`` from this listing;
     else (why not, {})."""
     try:
-        attrs = store.read_attrs(path)
+        attrs = read_attrs(path)
     except CacheError as exc:
         return str(exc), {}
     for name, value in key.items():
-        if json.dumps(store.attr_value(value)) != json.dumps(attrs.get(name)):
+        if json.dumps(attr_value(value)) != json.dumps(attrs.get(name)):
             return f"its {name} is {attrs.get(name)!r}, now {value!r}", {}
     if attrs.get("precision", "fp32") != key.get("precision", "fp32"):  # fp32's key leaves its precision out
         return f"its precision is {attrs.get('precision')!r}, now {key.get('precision', 'fp32')!r}", {}
     try:
-        store.verify(path)
-        index, labels, splits, ids = store.read_listing(path)
+        verify(path)
+        index, labels, splits, ids = read_listing(path)
     except CacheError as exc:
         return str(exc), {}
     if len(index) and (index.min() < 0 or index.max() >= len(source)):
@@ -138,10 +138,10 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
     settings = backbone if isinstance(backbone, ExtractSettings) and not options else \
         ExtractSettings.resolve(backbone, **options)
     check_output_folder(settings.out_dir)
-    choice = runtimes.choose(settings.runtime, settings.precision, gpu=engine_gpus(settings) > 0)
+    choice = choose(settings.runtime, settings.precision, gpu=engine_gpus(settings) > 0)
     prepared = None
     if choice.precision == "bf16":  # the cache's name and key say bf16: settled before the cache is looked for
-        prepared = runtimes.prepare(settings.backbone, choice, pooling=settings.pooling, tta=settings.tta,
+        prepared = prepare(settings.backbone, choice, pooling=settings.pooling, tta=settings.tta,
                                     seed=source.seed, folder=settings.out_dir / "onnx", asked=settings.runtime,
                                     build=settings.engine == "local")
         choice = prepared.choice  # fp32 where OpenVINO cannot take the network (under auto)
@@ -150,7 +150,7 @@ def extract(source: DataSource, backbone, **options) -> ExtractionResult:
                              "converter or OpenVINO refused it; -v says why); give {precision} fp32 or auto")
     identity = cache_identity(source, settings, precision=choice.precision)
     path, key = identity.path(settings.out_dir), identity.key()
-    with store.writer_lock(path):  # a second run of the same extraction waits here, then hits the cache
+    with writer_lock(path):  # a second run of the same extraction waits here, then hits the cache
         if path.exists() and not settings.force:
             reason, attrs = _stale_reason(path, key, source)
             if reason is None:
@@ -176,7 +176,7 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
     already :class:`~features.models.runtime.Prepared` (bf16: settled before the cache's name)."""
     i, k = settings.shard
     indices = np.array_split(np.arange(len(source)), k)[i]
-    checkpoints = store.Checkpoints(path, {**key, "batch_size": batch_size, "max_pixels": source.max_pixels})
+    checkpoints = Checkpoints(path, {**key, "batch_size": batch_size, "max_pixels": source.max_pixels})
     if settings.force:
         checkpoints.clear()
     resumed, last = checkpoints.resume()
@@ -184,17 +184,15 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
         log.warning("resuming %s: %d images were embedded before the run stopped", path, resumed)
     todo = indices[indices > last]
     headers = Headers.unread(len(source))  # the Ray engine's actors read the headers of their own files
-    engine_args = {"pooling": settings.pooling, "tta": settings.tta, "seed": source.seed, "batch_size": batch_size}
     if not len(todo):  # with nothing left to embed, nothing runs: no network is converted or built
-        choice = network.choice if isinstance(network, runtimes.Prepared) else network
-        network = runtimes.Choice("tf", choice.precision)
-    runtime = {"network": network, "asked": settings.runtime, "onnx_dir": settings.out_dir / "onnx"}
+        choice = network.choice if isinstance(network, Prepared) else network
+        network = Choice("tf", choice.precision)
     if settings.engine == "ray":
-        engine = RayEngine(source, settings.backbone, address=settings.ray_address, **engine_args, **runtime)
+        engine = RayEngine(source, settings, batch_size=batch_size, network=network)
     else:
         if len(todo):
             headers = headers_for(source, settings.backbone.image_size, indices)
-        engine = LocalEngine(source, settings.backbone, headers=headers, **engine_args, **runtime)
+        engine = LocalEngine(source, settings, batch_size=batch_size, headers=headers, network=network)
     first = None  # every row may have been checkpointed before the run stopped (a full disk)
     start = time.perf_counter()
     try:
@@ -221,23 +219,36 @@ def _extract(source: DataSource, settings: ExtractSettings, batch_size: int, pat
     seconds = time.perf_counter() - start
     # The one-time set-up (tracing and optimising the graph, the first batch), and the rate after it.
     setup = (first[0] - start, first[1]) if first else (seconds, 0)
-    return _write_cache(source, settings, batch_size=batch_size, path=path, key=key, checkpoints=checkpoints,
-                        indices=indices, headers=headers, resumed=resumed, seconds=seconds, setup=setup, engine=engine)
+    embedded = _Embedded(checkpoints=checkpoints, indices=indices, headers=headers, engine=engine, resumed=resumed,
+                         seconds=seconds, setup=setup)
+    return _write_cache(source, settings, embedded, batch_size=batch_size, path=path, key=key)
 
 
-def _write_cache(source, settings: ExtractSettings, *, batch_size: int, path: Path, key: dict, checkpoints, indices,
-                 headers, resumed: int, seconds: float, setup: tuple[float, int], engine) -> ExtractionResult:
-    """The cache from the checkpoints, with every skipped image and its reason; the checkpoints removed.
+@dataclass(frozen=True, kw_only=True)
+class _Embedded:
+    """What an embedding pass left for the cache: its checkpoints, the listing rows it was given (``indices``),
+    their headers, the engine, the rows resumed from an earlier run, its seconds, and its set-up (seconds, rows):
+    until the first batch was embedded."""
 
-    Args:
-        setup: (seconds, rows) of the set-up: until the first batch was embedded.
-    """
+    checkpoints: Checkpoints
+    indices: np.ndarray
+    headers: Headers
+    engine: object
+    resumed: int
+    seconds: float
+    setup: tuple[float, int]
+
+
+def _write_cache(source, settings: ExtractSettings, embedded: _Embedded, *, batch_size: int, path: Path,
+                 key: dict) -> ExtractionResult:
+    """The cache from the checkpoints, with every skipped image and its reason; the checkpoints removed."""
     from ..device import library_versions
 
-    setup, setup_rows = setup
+    checkpoints, indices, headers, engine = embedded.checkpoints, embedded.indices, embedded.headers, embedded.engine
+    resumed, seconds, (setup, setup_rows) = embedded.resumed, embedded.seconds, embedded.setup
     skipped, seen = [], np.zeros(len(source), dtype=bool)
     try:
-        with store.CacheWriter(path, settings.backbone.spec.width, source.class_names) as writer:
+        with CacheWriter(path, settings.backbone.spec.width, source.class_names) as writer:
             for rows, embeddings in checkpoints.parts():
                 writer.append(embeddings, source.labels[rows], ids=[source.ids[i] for i in rows], index=rows,
                               splits=source.splits[rows])

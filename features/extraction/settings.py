@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .. import validate
 from ..errors import UsageError
-from ..models import runtime as runtimes
 from ..models.registry import POOLINGS, TTA, Backbone, check_pooling, check_tta, default_batch_size, resolve_backbone
+from ..models.runtime import PRECISIONS, RUNTIMES, check_runtime
 
 ENGINES = ("local", "ray")
 
@@ -47,12 +47,12 @@ class ExtractOptions:
     runtime: str = _option("auto", "what runs the network: ONNX Runtime (onnx) or OpenVINO (openvino), both on the "
                                    "network converted once to ONNX and kept in OUT/onnx/; TensorFlow (tf); or auto: "
                                    "on a CPU OpenVINO for bf16 and ONNX Runtime for fp32 where installed and the "
-                                   "network converts, else TensorFlow", choices=runtimes.RUNTIMES)
+                                   "network converts, else TensorFlow", choices=RUNTIMES)
     precision: str = _option("auto", "what the network computes in: bf16 (OpenVINO, on a CPU with native bf16: "
                                      "AVX-512 BF16 or AMX; its own cache, as its embeddings differ a little), fp32, "
                                      "or auto: bf16 where the CPU has it natively and OpenVINO is installed "
                                      "(measured: under 0.2 points of accuracy), else fp32",
-                             choices=runtimes.PRECISIONS)
+                             choices=PRECISIONS)
     ray_address: str | None = _option(None, "with {engine=ray}: 'auto' joins the cluster this machine belongs to, "
                                             "HOST:6379 a head node, ray://HOST:10001 a Ray client server (default: a "
                                             "local Ray, started here)", metavar="ADDR")
@@ -74,8 +74,8 @@ class ExtractOptions:
                              "in this process")
         check_pooling(self.pooling)
         check_tta(self.tta)
-        validate.whole(self.checkpoint_batches, "checkpoint_batches", 1)
-        runtimes.check(self.runtime, self.precision)  # an unknown one, or one not installed: refused before any work
+        validate.whole(self.checkpoint_batches, "checkpoint_batches", low=1)
+        check_runtime(self.runtime, self.precision)  # an unknown one, or one not installed: refused before any work
         out_dir = validate.path(self.out_dir, "out_dir", "the cache folder")
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(ExtractOptions)}
         return ExtractSettings(**{**given, "backbone": backbone, "weights": backbone.weights,

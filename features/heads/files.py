@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from ..io import DATA_LIMIT, read_regular
-from .registry import FittedHead
+from .fitted import FittedHead
 
 HEAD_FORMAT = 1
 # Types a head file may hold beyond skops' defaults: exactly what the heads above use.

@@ -28,9 +28,10 @@ import numpy as np
 
 from ..data.splits import TRAIN, VAL
 from ..errors import UsageError
-from . import registry as heads
 from .blocks import class_weights, fit_scaler, in_order, predict_split
+from .fitted import FittedHead, plain
 from .params import check_params
+from .registry import get_head_spec
 
 PASS_ROWS = 8192  # rows a pass reads at once: 40 MB of 1,280 float32, far from the memory limit
 TOL = 1e-4  # scikit-learn's LogisticRegression default
@@ -112,7 +113,7 @@ class Objective:
 
 
 def fit_lbfgs_head(name: str, rows, *, fixed: dict | None = None, class_weight: str | None = None,
-                   seed: int = 0, epochs: int | None = None) -> heads.FittedHead:
+                   seed: int = 0, epochs: int | None = None) -> FittedHead:
     """Choose C on the validation split (a warm-started path), then refit on train + val; a block at a time.
 
     Args:
@@ -126,7 +127,7 @@ def fit_lbfgs_head(name: str, rows, *, fixed: dict | None = None, class_weight: 
     """
     from sklearn.pipeline import Pipeline
 
-    spec = heads.get_head_spec(name)
+    spec = get_head_spec(name)
     fixed = check_params(fixed)
     if epochs is not None:
         raise UsageError(f"{{epochs}} {epochs}: head {name} runs until its optimum, in as many passes as it takes; "
@@ -163,8 +164,8 @@ def fit_lbfgs_head(name: str, rows, *, fixed: dict | None = None, class_weight: 
     passes += objective.passes
     clf = objective.estimator(w, class_weight)
     clf.n_iter_ = np.array([iterations], np.int32)
-    return heads.FittedHead(name=name, pipeline=Pipeline([("scale", scaler), ("clf", clf)]),
-                            params=heads.plain({"C": C}), cv_accuracy=None,
+    return FittedHead(name=name, pipeline=Pipeline([("scale", scaler), ("clf", clf)]),
+                            params=plain({"C": C}), cv_accuracy=None,
                             search_seconds=search_seconds, fit_seconds=time.perf_counter() - start,
                             val_accuracy=best[0] if best else None,
                             val=val, passes=passes)

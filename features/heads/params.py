@@ -27,7 +27,7 @@ def check_params(fixed: dict | None) -> dict:
             if not 1e-12 <= out[key] <= 1e3:
                 raise UsageError(f"{{alpha}} {value}: give a number from 1e-12 to 1000")
         elif key == "k":
-            out[key] = validate.whole(value, "k", 1, what=" of neighbours")
+            out[key] = validate.whole(value, "k", low=1, what=" of neighbours")
         else:
             number = value
             if isinstance(value, str):  # a number typed on a command line (--gamma takes words too)
@@ -46,7 +46,7 @@ def check_search(cv: int = 5, n_jobs: int | None = None, seed: int = 0) -> None:
         UsageError: fewer than two folds, zero jobs, or a seed out of range.
     """
     validate.seed(seed)
-    validate.whole(cv, "cv", 2, what=" of folds")
+    validate.whole(cv, "cv", low=2, what=" of folds")
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0):
         raise UsageError(f"{{n_jobs}} {n_jobs}: give a number of parallel jobs, or -1 for every core")
 
@@ -62,7 +62,7 @@ def check_epochs(epochs: int | None, spec: HeadSpec | None = None) -> None:
     if spec is not None and not spec.always_streams:
         raise UsageError(f"{{epochs}} {epochs}: head {spec.name} fits in one call and has no epochs; "
                          f"{{epochs}} is for {', '.join(n for n, s in HEADS.items() if s.always_streams)}")
-    validate.whole(epochs, "epochs", 1, 1000, what=" of passes")
+    validate.whole(epochs, "epochs", low=1, high=1000, what=" of passes")
 
 
 def calibration_folds(name: str, labels) -> int | None:

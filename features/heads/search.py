@@ -1,6 +1,6 @@
-"""Choosing a head's settings and fitting it: stratified cross-validation on the training split,
-then the chosen head refitted on train + val (the in-memory heads; :mod:`.streaming` does the
-same a block of rows at a time)."""
+"""Choosing a head's settings and fitting it. :func:`fit_head`: stratified cross-validation on the training
+split, then the chosen head refitted on train + val (the in-memory heads); :func:`fit_streamed`: the same a block
+of rows at a time, by the head's own way of streaming (:mod:`.streaming` or :mod:`.lbfgs`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import time
 import numpy as np
 
 from ..errors import UsageError
+from .fitted import FittedHead, plain
 from .params import calibration_folds, check_params, check_search
-from .registry import FittedHead, get_head_spec, make_head, plain
+from .registry import HEADS, get_head_spec, make_head
 
 
 def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, *, fixed: dict | None = None,
@@ -67,3 +68,24 @@ def fit_head(name: str, X_train, y_train, X_val=None, y_val=None, *, fixed: dict
     return FittedHead(name=name, pipeline=pipeline, params=plain(params), cv_accuracy=cv_accuracy,
                       search_seconds=search_seconds,
                       fit_seconds=time.perf_counter() - start, calibration=calibration)
+
+
+def fit_streamed(name: str, rows, *, fixed: dict | None = None, class_weight: str | None = None, seed: int = 0,
+                 epochs: int | None = None) -> FittedHead:
+    """Fit a head a block of rows at a time, the way its registry entry streams (``HeadSpec.streams``):
+    "partial_fit" (sgd, :func:`.streaming.fit_streaming_head`) or "lbfgs" (logreg, :mod:`.lbfgs`).
+
+    Raises:
+        UsageError: a head that cannot stream (naming those that can).
+    """
+    spec = get_head_spec(name)
+    if spec.streams == "lbfgs":
+        from .lbfgs import fit_lbfgs_head
+
+        return fit_lbfgs_head(name, rows, fixed=fixed, class_weight=class_weight, seed=seed, epochs=epochs)
+    if spec.streams != "partial_fit":
+        can = ", ".join(n for n, s in HEADS.items() if s.streams)
+        raise UsageError(f"{{head}} {name} holds the embeddings in memory and cannot stream; heads that stream: {can}")
+    from .streaming import fit_streaming_head
+
+    return fit_streaming_head(name, rows, fixed=fixed, class_weight=class_weight, seed=seed, epochs=epochs)

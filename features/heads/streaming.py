@@ -24,9 +24,10 @@ import numpy as np
 
 from ..data.splits import TRAIN, VAL
 from ..errors import UsageError
-from . import registry as heads
 from .blocks import blocks, class_weights, fit_scaler, in_order, predict_split
+from .fitted import FittedHead, plain
 from .params import check_epochs, check_params
+from .registry import get_head_spec
 
 BLOCKS_PER_STEP = 8
 MAX_EPOCHS = 40
@@ -50,7 +51,7 @@ def steps(rows, codes, rng):
 
 
 def _estimator(name: str, params: dict, class_weight: dict | None, seed: int):
-    spec = heads.get_head_spec(name)
+    spec = get_head_spec(name)
     clf = spec.factory(dict(params), None, seed, True, None)
     if class_weight is not None:  # partial_fit takes class weights as a dict only
         clf.set_params(class_weight=class_weight)
@@ -58,7 +59,7 @@ def _estimator(name: str, params: dict, class_weight: dict | None, seed: int):
 
 
 def fit_streaming_head(name: str, rows, *, fixed: dict | None = None, class_weight: str | None = None,
-                       seed: int = 0, epochs: int | None = None) -> heads.FittedHead:
+                       seed: int = 0, epochs: int | None = None) -> FittedHead:
     """Choose the hyper-parameters on the validation split, then refit on train + val.
 
     Args:
@@ -71,13 +72,12 @@ def fit_streaming_head(name: str, rows, *, fixed: dict | None = None, class_weig
         UsageError: fewer than two classes in the training rows, or a search without a
             validation split.
     """
-    spec = heads.get_head_spec(name)
+    spec = get_head_spec(name)
     fixed = check_params(fixed)
     check_epochs(epochs, spec)
     train_labels = rows.labels[rows.splits == TRAIN]
     if len(np.unique(train_labels)) < 2:
         raise UsageError("the training split holds fewer than two classes; nothing to classify")
-    classes = np.arange(len(rows.class_names))
     params = {k: v[0] for k, v in spec.grid.items()}
     params.update(fixed)
     grid = [k for k, v in spec.grid.items() if k not in fixed and len(v) > 1]
@@ -89,29 +89,30 @@ def fit_streaming_head(name: str, rows, *, fixed: dict | None = None, class_weig
             raise UsageError(f"{rows.path}: the cache has no validation rows to choose {name}'s settings on; "
                              "fix them (e.g. {alpha=0.0001} and {epochs=10}) or extract with a {split} that "
                              "has a validation fraction")
-        params, chosen_epochs, val_accuracy, held_out = _search(
-            name, spec, rows, params, grid=grid, classes=classes, class_weight=class_weight, seed=seed, rng=rng,
-            max_epochs=epochs or MAX_EPOCHS, fixed_epochs=epochs)
+        params, chosen_epochs, val_accuracy, held_out = _search(name, rows, params, grid=grid,
+                                                                class_weight=class_weight, seed=seed, rng=rng,
+                                                                epochs=epochs)
         epochs = epochs or chosen_epochs
     elif has_val:  # nothing to choose: a copy trained on train alone scores val, as for every head
-        held_out = _fit(name, params, rows, [TRAIN], classes=classes, class_weight=class_weight, seed=seed,
+        held_out = _fit(name, params, rows, [TRAIN], class_weight=class_weight, seed=seed,
                         rng=np.random.default_rng(seed), epochs=epochs)
     else:
         held_out = None
     val = predict_split(held_out, rows, VAL) if held_out is not None else None
     search_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    pipeline = _fit(name, params, rows, [TRAIN, VAL], classes=classes, class_weight=class_weight, seed=seed, rng=rng,
-                    epochs=epochs)
+    pipeline = _fit(name, params, rows, [TRAIN, VAL], class_weight=class_weight, seed=seed, rng=rng, epochs=epochs)
     val = None if val is None else (val[2], val[1], val[0])  # (ids, labels, probabilities)
-    return heads.FittedHead(name=name, pipeline=pipeline, params=heads.plain({**params, "epochs": int(epochs)}),
+    return FittedHead(name=name, pipeline=pipeline, params=plain({**params, "epochs": int(epochs)}),
                             cv_accuracy=None, search_seconds=search_seconds, fit_seconds=time.perf_counter() - start,
                             val_accuracy=val_accuracy, val=val)
 
 
-def _fit(name, params, rows, codes, *, classes, class_weight, seed, rng, epochs: int):
+def _fit(name, params, rows, codes, *, class_weight, seed, rng, epochs: int):
     """``Pipeline(scaler, estimator)`` trained for ``epochs`` passes over the rows of ``codes``."""
     from sklearn.pipeline import Pipeline
+
+    classes = np.arange(len(rows.class_names))
 
     scaler = fit_scaler(rows, codes)
     weights = class_weights(rows.labels[np.isin(rows.splits, codes)], len(classes), class_weight)
@@ -124,8 +125,9 @@ def _fit(name, params, rows, codes, *, classes, class_weight, seed, rng, epochs:
     return Pipeline([("scale", scaler), ("clf", clf)])
 
 
-def _search(name, spec, rows, params, *, grid, classes, class_weight, seed, rng, max_epochs, fixed_epochs):
-    """Every candidate side by side, scored on val after each epoch.
+def _search(name, rows, params, *, grid, class_weight, seed, rng, epochs):
+    """Every candidate side by side, scored on val after each epoch (``epochs`` None: up to ``MAX_EPOCHS``, the
+    best epoch chosen; given: that many, the last one kept).
 
     Returns:
         (params, epochs, val accuracy, the chosen candidate at its chosen epoch as a
@@ -136,12 +138,13 @@ def _search(name, spec, rows, params, *, grid, classes, class_weight, seed, rng,
 
     from sklearn.pipeline import Pipeline
 
+    spec, classes = get_head_spec(name), np.arange(len(rows.class_names))
     candidates = [{**params, **dict(zip(grid, values))} for values in itertools.product(*(spec.grid[k] for k in grid))]
     scaler = fit_scaler(rows, [TRAIN])
     weights = class_weights(rows.labels[rows.splits == TRAIN], len(classes), class_weight)
     models = [_estimator(name, p, weights, seed) for p in candidates]
     best, chosen = (np.inf, 0, 0, 0.0), None  # (log-loss, epoch, candidate, accuracy), a copy of that candidate
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(1, (epochs or MAX_EPOCHS) + 1):
         for X, y in steps(rows, [TRAIN], rng):
             X = scaler.transform(X)
             for model in models:
@@ -157,7 +160,7 @@ def _search(name, spec, rows, params, *, grid, classes, class_weight, seed, rng,
             total += len(y)
         loss, accuracy = loss / total, correct / total
         i = int(loss.argmin())
-        if fixed_epochs is not None or loss[i] < best[0]:  # fixed epochs: the last epoch decides
+        if epochs is not None or loss[i] < best[0]:  # fixed epochs: the last epoch decides
             best, chosen = (float(loss[i]), epoch, i, float(accuracy[i])), copy.deepcopy(models[i])
         elif epoch - best[1] >= PATIENCE:
             break

@@ -1,6 +1,6 @@
 """Building a registry backbone: input scaling inside the model, pooling, flip averaging, one graph.
 
-``create_backbone(name, weights, image_size, pooling)`` returns a ``keras.Model`` that takes
+``create_backbone(name, weights=, image_size=, pooling=)`` returns a ``keras.Model`` that takes
 raw RGB batches in 0-255 and returns pooled embeddings. Each family's own input scaling is
 a layer inside the model (:class:`Preprocess`), so no caller can feed the wrong scaling.
 :func:`embedding_function` makes the frozen inference graph that extraction runs.
@@ -53,7 +53,7 @@ def preprocess_layer(mode: str, **kwargs):
     return _PREPROCESS(mode, **kwargs)
 
 
-def create_backbone(backbone, weights: str = "imagenet", image_size: int | None = None,
+def create_backbone(backbone, *, weights: str = "imagenet", image_size: int | None = None,
                     pooling: str | None = "avg", tta: str = "none"):
     """Build a frozen-feature extractor that takes raw 0-255 RGB.
 

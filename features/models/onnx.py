@@ -198,7 +198,7 @@ def load_network(path: Path, record: dict, backbone) -> Converted:
     return Converted(path=path, model=model, width=width, probe=probe, size=backbone.image_size)
 
 
-def convert(backbone, pooling: str, tta: str, seed: int, folder) -> Converted:
+def convert(backbone, *, pooling: str, tta: str, seed: int, folder) -> Converted:
     """The network converted to ONNX in ``folder``, proved; converting it only when no intact conversion is there.
 
     Raises:
@@ -282,7 +282,7 @@ def converted_or_none(backbone, pooling: str, *, tta: str, seed: int, folder, ru
     if runtime == "tf":
         return None
     try:
-        return convert(backbone, pooling, tta, seed, folder)
+        return convert(backbone, pooling=pooling, tta=tta, seed=seed, folder=folder)
     except (NoOnnxForm, OSError) as exc:
         if isinstance(exc, OSError):
             if is_disk_full(exc):

@@ -107,13 +107,13 @@ def compile_proved(converted, precision: str, *, threads: int, cache_dir=None, s
         NoOpenVinoForm: OpenVINO cannot compile it, or what it compiles afresh does not give the probe's
             embeddings.
     """
-    compiled = compile_network(converted.model, precision, threads, cache_dir, streams)
+    compiled = compile_network(converted.model, precision, threads=threads, cache_dir=cache_dir, streams=streams)
     problem = probe_problem(compiled, converted, precision)
     if problem and cache_dir is not None:
         log.warning("%s: OpenVINO's compiled network gave %s: its model cache %s is cleared and the network "
                     "compiled again", converted.path, problem, cache_dir)
         clear_cache(cache_dir)
-        compiled = compile_network(converted.model, precision, threads, cache_dir, streams)
+        compiled = compile_network(converted.model, precision, threads=threads, cache_dir=cache_dir, streams=streams)
         problem = probe_problem(compiled, converted, precision)
     if problem:
         raise NoOpenVinoForm(f"what it compiles gives {problem}")
@@ -132,7 +132,7 @@ def clear_cache(folder) -> None:
         log.debug("OpenVINO's model cache %s not cleared (%s)", folder, exc)
 
 
-def compile_network(model: bytes, precision: str, threads: int, cache_dir=None, streams: int = 1):
+def compile_network(model: bytes, precision: str, *, threads: int, cache_dir=None, streams: int = 1):
     """The ONNX network ``model`` compiled for the CPU at ``precision`` ("fp32" or "bf16") on ``threads`` threads
     shared by ``streams`` streams.
 

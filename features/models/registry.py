@@ -242,7 +242,7 @@ def get_spec(name) -> BackboneSpec:
 def resolve_image_size(spec, image_size: int | None) -> int:
     """The backbone's default size where none is given; refuse sizes it cannot take."""
     spec = get_spec(spec)
-    size = spec.default_size if image_size is None else validate.whole(image_size, "image_size", 1,
+    size = spec.default_size if image_size is None else validate.whole(image_size, "image_size", low=1,
                                                                        what=" of pixels")
     if size > MAX_IMAGE_SIZE:  # far past any backbone's training size; 100,000 px crashed TensorFlow
         raise UsageError(f"{{image_size}} {size}: at most {MAX_IMAGE_SIZE} pixels "

@@ -50,7 +50,7 @@ class Choice:
         return f"{LABELS[self.runtime]} at {self.precision}"
 
 
-def check(runtime: str, precision: str) -> None:
+def check_runtime(runtime: str, precision: str) -> None:
     """Refuse an unknown name, or a runtime or precision this machine cannot give, before any work.
 
     Raises:
@@ -90,9 +90,9 @@ def choose(runtime: str = "auto", precision: str = "auto", gpu: bool = False) ->
     """The runtime and precision for ``runtime`` and ``precision`` as asked (see the module docstring).
 
     Raises:
-        UsageError: as :func:`check`.
+        UsageError: as :func:`check_runtime`.
     """
-    check(runtime, precision)
+    check_runtime(runtime, precision)
     converts = onnx.available() is None
     has_openvino = converts and openvino.available() is None
     if precision == "auto":

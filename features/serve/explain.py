@@ -106,7 +106,7 @@ class HeadExplainer:
         spec = get_head_spec(head)
         self.linear = None
         if spec.fold is not None:
-            from ..heads.registry import fold_head
+            from ..heads.fitted import fold_head
 
             linear = fold_head(self.pipeline, head)
             kernel, bias = linear.kernel.mean(axis=0), linear.bias.mean(axis=0)  # the members' mean score
@@ -148,7 +148,7 @@ class HeadExplainer:
             return maps @ self.linear[0][:, k]
         return self._derivatives(embedding, maps.reshape(-1, c) - embedding, k).reshape(h, w)
 
-    def explain(self, paths, classes=None, batch_size: int = 32, tta: str = "none") -> Heatmaps:
+    def explain(self, paths, classes=None, *, batch_size: int = 32, tta: str = "none") -> Heatmaps:
         """Maps of ``classes`` (one per path; None: each photo's predicted class) for the photos at ``paths``,
         decoded as the head's extraction decoded them (flip-averaged when its cache was: ``tta`` is the
         cache's, whatever is given)."""
@@ -222,7 +222,7 @@ class FinetuneExplainer:
         cam = tf.einsum("nhwc,nc->nhw", tf.cast(maps, tf.float64), weights)
         return cam.numpy(), proba.numpy().astype(np.float64)
 
-    def explain(self, paths, classes=None, batch_size: int = 32, tta: str = "none") -> Heatmaps:
+    def explain(self, paths, classes=None, *, batch_size: int = 32, tta: str = "none") -> Heatmaps:
         """Maps of ``classes`` (None: each photo's predicted class) for the photos at ``paths``, decoded as
         the model was trained (rounded to uint8); with ``tta`` "flip" the mirrored photo's map is mirrored
         back and averaged, as its probabilities are."""
@@ -272,7 +272,7 @@ def explain(run_dir, inputs, *, classes=None, batch_size: int = 32, tta: str = "
     paths = list_inputs(inputs)
     if not paths:
         raise UsageError(f"no images in {', '.join(str(i) for i in inputs)}")
-    return paths, explainer(load_predictor(run_dir, runtime)).explain(paths, classes, batch_size, tta)
+    return paths, explainer(load_predictor(run_dir, runtime)).explain(paths, classes, batch_size=batch_size, tta=tta)
 
 
 def photo_root(run_dir) -> str | None:
@@ -332,7 +332,7 @@ def explain_top_losses(run_dir, path, *, top: int | None = None, batch_size: int
     maps = {}
     if losses:
         tta = RunFiles(run_dir).read_config().get("tta") or "none"  # a fine-tune's scoring flips, if it did
-        got = explaining.explain(paths, classes, batch_size, tta if tta in ("none", "flip") else "none")
+        got = explaining.explain(paths, classes, batch_size=batch_size, tta=tta if tta in ("none", "flip") else "none")
         maps = {losses[r]["id"]: m for r, m in zip(got.rows.tolist(), got.maps)}
     what = describe(explaining)
     draw_top_losses(found, root, path=path, heatmaps=maps, note=f"heatmaps: {what}, of the class each photo was given")

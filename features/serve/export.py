@@ -96,7 +96,7 @@ def load_exportable(run_dir) -> Exportable:
         UsageError: not a run folder, a head with no single-graph form, or a head on
             several backbones.
     """
-    from ..heads.registry import fold_head
+    from ..heads.fitted import fold_head
     from .predict import load_predictor
 
     predictor = load_predictor(run_dir)
@@ -305,7 +305,7 @@ def _existing_export(out: Path, force: bool) -> bool:
     return True
 
 
-def export(run_dir, fmt: str = "tflite", quantize: str = "none", out=None, force: bool = False) -> Path:
+def export(run_dir, fmt: str = "tflite", *, quantize: str = "none", out=None, force: bool = False) -> Path:
     """Export a run folder's model; return the folder holding it, export.json and labels.txt.
 
     Two exports into one folder take turns: the second is refused while the first runs.

@@ -236,16 +236,16 @@ def _embedder(backbone, pooling: str, tta: str, runtime: str, *, onnx_dir, seed:
     and run on ONNX Runtime or OpenVINO where ``runtime`` says so (:func:`features.models.runtime.choose`), at the
     ``precision`` its cache was made at where this machine can; else TensorFlow's frozen graph."""
     from ..device import visible_gpus
-    from ..models import runtime as runtimes
     from ..models.build import create_embedder, embedding_function
+    from ..models.runtime import choose, prepare, why_no_bf16
 
     gpu = visible_gpus() > 0
-    why = runtimes.why_no_bf16(runtime) if precision == "bf16" else None
+    why = why_no_bf16(runtime) if precision == "bf16" else None
     if why:
         _at_fp32_instead(why)
-    choice = runtimes.choose(runtime, "fp32" if why else precision, gpu)
+    choice = choose(runtime, "fp32" if why else precision, gpu)
     if choice.runtime != "tf" and onnx_dir is not None:
-        prepared = runtimes.prepare(backbone, choice, pooling=pooling, tta=tta, seed=seed, folder=onnx_dir,
+        prepared = prepare(backbone, choice, pooling=pooling, tta=tta, seed=seed, folder=onnx_dir,
                                     asked=runtime)
         if choice.precision == "bf16" and prepared.choice.precision != "bf16":
             _at_fp32_instead(f"OpenVINO cannot run {backbone.name} here")

@@ -22,7 +22,9 @@ DISTRIBUTE = ("none", "mirrored")
 SCHEDULES = ("constant", "cosine")
 MONITORS = ("val_loss", "val_accuracy")
 AUGMENTATIONS = ("none", "standard", "strong")
-PRECISIONS = ("float32", "mixed")
+# What the network computes in, named as extract.py names it; mixed: each device's fast 16-bit type.
+PRECISIONS = ("fp32", "bf16", "fp16", "mixed")
+FORMER_PRECISIONS = {"float32": "fp32"}  # the names taken before the vocabulary was shared: still taken
 BINARY_OUTPUTS = ("sigmoid", "softmax")
 UNFREEZE_LAYERS = "20"  # the default --unfreeze: the last 20 layers of a Keras network ...
 UNFREEZE_BLOCKS = "2"  # ... and the last 2 transformer blocks of a hub encoder
@@ -69,8 +71,10 @@ class TrainConfig:
     train_per_class: int | None = _setting(
         None, "train on a seeded sample of at most K training images per class; validation and test images "
               "stay the same (learning curves)", metavar="K")
-    precision: str = _setting("float32", "mixed: float16 on a GPU, bfloat16 on a CPU; outputs stay float32",
-                              choices=PRECISIONS)
+    precision: str = _setting("fp32", "what the network computes in, as extract.py names it: fp32; bf16 or fp16 "
+                                      "(mixed precision: the weights and outputs stay float32); mixed: fp16 on a "
+                                      "GPU, bf16 on a CPU. float32, the former name of fp32, is still taken",
+                              choices=(*PRECISIONS, *FORMER_PRECISIONS), metavar="{" + ",".join(PRECISIONS) + "}")
     schedule: str = _setting("constant", "learning rate over the main phase (fine-tuning; from scratch, the "
                                          "only phase; with {unfreeze=0}, the head's): constant, or a cosine "
                                          "decay towards 0", choices=SCHEDULES)
@@ -119,14 +123,16 @@ def check_settings(config: TrainConfig) -> TrainConfig:
 
     validate.batch_size(config.batch_size)
     validate.seed(config.seed)
-    validate.whole(config.epochs, "epochs", 1)
-    validate.whole(config.head_epochs, "head_epochs", 0)
-    validate.whole(config.patience, "patience", 1)
+    validate.whole(config.epochs, "epochs", low=1)
+    validate.whole(config.head_epochs, "head_epochs", low=0)
+    validate.whole(config.patience, "patience", low=1)
     for name in ("lr", "head_lr", "scratch_lr"):
         validate.positive(getattr(config, name), name)
-    validate.choice(config.precision, "precision", PRECISIONS)
+    precision = FORMER_PRECISIONS.get(config.precision, config.precision) if isinstance(config.precision, str) \
+        else config.precision
+    validate.choice(precision, "precision", PRECISIONS)
     validate.choice(config.schedule, "schedule", SCHEDULES)
-    validate.whole(config.warmup_epochs, "warmup_epochs", 0, config.epochs - 1,
+    validate.whole(config.warmup_epochs, "warmup_epochs", low=0, high=config.epochs - 1,
                    high_text=f"{{epochs}} - 1 ({config.epochs - 1})")
     validate.fraction(config.weight_decay, "weight_decay")
     validate.fraction(config.label_smoothing, "label_smoothing", ", e.g. 0.1")
@@ -147,7 +153,7 @@ def check_settings(config: TrainConfig) -> TrainConfig:
                          "so the frozen layers' output cannot be computed once")
     if config.cache_frozen and unfreeze == "all":
         raise UsageError("{cache_frozen=True} with {unfreeze=all}: no layer is frozen, so nothing can be cached")
-    return dataclasses.replace(config, unfreeze=unfreeze)
+    return dataclasses.replace(config, unfreeze=unfreeze, precision=precision)
 
 
 def resolve_config(config: TrainConfig, source):

@@ -131,7 +131,7 @@ def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_p
             return max(scored, key=lambda row: (row["val_accuracy"], -row["val_loss"])) if scored else None
         return min(scored, key=lambda row: row["val_loss"]) if scored else None
 
-    def fit(phase: str, epochs: int, lr: float, scheduled: bool = False):
+    def fit(phase: str, *, epochs: int, lr: float, scheduled: bool = False):
         if epochs <= 0:
             return
         # after any change of `trainable`, or the change is ignored
@@ -163,15 +163,15 @@ def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_p
 
     if config.scratch:
         unfrozen = set_trainable(network, "all", scratch=True)
-        fit("scratch", config.epochs, config.scratch_lr, scheduled=True)
+        fit("scratch", epochs=config.epochs, lr=config.scratch_lr, scheduled=True)
     else:
         network.trainable = False
         unfrozen = 0
         main = config.unfreeze == "0"  # frozen in the graph: the head's phase is the only one
-        fit("head", config.epochs if main else config.head_epochs, config.head_lr, scheduled=main)
+        fit("head", epochs=config.epochs if main else config.head_epochs, lr=config.head_lr, scheduled=main)
         if config.unfreeze != "0":
             unfrozen = set_trainable(network, config.unfreeze)
-            fit("finetune", config.epochs, config.lr, scheduled=True)
+            fit("finetune", epochs=config.epochs, lr=config.lr, scheduled=True)
     train_seconds = time.perf_counter() - start
     best = best_so_far()
     if os.path.exists(checkpoint_path):  # none when no epoch had a finite validation loss

@@ -26,8 +26,8 @@ from ..records.plots import plot_history
 from ..records.runs import RunFiles
 from ..records.scored import Scored, write_scored
 from . import loop
-from . import model as training
 from .config import HEAD_UNITS, TrainConfig, resolve_config
+from .model import build_model, frozen_prefix_models, unfrozen_count
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,13 @@ def frozen_activations(prefix, source: DataSource, *, indices, image_size: int, 
 
 
 def _precision_policy(precision: str) -> str:
-    if precision == "float32":
-        return "float32"
-    from ..device import visible_gpus
+    """The Keras policy of a checked precision (what the results row records)."""
+    if precision == "mixed":
+        from ..device import visible_gpus
 
-    # float16 is the GPU's fast type; this CPU family computes bfloat16 natively.
-    return "mixed_float16" if visible_gpus() else "mixed_bfloat16"
+        # float16 is the GPU's fast type; this CPU family computes bfloat16 natively.
+        precision = "fp16" if visible_gpus() else "bf16"
+    return {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[precision]
 
 
 def strategy(config: TrainConfig):
@@ -106,7 +107,7 @@ class Built:
     global_batch: int  # images a step takes from the data: the config's batch size on each of the replicas
 
 
-def build(config: TrainConfig, backbone, n_classes: int, replicas: int = 1) -> Built:
+def build(config: TrainConfig, backbone, *, n_classes: int, replicas: int = 1) -> Built:
     """Seed, then build the classifier under the config's precision policy.
 
     Args:
@@ -119,19 +120,19 @@ def build(config: TrainConfig, backbone, n_classes: int, replicas: int = 1) -> B
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model, network = training.build_model(config, backbone, n_classes)
+        model, network = build_model(config, backbone, n_classes)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     if not config.scratch:
-        training.unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
+        unfrozen_count(network, config.unfreeze)  # refuse a count over the layers now, not later
     return Built(model=model, network=network, policy=policy, sigmoid=model.output.shape[-1] == 1,
                  global_batch=config.batch_size * replicas)
 
 
 def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, folder, verbose):
     """``cache_frozen``: the frozen prefix runs once; the rest trains on its activations."""
-    n = training.unfrozen_count(built.network, config.unfreeze)
-    prefix, trainable, suffix = training.frozen_prefix_models(built.model, built.network, n)
+    n = unfrozen_count(built.network, config.unfreeze)
+    prefix, trainable, suffix = frozen_prefix_models(built.model, built.network, n)
     start = time.perf_counter()
     data = {}
     for split in ("train", "val"):
@@ -143,8 +144,8 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
     cache_seconds = time.perf_counter() - start
     log.info("frozen prefix (%s) ran once over %d images in %.1f s", prefix.output.shape[1:],
              sum(len(d[0]) for d in data.values()), cache_seconds)
-    train_ds = activation_batches(*data["train"], built.global_batch, shuffle=True, seed=config.seed)
-    val_ds = activation_batches(*data["val"], built.global_batch)
+    train_ds = activation_batches(*data["train"], batch_size=built.global_batch, shuffle=True, seed=config.seed)
+    val_ds = activation_batches(*data["val"], batch_size=built.global_batch)
     result = loop.train(trainable, suffix, config, train_ds, val_ds=val_ds, checkpoint_path=folder / "best.weights.h5",
                         verbose=verbose,
                         log_dir=folder / RunFiles.TENSORBOARD)
@@ -190,7 +191,7 @@ def predict_rows(model, config: TrainConfig, *, source: DataSource, rows,
     return loop.probabilities(model, batches, config.tta)
 
 
-def score(model, config: TrainConfig, source: DataSource, test_rows,
+def score(model, config: TrainConfig, *, source: DataSource, test_rows,
           batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Score the model once on the test rows (with the config's test-time augmentation).
 
@@ -246,7 +247,7 @@ def results_row(config: TrainConfig, source: DataSource, *, result: dict, scores
     }
 
 
-def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: int = 1) -> dict:
+def finetune(source: DataSource, config: TrainConfig, *, out_dir="runs", verbose: int = 1) -> dict:
     """Train the course's model on ``source``'s train split and score it on its test split.
 
     Writes a run folder (model.keras, history.csv, curves.png, metrics.json, config.json,
@@ -260,7 +261,7 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
     check_output_folder(out_dir)
     distribution, replicas = strategy(config)
     with distribution.scope():  # variables, optimizers and every compile of the phases: mirrored
-        built = build(config, backbone, len(source.class_names), replicas)
+        built = build(config, backbone, n_classes=len(source.class_names), replicas=replicas)
         rows = {name: source.rows(name) for name in ("train", "val", "test")}
         if config.train_per_class:
             from ..data.splits import subsample
@@ -269,7 +270,8 @@ def finetune(source: DataSource, config: TrainConfig, out_dir="runs", verbose: i
             rows["train"] = train[subsample(source.labels[train], config.train_per_class, config.seed)]
         with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
             result = fit(built, config, source, rows, folder=run.path, verbose=verbose)
-            index, proba, scores = score(built.model, config, source, rows["test"], built.global_batch)
+            index, proba, scores = score(built.model, config, source=source, test_rows=rows["test"],
+                                         batch_size=built.global_batch)
             v_index, v_proba = predict_rows(built.model, config, source=source, rows=rows["val"],
                                             batch_size=built.global_batch)
             val_accuracy = metrics.accuracy(source.labels[v_index], v_proba) if len(v_index) else None

@@ -23,7 +23,7 @@ MAX_TOP = 120  # 20 rows of 6 tiles, a sheet about 1,200 x 5,100 px; --top 1,400
 
 def check_top(top) -> int:
     """The photos a sheet draws: a whole number from 1 to :data:`MAX_TOP`."""
-    return validate.whole(top, "top", 1, MAX_TOP, what=" of photos a sheet")
+    return validate.whole(top, "top", low=1, high=MAX_TOP, what=" of photos a sheet")
 
 
 def _tile(audit: Audit, row: int, *lines: str) -> Tile:

@@ -109,7 +109,7 @@ def _accuracy(cache: FeatureCache, leaked: np.ndarray, seed: int, n_jobs: int | 
     return accuracy, float(fitted.params.get("C", 0.01))
 
 
-def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed: int = 0,
+def audit(features, *, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed: int = 0,
           n_jobs: int | None = None) -> Audit:
     """Audit the photos of one cache (a path or a read :class:`FeatureCache`).
 
@@ -124,7 +124,7 @@ def audit(features, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed:
         CacheError: the cache fails its checks.
     """
     near = validate.similarity(near, "near")
-    folds = validate.whole(folds, "folds", 2, what=" of folds")
+    folds = validate.whole(folds, "folds", low=2, what=" of folds")
     seed = validate.seed(seed)
     n_jobs = validate.optional_jobs(n_jobs)
     data_dir = validate.optional_path(data_dir, "data_dir", "the folder of the photos")
