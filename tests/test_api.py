@@ -4,7 +4,7 @@ names the parameter, never a TypeError or AttributeError from pathlib (hostile p
 import pytest
 
 import features as tl
-from conftest import make_image_folder
+from helpers import make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_a_parameter_of_the_wrong_kind_is_a_toolkit_error_naming_it(name, call, 
 def test_write_audit_top_is_bounded(tmp_path):
     from test_audit import planted
 
-    from conftest import write_cache
+    from helpers import write_cache
 
     X, y, splits, _ = planted()
     found = tl.audit(write_cache(tmp_path / "c.h5", X, y, ["a", "b", "c"], splits=splits))

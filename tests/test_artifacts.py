@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import blobs, last_json, write_cache
 from features.cli import classify, ensemble, extract, predict, report
 from features.records import runs
+from helpers import blobs, last_json, write_cache
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -134,7 +134,7 @@ def test_a_damaged_cache(mutation, head, valid_cache, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def valid_shards(tmp_path_factory):
-    from conftest import make_image_folder
+    from helpers import make_image_folder
 
     root = tmp_path_factory.mktemp("shards")
     photos = make_image_folder(root / "pets", per_class=6)
@@ -285,15 +285,6 @@ def test_a_damaged_head_file(edits, meta, cut, head_runs, tmp_path, capsys):
         (run / "head.skops").write_bytes(data[:cut])
     photo = next(head_runs.photos.glob("cat/*.jpg"))
     _run(predict.main, [str(run), str(photo), "-q"], capsys)
-
-
-@pytest.fixture(scope="module")
-def onnx_export(head_runs, tmp_path_factory):
-    from features.cli import export
-
-    out = tmp_path_factory.mktemp("artifact-onnx") / "model"
-    assert export.main([str(head_runs.runs["logreg"]), "--format", "onnx", "--out", str(out), "-q"]) == 0
-    return out
 
 
 EXPORT_FIELDS = ["export_format", "format", "quantization", "model", "sha256", "classes", "image_size", "input",

@@ -7,13 +7,13 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import last_json, make_image_folder, write_cache
 from features.auditing import audit
 from features.auditing.duplicates import PAIRS, find_duplicates, leaked_test_rows, neighbours, normalised
 from features.auditing.labels import find_issues, out_of_fold_probabilities
 from features.auditing.outliers import find_outliers, outlier_scores
 from features.cli import audit as audit_cli
 from features.data.splits import TEST, TRAIN, VAL
+from helpers import last_json, make_image_folder, write_cache
 
 CLASSES = ["a", "b", "c"]
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import last_json, make_image_folder, write_image
 from features import cache as store
 from features.cli import extract
 from features.data import decode_image, decoded_images, headers_for, load_folder
 from features.errors import DatasetUnavailableError
+from helpers import last_json, make_image_folder, write_image
 
 FAST = ["--weights", "none", "--backbone", "mobilenet", "--image-size", "32", "--batch-size", "4", "-q"]
 RED, GREEN, BLUE, YELLOW = (220, 20, 20), (20, 200, 20), (20, 20, 220), (230, 230, 20)

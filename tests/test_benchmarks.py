@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder
 from features.records import runs
+from helpers import make_image_folder
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # as `python benchmarks/X.py` runs them: their shared module beside them

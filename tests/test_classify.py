@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import blobs, fill, last_json, tmpfs, write_cache
 from features import cache as store
 from features import heads
 from features.cli import classify
 from features.records import runs
+from helpers import blobs, fill, last_json, tmpfs, write_cache
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder
 from features import device
 from features.cli import classify, common, ensemble, export, extract, finetune, predict, report
 from features.errors import UsageError
 from features.train.config import TrainConfig, check_settings
+from helpers import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,25 +99,6 @@ def test_no_gpu_no_word(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="features.device"):
         device.report_unusable_gpu()
     assert not caplog.records
-
-
-@pytest.mark.parametrize("field", ["epochs", "head_epochs", "patience", "batch_size", "warmup_epochs",
-                                   "train_per_class", "seed", "lr", "weight_decay", "label_smoothing"])
-def test_a_bool_is_never_a_number(field):
-    """TrainConfig(epochs=True) used to train for one epoch; every number the library checks refuses a bool."""
-    with pytest.raises(UsageError, match=f"^{field} True: "):
-        check_settings(TrainConfig(**{field: True}))
-
-
-def test_the_other_checks_refuse_a_bool_too():
-    from features import validate
-    from features.heads import check_epochs, check_params, check_search
-
-    for check in (lambda: check_search(cv=True), lambda: check_search(seed=False), lambda: check_epochs(True),
-                  lambda: check_params({"C": True}), lambda: check_params({"k": True}),
-                  lambda: validate.batch_size(True)):
-        with pytest.raises(UsageError, match="True|False"):
-            check()
 
 
 @pytest.mark.parametrize("script,main", [("extract", extract.main), ("classify", classify.main),

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import blobs, last_json, make_image_folder, write_cache
 from features import cache as store
 from features.cli import classify, ensemble, extract, finetune, predict
 from features.errors import UsageError
@@ -18,14 +17,10 @@ from features.records.runs import RunFiles
 from features.reports import learning_curve
 from features.reports.ensemble import load_member, select
 from features.train.config import TrainConfig, check_settings
+from helpers import blobs, last_json, make_image_folder, write_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--head-epochs", "1", "-q"]
-
-
-@pytest.fixture(scope="module")
-def pets(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=10)
 
 
 def test_a_flip_averaged_embedding_is_the_mean_of_the_image_and_its_mirror():

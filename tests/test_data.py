@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_image_folder, write_image
 from features.data import load_folder, load_tfds, parse_split, stratified_split
 from features.errors import DatasetUnavailableError, UsageError
+from helpers import make_image_folder, write_image
 
 
 def test_lists_classes_sorted_and_ignores_loose_and_hidden_files(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder
+from helpers import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

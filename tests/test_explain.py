@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import last_json, tmpfs, write_image
 from features.cli import classify, extract, finetune, predict, report
 from features.heads import fold_head
 from features.serve.explain import HeadExplainer, explainer
 from features.serve.predict import load_predictor
+from helpers import last_json, tmpfs, write_image
 
 
 def _scores(predictor, embeddings, classes):

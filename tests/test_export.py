@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import blobs, last_json, make_image_folder, tmpfs
 from features import cache as store
 from features import heads
 from features.cli import export, finetune, predict
 from features.serve.export import Exportable, linear_probabilities, load_exportable
 from features.serve.exported import load_exported
+from helpers import blobs, last_json, make_image_folder, tmpfs
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="pip install -r requirements-export.txt")
 
@@ -157,7 +157,7 @@ def test_a_finetuned_model_exports_with_two_columns(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "saved_model", "onnx"])
 def test_a_full_disk_ends_in_one_line_and_leaves_nothing(fmt, head_runs, tmp_path, capsys):
-    from conftest import tmpfs
+    from helpers import tmpfs
 
     runs = head_runs.runs
     with tmpfs(tmp_path / "disk", "size=4m") as mount:
@@ -166,13 +166,6 @@ def test_a_full_disk_ends_in_one_line_and_leaves_nothing(fmt, head_runs, tmp_pat
         err = capsys.readouterr().err
         assert code == 2 and "no space left on the device" in err and "Traceback" not in err, err
         assert sorted(p.name for p in mount.iterdir()) == ["ballast"]
-
-
-@pytest.fixture(scope="module")
-def onnx_export(head_runs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx") / "model"
-    assert export.main([str(head_runs.runs["logreg"]), "--format", "onnx", "--out", str(out), "-q"]) == 0
-    return out
 
 
 def test_force_never_deletes_what_is_not_an_export(head_runs, tmp_path, capsys):

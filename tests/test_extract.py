@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import last_json, make_image_folder, write_image
 from features import cache as store
 from features.cli import extract
 from features.data import load_folder
 from features.models import DEFAULT_BATCH_SIZE
+from helpers import last_json, make_image_folder, write_image
 
 FAST = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]
 

@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import last_json, make_image_folder
 from features import cache as store
 from features.cli import extract, finetune
 from features.data import load_folder
@@ -18,15 +17,11 @@ from features.records import runs
 from features.train import loop
 from features.train import model as training
 from features.train.config import TrainConfig
+from helpers import last_json, make_image_folder
 
 TINY = ["--image-size", "32", "--batch-size", "4", "--epochs", "1", "--head-epochs", "1", "-q"]
 
 
-
-
-@pytest.fixture(scope="module")
-def pets(tmp_path_factory):
-    return make_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=10)
 
 
 @pytest.mark.slow

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import blobs, make_image_folder, write_cache
 from features.cli import classify, extract, finetune, predict, report
 from features.serve.base import Predictor
+from helpers import blobs, make_image_folder, write_cache
 
 ODD = ["", " ", "nan", "NaN", "inf", "-inf", "1e23", "1e300", "-1e300", "-1", "0", "-0", "1", "2", "3/2", "0/1",
        "1/0", "0,0,0", "1,1,1", "nan,0.5,0.5", "70/15/15", "0.7,0.15,0.15", "all", "scale", "auto", "none",

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from conftest import blobs
 from features import heads
 from features.data import stratified_split
 from features.errors import UsageError
 from features.records import metrics
+from helpers import blobs
 
 
 def _splits(y):

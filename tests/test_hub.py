@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import last_json, make_image_folder, write_image
 from features.cli import classify, export, extract, finetune, predict
+from helpers import last_json, make_image_folder, write_image
 
 keras_hub = pytest.importorskip("keras_hub")
 

@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import exit_code, fill, last_json, make_image_folder, paused_extraction, tmpfs
 from features import cache as store
 from features.cli import extract, finetune
 from features.errors import DiskFullError, is_disk_full
+from helpers import exit_code, fill, last_json, make_image_folder, paused_extraction, tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real weights (the pip package), so every process computes the same embeddings; one image a batch and a
@@ -283,7 +283,7 @@ def test_run_folders_started_in_the_same_second_get_their_own_names(tmp_path, mo
 
 @pytest.mark.slow
 def test_concurrent_classify_runs_each_keep_their_folder_and_row(tmp_path):
-    from conftest import blobs, write_cache
+    from helpers import blobs, write_cache
 
     X, y = blobs(classes=2)
     cache = write_cache(tmp_path / "c.h5", X, y, ["cat", "dog"])
@@ -342,8 +342,8 @@ def test_finetuning_onto_a_disk_that_fills_mid_checkpoint_exits_2_not_a_crash(ph
 
 @pytest.mark.slow
 def test_what_a_killed_finetune_left_is_removed_by_the_next_run_and_said(photos, tmp_path, caplog):
-    from conftest import blobs, write_cache
     from features.cli import classify
+    from helpers import blobs, write_cache
 
     out = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "finetune.py", "--data-dir", str(photos), "--image-size", "32",

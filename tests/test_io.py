@@ -3,12 +3,12 @@
 or waited on, and each reader says so in its own terms."""
 
 import os
-import threading
 
 import pytest
 
 from features import io
 from features.errors import ToolkitError
+from helpers import within
 
 KINDS = ("fifo", "dev-zero", "dev-urandom", "oversized")
 
@@ -26,22 +26,6 @@ def _make(path, kind, limit):
             f.truncate(limit + 1)  # sparse: past the bound without using the disk
 
 
-def _within(seconds, call):
-    """Run ``call`` in a thread; what it returned or raised, or a failure if it is still running after
-    ``seconds`` (a reader that reads /dev/zero to its end never returns: the test fails, it does not hang)."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still reading after {seconds} s"
-    return box
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -59,7 +43,7 @@ def test_the_guarded_reader_refuses_what_is_not_a_bounded_regular_file(tmp_path,
         with io.regular_file(path, limit) as f:
             return f.read()
 
-    box = _within(20, calls.get(reader, with_file))
+    box = within(20, calls.get(reader, with_file))
     error = box.get("error")
     expected = io.TooLarge if kind == "oversized" else io.NotRegularFile
     assert isinstance(error, expected), box
@@ -115,7 +99,7 @@ RUN_FILE_CASES = [(name, kind) for name in ("config.json", "metrics.json", "prob
 @pytest.mark.parametrize(("name", "kind"), RUN_FILE_CASES)
 def test_a_run_folders_readers_refuse_a_special_or_oversized_file(tmp_path, name, kind):
     file, call, expected = _readers()[name]
-    box = _within(20, lambda: call(_run_folder(tmp_path, file, kind)))
+    box = within(20, lambda: call(_run_folder(tmp_path, file, kind)))
     if isinstance(expected, list):
         assert box == {"value": expected}
     else:
@@ -137,7 +121,7 @@ def test_the_results_table_the_head_file_and_the_export_record_refuse_it_in_one_
         if kind == "oversized" and limit > RECORD_LIMIT:
             continue
         _make(path, kind, limit)
-        box = _within(20, call)
+        box = within(20, call)
         error = box.get("error")
         assert isinstance(error, UsageError) and isinstance(error, ToolkitError), (path, box)
         assert str(path) in str(error) and "\n" not in str(error)
@@ -157,6 +141,6 @@ def test_a_checkpoints_key_or_part_that_is_special_starts_it_over(tmp_path, kind
     assert checkpoints.resume() == (2, 1)
     part = next(folder.glob("rows-*.npz"))
     _make(part, kind, 0)
-    assert _within(20, checkpoints.resume) == {"value": (0, -1)}
+    assert within(20, checkpoints.resume) == {"value": (0, -1)}
     _make(folder / "key.json", kind, 0)
-    assert _within(20, Checkpoints(tmp_path / "cache.h5", {"backbone": "x"}).resume) == {"value": (0, -1)}
+    assert within(20, Checkpoints(tmp_path / "cache.h5", {"backbone": "x"}).resume) == {"value": (0, -1)}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder
+from helpers import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,19 +7,14 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import last_json, tiny_onnx_network
 from features.cli import extract
+from helpers import FAST_EXTRACT, extracted, last_json, tiny_onnx_network
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
 
-FAST = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "--json", "-q"]
 
 
-def _extract(run_main, folder, out, *flags):
-    code, stdout, err = run_main(extract.main, ["--data-dir", str(folder), "--out", str(out), *FAST, *flags])
-    assert code == 0, err
-    return last_json(stdout)
 
 
 def _embeddings(path):
@@ -29,33 +24,33 @@ def _embeddings(path):
 
 @pytest.mark.slow
 def test_both_runtimes_write_the_same_cache_and_hit_each_others(image_folder, tmp_path, run_main):
-    onnx = _extract(run_main, image_folder, tmp_path / "a", "--runtime", "onnx")
-    tf = _extract(run_main, image_folder, tmp_path / "b", "--runtime", "tf")
+    onnx = extracted(run_main, image_folder, tmp_path / "a", *FAST_EXTRACT, "--runtime", "onnx")
+    tf = extracted(run_main, image_folder, tmp_path / "b", *FAST_EXTRACT, "--runtime", "tf")
     assert (onnx["runtime"], tf["runtime"]) == ("onnx", "tf") and onnx["conversion_seconds"] > 0
     x_onnx, attrs = _embeddings(onnx["cache"])
     x_tf, _ = _embeddings(tf["cache"])
     assert np.abs(x_onnx - x_tf).max() < 1e-4
     assert attrs["runtime"] == "onnx" and attrs["runtime_version"]
     # a cache made by either runtime is a hit for the other: the runtime is not part of the key
-    assert _extract(run_main, image_folder, tmp_path / "a", "--runtime", "tf")["cache_hit"]
+    assert extracted(run_main, image_folder, tmp_path / "a", *FAST_EXTRACT, "--runtime", "tf")["cache_hit"]
     # the converted network is kept: a second extraction converts nothing
-    again = _extract(run_main, image_folder, tmp_path / "a", "--runtime", "onnx", "--force")
+    again = extracted(run_main, image_folder, tmp_path / "a", *FAST_EXTRACT, "--runtime", "onnx", "--force")
     assert again["runtime"] == "onnx" and again["conversion_seconds"] == 0
 
 
 @pytest.mark.slow
 def test_auto_runs_onnx_on_a_cpu_and_says_so(image_folder, tmp_path, run_main):
     code, out, _ = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"),
-                                           *FAST[:-2]])
+                                           *FAST_EXTRACT[:-2]])
     assert code == 0 and "runtime ONNX Runtime at fp32 (the network converted once" in out
 
 
 @pytest.mark.slow
 def test_a_converted_network_that_is_not_intact_is_converted_again(image_folder, tmp_path, run_main):
-    _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx")
+    extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "onnx")
     model = next((tmp_path / "emb" / "onnx").glob("*.onnx"))
     model.write_bytes(model.read_bytes()[:1000])  # cut short, as by a crash of another tool
-    again = _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx", "--force")
+    again = extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "onnx", "--force")
     assert again["conversion_seconds"] > 0
     record = json.loads(model.with_suffix(".json").read_text())
     from features.io import file_sha256
@@ -67,9 +62,9 @@ def test_a_converted_network_that_is_not_intact_is_converted_again(image_folder,
 
 @pytest.mark.slow
 def test_another_seed_or_size_is_another_conversion(image_folder, tmp_path, run_main):
-    _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx")
-    _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx", "--seed", "3")
-    _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx", "--image-size", "40")
+    extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "onnx")
+    extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "onnx", "--seed", "3")
+    extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "onnx", "--image-size", "40")
     assert len(list((tmp_path / "emb" / "onnx").glob("*.onnx"))) == 3
 
 
@@ -86,11 +81,12 @@ def test_a_network_the_converter_refuses(image_folder, tmp_path, run_main, monke
         raise ValueError("tf2onnx: unsupported op Erfc")
 
     monkeypatch.setattr(tf2onnx.convert, "from_function", refuse)
-    code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST,
+    code, _, err = run_main(extract.main,
+                            ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST_EXTRACT,
                                            "--runtime", "onnx"])
     assert code == 2 and "has no ONNX form (tf2onnx: unsupported op Erfc); give --runtime tf" in err
     assert len(err.strip().splitlines()) == 1 and not list(tmp_path.glob("emb/*/*.h5*"))
-    result = _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "auto")
+    result = extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "auto")
     assert result["runtime"] == "tf" and len(calls) == 1
 
 
@@ -98,19 +94,21 @@ def test_onnx_runtime_not_installed_is_said_before_any_work(image_folder, tmp_pa
     from features.models import onnx
 
     monkeypatch.setattr(onnx, "available", lambda: "No module named 'onnxruntime'")
-    code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST,
+    code, _, err = run_main(extract.main,
+                            ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST_EXTRACT,
                                            "--runtime", "onnx"])
     assert code == 2 and "--runtime onnx: ONNX Runtime or tf2onnx is not installed" in err
-    assert _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "auto")["runtime"] == "tf"
+    assert extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "auto")["runtime"] == "tf"
 
 
 def test_a_cache_folder_that_cannot_hold_the_network(image_folder, tmp_path, run_main):
     (tmp_path / "emb").mkdir()
     (tmp_path / "emb" / "onnx").write_text("not a folder")
-    code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST,
+    code, _, err = run_main(extract.main,
+                            ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST_EXTRACT,
                                            "--runtime", "onnx"])
     assert code == 2 and "cannot hold the converted network" in err and "--runtime tf" in err
-    assert _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "auto")["runtime"] == "tf"
+    assert extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "auto")["runtime"] == "tf"
 
 
 @pytest.mark.slow
@@ -146,7 +144,7 @@ def test_predict_runs_a_heads_backbone_on_either_runtime_alike(image_folder, tmp
     gives TensorFlow's probabilities within 1e-4."""
     from features.cli import classify, predict
 
-    cache = _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "onnx")["cache"]
+    cache = extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "onnx")["cache"]
     code, out, err = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json",
                                               "-q", "--n-jobs", "1", "--C", "1"])
     assert code == 0, err
@@ -167,16 +165,16 @@ def test_predict_runs_a_heads_backbone_on_either_runtime_alike(image_folder, tmp
 
 @pytest.mark.slow
 def test_a_full_disk_while_converting_ends_in_one_line_and_leaves_nothing(image_folder, tmp_path, run_main):
-    from conftest import tmpfs
+    from helpers import tmpfs
 
     with tmpfs(tmp_path / "emb" / "onnx", "size=1m") as onnx_dir:  # the converted Lite0 is 13 MB
         code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"),
-                                               *FAST])
+                                               *FAST_EXTRACT])
         assert code == 2 and "no space left on the device while converting the network" in err, err
         assert len(err.strip().splitlines()) == 1 and "--runtime tf" in err
         assert not list(onnx_dir.glob("*.onnx")) and not list(onnx_dir.glob(".*tmp"))
         assert not list((tmp_path / "emb").glob("*/*.h5*"))
-        assert _extract(run_main, image_folder, tmp_path / "emb", "--runtime", "tf")["runtime"] == "tf"
+        assert extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT, "--runtime", "tf")["runtime"] == "tf"
 
 
 # --- a converted network is proved to be the backbone's before it embeds anything --------------------------
@@ -186,15 +184,16 @@ def conversions(tmp_path_factory):
     """Lite0 (random, 32 px) converted with seed 0 and with seed 3: two networks of the same shape."""
     from types import SimpleNamespace
 
-    from conftest import make_image_folder
     from features.models.registry import resolve_backbone
+    from helpers import make_image_folder
 
     root = tmp_path_factory.mktemp("conversions")
     photos = make_image_folder(root / "pets")
     models = {}
     for seed in (0, 3):
         out = root / f"seed{seed}"
-        assert extract.main(["--data-dir", str(photos), "--out", str(out), *FAST[:-2], "-q", "--runtime", "onnx",
+        assert extract.main(["--data-dir", str(photos), "--out", str(out), *FAST_EXTRACT[:-2], "-q", "--runtime",
+                             "onnx",
                              "--seed", str(seed)]) == 0
         models[seed] = next((out / "onnx").glob("*.onnx"))
     return SimpleNamespace(photos=photos, models=models, backbone=resolve_backbone("efficientnet_lite0", 32, "none"))
@@ -295,7 +294,7 @@ def test_every_batch_is_checked_finite_and_of_the_width(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_conversion_linked_to_dev_zero_is_converted_again_by_extract(conversions, tmp_path):
+def test_a_conversion_linked_to_dev_zero_is_converted_again_byextracted(conversions, tmp_path):
     """The hostile user's reproduction, as a user runs it: `extract.py --force` with the .onnx a link to /dev/zero
     and a killed conversion's temporary file beside it finishes (it hung at 100% CPU), converts again, and leaves
     no lock and no temporary file. Run in a child process with a deadline, so a regression fails, not hangs."""
@@ -310,7 +309,7 @@ def test_a_conversion_linked_to_dev_zero_is_converted_again_by_extract(conversio
     left = out / "onnx" / f".{model.name}.999999999.tmp"  # a pid no process has: a killed conversion's
     left.write_bytes(b"\0" * 1000)
     run = subprocess.run([sys.executable, "extract.py", "--data-dir", str(conversions.photos), "--out", str(out),
-                          *FAST, "--runtime", "onnx", "--force"], capture_output=True, text=True, timeout=300)
+                          *FAST_EXTRACT, "--runtime", "onnx", "--force"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert last_json(run.stdout)["conversion_seconds"] > 0
     assert "is not the converted network its record describes (not a regular file but a device)" in run.stderr

@@ -6,23 +6,18 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import last_json, tiny_onnx_network
 from features.cli import classify, extract, predict
 from features.errors import UsageError
 from features.models import openvino, runtime
 from features.models.runtime import Choice
+from helpers import FAST_EXTRACT, extracted, last_json, tiny_onnx_network, within
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 
-FAST = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "--json", "-q"]
 REAL = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--json", "-q"]  # ImageNet weights, offline
 
 
-def _extract(run_main, folder, out, *flags):
-    code, stdout, err = run_main(extract.main, ["--data-dir", str(folder), "--out", str(out), *flags])
-    assert code == 0, err
-    return last_json(stdout)
 
 
 def _read(path):
@@ -75,8 +70,8 @@ def test_without_openvino_the_runtime_and_bf16_name_the_install(monkeypatch):
 
 @pytest.mark.slow
 def test_openvino_at_fp32_writes_onnx_runtimes_cache_and_keeps_its_compilation(image_folder, tmp_path, run_main):
-    onnx = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32")
-    ov = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "openvino", "--precision", "fp32",
+    onnx = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32")
+    ov = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "openvino", "--precision", "fp32",
                   "--force")
     assert ov["cache"] == onnx["cache"] and (ov["runtime"], ov["precision"]) == ("openvino", "fp32")
     x_ov, attrs = _read(ov["cache"])
@@ -85,18 +80,18 @@ def test_openvino_at_fp32_writes_onnx_runtimes_cache_and_keeps_its_compilation(i
     assert ov["conversion_seconds"] == 0  # the conversion ONNX Runtime made is the one OpenVINO reads
     assert ov["compile_seconds"] > 0 and onnx["compile_seconds"] == 0
     assert list((tmp_path / "emb" / "onnx" / "openvino").iterdir())  # OpenVINO's compiled model, kept
-    again = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32",
+    again = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32",
                      "--force")
     x_onnx = _read(again["cache"])[0]
     assert np.abs(x_ov).max() > 1 and np.abs(x_ov - x_onnx).max() < 1e-4  # real embeddings, the same within 1e-4
-    assert _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "openvino", "--precision",
+    assert extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "openvino", "--precision",
                     "fp32")["cache_hit"]
 
 
 @pytest.mark.slow
 def test_bf16_has_its_own_cache_close_to_fp32s_and_auto_takes_it(native_bf16, image_folder, tmp_path, run_main):
-    fp32 = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")
-    bf16 = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")
+    fp32 = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")
+    bf16 = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")
     assert bf16["cache"] != fp32["cache"] and bf16["cache"].endswith("-bf16.h5")
     assert (bf16["runtime"], bf16["precision"]) == ("openvino", "bf16")
     (a, _), (b, attrs) = _read(fp32["cache"]), _read(bf16["cache"])
@@ -113,7 +108,7 @@ def test_bf16_has_its_own_cache_close_to_fp32s_and_auto_takes_it(native_bf16, im
 
 @pytest.mark.slow
 def test_a_head_on_bf16_embeddings_predicts_at_bf16(native_bf16, image_folder, tmp_path, run_main):
-    cache = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")["cache"]
+    cache = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")["cache"]
     code, out, _ = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json", "-q",
                                             "--n-jobs", "1"])
     run = last_json(out)["run_dir"]
@@ -130,8 +125,8 @@ def test_a_head_on_bf16_embeddings_predicts_at_bf16(native_bf16, image_folder, t
 @pytest.mark.slow
 def test_a_bf16_head_where_bf16_cannot_run_predicts_at_fp32_with_one_warning(native_bf16, image_folder, tmp_path,
                                                                             run_main, monkeypatch, caplog):
-    fp32 = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")["cache"]
-    cache = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")["cache"]
+    fp32 = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")["cache"]
+    cache = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "bf16")["cache"]
     code, out, _ = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json", "-q",
                                             "--n-jobs", "1"])
     run = last_json(out)["run_dir"]
@@ -166,23 +161,25 @@ def test_what_openvino_cannot_compile_falls_back_under_auto_and_is_refused_by_na
     caplog.set_level("INFO", "features.models.runtime")
     monkeypatch.setattr(openvino, "compile_network", cannot)
     monkeypatch.setattr(openvino, "native_bf16", lambda: True)  # auto would take bf16 on OpenVINO
-    result = _extract(run_main, image_folder, tmp_path / "emb", *FAST)
+    result = extracted(run_main, image_folder, tmp_path / "emb", *FAST_EXTRACT)
     assert (result["runtime"], result["precision"]) == ("onnx", "fp32") and not result["cache"].endswith("-bf16.h5")
     assert "runtime: ONNX Runtime at fp32, as OpenVINO cannot compile efficientnet_lite0 here: Cannot create Foo" \
         in caplog.text
-    code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST,
+    code, _, err = run_main(extract.main,
+                            ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST_EXTRACT,
                                            "--runtime", "openvino", "--force"])
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--runtime openvino: OpenVINO cannot compile efficientnet_lite0 (Cannot create Foo layer" in err
     assert "give --runtime onnx or tf" in err
-    code, _, err = run_main(extract.main, ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST,
+    code, _, err = run_main(extract.main,
+                            ["--data-dir", str(image_folder), "--out", str(tmp_path / "emb"), *FAST_EXTRACT,
                                            "--precision", "bf16", "--force"])  # bf16 asked for: not fp32 instead
     assert code == 2 and "--precision bf16: efficientnet_lite0 cannot run on OpenVINO here" in err
 
 
 @pytest.mark.slow
 def test_predict_runs_a_heads_backbone_on_openvino_as_on_onnx_runtime(image_folder, tmp_path, run_main):
-    cache = _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")["cache"]
+    cache = extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--precision", "fp32")["cache"]
     code, out, _ = run_main(classify.main, ["--features", cache, "--out", str(tmp_path / "runs"), "--json", "-q",
                                             "--n-jobs", "1"])
     run = last_json(out)["run_dir"]
@@ -197,7 +194,7 @@ def test_predict_runs_a_heads_backbone_on_openvino_as_on_onnx_runtime(image_fold
 
 @pytest.mark.slow
 def test_two_streams_give_one_streams_embeddings_in_order(image_folder, tmp_path, run_main):
-    _extract(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32")
+    extracted(run_main, image_folder, tmp_path / "emb", *REAL, "--runtime", "onnx", "--precision", "fp32")
     from features.models.registry import resolve_backbone
 
     converted = runtime.prepare(resolve_backbone("efficientnet_lite0", 64), Choice("onnx"), pooling="avg", tta="none",
@@ -230,16 +227,6 @@ def test_every_openvino_batch_is_checked_finite_and_of_the_width(tmp_path):
         wrong(images)
 
 
-def _within(seconds: float, fn):
-    """``fn()``'s result, in a daemon thread: a call still running after ``seconds`` fails the test, not hangs it."""
-    import threading
-
-    out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("value", fn()), daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s"
-    return out.get("value")
 
 
 @pytest.mark.parametrize("planted", ["a FIFO", "a link to /dev/zero", "a folder", "a dangling link"])
@@ -254,7 +241,7 @@ def test_what_is_not_a_regular_file_in_openvinos_cache_is_removed_before_it_read
     (cache / "kept.blob").write_bytes(b"not a blob OpenVINO made")  # a regular file: OpenVINO's to judge
     {"a FIFO": lambda: os.mkfifo(bad), "a link to /dev/zero": lambda: bad.symlink_to("/dev/zero"),
      "a folder": lambda: bad.mkdir(), "a dangling link": lambda: bad.symlink_to(tmp_path / "gone")}[planted]()
-    compiled = _within(60, lambda: openvino.compile_network(model, "fp32", threads=1, cache_dir=cache))
+    compiled = within(60, lambda: openvino.compile_network(model, "fp32", threads=1, cache_dir=cache))["value"]
     assert np.allclose(compiled(np.full((1, 8, 8, 3), 7, np.float32))[0], 7)
     assert not bad.is_fifo() and not bad.is_symlink() and not bad.is_dir() and (cache / "kept.blob").exists()
     assert "in OpenVINO's model cache is not a regular file: removed" in caplog.text
@@ -267,7 +254,7 @@ def test_a_cache_folder_that_is_a_file_or_a_link_is_not_used(tmp_path, caplog):
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
     for folder in (tmp_path / "file", tmp_path / "link"):
         assert openvino.usable_cache(folder) is None
-        _within(60, lambda f=folder: openvino.compile_network(model, "fp32", threads=1, cache_dir=f))
+        assert "value" in within(60, lambda f=folder: openvino.compile_network(model, "fp32", threads=1, cache_dir=f))
     assert not list((tmp_path / "elsewhere").iterdir()) and "OpenVINO's model cache not used" in caplog.text
 
 

@@ -5,11 +5,11 @@ import pytest
 from markdown_it import MarkdownIt
 from test_audit import planted
 
-from conftest import write_cache
 from features.auditing import audit, write_audit
 from features.cli import report
 from features.records import runs
 from features.records.markdown import markdown_text
+from helpers import write_cache
 
 NAMES = ["a | b", "back\\slash", "tick`s`", "star*s*", "_under_", "[link](http://example.com)",
          "<img src=http://example.com/x.png>", "new\nline\n# Heading\n![i](http://example.com/i.png)", "x &amp; y"]

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import blobs, make_image_folder, write_cache
 from features.cli import audit as audit_cli
 from features.cli import classify
 from features.data import id_problem, photo_path
 from features.errors import UsageError
 from features.records.runs import RunFiles
+from helpers import blobs, make_image_folder, write_cache
 
 BAD_IDS = ["../outside.png", "a/../../outside.png", "/etc/passwd", "..", "a/..", "C:\\x.png", "..\\x.png", ""]
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from conftest import last_json
 from features import cache as store
 from features import heads
 from features.cli import finetune, predict
+from helpers import last_json
 
 
 @pytest.fixture(scope="module")

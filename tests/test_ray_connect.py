@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder, tmpfs
 from features.cli import extract
+from helpers import make_image_folder, tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 LITE = ["--backbone", "efficientnet_lite0", "--weights", "none", "--image-size", "32", "-q"]  # random weights: fast

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import last_json, make_image_folder, paused_extraction
 from features import cache as store
 from features.cli import extract
 from features.errors import DatasetUnavailableError
+from helpers import last_json, make_image_folder, paused_extraction
 
 ray = pytest.importorskip("ray")
 

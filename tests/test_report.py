@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import blobs, last_json, write_cache
 from features import cache as store
 from features.cli import classify, report
 from features.records import runs
+from helpers import blobs, last_json, write_cache
 
 
 def _row(method, head, acc, total, per_epoch=None, precision=0.9):
@@ -82,10 +82,10 @@ def test_a_damaged_table_still_gives_a_report(tmp_path, capsys, caplog):
 
 
 def test_the_embedding_map_marks_the_best_heads_mistakes_and_is_reproducible(tmp_path, capsys, caplog):
-    from conftest import blobs, last_json, write_cache
     from features.cli import classify
     from features.heads import load_head
     from features.records.plots import embedding_map
+    from helpers import blobs, last_json, write_cache
 
     X, y = blobs(n_per_class=40, classes=3, spread=6.0)  # overlapping classes: the head makes mistakes
     cache = write_cache(tmp_path / "emb" / "toy.h5", X, y, ["ant", "bee", "cow"])
@@ -207,8 +207,8 @@ def test_a_head_rows_features_are_found_from_any_folder(tmp_path, capsys, monkey
 
 
 def test_a_runs_top_losses_are_its_most_confident_mistakes_and_the_classes_it_confused_most(tmp_path):
-    from conftest import make_image_folder
     from features.records.sheets import top_losses
+    from helpers import make_image_folder
 
     root = make_image_folder(tmp_path / "photos", classes=("ant", "bee", "cow"), per_class=3, exts=(".png",))
     ids = sorted(str(p.relative_to(root)) for p in root.glob("*/*.png"))

@@ -7,9 +7,9 @@ Skips where the folder is absent (a user's clone has none).
 import numpy as np
 import pytest
 
-from conftest import last_json
 from features import cache as store
 from features.cli import extract
+from helpers import last_json
 
 
 @pytest.mark.slow

@@ -6,11 +6,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import blobs, write_cache
 from features import cache as store
 from features.cli import classify, extract
 from features.data import Skip, SkippedImage
 from features.errors import CacheError
+from helpers import blobs, write_cache
 
 CLASSES = ["cat", "dog"]
 

@@ -7,7 +7,6 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import blobs, last_json, write_cache
 from features import cache as store
 from features import heads
 from features.cli import classify
@@ -15,6 +14,7 @@ from features.data.splits import TEST
 from features.errors import CacheError, UsageError
 from features.heads import blocks, streaming
 from features.heads.memory import check_fits_in_memory
+from helpers import blobs, last_json, write_cache
 
 
 @pytest.fixture

@@ -99,8 +99,8 @@ def test_a_file_that_lies_about_its_storage_is_refused(tmp_path, size, stride, o
 
 
 def test_extract_refuses_a_lying_weights_file_in_one_line(tmp_path, capsys, legacy_torch_file):
-    from conftest import make_image_folder
     from features.cli import extract
+    from helpers import make_image_folder
 
     photos = make_image_folder(tmp_path / "photos", per_class=3)
     lie = _crafted(legacy_torch_file, tmp_path / "lie.pth", (1_000_000, 1_000_000), (1_000_000, 1))
