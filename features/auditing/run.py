@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import validate
-from ..cache import FeatureCache, read_cache
+from ..cache import FeatureCache, photo_root, read_cache
+from ..data.corrections import apply_corrections, read_corrections
 from ..data.photo_ids import photo_path
 from ..data.splits import SPLITS, TEST, TRAIN, VAL
 from ..errors import CacheError, UsageError
@@ -36,6 +37,7 @@ class Audit:
     missing: int  # photos not at hand (gone, or the source is not a folder)
     settings: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    corrections: dict | None = None  # the corrections applied first (their record), or None
 
     def name(self, row: int) -> str:
         return str(self.cache.ids[row])
@@ -73,6 +75,7 @@ class Audit:
             "outliers": [{"id": self.name(o.row), "score": round(o.score, 6), "label": self.label(
                 self.cache.labels[o.row]), "split": self.split(o.row)} for o in self.outliers],
             "settings": self.settings, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            **({"corrections": self.corrections} if self.corrections is not None else {}),
         }
 
 
@@ -110,13 +113,15 @@ def _accuracy(cache: FeatureCache, leaked: np.ndarray, seed: int, n_jobs: int | 
 
 
 def audit(features, *, near: float = NEAR, data_dir=None, folds: int = FOLDS, seed: int = 0,
-          n_jobs: int | None = None) -> Audit:
+          n_jobs: int | None = None, corrections=None) -> Audit:
     """Audit the photos of one cache (a path or a read :class:`FeatureCache`).
 
     Args:
         near: the cosine similarity of the embeddings from which two photos are near copies, in (0, 1].
         data_dir: where the photos are now, if not where the cache was made from (the sheets and the
             file digests read them; the analysis does not need them).
+        corrections: the path of a corrections file (:mod:`features.data.corrections`): the photos audited are
+            the corrected ones (the removed left out, the relabelled with their new class).
 
     Raises:
         UsageError: ``near`` outside (0, 1], one class, a class with fewer photos than folds, no
@@ -128,8 +133,15 @@ def audit(features, *, near: float = NEAR, data_dir=None, folds: int = FOLDS, se
     seed = validate.seed(seed)
     n_jobs = validate.optional_jobs(n_jobs)
     data_dir = validate.optional_path(data_dir, "data_dir", "the folder of the photos")
+    if corrections is not None:
+        corrections = read_corrections(validate.path(corrections, "corrections", "a corrections file"))
     cache = features if isinstance(features, FeatureCache) else read_cache(
         validate.path(features, "features", "a feature cache"))
+    applied = None
+    if corrections is not None:
+        applied = apply_corrections(corrections, ids=cache.ids, labels=cache.labels, class_names=cache.class_names,
+                                    photo_root=data_dir or photo_root(cache.attrs))
+        cache = cache.corrected(applied)
     if len(cache.ids) < 2:
         raise CacheError(f"{{features}} {cache.path}: holds {len(cache.ids)} photo; nothing to compare")
     present = np.unique(cache.labels)
@@ -164,4 +176,5 @@ def audit(features, *, near: float = NEAR, data_dir=None, folds: int = FOLDS, se
                 "C": C, "outlier_neighbours": min(K, len(cache.ids) - 1), "outlier_fence_iqr": FENCE}
     return Audit(cache=cache, photos=photos, threshold=near, duplicates=duplicates, leaked=leaked, accuracy=accuracy,
                  label_issues=issues, label_ranking=ranking, outliers=outliers, balance=_balance(cache),
-                 missing=missing, settings=settings, seconds=seconds)
+                 missing=missing, settings=settings, seconds=seconds,
+                 corrections=applied.record if applied is not None else None)

@@ -13,12 +13,13 @@ Nothing outside this package opens a cache with h5py.
 
 from .identity import CacheIdentity
 from .reader import CacheRows, align_ids, concat_caches, newest_cache, read_cache, read_listing, verify
-from .schema import FeatureCache, attr_value, read_attrs
+from .schema import FeatureCache, attr_value, photo_root, read_attrs
 from .shards import merge_shards, merged_path
 from .writer import CacheWriter, Checkpoints, close_open_files, writer_lock
 
 __all__ = [
     "CacheRows", "align_ids", "concat_caches", "newest_cache", "read_cache", "read_listing", "verify", "FeatureCache",
-    "attr_value", "CacheIdentity", "read_attrs", "merge_shards", "merged_path", "CacheWriter", "Checkpoints",
+    "attr_value", "CacheIdentity", "photo_root", "read_attrs", "merge_shards", "merged_path", "CacheWriter",
+    "Checkpoints",
     "close_open_files", "writer_lock",
 ]

@@ -70,6 +70,11 @@ MAX_ABS_EMBEDDING = 1e5
 ROW_DATASETS = ("embeddings", "labels", "ids", "index", "splits")
 
 
+def photo_root(attrs: dict) -> str | None:
+    """The folder a cache's ids are relative to (its ``source``); None for a TFDS set."""
+    return attrs.get("source") if attrs.get("source_kind") == "folder" else None
+
+
 class RowsChecksum:
     """The checksum of a cache's rows other than the embeddings (``rows_sha256``): SHA-256 of the
     SHA-256 digests of /labels (int64 little-endian), /ids (UTF-8, each ended by a NUL byte),
@@ -267,6 +272,15 @@ class FeatureCache:
         """(embeddings, labels) of one split: "train", "val" or "test"."""
         mask = self.splits == split_code(name)
         return self.embeddings[mask], self.labels[mask]
+
+    def corrected(self, applied) -> "FeatureCache":
+        """The cache with :class:`~features.data.corrections.Applied` corrections: the removed rows gone, the
+        relabelled ones with their new class, every other row as it was (its split too)."""
+        import dataclasses
+
+        keep = applied.keep
+        return dataclasses.replace(self, embeddings=self.embeddings[keep], labels=applied.labels[keep],
+                                   ids=self.ids[keep], index=self.index[keep], splits=self.splits[keep])
 
 
 def write_skipped(f, skipped) -> None:

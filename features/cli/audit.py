@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to look for the newest cache")
     data.add_argument("--data-dir", metavar="DIR",
                       help="where the photos are now, if not where the cache was made from")
+    common.add_corrections_flag(data)
     audit = p.add_argument_group("audit")
     audit.add_argument("--near", type=float, default=NEAR,
                        help="cosine similarity of the embeddings from which two photos are near copies")
@@ -65,7 +66,7 @@ def _audit_from_flags(args) -> None:
     check_top(args.top)  # before the audit's seconds are spent
     check_output_folder(args.out)
     found = audit(args.features or newest_cache(args.embeddings_dir), near=args.near, data_dir=args.data_dir,
-                  folds=args.folds, seed=args.seed, n_jobs=args.n_jobs)
+                  folds=args.folds, seed=args.seed, n_jobs=args.n_jobs, corrections=args.corrections)
     folder, summary = write_audit(found, args.out, args.top)
     leak = summary["leakage"]
     without = leak["test_accuracy_without_leaked"]
@@ -78,6 +79,7 @@ def _audit_from_flags(args) -> None:
           f"  likely label errors: {len(summary['label_issues'])}; outliers: {len(summary['outliers'])}\n"
           + (f"  photos not at hand: {summary['photos_not_at_hand']} (their thumbnails say so)\n"
              if summary["photos_not_at_hand"] else "")
+          + (common.corrections_line(summary["corrections"]) + "\n" if summary.get("corrections") else "")
           + f"  pictures and audit.json in {folder} (README.md links them)")
     if args.json:
         print_json(summary)

@@ -22,7 +22,14 @@ import argparse
 import sys
 
 from features.cli import common
-from features.cli.common import HelpFormatter, add_common_flags, print_json, program
+from features.cli.common import (
+    HelpFormatter,
+    add_common_flags,
+    add_corrections_flag,
+    corrections_line,
+    print_json,
+    program,
+)
 from features.heads.registry import HEADS  # scikit-learn itself is imported only when a head is made
 
 
@@ -34,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default: the cache extract.py made or re-used last, under --embeddings-dir)")
     data.add_argument("--embeddings-dir", default="embeddings", metavar="DIR",
                       help="where to look for the newest cache")
+    add_corrections_flag(data)
     head = p.add_argument_group("head")
     head.add_argument("--model", dest="head", default="logreg", help=f"one of: {', '.join(HEADS)}")
     head.add_argument("--C", type=float, help="fix the regularisation C (logreg, svm, linear_svm)")
@@ -64,12 +72,14 @@ def _classify_from_flags(args) -> None:
                                                        "alpha": args.alpha},
                       stream=args.stream, class_weight=None if args.class_weight == "none" else "balanced",
                       cv=args.cv, n_jobs=args.n_jobs, seed=args.seed, epochs=args.epochs, out_dir=args.out,
-                      embeddings_dir=args.embeddings_dir)
+                      embeddings_dir=args.embeddings_dir, corrections=args.corrections)
     passes = f", {result['passes']} passes over the cache" if result.get("passes") else ""
     print(f"{args.head} on {result['dataset']} / {result['backbone']}: {summary_line(result['metrics'])}\n"
           f"  params {result['params']}, search {result['search_seconds']:.2f} s, "
           f"fit {result['fit_seconds']:.2f} s{passes}, predict {result['predict_seconds']:.3f} s\n"
           f"  run folder {result['run_dir']}")
+    if result.get("corrections"):
+        print(corrections_line(result["corrections"]))
     if args.json:
         print_json(result)
 

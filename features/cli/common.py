@@ -127,6 +127,22 @@ def config_from_flags(args, config_class, **values):
     return config_class(**{**{k: v for k, v in vars(args).items() if k in names}, **values})
 
 
+def add_corrections_flag(group) -> None:
+    """``--corrections FILE``: the one declaration of the flag every script that reads photos' labels takes."""
+    group.add_argument("--corrections", metavar="FILE",
+                       help="a corrections file (the app's Review view writes it; docs/app.md): removed photos "
+                            "leave every split, relabelled photos carry their new class, every other photo keeps "
+                            "its split; a photo whose bytes changed since the decision is left out of it")
+
+
+def corrections_line(record: dict) -> str:
+    """What a run's corrections touched, and its test accuracy before them, in one line."""
+    before = record.get("uncorrected_test_accuracy")
+    versus = f"; test accuracy on the uncorrected test split {before:.4f}" if before is not None else ""
+    return (f"  corrections {record['file']}: {record['removed']} removed, {record['relabelled']} relabelled, "
+            f"{record['kept']} kept, {record['left_out']} left out (changed or gone){versus}")
+
+
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--json", action="store_true",

@@ -6,6 +6,7 @@
 * :mod:`.decoding`: file headers and pixels, the same in every process (:func:`decode_paths`
   is what a worker calls on a batch of paths); why a file is skipped, by kind.
 * :mod:`.pipelines`: every tf.data batch pipeline (extraction, training, scoring, prediction).
+* :mod:`.corrections`: what a person decided about the photos (keep, relabel, remove), read and applied.
 
 The names below are the package's public API; import them from ``features.data``.
 """

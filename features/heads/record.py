@@ -17,9 +17,10 @@ from .files import save_head
 METHOD = "frozen-features"
 
 
-def record_run(fitted, cache, *, test, predict_seconds, settings: dict, out_dir, features, val=None) -> dict:
+def record_run(fitted, cache, *, test, predict_seconds, settings: dict, out_dir, features, val=None,
+               corrections=None) -> dict:
     """Score the test predictions (``test``: ids, labels, probabilities), write the run folder and append the
-    results row."""
+    results row (with the :class:`~features.data.corrections.Applied` corrections' record, where given)."""
     head = fitted.name
     test_ids, y_test, proba = test
     fixed = settings.get("fixed")
@@ -53,6 +54,8 @@ def record_run(fitted, cache, *, test, predict_seconds, settings: dict, out_dir,
             "split_counts": {name: int((cache.splits == i).sum()) for i, name in enumerate(SPLITS)},
             "run_dir": str(run.final), "features": meta["features"], "tta": meta["tta"],
         }
+        if corrections is not None:
+            row["corrections"] = corrections.record
         if fitted.passes is not None:  # fitted a block at a time by L-BFGS: its passes over the cache
             row["passes"] = fitted.passes
         if fitted.val_accuracy is not None:
