@@ -177,3 +177,29 @@ def test_two_writers_appending_at_once_lose_no_decision(tmp_path):
     read = corrections.read_corrections(fix)
     assert len(read.decisions) == 600 and len(fix.read_text().splitlines()) == 600
     assert not list(tmp_path.glob(".*.lock"))  # the lock is gone with its last holder
+
+
+@pytest.mark.slow
+def test_finetune_honours_them_on_the_listing(tmp_path, run_main):
+    from features.cli import finetune
+    from features.data import load_folder
+    from helpers import make_image_folder
+
+    photos = make_image_folder(tmp_path / "pets", per_class=12)
+    source = load_folder(photos)
+    test = [source.ids[i] for i in source.rows("test")]
+    train = [source.ids[i] for i in source.rows("train")]
+    fix = tmp_path / "corrections.jsonl"
+    for photo_id in (test[0], train[0]):
+        corrections.append_decision(fix, corrections.decide(photos, photo_id, "remove"))
+    other = "dog" if train[1].startswith("cat") else "cat"
+    corrections.append_decision(fix, corrections.decide(photos, train[1], "relabel", label=other))
+    code, out, err = run_main(finetune.main, ["--data-dir", str(photos), "--weights", "none", "--image-size", "32",
+                                              "--unfreeze", "0", "--epochs", "1", "--batch-size", "8", "--out",
+                                              str(tmp_path / "runs"), "--corrections", str(fix), "--json", "-q"])
+    assert code == 0, err
+    result = last_json(out)
+    record = result["corrections"]
+    assert (record["removed"], record["relabelled"], record["left_out"]) == (2, 1, 0)
+    assert result["n_test"] == len(test) - 1 and record["uncorrected_n_test"] == len(test)
+    assert 0 <= record["uncorrected_test_accuracy"] <= 1 and "2 removed, 1 relabelled" in out

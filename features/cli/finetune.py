@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {name: p.add_argument_group(name) for name in ("model", "training", "scoring")}
     add_config_flags(p, TrainConfig, groups=groups, aliases={
         "--no-augment": ("augment", "none", "the same as --augment none: no random changes of the training images")})
+    common.add_corrections_flag(groups["training"])
     out = p.add_argument_group("run")
     out.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
     add_common_flags(p)
@@ -60,13 +61,15 @@ def _finetune_from_flags(args) -> None:
     from features.records.metrics import summary_line
     from features.train.run import finetune
 
-    result = finetune(source, config, out_dir=args.out, verbose=0 if args.quiet else 1)
+    result = finetune(source, config, out_dir=args.out, verbose=0 if args.quiet else 1, corrections=args.corrections)
     best = (f"best epoch {result['best_epoch']} at {result['seconds_to_best']:.1f} s" if result["best_epoch"]
             else "no epoch had a finite validation loss")
     print(f"{result['method']} {result['backbone']} on {result['dataset']}: {summary_line(result['metrics'])}\n"
           f"  {result['epochs_run']} epochs, {result['unfrozen_what']} of the base trained, "
           f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), {best}\n"
           f"  run folder {result['run_dir']}")
+    if result.get("corrections"):
+        print(common.corrections_line(result["corrections"]))
     if args.distribute != "none":
         print(f"  {args.distribute}: {result['replicas']} replica(s) x batch {args.batch_size} = global batch "
               f"{result['global_batch_size']}")

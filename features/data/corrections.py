@@ -96,6 +96,18 @@ class Applied:
     touched: dict
     record: dict
 
+    def splits(self, splits) -> np.ndarray:
+        """``splits`` with each removed row's code :data:`REMOVED` (rows that stay in place: no split selects it)."""
+        return np.where(self.keep, splits, REMOVED).astype(np.uint8)
+
+    def with_uncorrected(self, *, accuracy: float | None, n_test: int) -> "Applied":
+        """These corrections with the run's test accuracy on the uncorrected test split (every test photo, with
+        the label it had), for the record."""
+        import dataclasses
+
+        return dataclasses.replace(self, record={**self.record, "uncorrected_test_accuracy": accuracy,
+                                                 "uncorrected_n_test": int(n_test)})
+
 
 def _refuse(path, why: str):
     raise UsageError(f"{{corrections}} {path}: {why}")

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from .. import validate
 from ..cache import FeatureCache, photo_root
-from ..data.corrections import REMOVED, Applied, Corrections, apply_corrections, read_corrections
+from ..data.corrections import Corrections, apply_corrections, read_corrections
 from ..data.splits import TEST, VAL
 from ..errors import CacheError, UsageError
 from ..outputs import check_output_folder
+from ..records.metrics import accuracy
 from .memory import check_fits_in_memory, fits_in_memory
 from .params import check_epochs, check_params, check_search
 from .record import record_run
@@ -58,7 +57,7 @@ def classify_cache(cache: FeatureCache, head: str, *, fixed: dict | None = None,
         val = (cache.ids[cache.splits == VAL], y_val, held_out.fit(X_train, y_train).predict_proba(X_val))
     if applied is not None:
         X_all, y_all = original.split("test")
-        applied = _with_uncorrected(applied, y_all, fitted.predict_proba(X_all))
+        applied = applied.with_uncorrected(accuracy=accuracy(y_all, fitted.predict_proba(X_all)), n_test=len(y_all))
     return record_run(fitted, cache, test=(cache.ids[cache.splits == TEST], y_test, proba),
                       predict_seconds=predict_seconds, out_dir=out_dir, features=features, val=val,
                       settings={"fixed": fixed, "class_weight": class_weight, "cv": cv, "seed": seed},
@@ -80,7 +79,7 @@ def classify_streaming(rows, head: str, *, fixed: dict | None = None, class_weig
     if corrections is not None:
         applied = apply_corrections(corrections, ids=rows.ids(0, rows.n), labels=rows.labels,
                                     class_names=rows.class_names, photo_root=photo_root(rows.attrs))
-        rows.labels, rows.splits = applied.labels, np.where(applied.keep, rows.splits, REMOVED).astype(np.uint8)
+        rows.labels, rows.splits = applied.labels, applied.splits(rows.splits)
     _require_test_rows(rows.path, rows.splits)
     fitted = fit_streamed(head, rows, fixed=fixed, class_weight=class_weight, seed=seed, epochs=epochs)
     start = time.perf_counter()
@@ -89,22 +88,12 @@ def classify_streaming(rows, head: str, *, fixed: dict | None = None, class_weig
     if applied is not None:
         corrected, (rows.labels, rows.splits) = (rows.labels, rows.splits), original
         all_proba, y_all, _ = predict_split(fitted, rows, TEST)
-        applied, (rows.labels, rows.splits) = _with_uncorrected(applied, y_all, all_proba), corrected
+        applied = applied.with_uncorrected(accuracy=accuracy(y_all, all_proba), n_test=len(y_all))
+        rows.labels, rows.splits = corrected
     return record_run(fitted, rows, test=(ids, y_test, proba), predict_seconds=predict_seconds,
                       out_dir=out_dir, features=features, val=fitted.val,
                       settings={"fixed": fixed, "class_weight": class_weight, "epochs": epochs, "seed": seed},
                       corrections=applied)
-
-
-def _with_uncorrected(applied: Applied, labels, proba) -> Applied:
-    """``applied`` with the test accuracy on the uncorrected test split (every test photo, its old label)."""
-    import dataclasses
-
-    from ..records.metrics import accuracy
-
-    record = {**applied.record, "uncorrected_test_accuracy": accuracy(labels, proba) if len(labels) else None,
-              "uncorrected_n_test": int(len(labels))}
-    return dataclasses.replace(applied, record=record)
 
 
 def classify(paths=None, head: str = "logreg", *, fixed: dict | None = None, stream: bool = False,

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import validate
 from ..data import DataSource, activation_batches, check_source, indexed_batches, labelled_batches
+from ..data.corrections import apply_corrections, read_corrections
 from ..errors import UsageError
 from ..memory import available_memory
 from ..outputs import check_output_folder
@@ -247,16 +249,27 @@ def results_row(config: TrainConfig, source: DataSource, *, result: dict, scores
     }
 
 
-def finetune(source: DataSource, config: TrainConfig, *, out_dir="runs", verbose: int = 1) -> dict:
+def finetune(source: DataSource, config: TrainConfig, *, out_dir="runs", verbose: int = 1,
+             corrections=None) -> dict:
     """Train the course's model on ``source``'s train split and score it on its test split.
 
     Writes a run folder (model.keras, history.csv, curves.png, metrics.json, config.json,
     report.txt, confusion.png, predictions.csv) and appends a row to the results table.
 
+    Args:
+        corrections: the path of a corrections file (:mod:`features.data.corrections`), applied to the listing
+            first; the run records them, and the test accuracy on the uncorrected test split.
+
     Returns:
         The results-table row plus "metrics".
     """
     check_source(source)
+    original, applied = source, None
+    if corrections is not None:
+        corrections = read_corrections(validate.path(corrections, "corrections", "a corrections file"))
+        applied = apply_corrections(corrections, ids=source.ids, labels=source.labels, class_names=source.class_names,
+                                    photo_root=source.location if source.kind == "folder" else None)
+        source = dataclasses.replace(source, labels=applied.labels, splits=applied.splits(source.splits))
     config, backbone = resolve_config(config, source)
     check_output_folder(out_dir)
     distribution, replicas = strategy(config)
@@ -275,13 +288,23 @@ def finetune(source: DataSource, config: TrainConfig, *, out_dir="runs", verbose
             v_index, v_proba = predict_rows(built.model, config, source=source, rows=rows["val"],
                                             batch_size=built.global_batch)
             val_accuracy = metrics.accuracy(source.labels[v_index], v_proba) if len(v_index) else None
+            if applied is not None:  # the removed test photos scored too: the uncorrected test split's accuracy
+                gone = original.rows("test")[~applied.keep[original.rows("test")]]
+                g_index, g_proba = predict_rows(built.model, config, source=original, rows=gone,
+                                                batch_size=built.global_batch) if len(gone) else \
+                    (np.zeros(0, np.int64), np.zeros((0, len(source.class_names))))
+                every = np.concatenate([index, g_index])
+                applied = applied.with_uncorrected(
+                    accuracy=metrics.accuracy(original.labels[every], np.vstack([proba, g_proba])) if len(every)
+                    else None, n_test=len(every))
             write_model_files(run.files, built, config=config, source=source, history=result["history"])
             saved = {**settings(config, source, built.policy), "replicas": replicas,
                      "global_batch_size": built.global_batch}
             row = {**results_row(config, source, result=result, scores=scores, rows=rows, n_test=len(index),
                                  policy=built.policy, run_dir=run.final),
                    "distribute": config.distribute, "replicas": replicas,
-                   "global_batch_size": built.global_batch, "val_accuracy": val_accuracy}
+                   "global_batch_size": built.global_batch, "val_accuracy": val_accuracy,
+                   **({"corrections": applied.record} if applied is not None else {})}
             write_scored(run.files, Scored(
                 class_names=source.class_names, scores=scores, config=saved,
                 test=([source.ids[i] for i in index], source.labels[index], proba),
