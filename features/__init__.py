@@ -13,6 +13,7 @@
     tl.write_report("runs", "RESULTS.md")
     found = tl.audit(extraction.path)                                     # copies, leaks, label errors
     folder, summary = tl.write_audit(found, "audits")                     # its sheets and audit.json
+    tl.app(["runs"]).launch()                                             # the web app (inline in a notebook)
 
 Each name is imported when it is first used: ``import features`` loads no TensorFlow and no
 scikit-learn. Errors raised here name the functions' parameters (``image_size 16: ...``); the
@@ -45,6 +46,7 @@ _API = {
     "write_report": "features.reports.report:write_report",
     "audit": "features.auditing:audit",
     "write_audit": "features.auditing:write_audit",
+    "app": "features.webapp:app",
     "dataset_section": "features.reports.report:dataset_section",
     "read_results": "features.records.runs:read_results",
     "quiet_tensorflow": "features.device:quiet_tensorflow",
