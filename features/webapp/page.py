@@ -45,10 +45,13 @@ def build_page(bench: Workbench):
     def mistakes(run):
         try:
             names, counts = bench.confusion(run)
-            table = [[names[i], *counts[i].tolist()] for i in range(len(names))]
-            return gr.update(value=table, headers=["true \\ predicted", *names]), bench.mistakes(run), ""
+            import pandas as pd
+
+            table = pd.DataFrame([[names[i], *counts[i].tolist()] for i in range(len(names))],
+                                 columns=["true \\ predicted", *names])
+            return table, bench.mistakes(run), ""
         except Exception as exc:  # noqa: BLE001
-            return gr.update(value=[]), [], f"**Cannot show the mistakes:** {problem_text(exc)}"
+            return None, [], f"**Cannot show the mistakes:** {problem_text(exc)}"
 
     def cell(run, evt: gr.SelectData):
         try:
