@@ -220,3 +220,35 @@ def within(seconds, call) -> dict:
     thread.join(seconds)
     assert not thread.is_alive(), f"still reading after {seconds} s"
     return box
+
+
+COLOURS = {"blue": (40, 60, 220), "red": (220, 40, 40)}
+
+
+def colour_photo(path: Path, colour, seed: int, size=(40, 40)) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (*size, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def colour_run(root: Path, *, planted: int = 3):
+    """Red and blue photos (``planted`` blue ones filed under red), their cache (Lite0, random weights, 32 px) and a
+    logreg run on it: ``(photos, cache, run folder, planted ids)``."""
+    photos = root / "photos"
+    for k, (name, colour) in enumerate(COLOURS.items()):
+        for i in range(20):
+            colour_photo(photos / name / f"{name}{i}.png", colour, seed=100 * k + i)
+    wrong = [f"red/planted{i}.png" for i in range(planted)]
+    for i, photo_id in enumerate(wrong):
+        colour_photo(photos / photo_id, COLOURS["blue"], seed=500 + i)
+    from features.cli import classify, extract
+
+    assert extract.main(["--data-dir", str(photos), "--out", str(root / "emb"), "--backbone", "efficientnet_lite0",
+                         "--weights", "none", "--image-size", "32", "-q"]) == 0
+    cache = next((root / "emb").glob("**/*.h5"))
+    assert classify.main(["--features", str(cache), "--out", str(root / "runs"), "--n-jobs", "1", "-q"]) == 0
+    return photos, cache, next((root / "runs").glob("*-logreg")), wrong

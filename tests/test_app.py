@@ -15,47 +15,18 @@ import pytest
 
 pytest.importorskip("gradio", reason="the app's extra: pip install -r requirements-app.txt")
 
-from features.cli import classify, extract
+from features.cli import classify
 from features.data import corrections
 from features.webapp import app
 from features.webapp.serve import check_host
-from helpers import last_json
-
-COLOURS = {"blue": (40, 60, 220), "red": (220, 40, 40)}
-
-
-def _photo(path: Path, colour, seed: int, size=(40, 40)) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (*size, 3)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-    return path
-
-
-def make_run(root: Path, *, planted: int = 3):
-    """Red and blue photos (``planted`` blue ones filed under red), their cache (Lite0, random weights, 32 px) and a
-    logreg run on it: ``(photos, cache, run folder, planted ids)``."""
-    photos = root / "photos"
-    for name, colour in COLOURS.items():
-        for i in range(20):
-            _photo(photos / name / f"{name}{i}.png", colour, seed=hash(name) % 1000 + i)
-    wrong = [f"red/planted{i}.png" for i in range(planted)]
-    for i, photo_id in enumerate(wrong):
-        _photo(photos / photo_id, COLOURS["blue"], seed=500 + i)
-    assert extract.main(["--data-dir", str(photos), "--out", str(root / "emb"), "--backbone", "efficientnet_lite0",
-                         "--weights", "none", "--image-size", "32", "-q"]) == 0
-    cache = next((root / "emb").glob("**/*.h5"))
-    assert classify.main(["--features", str(cache), "--out", str(root / "runs"), "--n-jobs", "1", "-q"]) == 0
-    return photos, cache, next((root / "runs").glob("*-logreg")), wrong
+from helpers import COLOURS, colour_run, last_json
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The app on a run, served on 127.0.0.1 in this process: ``(url, app, photos, cache, run, planted)``."""
     root = tmp_path_factory.mktemp("app")
-    photos, cache, run, wrong = make_run(root)
+    photos, cache, run, wrong = colour_run(root)
     outside = root / "secret.txt"
     outside.write_text("not for the app to serve")
     (photos / "red" / "link.png").symlink_to(outside)  # a link out of the data folder

@@ -73,10 +73,11 @@ def build_page(bench: Workbench):
                             "label errors and outliers."), "", gr.update(choices=["all"])
             rows = bench.findings(summary, kind=kind, label=label)
             everything = bench.findings(summary)
-            done = sum(1 for r in everything if r["decision"])
+            listed = {r["id"] for r in everything}
+            done = len({r["id"] for r in everything if r["decision"]})
             classes = sorted({r["class"] for r in everything if r["class"]})
-            status = (f"{done} of {len(everything)} reviewed, {len(everything) - done} remain (audit of "
-                      f"{summary.get('photos')} photos; decisions in {bench.corrections}).")
+            status = (f"{done} of {len(listed)} photos reviewed, {len(listed) - done} remain ({len(everything)} "
+                      f"findings in the audit of {summary.get('photos')} photos; decisions in {bench.corrections}).")
             return ([[r[h] for h in HEADERS] for r in rows], status, "Apply them: `" + bench.command(run) + "`",
                     gr.update(choices=["all", *classes]))
         except Exception as exc:  # noqa: BLE001
