@@ -188,3 +188,28 @@ def test_the_corrections_from_the_review_raise_the_accuracy_of_classify(served, 
     result = last_json(out)
     assert result["corrections"]["relabelled"] == len(planted)
     assert result["accuracy"] >= result["corrections"]["uncorrected_test_accuracy"]
+
+
+def test_a_damaged_corrections_file_is_a_message_in_the_review(served, tmp_path):
+    url, made, photos, cache, run, _ = served
+    if made.bench.find_audit(str(run)) is None:  # findings to review, whatever ran before
+        made.bench.run_audit(str(run))
+    damaged = app([run.parent], corrections=tmp_path / "c.jsonl", audits_dir=made.bench.audits_dir)
+    (tmp_path / "c.jsonl").write_text("{not json\n")
+    _, url2, _ = damaged.launch(port=None)
+    try:
+        table, status, _, _ = _client(url2).predict(str(run), "all", "all", api_name="/review")
+        assert "Cannot show the review" in status and "line 1 is not JSON" in status and "Traceback" not in status
+    finally:
+        damaged.close()
+
+
+def test_listening_beyond_this_machine_warns_that_anyone_there_can_see_the_photos(served, caplog):
+    _, made, *_ = served
+    wide = app([made.bench.audits_dir.parent / "runs"], corrections=made.bench.corrections,
+               audits_dir=made.bench.audits_dir)
+    wide.launch(host="0.0.0.0", port=None)
+    try:
+        assert "anyone who can reach this address can see the photos and write corrections" in caplog.text
+    finally:
+        wide.close()

@@ -32,12 +32,13 @@ def test_requirements_files_say_what_pyproject_says():
     assert _lines("requirements-distributed.txt") == set(extras["distributed"])
     assert _lines("requirements-export.txt") == set(extras["export"])
     assert _lines("requirements-hub.txt") == set(extras["hub"])
+    assert _lines("requirements-app.txt") == set(extras["app"])
     assert _lines("requirements-dev.txt") == {r for r in extras["dev"] if not r.startswith(project["name"])}
     includes = [line.split()[:2] for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
                 if line.startswith(("-r", "-e"))]
     assert includes == [["-r", "requirements.txt"], ["-r", "requirements-distributed.txt"],
                         ["-r", "requirements-export.txt"], ["-r", "requirements-hub.txt"],
-                        ["-e", "."]]  # and the toolkit itself
+                        ["-r", "requirements-app.txt"], ["-e", "."]]  # and the toolkit itself
 
 
 def test_every_script_is_a_face_over_the_package_and_an_entry_point():

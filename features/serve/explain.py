@@ -348,7 +348,8 @@ def describe(explaining) -> str:
     return f"{method} of {predictor.head} on {(predictor.meta or {}).get('backbone')}"
 
 
-def write_heatmaps(folder, paths, found: Heatmaps, class_names, size: int = 320, *, shown=None) -> dict:
+def write_heatmaps(folder, paths, found: Heatmaps, class_names, size: int = 320, *, shown=None,
+                   names=None) -> dict:
     """One PNG a photo in ``folder``: the photo, and its heatmap over it, captioned with the class and its
     probability; named ``<position>-<file name>.png`` (two photos of one name in two folders get two files).
 
@@ -356,6 +357,8 @@ def write_heatmaps(folder, paths, found: Heatmaps, class_names, size: int = 320,
         shown: {position in ``paths``: probabilities} the user was shown (predict.py's, on the runtime and at the
             precision that answered: a bf16 head's are not TensorFlow's fp32 ones the maps come with); None:
             the maps' own.
+        names: {position in ``paths``: the name to caption the photo with} (an upload's own file name, where its
+            path is a server's temporary one); None: each path's.
 
     Returns:
         {position in ``paths``: the PNG's path}.
@@ -372,7 +375,7 @@ def write_heatmaps(folder, paths, found: Heatmaps, class_names, size: int = 320,
         stem = re.sub(r"[^\w.-]", "_", photo.stem)[:80]
         png = folder / f"{row:04d}-{stem}.png"
         p = p if shown is None or row not in shown else shown[row]
-        caption = f"{short_name(str(photo), 48)}\n{class_names[k]} {p[k]:.3f}"
+        caption = f"{short_name(str((names or {}).get(row, photo)), 48)}\n{class_names[k]} {p[k]:.3f}"
         what = f"{found.method}: {class_names[k]}" if (heat > 0).any() else \
             f"{found.method}: no part of it speaks for {class_names[k]}"
         draw_sheet([[Tile(photo, caption), Tile(photo, what, heat)]], png, size=size)

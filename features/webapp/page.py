@@ -20,11 +20,12 @@ def build_page(bench: Workbench):
     def try_it(run, photo):
         # preprocess=False: the upload's file as it came (FileData), read by the toolkit's guarded decoder (a
         # decompression bomb, a 16-bit PNG, a file that is no image get its messages), never by PIL in Gradio
+        name = photo.get("orig_name") if isinstance(photo, dict) else None
         photo = photo.get("path") if isinstance(photo, dict) else photo
         if not photo:
             return None, None, ""
         try:
-            tried = bench.try_photo(run, photo)
+            tried = bench.try_photo(run, photo, name=name)
         except Exception as exc:  # noqa: BLE001 - said in the page; the app keeps serving
             return None, None, f"**Cannot answer:** {problem_text(exc)}"
         heat = f"heatmap: {tried.why_no_heatmap}" if tried.heatmap is None else ""
@@ -95,18 +96,16 @@ def build_page(bench: Workbench):
     def select_finding(run, table, evt: gr.SelectData):
         try:
             row = table.values.tolist()[evt.index[0]] if hasattr(table, "values") else table[evt.index[0]]
-            kind, photo_id, suggestion = row[0], row[1], row[3]
+            kind, photo_id = row[0], row[1]
+            found = next(r for r in bench.findings(bench.find_audit(run)) if (r["kind"], r["id"]) == (kind, photo_id))
             root = bench.photo_root(run)
             from ..data.photo_ids import photo_path
 
-            pictures = [(str(photo_path(root, photo_id)), f"{photo_id} ({row[2]})")]
-            if " as " not in suggestion and ("similar to " in suggestion or "the same as " in suggestion):
-                other = suggestion.split(" to ", 1)[-1].split(" as ", 1)[-1].split(" (")[0]
-                pictures.append((str(photo_path(root, other)), f"{other}"))
-            suggested = suggestion.removeprefix("relabel as ") if kind == "label error" else None
-            return photo_id, pictures, gr.update(value=suggested)
-        except Exception as exc:  # noqa: BLE001
-            return "", [], gr.update(value=None) if not str(exc) else gr.update()
+            other = found.get("other")
+            return (photo_id, str(photo_path(root, photo_id)), str(photo_path(root, other)) if other else None,
+                    gr.update(value=found.get("suggested")))
+        except Exception:  # noqa: BLE001 - nothing chosen; the table stays as it is
+            return "", None, None, gr.update()
 
     def decide(decision):
         def handler(run, photo_id, relabel_as, kind, label):
@@ -145,7 +144,7 @@ def build_page(bench: Workbench):
             matrix = gr.Dataframe(label="Confusion matrix (rows: true class; choose a cell to see its photos)",
                                   interactive=False, elem_id="confusion")
             wrong = gr.Gallery(label="Wrong test photos, highest loss first (the first with their heatmaps)",
-                               columns=4, elem_id="wrong")
+                               columns=4, object_fit="contain", elem_id="wrong")
             show.click(mistakes, [run], [matrix, wrong, note], api_name="mistakes")
             matrix.select(cell, [run], [wrong, note], api_visibility="undocumented")
         with gr.Tab("Review", id="review"):
@@ -159,7 +158,10 @@ def build_page(bench: Workbench):
             with gr.Row():
                 chosen = gr.Textbox(label="Photo", interactive=False, elem_id="chosen")
                 relabel_as = gr.Dropdown(_class_choices(bench, first), label="Relabel as", elem_id="relabel-as")
-            pictures = gr.Gallery(label="The photo (and its copy)", columns=2, height=260, elem_id="pictures")
+            with gr.Row():
+                picture = gr.Image(label="The photo", interactive=False, height=320, elem_id="picture")
+                copy = gr.Image(label="Its copy (near copies, the same file)", interactive=False, height=320,
+                                elem_id="copy")
             with gr.Row():
                 keep = gr.Button("Keep", elem_id="keep")
                 relabel = gr.Button("Relabel as", elem_id="relabel")
@@ -170,7 +172,8 @@ def build_page(bench: Workbench):
             audit_button.click(run_audit, [run, kind, label], review_outputs, api_name="run_audit")
             kind.change(review, [run, kind, label], review_outputs, api_visibility="undocumented")
             label.change(review, [run, kind, label], review_outputs, api_visibility="undocumented")
-            table.select(select_finding, [run, table], [chosen, pictures, relabel_as], api_visibility="undocumented")
+            table.select(select_finding, [run, table], [chosen, picture, copy, relabel_as],
+                         api_visibility="undocumented")
             for button, decision in ((keep, "keep"), (relabel, "relabel"), (remove, "remove")):
                 button.click(decide(decision), [run, chosen, relabel_as, kind, label],
                              [table, status, command, said], api_name=f"decide_{decision}")

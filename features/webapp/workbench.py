@@ -124,8 +124,9 @@ class Workbench:
                 self._explainers[key] = str(exc)
         return self._explainers[key]
 
-    def try_photo(self, run, photo) -> Tried:
-        """The run's answer for the photo file ``photo``, and its heatmap.
+    def try_photo(self, run, photo, *, name: str | None = None) -> Tried:
+        """The run's answer for the photo file ``photo`` (``name``: what to call it, an upload's own file name),
+        and its heatmap.
 
         Raises:
             UsageError: the photo could not be read as an image (why, as extract.py would say it).
@@ -147,7 +148,8 @@ class Workbench:
         else:
             found = explaining.explain([str(photo)], np.array([int(np.argmax(proba[0]))]))
             folder = self.pictures / f"try-{time.time_ns()}"
-            written = write_heatmaps(folder, [str(photo)], found, names, shown={0: proba[0]})
+            written = write_heatmaps(folder, [str(photo)], found, names, shown={0: proba[0]},
+                                     names={0: name} if name else None)
             heatmap = written.get(0)
         return Tried(top=top, heatmap=heatmap, why_no_heatmap=why, answered=_answered(predictor, self.entry(run)),
                      seconds=seconds)
