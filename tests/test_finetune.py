@@ -386,3 +386,67 @@ def test_training_logs_on_a_full_or_read_only_disk_end_in_one_line(tmp_path, cap
         err = capsys.readouterr().err
         assert code == 2 and needle in err and "Traceback" not in err, err
     assert not list((tmp_path / "runs").iterdir())  # no run folder, no partial one
+
+
+def test_views_need_the_frozen_cache_and_an_augmentation_and_lift_its_no_augmentation_rule():
+    from features.errors import UsageError
+    from features.train.config import check_settings
+
+    assert check_settings(TrainConfig(cache_frozen=True, augment="standard", views=4)).views == 4
+    for config, needle in ((TrainConfig(views=4), "views 4: views are cached activations; give cache_frozen=True"),
+                           (TrainConfig(cache_frozen=True, augment="none", views=4), "give augment standard"),
+                           (TrainConfig(cache_frozen=True, augment="standard"), "needs augment=none, or views 2"),
+                           (TrainConfig(cache_frozen=True, augment="standard", views=0), "views 0"),
+                           (TrainConfig(cache_frozen=True, augment="standard", views=33), "from 1 to 32")):
+        with pytest.raises(UsageError, match=needle):
+            check_settings(config)
+
+
+def test_each_pass_over_cached_views_takes_one_view_of_every_row_a_different_one_each_pass():
+    from features.data import activation_batches
+
+    n, k = 7, 3
+    x = (np.arange(n)[:, None] * 10 + np.arange(k)[None, :]).astype(np.float32)[..., None]  # row*10 + view
+    ds = activation_batches(x, np.arange(n), batch_size=3, shuffle=True, seed=1, views=True)
+    passes = [np.concatenate([xb.numpy()[:, 0] for xb, _ in ds]) for _ in range(k)]
+    for got in passes:
+        assert sorted((got // 10).astype(int).tolist()) == list(range(n))  # every row once a pass
+    views = np.zeros((n, k), dtype=int)
+    for got in passes:
+        for value in got.astype(int):
+            views[value // 10, value % 10] += 1
+    assert (views == 1).all()  # over K passes, each row's K views once each
+
+
+@pytest.mark.slow
+def test_cached_views_are_augmented_versions_of_the_same_rows(pets, tmp_path):
+    from features.train.run import frozen_activations
+
+    source = load_folder(pets)
+    config = TrainConfig(image_size=32, augment="standard", cache_frozen=True, views=3)
+    model, network = training.build_model(config, config.backbone, 2)
+    prefix, _, _ = training.frozen_prefix_models(model, network, 10)
+    plain_rows, plain = frozen_activations(prefix, source, indices=np.arange(len(source)), image_size=32,
+                                           batch_size=4, spill_dir=tmp_path / "spill")
+    rows, x = frozen_activations(prefix, source, indices=np.arange(len(source)), image_size=32, batch_size=4,
+                                 spill_dir=tmp_path / "spill", augment=model.get_layer("augment"), views=3)
+    assert list(rows) == list(plain_rows) and x.shape == (len(rows), 3, *plain.shape[1:])
+    assert not np.allclose(x[:, 0], x[:, 1]) and not np.allclose(x[:, 1], x[:, 2])  # three different draws
+    assert not np.allclose(x[:, 0], plain)
+    spilled_rows, spilled = frozen_activations(prefix, source, indices=np.arange(len(source)), image_size=32,
+                                               batch_size=4, spill_dir=tmp_path / "spill", memory_limit=0,
+                                               augment=model.get_layer("augment"), views=2)
+    assert isinstance(spilled, np.memmap) and spilled.shape[:2] == (len(rows), 2)
+
+
+@pytest.mark.slow
+def test_finetune_on_cached_views_trains_and_saves_the_whole_model(pets, tmp_path, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--unfreeze", "10", "--cache-frozen",
+                                              "--views", "3", "--out", str(tmp_path), "--json", *TINY])
+    assert code == 0, err
+    result = last_json(out)
+    assert result["views"] == 3 and result["cache_seconds"] > 0 and result["augment"] == "standard"
+    folder = tmp_path / result["run_dir"].split("/")[-1]
+    assert not (folder / "activations").exists()
+    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
+    assert model.get_layer("augment") is not None and model.input.shape[1:] == (32, 32, 3)

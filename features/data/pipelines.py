@@ -198,17 +198,30 @@ def indexed_batches(images: Images, indices, *, image_size: int, batch_size: int
     return fixed_threads(ds.batch(batch_size).prefetch(2))
 
 
-def activation_batches(activations, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0):
-    """(activations, label) batches from an array (or memory-mapped file) of activations."""
+def activation_batches(activations, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0,
+                       views: bool = False):
+    """(activations, label) batches from an array (or memory-mapped file) of activations.
+
+    ``views``: ``activations`` is (n, K, ...), K cached views of each row; a pass over the rows takes one view of
+    each, a different one each pass (each row goes through its K views in a seeded order, then again).
+    """
     import tensorflow as tf
 
-    n, shape = len(activations), activations.shape[1:]
+    n, shape = len(activations), activations.shape[2:] if views else activations.shape[1:]
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if views:
+        k = activations.shape[1]
+        order = np.random.default_rng(seed).permuted(np.tile(np.arange(k), (n, 1)), axis=1)
+        taken = np.zeros(n, dtype=np.int64)  # views of each row handed out so far
 
     def gather(idx):
-        return activations[idx], labels[idx]
+        if not views:
+            return activations[idx], labels[idx]
+        chosen = order[idx, taken[idx] % k]
+        taken[idx] += 1
+        return np.asarray(activations[idx, chosen]), labels[idx]  # row idx[j]'s view chosen[j]
 
     def load(idx):
         x, y = tf.numpy_function(gather, [idx], (tf.float32, tf.as_dtype(labels.dtype)))

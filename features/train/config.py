@@ -26,6 +26,7 @@ AUGMENTATIONS = ("none", "standard", "strong")
 PRECISIONS = ("fp32", "bf16", "fp16", "mixed")
 FORMER_PRECISIONS = {"float32": "fp32"}  # the names taken before the vocabulary was shared: still taken
 BINARY_OUTPUTS = ("sigmoid", "softmax")
+MAX_VIEWS = 32  # cached augmented views of each training image (16 is the most measured)
 UNFREEZE_LAYERS = "20"  # the default --unfreeze: the last 20 layers of a Keras network ...
 UNFREEZE_BLOCKS = "2"  # ... and the last 2 transformer blocks of a hub encoder
 
@@ -65,7 +66,13 @@ class TrainConfig:
     cache_frozen: bool = _setting(
         False, "run the frozen layers once and train the rest on their cached activations (in memory, or on "
                "disk under the run folder when they do not fit): same result, several times faster per epoch. "
-               "Applies to a pretrained base with {augment=none} and {unfreeze} below 'all'")
+               "Applies to a pretrained base with {unfreeze} below 'all', and {augment=none} unless {views} is 2 "
+               "or more")
+    views: int = _setting(
+        1, "with {cache_frozen}: the frozen layers map K randomly changed versions of every training image (the "
+           "changes {augment} names, drawn with the run's seed) once, and each epoch trains on one of them an "
+           "image, a different one each epoch; validation and test images go through unchanged. 1: the images "
+           f"as they are (then {{augment=none}}); at most {MAX_VIEWS}", metavar="K")
     label_smoothing: float = _setting(
         0.0, "train towards 1 - S on the true class and S spread over all classes (e.g. 0.1)", metavar="S")
     train_per_class: int | None = _setting(
@@ -148,9 +155,17 @@ def check_settings(config: TrainConfig) -> TrainConfig:
         raise UsageError(f"{{cache_frozen}} {config.cache_frozen}: give True or False")
     if config.cache_frozen and config.scratch:
         raise UsageError("{cache_frozen=True} applies to a pretrained base; from scratch every layer trains")
-    if config.cache_frozen and config.augment != "none":
-        raise UsageError("{cache_frozen=True} needs {augment=none}: augmented images change every epoch, "
-                         "so the frozen layers' output cannot be computed once")
+    validate.whole(config.views, "views", low=1, high=MAX_VIEWS, what=" of views")
+    if config.views > 1 and not config.cache_frozen:
+        raise UsageError(f"{{views}} {config.views}: views are cached activations; give {{cache_frozen=True}} too "
+                         "(without it, every epoch sees newly changed images)")
+    if config.views > 1 and config.augment == "none":
+        raise UsageError(f"{{views}} {config.views}: views are randomly changed versions of each image; give "
+                         "{augment} standard or strong")
+    if config.cache_frozen and config.augment != "none" and config.views == 1:
+        raise UsageError("{cache_frozen=True} needs {augment=none}, or {views} 2 or more: augmented images change "
+                         "every epoch, so the frozen layers' output of one image cannot be computed once (K "
+                         "changed versions of it can)")
     if config.cache_frozen and unfreeze == "all":
         raise UsageError("{cache_frozen=True} with {unfreeze=all}: no layer is frozen, so nothing can be cached")
     return dataclasses.replace(config, unfreeze=unfreeze, precision=precision)

@@ -162,10 +162,10 @@ def augmentation(kind: str, seed: int):
 def frozen_prefix_models(model, network, n_unfrozen: int):
     """The classifier cut where its frozen prefix ends, for training on cached activations.
 
-    Only valid for a model built without augmentation (:func:`~features.train.config.check_settings`
-    refuses the combination): the prefix (preprocessing and the frozen first layers of the
-    base, run in inference mode) then maps each image to the same activations every epoch,
-    so they are computed once. With no layer unfrozen the cut is after pooling.
+    The prefix (preprocessing and the frozen first layers of the base, run in inference mode) maps each
+    image to the same activations every epoch, so they are computed once; the model's augmentation, where it
+    has one, is left out of it (cached views apply it before the prefix, once a view:
+    :func:`features.train.run.frozen_activations`). With no layer unfrozen the cut is after pooling.
 
     Returns:
         (prefix, trainable, suffix): ``prefix`` maps images to activations; ``trainable``
@@ -176,7 +176,8 @@ def frozen_prefix_models(model, network, n_unfrozen: int):
     Raises:
         UsageError: no frozen layer comes before the unfrozen ones, so nothing can be cached.
     """
-    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    # the base (the augmentation, where the model has one, is a keras.Sequential too: it runs before the cut)
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "augment")
     image = keras.Input(model.input.shape[1:], name="image")
     x = backbone.get_layer("preprocess")(image)
     head = [model.get_layer(name) for name in ("pool", "dense", "dropout", "output")]

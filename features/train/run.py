@@ -35,35 +35,50 @@ log = logging.getLogger(__name__)
 
 
 def frozen_activations(prefix, source: DataSource, *, indices, image_size: int, batch_size: int,
-                       spill_dir, memory_limit: int | None = None):
-    """Run the frozen prefix once over the given rows.
+                       spill_dir, memory_limit: int | None = None, augment=None, views: int = 1):
+    """Run the frozen prefix once over the given rows (``views`` times, each through ``augment``, the model's
+    random changes in training mode, where given).
 
     Activations go to memory, or to a file under ``spill_dir`` (deleted with it) when they
     would take more than ``memory_limit`` bytes (default: half the free memory).
 
     Returns:
-        (rows, activations): the listing indices that decoded, and their activations.
+        (rows, activations): the listing indices that decoded, and their activations: (n, *shape), or
+        (n, views, *shape) with ``augment``.
     """
+    import tensorflow as tf
+
     shape = tuple(int(d) for d in prefix.output.shape[1:])
-    nbytes = len(indices) * int(np.prod(shape)) * 4
+    lead = (len(indices),) if augment is None else (len(indices), views)
+    nbytes = int(np.prod(lead)) * int(np.prod(shape)) * 4
     limit = available_memory() // 2 if memory_limit is None else memory_limit
     if nbytes > limit:
         os.makedirs(spill_dir, exist_ok=True)
         path = os.path.join(spill_dir, f"activations-{len(os.listdir(spill_dir))}.f32")
         log.info("frozen activations (%.1f GB) go to %s", nbytes / 1e9, path)
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(indices), *shape))
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(*lead, *shape))
     else:
-        out = np.empty((len(indices), *shape), dtype=np.float32)
+        out = np.empty((*lead, *shape), dtype=np.float32)
     from ..models.build import embedding_function
 
-    run = embedding_function(prefix, image_size)  # one traced graph: eager calls are 2x slower
-    rows, n = [], 0
-    for index, images in indexed_batches(source, indices, image_size=image_size, batch_size=batch_size):
-        batch = np.asarray(run(images), dtype=np.float32)
-        out[n:n + len(batch)] = batch
-        rows.append(index.numpy())
-        n += len(batch)
-    return (np.concatenate(rows) if rows else np.zeros(0, np.int64)), out[:n]
+    if augment is None:
+        run = embedding_function(prefix, image_size)  # one traced graph: eager calls are 2x slower
+    else:
+        run = tf.function(lambda images: prefix(augment(images, training=True), training=False))
+    rows = None
+    for view in range(1 if augment is None else views):
+        got, n = [], 0
+        for index, images in indexed_batches(source, indices, image_size=image_size, batch_size=batch_size):
+            batch = np.asarray(run(images), dtype=np.float32)
+            if augment is None:
+                out[n:n + len(batch)] = batch
+            else:
+                out[n:n + len(batch), view] = batch
+            got.append(index.numpy())
+            n += len(batch)
+        got = np.concatenate(got) if got else np.zeros(0, np.int64)
+        rows = got if rows is None else rows  # every pass decodes the same rows, in the same order
+    return rows, out[:len(rows)]
 
 
 def _precision_policy(precision: str) -> str:
@@ -137,16 +152,18 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
     prefix, trainable, suffix = frozen_prefix_models(built.model, built.network, n)
     start = time.perf_counter()
     data = {}
+    augment = built.model.get_layer("augment") if config.views > 1 else None
     for split in ("train", "val"):
         index, x = frozen_activations(prefix, source, indices=rows[split], image_size=config.image_size,
-                                      batch_size=built.global_batch,
-                                      spill_dir=folder / "activations")
+                                      batch_size=built.global_batch, spill_dir=folder / "activations",
+                                      augment=augment if split == "train" else None, views=config.views)
         y = source.labels[index].astype(np.float32 if built.sigmoid else np.int64)
         data[split] = (x, y[:, None] if built.sigmoid else y)
     cache_seconds = time.perf_counter() - start
-    log.info("frozen prefix (%s) ran once over %d images in %.1f s", prefix.output.shape[1:],
-             sum(len(d[0]) for d in data.values()), cache_seconds)
-    train_ds = activation_batches(*data["train"], batch_size=built.global_batch, shuffle=True, seed=config.seed)
+    log.info("frozen prefix (%s) ran once over %d images (%d view(s) of each training image) in %.1f s",
+             prefix.output.shape[1:], sum(len(d[0]) for d in data.values()), config.views, cache_seconds)
+    train_ds = activation_batches(*data["train"], batch_size=built.global_batch, shuffle=True, seed=config.seed,
+                                  views=config.views > 1)
     val_ds = activation_batches(*data["val"], batch_size=built.global_batch)
     result = loop.train(trainable, suffix, config, train_ds, val_ds=val_ds, checkpoint_path=folder / "best.weights.h5",
                         verbose=verbose,
@@ -238,7 +255,7 @@ def results_row(config: TrainConfig, source: DataSource, *, result: dict, scores
         **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
         "train_seconds": result["train_seconds"],
         "seconds_per_epoch": sum(h["seconds"] for h in result["history"]) / epochs if epochs else None,
-        "cache_frozen": config.cache_frozen, "cache_seconds": result["cache_seconds"],
+        "cache_frozen": config.cache_frozen, "cache_seconds": result["cache_seconds"], "views": config.views,
         "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
         "augment": config.augment, "label_smoothing": config.label_smoothing,
         "tta": config.tta, "schedule": config.schedule, "weight_decay": config.weight_decay,
