@@ -429,13 +429,13 @@ def test_cached_views_are_augmented_versions_of_the_same_rows(pets, tmp_path):
     plain_rows, plain = frozen_activations(prefix, source, indices=np.arange(len(source)), image_size=32,
                                            batch_size=4, spill_dir=tmp_path / "spill")
     rows, x = frozen_activations(prefix, source, indices=np.arange(len(source)), image_size=32, batch_size=4,
-                                 spill_dir=tmp_path / "spill", augment=model.get_layer("augment"), views=3)
+                                 spill_dir=tmp_path / "spill", views=(model.get_layer("augment"), 3))
     assert list(rows) == list(plain_rows) and x.shape == (len(rows), 3, *plain.shape[1:])
     assert not np.allclose(x[:, 0], x[:, 1]) and not np.allclose(x[:, 1], x[:, 2])  # three different draws
     assert not np.allclose(x[:, 0], plain)
     spilled_rows, spilled = frozen_activations(prefix, source, indices=np.arange(len(source)), image_size=32,
                                                batch_size=4, spill_dir=tmp_path / "spill", memory_limit=0,
-                                               augment=model.get_layer("augment"), views=2)
+                                               views=(model.get_layer("augment"), 2))
     assert isinstance(spilled, np.memmap) and spilled.shape[:2] == (len(rows), 2)
 
 

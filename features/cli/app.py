@@ -20,6 +20,7 @@ It listens on 127.0.0.1 (this machine only) unless --host says otherwise.
 from __future__ import annotations
 
 import argparse
+import shutil
 
 from features.cli import common
 from features.cli.common import HelpFormatter, program
@@ -68,6 +69,7 @@ def _serve_from_flags(args) -> None:
         pass
     finally:
         page.close()
+        shutil.rmtree(bench.pictures, ignore_errors=True)  # the pictures it drew
 
 
 def main(argv=None) -> int:

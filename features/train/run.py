@@ -35,18 +35,20 @@ log = logging.getLogger(__name__)
 
 
 def frozen_activations(prefix, source: DataSource, *, indices, image_size: int, batch_size: int,
-                       spill_dir, memory_limit: int | None = None, augment=None, views: int = 1):
-    """Run the frozen prefix once over the given rows (``views`` times, each through ``augment``, the model's
-    random changes in training mode, where given).
+                       spill_dir, memory_limit: int | None = None, views: tuple | None = None):
+    """Run the frozen prefix once over the given rows; with ``views`` (the model's augmentation layer, K), K times,
+    each through the augmentation in training mode.
 
     Activations go to memory, or to a file under ``spill_dir`` (deleted with it) when they
     would take more than ``memory_limit`` bytes (default: half the free memory).
 
     Returns:
         (rows, activations): the listing indices that decoded, and their activations: (n, *shape), or
-        (n, views, *shape) with ``augment``.
+        (n, K, *shape) with ``views``.
     """
     import tensorflow as tf
+
+    augment, views = views if views is not None else (None, 1)
 
     shape = tuple(int(d) for d in prefix.output.shape[1:])
     lead = (len(indices),) if augment is None else (len(indices), views)
@@ -156,7 +158,8 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
     for split in ("train", "val"):
         index, x = frozen_activations(prefix, source, indices=rows[split], image_size=config.image_size,
                                       batch_size=built.global_batch, spill_dir=folder / "activations",
-                                      augment=augment if split == "train" else None, views=config.views)
+                                      views=(augment, config.views) if augment is not None and split == "train"
+                                      else None)
         y = source.labels[index].astype(np.float32 if built.sigmoid else np.int64)
         data[split] = (x, y[:, None] if built.sigmoid else y)
     cache_seconds = time.perf_counter() - start

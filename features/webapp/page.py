@@ -86,7 +86,7 @@ def build_page(bench: Workbench):
 
     progress_bar = gr.Progress()  # Gradio's way: a handler's default argument it fills in
 
-    def run_audit(run, kind, label, progress=progress_bar):
+    def _run_audit(run, kind, label, progress=progress_bar):  # Gradio passes the inputs by position
         try:
             bench.run_audit(run, progress=progress)
         except Exception as exc:  # noqa: BLE001
@@ -108,7 +108,7 @@ def build_page(bench: Workbench):
             return "", None, None, gr.update()
 
     def decide(decision):
-        def handler(run, photo_id, relabel_as, kind, label):
+        def _handler(run, photo_id, relabel_as, kind, label):  # Gradio passes the inputs by position
             if not photo_id:
                 return (*review(run, kind, label)[:3], "choose a photo in the table first")
             try:
@@ -118,7 +118,7 @@ def build_page(bench: Workbench):
             table, status, command, _ = review(run, kind, label)
             said = f"{made.decision} {photo_id}" + (f" as {made.label}" if made.label else "") + ": saved"
             return table, status, command, said
-        return handler
+        return _handler
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as page:
         gr.Markdown(f"# {TITLE}")
@@ -169,7 +169,7 @@ def build_page(bench: Workbench):
             said = gr.Markdown(elem_id="said")
             command = gr.Markdown(elem_id="command")
             review_outputs = [table, status, command, label]
-            audit_button.click(run_audit, [run, kind, label], review_outputs, api_name="run_audit")
+            audit_button.click(_run_audit, [run, kind, label], review_outputs, api_name="run_audit")
             kind.change(review, [run, kind, label], review_outputs, api_visibility="undocumented")
             label.change(review, [run, kind, label], review_outputs, api_visibility="undocumented")
             table.select(select_finding, [run, table], [chosen, picture, copy, relabel_as],

@@ -39,7 +39,11 @@ class App:
         return serve(self.page, self.bench, host=host, port=port, block=block)
 
     def close(self) -> None:
+        """Stop serving; the pictures the app drew go with it."""
+        import shutil
+
         self.page.close()
+        shutil.rmtree(self.bench.pictures, ignore_errors=True)
 
 
 def app(run_dirs=None, *, corrections="corrections.jsonl", audits_dir="audits", runtime: str = "auto") -> App:

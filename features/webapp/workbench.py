@@ -220,8 +220,9 @@ class Workbench:
     # --- Review --------------------------------------------------------------------------------------------
     def cache_of(self, run) -> Path | None:
         entry = self.entry(run)
-        if entry.members:
-            entry = list_runs([entry.members[0]])[0] if list_runs([entry.members[0]]) else entry
+        if entry.members:  # an ensemble's photos: its first member's cache
+            found = list_runs([entry.members[0]])
+            entry = found[0] if found else entry
         return Path(entry.features[0]) if len(entry.features) == 1 else None
 
     def find_audit(self, run) -> dict | None:
