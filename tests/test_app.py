@@ -213,3 +213,17 @@ def test_listening_beyond_this_machine_warns_that_anyone_there_can_see_the_photo
         assert "anyone who can reach this address can see the photos and write corrections" in caplog.text
     finally:
         wide.close()
+
+
+def test_a_port_in_use_is_one_line_naming_it(served):
+    from features.errors import UsageError
+
+    url, made, *_ = served
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    second = app([made.bench.audits_dir.parent / "runs"], corrections=made.bench.corrections,
+                 audits_dir=made.bench.audits_dir)
+    try:
+        with pytest.raises(UsageError, match=f"port {port}: cannot listen on 127.0.0.1:{port}"):
+            second.launch(port=port)
+    finally:
+        second.close()

@@ -114,6 +114,10 @@ def serve(page, bench: Workbench, *, host: str = LOOPBACK, port: int | None = PO
     if check_host(host):
         log.warning("listening on %s: anyone who can reach this address can see the photos and write "
                     "corrections to %s", host, bench.corrections)
-    return page.launch(server_name=host, server_port=port, allowed_paths=allowed_paths(bench),
-                       max_file_size=ALLOWED_UPLOAD, prevent_thread_lock=not block, quiet=True, show_error=False,
-                       inbrowser=False, share=False, footer_links=[])
+    try:
+        return page.launch(server_name=host, server_port=port, allowed_paths=allowed_paths(bench),
+                           max_file_size=ALLOWED_UPLOAD, prevent_thread_lock=not block, quiet=True, show_error=False,
+                           inbrowser=False, share=False, footer_links=[])
+    except OSError as exc:  # the port taken, or an address this machine does not have
+        raise UsageError(f"{{port}} {port}: cannot listen on {host}:{port} ({str(exc).strip()[:200]}); give "
+                         "another {port}, or stop what listens there") from None
