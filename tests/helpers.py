@@ -252,3 +252,13 @@ def colour_run(root: Path, *, planted: int = 3):
     cache = next((root / "emb").glob("**/*.h5"))
     assert classify.main(["--features", str(cache), "--out", str(root / "runs"), "--n-jobs", "1", "-q"]) == 0
     return photos, cache, next((root / "runs").glob("*-logreg")), wrong
+
+
+def classified_with_corrections(run_main, cache, corrections, *, out) -> dict:
+    """``classify.py --features CACHE --corrections FILE`` in this process, which must succeed: its --json line."""
+    from features.cli import classify
+
+    code, stdout, err = run_main(classify.main, ["--features", str(cache), "--out", str(out), "--n-jobs", "1",
+                                                 "--corrections", str(corrections), "--json", "-q"])
+    assert code == 0, err
+    return last_json(stdout)

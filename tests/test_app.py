@@ -15,11 +15,10 @@ import pytest
 
 pytest.importorskip("gradio", reason="the app's extra: pip install -r requirements-app.txt")
 
-from features.cli import classify
 from features.data import corrections
 from features.webapp import app
 from features.webapp.serve import check_host
-from helpers import COLOURS, colour_run, last_json
+from helpers import COLOURS, classified_with_corrections, colour_run
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +181,7 @@ def test_the_corrections_from_the_review_raise_the_accuracy_of_classify(served, 
     url, made, photos, cache, run, planted = served
     for photo_id in planted:
         made.bench.decide(str(run), photo_id, "relabel", label="blue")
-    code, out, err = run_main(classify.main, ["--features", str(cache), "--out", str(tmp_path / "runs"), "--n-jobs",
-                                              "1", "--corrections", str(made.bench.corrections), "--json", "-q"])
-    assert code == 0, err
-    result = last_json(out)
+    result = classified_with_corrections(run_main, cache, made.bench.corrections, out=tmp_path / "runs")
     assert result["corrections"]["relabelled"] == len(planted)
     assert result["accuracy"] >= result["corrections"]["uncorrected_test_accuracy"]
 

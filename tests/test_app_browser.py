@@ -12,9 +12,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install chromium)")]
 
-from features.cli import classify  # noqa: E402
 from features.webapp import app  # noqa: E402
-from helpers import colour_run, last_json  # noqa: E402
+from helpers import classified_with_corrections, colour_run  # noqa: E402
 
 TIMEOUT = 120_000  # ms: a first answer builds the network
 
@@ -80,9 +79,6 @@ def test_a_planted_label_relabelled_in_review_is_there_after_a_reload_and_classi
     assert page.inner_text("#review-status").startswith("1 of ")
     for photo_id in planted[1:]:  # the rest through the page's own endpoint, as a second tab would
         made.bench.decide(str(run), photo_id, "relabel", label="blue")
-    code, out, err = run_main(classify.main, ["--features", str(cache), "--out", str(tmp_path / "runs"), "--n-jobs",
-                                              "1", "--corrections", str(made.bench.corrections), "--json", "-q"])
-    assert code == 0, err
-    result = last_json(out)
+    result = classified_with_corrections(run_main, cache, made.bench.corrections, out=tmp_path / "runs")
     assert result["corrections"]["relabelled"] == len(planted)
     assert result["accuracy"] >= result["corrections"]["uncorrected_test_accuracy"]

@@ -81,10 +81,9 @@ class Audit:
 
 def photo_paths(cache: FeatureCache, data_dir=None) -> list:
     """Each row's photo: ``data_dir`` (or the folder the cache was made from) joined with its id."""
-    if data_dir is None:
-        if cache.attrs.get("source_kind") != "folder":
-            return [None] * len(cache.ids)
-        data_dir = cache.attrs.get("source")
+    data_dir = photo_root(cache.attrs) if data_dir is None else data_dir
+    if data_dir is None:  # a TFDS set: no photo files
+        return [None] * len(cache.ids)
     return [photo_path(data_dir, str(i)) for i in cache.ids]
 
 
@@ -134,7 +133,7 @@ def audit(features, *, near: float = NEAR, data_dir=None, folds: int = FOLDS, se
     n_jobs = validate.optional_jobs(n_jobs)
     data_dir = validate.optional_path(data_dir, "data_dir", "the folder of the photos")
     if corrections is not None:
-        corrections = read_corrections(validate.path(corrections, "corrections", "a corrections file"))
+        corrections = read_corrections(corrections)
     cache = features if isinstance(features, FeatureCache) else read_cache(
         validate.path(features, "features", "a feature cache"))
     applied = None

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import validate
 from ..errors import UsageError
 from ..io import NotRegularFile, TooLarge, file_lock, file_sha256, read_regular, write_all
 from .photo_ids import id_problem, photo_path
@@ -117,10 +118,10 @@ def read_corrections(path) -> Corrections:
     """The corrections file at ``path``, checked line by line (no photo is read here).
 
     Raises:
-        UsageError: not a regular file, larger than :data:`MAX_BYTES`, not UTF-8, or a line that is not a decision
-            (naming the line).
+        UsageError: not a path, not a regular file, larger than :data:`MAX_BYTES`, not UTF-8, or a line that is not
+            a decision (naming the line).
     """
-    path = Path(path)
+    path = validate.path(path, "corrections", "a corrections file")
     try:
         data = read_regular(path, MAX_BYTES)
     except FileNotFoundError:

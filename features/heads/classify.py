@@ -124,7 +124,7 @@ def classify(paths=None, head: str = "logreg", *, fixed: dict | None = None, str
     check_search(cv, n_jobs, seed)
     check_epochs(epochs, spec)
     if corrections is not None:
-        corrections = read_corrections(validate.path(corrections, "corrections", "a corrections file"))
+        corrections = read_corrections(corrections)
     if stream and not spec.streams:
         can = ", ".join(n for n, s in HEADS.items() if s.streams)
         raise UsageError(f"{{stream}}: {{head}} {head} holds the embeddings in memory; heads that stream: {can}")

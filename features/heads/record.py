@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import photo_root
 from ..data.splits import SPLITS, TRAIN, VAL
 from ..records import metrics, runs
 from ..records.runs import RunFiles
@@ -65,7 +66,7 @@ def record_run(fitted, cache, *, test, predict_seconds, settings: dict, out_dir,
         write_scored(run.files, Scored(
             class_names=cache.class_names, test=(test_ids, y_test, proba), val=val, scores=scores,
             title=f"{head} on {attrs.get('backbone')}: accuracy {scores['accuracy']:.4f}",
-            photo_root=attrs.get("source") if attrs.get("source_kind") == "folder" else None,
+            photo_root=photo_root(attrs),
             record={**row, "metrics": scores, "config": config}, config=config))
     runs.append_result(out_dir, row)
     return {**json.loads(json.dumps(row)), "metrics": scores}

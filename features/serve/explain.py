@@ -285,6 +285,7 @@ def photo_root(run_dir) -> str | None:
     files = RunFiles(run_dir)
     config = files.read_config()
     if files.kind == "head":
+        from ..cache import photo_root as cache_photo_root
         from ..cache import read_attrs
         from ..errors import CacheError
 
@@ -293,7 +294,7 @@ def photo_root(run_dir) -> str | None:
             attrs = read_attrs(features[0])
         except (CacheError, IndexError, TypeError, OSError):
             return None
-        root = attrs.get("source") if attrs.get("source_kind") == "folder" else None
+        root = cache_photo_root(attrs)
     else:
         root = config.get("source")
     return str(root) if isinstance(root, str) and os.path.isdir(root) else None

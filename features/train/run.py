@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import validate
 from ..data import DataSource, activation_batches, check_source, indexed_batches, labelled_batches
 from ..data.corrections import apply_corrections, read_corrections
 from ..errors import UsageError
@@ -286,7 +285,7 @@ def finetune(source: DataSource, config: TrainConfig, *, out_dir="runs", verbose
     check_source(source)
     original, applied = source, None
     if corrections is not None:
-        corrections = read_corrections(validate.path(corrections, "corrections", "a corrections file"))
+        corrections = read_corrections(corrections)
         applied = apply_corrections(corrections, ids=source.ids, labels=source.labels, class_names=source.class_names,
                                     photo_root=source.location if source.kind == "folder" else None)
         source = dataclasses.replace(source, labels=applied.labels, splits=applied.splits(source.splits))

@@ -4,7 +4,7 @@ that cannot be loaded, a damaged corrections file are a line of text, never a tr
 """
 
 # No `from __future__ import annotations`: Gradio reads the handlers' `gr.SelectData` annotations as types.
-from .workbench import KINDS, Workbench, problem_text
+from .workbench import KINDS, Workbench, problem_text, select
 
 TITLE = "Transfer learning: try it, see its mistakes, review the photos"
 HEADERS = ["kind", "id", "class", "suggestion", "decision"]
@@ -72,8 +72,8 @@ def build_page(bench: Workbench):
             if summary is None:
                 return [], ("No audit of this run's photos yet: **Run the audit** finds copies, leaks, likely "
                             "label errors and outliers."), "", gr.update(choices=["all"])
-            rows = bench.findings(summary, kind=kind, label=label)
-            everything = bench.findings(summary)
+            everything = bench.findings(summary)  # the audit and the decisions read once
+            rows = select(everything, kind=kind, label=label)
             listed = {r["id"] for r in everything}
             done = len({r["id"] for r in everything if r["decision"]})
             classes = sorted({r["class"] for r in everything if r["class"]})

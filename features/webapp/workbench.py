@@ -287,8 +287,7 @@ class Workbench:
         for row in unique:
             d = decided.get(row["id"])
             row["decision"] = "" if d is None else d.decision + (f" as {d.label}" if d.label else "")
-        return [r for r in unique if (kind in (None, "", "all") or r["kind"] == kind)
-                and (label in (None, "", "all") or r["class"] == label)]
+        return select(unique, kind=kind, label=label)
 
     def decisions(self) -> dict:
         """The decisions taken so far (the corrections file's, the last about each photo); none before the first."""
@@ -315,6 +314,12 @@ class Workbench:
             return f"tl.classify({[str(cache)] if cache else None!r}, corrections={str(corrections)!r})"
         features = f"{{features={cache}}} " if cache is not None else ""
         return ToolkitError(f"python classify.py {features}{{corrections={corrections}}}").render(self.flags)
+
+
+def select(findings: list[dict], *, kind: str | None = None, label: str | None = None) -> list[dict]:
+    """The findings of one kind and one class (None, "" or "all": any)."""
+    return [r for r in findings if (kind in (None, "", "all") or r["kind"] == kind)
+            and (label in (None, "", "all") or r["class"] == label)]
 
 
 def _class_of(photo_id: str) -> str:
