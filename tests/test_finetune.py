@@ -450,3 +450,39 @@ def test_finetune_on_cached_views_trains_and_saves_the_whole_model(pets, tmp_pat
     assert not (folder / "activations").exists()
     model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
     assert model.get_layer("augment") is not None and model.input.shape[1:] == (32, 32, 3)
+
+
+def test_the_deadline_stops_an_epoch_at_its_next_batch_and_refuses_one_that_would_end_past_it(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(loop, "time", type("Clock", (), {"monotonic": staticmethod(lambda: now[0])}))
+    model = type("Model", (), {"stop_training": False})()
+    deadline = loop.Deadline(100.0)
+    deadline.set_model(model)
+    deadline.on_epoch_begin(0)
+    now[0] = 30.0
+    deadline.on_train_batch_end(0)
+    deadline.on_epoch_end(0)  # 30 s an epoch: one more ends at 60
+    assert not model.stop_training and not deadline.too_late()
+    deadline.on_epoch_begin(1)
+    now[0] = 80.0
+    deadline.on_train_batch_end(0)
+    assert not model.stop_training
+    deadline.on_epoch_end(1)  # 50 s this time: one more would end at 130
+    assert model.stop_training and deadline.stopped and deadline.too_late()
+    model.stop_training, deadline.stopped = False, False
+    deadline.on_epoch_begin(2)
+    now[0] = 100.0
+    deadline.on_train_batch_end(0)  # past the deadline within an epoch: stopped at this batch
+    assert model.stop_training and deadline.stopped
+
+
+@pytest.mark.slow
+def test_a_time_limit_ends_training_at_the_first_batch_past_it_and_still_scores(pets, tmp_path, run_main):
+    code, out, err = run_main(finetune.main, ["--data-dir", str(pets), "--unfreeze", "10", "--time-limit", "0.01",
+                                              "--out", str(tmp_path), "--json", *TINY, "--head-epochs", "3"])
+    assert code == 0, err
+    result = last_json(out)
+    assert result["stopped_by_time"] and result["time_limit"] == 0.01
+    assert result["epochs_run"] == 1 and result["accuracy"] is not None  # the head's first of 3; fine-tuning left out
+    history = (tmp_path / result["run_dir"].split("/")[-1] / "history.csv").read_text().splitlines()
+    assert [line.split(",")[1] for line in history[1:]] == ["head"]

@@ -68,6 +68,8 @@ def _finetune_from_flags(args) -> None:
           f"  {result['epochs_run']} epochs, {result['unfrozen_what']} of the base trained, "
           f"{result['train_seconds']:.1f} s ({result['seconds_per_epoch']:.1f} s/epoch), {best}\n"
           f"  run folder {result['run_dir']}")
+    if result.get("stopped_by_time"):
+        print(f"  stopped by its time limit ({args.time_limit:g} s); the best epoch on validation so far kept")
     if result.get("corrections"):
         print(common.corrections_line(result["corrections"]))
     if args.distribute != "none":

@@ -94,6 +94,10 @@ class TrainConfig:
                 "{batch_size} images a step", choices=DISTRIBUTE)
     tta: str = _setting("none", "flip: score each validation and test image on the mean of its and its mirror's "
                                 "probabilities", "scoring", choices=("none", "flip"))
+    time_limit: float | None = _setting(
+        None, "stop training after S seconds counted from the run's start (the frozen prefix's pass included): "
+              "an epoch that would end past them is not begun, one that runs past them stops at its next batch; "
+              "the best epoch on validation so far is kept, then the run is scored as usual", metavar="S")
     seed: int = _setting(0, "seed of the split, the weights' initialisation and the shuffling", flag=False)
 
     @property
@@ -168,6 +172,8 @@ def check_settings(config: TrainConfig) -> TrainConfig:
                          "changed versions of it can)")
     if config.cache_frozen and unfreeze == "all":
         raise UsageError("{cache_frozen=True} with {unfreeze=all}: no layer is frozen, so nothing can be cached")
+    if config.time_limit is not None:
+        validate.positive(config.time_limit, "time_limit")
     return dataclasses.replace(config, unfreeze=unfreeze, precision=precision)
 
 

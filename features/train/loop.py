@@ -71,6 +71,35 @@ class EpochTimer(keras.callbacks.Callback):
                          "val_loss": logs.get("val_loss"), "val_accuracy": val_acc})
 
 
+class Deadline(keras.callbacks.Callback):
+    """Ends training at ``deadline`` (a ``time.monotonic()`` moment): an epoch that would end past it, judged by
+    the last epoch's length, is not begun; one running past it stops at its next batch (Keras still scores it on
+    validation, so the checkpoint may take it). ``stopped`` is set when it did."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline, self.stopped, self._last = deadline, False, 0.0
+
+    def too_late(self) -> bool:
+        """Whether an epoch begun now would end past the deadline (as long as the last one)."""
+        return time.monotonic() + self._last > self.deadline
+
+    def _stop(self) -> None:
+        self.model.stop_training, self.stopped = True, True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() >= self.deadline:
+            self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last = time.monotonic() - self._t
+        if self.too_late():
+            self._stop()
+
+
 class LearningRateLog(keras.callbacks.Callback):
     """Adds the optimizer's learning rate to each epoch's logs (TensorBoard draws it)."""
 
@@ -102,7 +131,7 @@ def _writes_refused(checkpoint_path):
 
 
 def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_path, verbose: int = 1,
-          log_dir=None) -> dict:
+          log_dir=None, deadline: float | None = None) -> dict:
     """Run the phases and leave the best weights (lowest validation loss, or with ``monitor``
     "val_accuracy" the highest validation accuracy) in ``model``.
 
@@ -112,10 +141,13 @@ def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_p
     The best weights of all phases are checkpointed to ``checkpoint_path`` (.weights.h5).
     With ``log_dir``, TensorBoard logs go there (Keras' own callback): losses, accuracies
     and the learning rate per epoch, the phases one after the other on one epoch axis.
+    With ``deadline`` (a ``time.monotonic()`` moment), training ends there (:class:`Deadline`); a phase not
+    begun by then is left out. The first epoch always begins (stopped at its first batch when the deadline has
+    passed), so some weights are chosen on validation.
 
     Returns:
         history (list of per-epoch rows), unfrozen (layer count), best_epoch, train_seconds,
-        seconds_to_best.
+        seconds_to_best, stopped_by_time (the deadline ended training).
     """
     sigmoid = model.output.shape[-1] == 1
     history: list[dict] = []
@@ -131,8 +163,13 @@ def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_p
             return max(scored, key=lambda row: (row["val_accuracy"], -row["val_loss"])) if scored else None
         return min(scored, key=lambda row: row["val_loss"]) if scored else None
 
+    clock = Deadline(deadline) if deadline is not None else None
+
     def fit(phase: str, *, epochs: int, lr: float, scheduled: bool = False):
         if epochs <= 0:
+            return
+        if history and clock is not None and (clock.stopped or clock.too_late()):  # this phase would not fit: left out
+            clock.stopped = True
             return
         # after any change of `trainable`, or the change is ignored
         compile_model(model, lr, sigmoid=sigmoid, weight_decay=config.weight_decay,
@@ -147,6 +184,8 @@ def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_p
                                             initial_value_threshold=best["val_accuracy" if by_accuracy else
                                                                          "val_loss"] if best else None),
         ]
+        if clock is not None:
+            callbacks.append(clock)
         if log_dir is not None:
             callbacks += [LearningRateLog(), keras.callbacks.TensorBoard(str(log_dir), write_graph=False)]
         done = len(history)  # this phase's epochs follow the earlier phases' on one axis
@@ -181,4 +220,5 @@ def train(model, network, config: TrainConfig, train_ds, *, val_ds, checkpoint_p
     what = unfrozen_words(network, config.unfreeze, scratch=config.scratch)
     return {"history": history, "unfrozen": unfrozen, "unfrozen_what": what,
             "best_epoch": best["epoch"] if best else None, "train_seconds": train_seconds,
-            "seconds_to_best": best["elapsed"] if best else None}
+            "seconds_to_best": best["elapsed"] if best else None,
+            "stopped_by_time": bool(clock is not None and clock.stopped)}

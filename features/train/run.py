@@ -147,7 +147,8 @@ def build(config: TrainConfig, backbone, *, n_classes: int, replicas: int = 1) -
                  global_batch=config.batch_size * replicas)
 
 
-def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, folder, verbose):
+def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, folder, verbose,
+                        deadline):
     """``cache_frozen``: the frozen prefix runs once; the rest trains on its activations."""
     n = unfrozen_count(built.network, config.unfreeze)
     prefix, trainable, suffix = frozen_prefix_models(built.model, built.network, n)
@@ -168,8 +169,7 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
                                   views=config.views > 1)
     val_ds = activation_batches(*data["val"], batch_size=built.global_batch)
     result = loop.train(trainable, suffix, config, train_ds, val_ds=val_ds, checkpoint_path=folder / "best.weights.h5",
-                        verbose=verbose,
-                        log_dir=folder / RunFiles.TENSORBOARD)
+                        verbose=verbose, log_dir=folder / RunFiles.TENSORBOARD, deadline=deadline)
     data.clear()
     shutil.rmtree(folder / "activations", ignore_errors=True)
     for row in result["history"]:
@@ -181,14 +181,18 @@ def _fit_on_activations(built: Built, config: TrainConfig, source: DataSource, r
     return result
 
 
-def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, folder, verbose: int = 1) -> dict:
+def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, folder, verbose: int = 1,
+        started: float | None = None) -> dict:
     """Train on the train rows, choose the best epoch on the val rows; see :func:`loop.train`.
+
+    ``config.time_limit`` counts from ``started`` (a ``time.monotonic()`` moment; default: now).
 
     Returns:
         :func:`loop.train`'s record plus ``cache_seconds`` (the frozen prefix's pass).
     """
+    deadline = None if config.time_limit is None else (started or time.monotonic()) + config.time_limit
     if config.cache_frozen:
-        return _fit_on_activations(built, config, source, rows, folder=folder, verbose=verbose)
+        return _fit_on_activations(built, config, source, rows, folder=folder, verbose=verbose, deadline=deadline)
     train_ds = labelled_batches(source, rows["train"], image_size=config.image_size, batch_size=built.global_batch,
                                 sigmoid=built.sigmoid,
                                 shuffle=True, seed=config.seed)
@@ -196,7 +200,7 @@ def fit(built: Built, config: TrainConfig, source: DataSource, rows: dict, *, fo
                               sigmoid=built.sigmoid)
     result = loop.train(built.model, built.network, config, train_ds, val_ds=val_ds,
                         checkpoint_path=folder / "best.weights.h5",
-                        verbose=verbose, log_dir=folder / RunFiles.TENSORBOARD)
+                        verbose=verbose, log_dir=folder / RunFiles.TENSORBOARD, deadline=deadline)
     result["cache_seconds"] = 0.0
     return result
 
@@ -261,6 +265,7 @@ def results_row(config: TrainConfig, source: DataSource, *, result: dict, scores
         "seconds_to_best": result["seconds_to_best"], "total_seconds": result["train_seconds"],
         "augment": config.augment, "label_smoothing": config.label_smoothing,
         "tta": config.tta, "schedule": config.schedule, "weight_decay": config.weight_decay,
+        "time_limit": config.time_limit, "stopped_by_time": result.get("stopped_by_time", False),
         "unfreeze": config.unfreeze, "lr": config.scratch_lr if config.scratch else config.lr,
         "train_per_class": config.train_per_class, "precision": policy,
         "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(n_test),
@@ -282,6 +287,7 @@ def finetune(source: DataSource, config: TrainConfig, *, out_dir="runs", verbose
     Returns:
         The results-table row plus "metrics".
     """
+    started = time.monotonic()  # config.time_limit counts from here
     check_source(source)
     original, applied = source, None
     if corrections is not None:
@@ -301,7 +307,7 @@ def finetune(source: DataSource, config: TrainConfig, *, out_dir="runs", verbose
             train = rows["train"]
             rows["train"] = train[subsample(source.labels[train], config.train_per_class, config.seed)]
         with runs.run_folder(out_dir, source.name, config.backbone, config.method) as run:
-            result = fit(built, config, source, rows, folder=run.path, verbose=verbose)
+            result = fit(built, config, source, rows, folder=run.path, verbose=verbose, started=started)
             index, proba, scores = score(built.model, config, source=source, test_rows=rows["test"],
                                          batch_size=built.global_batch)
             v_index, v_proba = predict_rows(built.model, config, source=source, rows=rows["val"],
