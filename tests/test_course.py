@@ -163,6 +163,18 @@ def test_selection_on_val_starts_from_the_best_member_and_stops_when_none_helps(
     assert "ensemble of 1 (val)" in capsys.readouterr().out
 
 
+def test_weighted_selection_may_choose_a_member_again_and_beats_the_plain_average():
+    a = _member("a", [0.7] * 3 + [0.9] * 4 + [0.4] * 3)  # 7 of 10
+    c = _member("c", [0.2] * 3 + [0.9] * 4 + [0.9] * 3)  # 7 of 10, wrong where a is right, more surely
+    assert select([a, c]) == [0, 1]  # a + c: still 7 of 10 (a lower log loss)
+    assert select([a, c], max_members=3, replacement=True) == [0, 1, 0]  # 2a + c: 10 of 10
+    chosen = select([a, c], replacement=True)
+    assert chosen.count(0) > chosen.count(1) >= 1
+    labels = a.splits["val"][1]
+    weighted = np.mean([[a, c][i].splits["val"][2] for i in chosen], axis=0)
+    assert np.mean(weighted.argmax(axis=1) == labels) == 1.0
+
+
 def test_an_ensemble_refuses_what_it_cannot_average(tmp_path, capsys):
     dirs = _two_heads(tmp_path, capsys)
     assert ensemble.main([dirs[0], "--out", str(tmp_path / "runs")]) == 2
@@ -256,3 +268,22 @@ def test_the_same_run_twice_is_not_an_ensemble(head_runs, capsys):
     run = str(head_runs.runs["logreg"])
     assert ensemble.main([run, run + "/"]) == 2
     assert "at least two different run folders" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_takes_a_weighted_ensembles_run_folder_and_weighs_its_members(head_runs, tmp_path, capsys):
+    from features.serve.predict import ensemble_members, open_predictor
+
+    logreg, svm = str(head_runs.runs["logreg"]), str(head_runs.runs["svm"])
+    assert ensemble.main([logreg, svm, "--out", str(tmp_path / "runs"), "--json"]) == 0
+    folder = last_json(capsys.readouterr().out)["run_dir"]
+    record = json.loads((Path(folder) / "metrics.json").read_text())
+    record["members"] = [logreg, svm, logreg]  # as a weighted selection records 2 x logreg + svm
+    (Path(folder) / "metrics.json").write_text(json.dumps(record))
+    assert ensemble_members(folder) == [logreg, svm, logreg] and ensemble_members(logreg) == []
+    photos = sorted(str(p) for p in head_runs.photos.rglob("*.png"))[:4]
+    _, found = open_predictor(folder).probabilities(photos)
+    each = {d: open_predictor(d).probabilities(photos)[1] for d in (logreg, svm)}
+    np.testing.assert_allclose(found, (2 * each[logreg] + each[svm]) / 3, atol=1e-6)
+    assert predict.main([folder, *photos, "--csv", str(tmp_path / "p.csv"), "-q"]) == 0
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 5

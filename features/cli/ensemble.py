@@ -3,12 +3,14 @@
 examples:
   python ensemble.py runs/<finetune run>/ runs/<logreg run>/            # these runs, averaged
   python ensemble.py runs/*flowers* --select val                       # the best set, chosen on val
+  python ensemble.py runs/*flowers* --select weighted                  # ... a run may count twice
 
 Each run folder of classify.py and finetune.py holds its validation and test probabilities
 (probabilities.npz), so nothing is decoded again. --select val chooses the members greedily
 on the validation split (start from the best run, add the one that improves the average's
-validation accuracy most, ties broken by log loss, while one does); the test split is scored
-once, for the chosen set. Appends one row (method "ensemble") to --out/results.jsonl and writes a run folder.
+validation accuracy most, ties broken by log loss, while one does); --select weighted lets a run
+be chosen again (it then weighs twice) for 25 rounds and keeps the best prefix (Caruana et al.,
+ICML 2004). The test split is scored once, for the chosen set. predict.py takes the ensemble's run folder. Appends one row (method "ensemble") to --out/results.jsonl and writes a run folder.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from features.cli.common import HelpFormatter, add_common_flags, print_json, pro
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=program("ensemble.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders of classify.py or finetune.py")
-    p.add_argument("--select", default="all", choices=("all", "val"),
-                   help="all: every run given; val: greedy selection on the validation split")
+    p.add_argument("--select", default="all", choices=("all", "val", "weighted"),
+                   help="all: every run given; val: greedy selection on the validation split; weighted: the same "
+                        "with replacement (Caruana et al., 2004): a run chosen k times weighs k")
     p.add_argument("--max-members", type=int, metavar="N", help="with --select val: at most N runs")
     p.add_argument("--out", default="runs", metavar="DIR", help="outputs folder: run folders and results.jsonl")
     add_common_flags(p)
@@ -42,7 +45,7 @@ def _ensemble_from_flags(args) -> None:
     for m in result["members_report"]:
         mark = "*" if m["chosen"] else " "
         print(f"{mark} {m['label']:40s} val {m['val_accuracy']:.4f}  test {m['test_accuracy']:.4f}  {m['run_dir']}")
-    print(f"ensemble of {len(result['members'])} ({args.select}) on {result['dataset']}: val "
+    print(f"ensemble of {len(set(result['members']))} ({args.select}) on {result['dataset']}: val "
           f"{result['val_accuracy']:.4f}; {summary_line(result['metrics'])}\n  run folder {result['run_dir']}")
     if args.json:
         print_json(result)

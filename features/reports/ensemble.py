@@ -88,21 +88,40 @@ def aligned(members: list[Member], split: str) -> tuple[np.ndarray, np.ndarray, 
     return ids, labels, probas
 
 
-def select(members: list[Member], max_members: int | None = None) -> list[int]:
-    """Greedy forward selection on the validation split (Caruana et al., 2004, without repeats).
+SELECTIONS = ("all", "val", "weighted")
+WEIGHTED_ROUNDS = 25  # Caruana et al. add members for a fixed number of rounds, then keep the best prefix
 
-    Start from the member of best validation accuracy (ties: lower validation log loss);
-    add the member whose addition improves the average most (validation accuracy, ties:
-    lower log loss), while one does. Returns the chosen members' positions, in the order chosen.
-    """
-    _, labels, probas = aligned(members, "val")
+
+def _fitness(labels: np.ndarray, probas: list[np.ndarray]):
+    """How good the average of ``probas`` is on validation: (accuracy, minus the log loss), larger better."""
 
     def key(chosen):
         p = np.mean([probas[i] for i in chosen], axis=0)
         loss = -np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1)))
         return metrics.accuracy(labels, p), -loss
 
+    return key
+
+
+def select(members: list[Member], max_members: int | None = None, *, replacement: bool = False) -> list[int]:
+    """Greedy forward selection on the validation split (Caruana et al., ICML 2004).
+
+    Start from the member of best validation accuracy (ties: lower validation log loss). Without
+    ``replacement``: add the member whose addition improves the average most (validation accuracy, ties:
+    lower log loss), while one does. With it: any member, one already chosen included, may be added again (a
+    member chosen twice weighs twice), for ``max_members`` rounds (default 25) whether or not a round improves;
+    the best prefix is kept (the shortest among equals). Returns the chosen members' positions in the order
+    chosen, repeats included.
+    """
+    _, labels, probas = aligned(members, "val")
+    key = _fitness(labels, probas)
     chosen = [max(range(len(members)), key=lambda i: key([i]))]
+    if replacement:
+        prefixes = [list(chosen)]
+        for _ in range((max_members or WEIGHTED_ROUNDS) - 1):
+            chosen.append(max(range(len(members)), key=lambda i: key(chosen + [i])))
+            prefixes.append(list(chosen))
+        return max(prefixes, key=lambda p: (key(p), -len(p)))
     while len(chosen) < (max_members or len(members)):
         rest = [i for i in range(len(members)) if i not in chosen]
         if not rest:
@@ -128,7 +147,8 @@ def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None 
     """Average the runs' probabilities, score the test split once, record a results row.
 
     Args:
-        selection: "all" (every run given) or "val" (greedy selection on the validation split).
+        selection: "all" (every run given), "val" (greedy selection on the validation split) or "weighted"
+            (the same with replacement: a run chosen k times weighs k; :func:`select`).
 
     Returns:
         The results row plus "metrics" and "members" (each with its own val and test accuracy).
@@ -136,16 +156,19 @@ def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None 
     from .. import validate
 
     run_dirs = validate.paths(run_dirs, "run_dirs", "run folders")
-    if selection not in ("all", "val"):
-        raise UsageError(f"{{select}} {selection}: choose all or val")
+    if selection not in SELECTIONS:
+        raise UsageError(f"{{select}} {selection}: choose all, val or weighted")
     unique: dict[Path, str] = {}
     for d in run_dirs:  # "R" and "R/" (or a link to R) are one run
         unique.setdefault(Path(d).resolve(), str(d))
     members = [load_member(d) for d in unique.values()]
     if len(members) < 2:
         raise UsageError("an ensemble needs at least two different run folders")
-    chosen = select(members, max_members) if selection == "val" else list(range(len(members)))
-    picked = [members[i] for i in chosen]
+    chosen = list(range(len(members))) if selection == "all" else \
+        select(members, max_members, replacement=selection == "weighted")
+    picked = [members[i] for i in chosen]  # a member chosen k times (selection "weighted") weighs k
+    counts = {i: chosen.count(i) for i in dict.fromkeys(chosen)}
+    distinct = [members[i] for i in counts]
     val_ids, val_labels, val_probas = aligned(picked, "val")
     ids, labels, probas = aligned(picked, "test")
     proba = np.mean(probas, axis=0)
@@ -158,7 +181,7 @@ def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None 
         report.append({"run_dir": str(m.run_dir), "label": m.label, "chosen": m in picked,
                        "val_accuracy": metrics.accuracy(vy, vp), "test_accuracy": metrics.accuracy(y, p)})
     first = picked[0].row
-    seconds = sum(float(m.row.get("total_seconds") or 0.0) for m in picked)
+    seconds = sum(float(m.row.get("total_seconds") or 0.0) for m in distinct)
     check_output_folder(out_dir)
     with runs.run_folder(out_dir, str(first.get("dataset")), "+".join(dict.fromkeys(
             str(m.row.get("backbone")) for m in picked)), METHOD) as run:
@@ -166,16 +189,16 @@ def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None 
             "dataset": first.get("dataset"),
             "backbone": "+".join(dict.fromkeys(str(m.row.get("backbone")) for m in picked)),
             "image_size": first.get("image_size"), "method": METHOD,
-            "head": " + ".join(m.label for m in picked),
+            "head": " + ".join(members[i].label + (f" x{n}" if n > 1 else "") for i, n in counts.items()),
             **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
             "val_accuracy": metrics.accuracy(val_labels, np.mean(val_probas, axis=0)),
-            "selection": selection, "members": [str(m.run_dir) for m in picked],
+            "selection": selection, "members": [str(m.run_dir) for m in picked],  # repeats: the weights
             "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
             "run_dir": str(run.final),
         }
         write_scored(run.files, Scored(
             class_names=names, test=(ids, labels, proba), val=(val_ids, val_labels, np.mean(val_probas, axis=0)),
-            scores=scores, title=f"ensemble of {len(picked)}: accuracy {scores['accuracy']:.4f}",
+            scores=scores, title=f"ensemble of {len(distinct)}: accuracy {scores['accuracy']:.4f}",
             photo_root=_photo_root(picked[0].run_dir),
             record={**row, "metrics": scores, "members_report": report}))
     runs.append_result(out_dir, row)

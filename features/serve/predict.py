@@ -109,11 +109,34 @@ class EnsemblePredictor(Predictor):
         return rows, np.mean([p[np.searchsorted(r, rows)] for r, p in results], axis=0)
 
 
+def ensemble_members(path) -> list[str]:
+    """The member run folders of ensemble.py's (or best.py's) run folder at ``path``, repeats kept (they are its
+    weights); [] for any other folder.
+
+    Raises:
+        UsageError: an ensemble's folder whose record names no members.
+    """
+    files = RunFiles(path)
+    if not Path(path).is_dir() or files.kind is not None or not (files / RunFiles.METRICS).is_file():
+        return []
+    row = files.read_metrics()
+    if row.get("method") != "ensemble":
+        return []
+    members = row.get("members")
+    if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        raise UsageError(f"{path}: an ensemble's run folder whose metrics.json names no member run folders")
+    # recorded as given (relative to where ensemble.py ran): else found beside the ensemble's folder
+    beside = Path(path).resolve().parent
+    return [m if Path(m).is_dir() or not (beside / Path(m).name).is_dir() else str(beside / Path(m).name)
+            for m in members]
+
+
 def open_predictor(path, ensemble=(), *, tta: str = "none", runtime: str = "auto") -> Predictor:
     """What ``predict.py`` classifies with: a run folder, an exported model, or run folders averaged.
 
     Args:
-        path: a run folder of classify.py or finetune.py, or a model export.py wrote (or its folder).
+        path: a run folder of classify.py, finetune.py or ensemble.py, or a model export.py wrote (or its
+            folder).
         ensemble: more run folders whose probabilities are averaged with ``path``'s.
         tta: the test-time augmentation asked for; an exported model runs as it was exported.
         runtime: what runs a head's backbones: "tf", "onnx", "openvino" or "auto" (see
@@ -134,6 +157,9 @@ def open_predictor(path, ensemble=(), *, tta: str = "none", runtime: str = "auto
             raise UsageError(f"{path}: an exported model runs as it was exported; {{ensemble}} and {{tta}} "
                              "take run folders")
         return load_exported(exported)
+    members = ensemble_members(path)
+    if members:  # an ensemble's run folder: its members, a member chosen k times weighing k
+        path, ensemble = members[0], [*members[1:], *ensemble]
     predictor = load_predictor(path, runtime)
     if ensemble:  # {tta} applies to the fine-tuned runs among them
         return EnsemblePredictor([predictor] + [load_predictor(d, runtime) for d in ensemble])
