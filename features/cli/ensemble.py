@@ -10,7 +10,8 @@ Each run folder of classify.py and finetune.py holds its validation and test pro
 on the validation split (start from the best run, add the one that improves the average's
 validation accuracy most, ties broken by log loss, while one does); --select weighted lets a run
 be chosen again (it then weighs twice) for 25 rounds and keeps the best prefix (Caruana et al.,
-ICML 2004). The test split is scored once, for the chosen set. predict.py takes the ensemble's run folder. Appends one row (method "ensemble") to --out/results.jsonl and writes a run folder.
+ICML 2004). The test split is scored once, for the chosen set. Appends one row (method
+"ensemble") to --out/results.jsonl and writes a run folder, which predict.py takes.
 """
 
 from __future__ import annotations
