@@ -154,6 +154,36 @@ def file_lock(lock, on_wait=None, wait: bool = True):
         os.close(fd)
 
 
+def append_line(path, line: str, *, what: str) -> None:
+    """Append ``line`` (ending in a newline) to the file at ``path``, whole or not at all.
+
+    Under an ``flock`` of the file, one appender at a time: a write cut short (a full disk) is truncated away
+    again before the error is raised, so an undo cuts only its own bytes.
+
+    Raises:
+        DiskFullError: the disk is full; the file is as it was (``what`` names it in the message).
+    """
+    import fcntl
+
+    from .errors import DiskFullError
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        try:
+            write_all(fd, line.encode())
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space left on the device while adding {what} to {path}; "
+                                    "it is as it was. Free some space and run again") from None
+            raise
+    finally:
+        os.close(fd)
+
+
 def write_all(fd: int, data: bytes) -> None:
     """``os.write`` until every byte is written (a write may take fewer than it is given)."""
     view = memoryview(data)

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import errno
-import fcntl
 import io
 import json
 import logging
@@ -50,17 +48,17 @@ import numpy as np
 
 from .. import validate
 from ..data.photo_ids import first_bad_id
-from ..errors import DiskFullError, UsageError
+from ..errors import UsageError
 from ..io import (
     DATA_LIMIT,
     TABLE_LIMIT,
+    append_line,
     atomic_write,
     read_json,
     read_regular,
     read_text,
     remove_abandoned,
     temporary_name,
-    write_all,
     write_json,
 )
 
@@ -313,22 +311,8 @@ def append_result(out_dir, row: dict) -> Path:
     """
     path = Path(out_dir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"time": _now().isoformat(timespec="seconds"), **row}, sort_keys=True) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # one appender at a time, so an undo cuts only its own bytes
-        size = os.fstat(fd).st_size
-        try:
-            write_all(fd, line.encode())
-            os.fsync(fd)
-        except OSError as exc:
-            os.ftruncate(fd, size)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"no space left on the device while adding this run's row to {path}; "
-                                    "the table is as it was. Free some space and run again") from None
-            raise
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps({"time": _now().isoformat(timespec="seconds"), **row}, sort_keys=True) + "\n",
+                what="this run's row")
     return path
 
 
