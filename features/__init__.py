@@ -14,6 +14,7 @@
     found = tl.audit(extraction.path)                                     # copies, leaks, label errors
     folder, summary = tl.write_audit(found, "audits")                     # its sheets and audit.json
     tl.app(["runs"]).launch()                                             # the web app (inline in a notebook)
+    chosen = tl.best(source, time_limit=900)                             # the best model 15 minutes allow
 
 Each name is imported when it is first used: ``import features`` loads no TensorFlow and no
 scikit-learn. Errors raised here name the functions' parameters (``image_size 16: ...``); the
@@ -47,6 +48,7 @@ _API = {
     "audit": "features.auditing:audit",
     "write_audit": "features.auditing:write_audit",
     "app": "features.webapp:app",
+    "best": "features.budget:best",
     "dataset_section": "features.reports.report:dataset_section",
     "read_results": "features.records.runs:read_results",
     "quiet_tensorflow": "features.device:quiet_tensorflow",

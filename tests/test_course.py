@@ -287,3 +287,22 @@ def test_predict_takes_a_weighted_ensembles_run_folder_and_weighs_its_members(he
     np.testing.assert_allclose(found, (2 * each[logreg] + each[svm]) / 3, atol=1e-6)
     assert predict.main([folder, *photos, "--csv", str(tmp_path / "p.csv"), "-q"]) == 0
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 5
+
+
+def test_the_held_out_accuracy_of_a_selection_is_not_fooled_by_members_that_fit_validation_by_chance():
+    from features.reports.ensemble import Member, heldout_accuracy
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 30 + [1] * 30)
+    ids = np.array([f"img{i}" for i in range(60)])
+    members = []
+    for k in range(12):  # no member knows anything: each is right on about half the images
+        p = rng.uniform(0.3, 0.7, 60)
+        proba = np.stack([p, 1 - p], axis=1)
+        members.append(Member(run_dir=Path(f"m{k}"), row={"dataset": "pets"}, class_names=["cat", "dog"],
+                              splits={"val": (ids, labels, proba), "test": (ids, labels, proba)}))
+    chosen = select(members, replacement=True)
+    on_itself = np.mean(np.mean([members[i].splits["val"][2] for i in chosen], axis=0).argmax(axis=1) == labels)
+    held_out = heldout_accuracy(members, replacement=True)
+    assert on_itself > 0.65  # the set chosen on these images fits them (0.67 with this seed) ...
+    assert held_out < 0.55  # ... and scored on images it was not chosen on, it is a guess (0.43)

@@ -77,6 +77,7 @@ LAYERS = [
     {"extraction", "heads", "train"},
     {"serve", "auditing"},
     {"reports"},
+    {"budget"},
     {"webapp"},
     {"cli"},
 ]

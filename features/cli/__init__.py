@@ -5,6 +5,7 @@ share (:mod:`.common`: logging, error exits, the JSON last line, flags rendered 
 * :mod:`.predict`, :mod:`.export`, :mod:`.ensemble`: what is done with their runs.
 * :mod:`.report`, :mod:`.audit`: RESULTS.md from the results table; the photos' audit from a cache.
 * :mod:`.app`: the local web app over the runs and the audit.
+* :mod:`.best`: the best classifier a time budget allows (:mod:`features.budget`).
 
 The top-level ``extract.py`` and the others, and the installed ``tl-extract`` and the others, call these.
 """

@@ -10,7 +10,9 @@ Each run folder of classify.py and finetune.py holds its validation and test pro
 on the validation split (start from the best run, add the one that improves the average's
 validation accuracy most, ties broken by log loss, while one does); --select weighted lets a run
 be chosen again (it then weighs twice) for 25 rounds and keeps the best prefix (Caruana et al.,
-ICML 2004). The test split is scored once, for the chosen set. Appends one row (method
+ICML 2004); its validation accuracy is then optimistic (the set was chosen on those images), so
+the held-out one is printed beside it: each image scored by a set chosen on the other half. The
+test split is scored once, for the chosen set. Appends one row (method
 "ensemble") to --out/results.jsonl and writes a run folder, which predict.py takes.
 """
 
@@ -46,8 +48,10 @@ def _ensemble_from_flags(args) -> None:
     for m in result["members_report"]:
         mark = "*" if m["chosen"] else " "
         print(f"{mark} {m['label']:40s} val {m['val_accuracy']:.4f}  test {m['test_accuracy']:.4f}  {m['run_dir']}")
+    held = result.get("val_accuracy_heldout")
     print(f"ensemble of {len(set(result['members']))} ({args.select}) on {result['dataset']}: val "
-          f"{result['val_accuracy']:.4f}; {summary_line(result['metrics'])}\n  run folder {result['run_dir']}")
+          f"{result['val_accuracy']:.4f}{'' if held is None else f' (held out: {held:.4f})'}; "
+          f"{summary_line(result['metrics'])}\n  run folder {result['run_dir']}")
     if args.json:
         print_json(result)
 

@@ -104,6 +104,32 @@ def _finish(fig, ax, path, xlabel: str, *, ylabel: str, title: str, legend_size:
     save_png(fig, path, dpi=110, bbox_inches="tight" if beside else None)  # the legend beside is kept whole
 
 
+def plot_best_so_far(points: list[dict], path, *, limit: float, title: str) -> None:
+    """A budgeted search over time: the best validation accuracy so far against the seconds elapsed, each
+    candidate a point (``points``: name, finished_at, val_accuracy, reused), the time limit a dashed line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    done = sorted((p for p in points if p.get("val_accuracy") is not None), key=lambda p: p["finished_at"])
+    xs, ys, best = [], [], None
+    for p in done:
+        best = p["val_accuracy"] if best is None else max(best, p["val_accuracy"])
+        xs.append(p["finished_at"])
+        ys.append(best)
+    if xs:
+        ax.step(xs + [max(limit, xs[-1])], ys + [ys[-1]], where="post", label="best validation accuracy so far")
+    for p in done:
+        ax.scatter(p["finished_at"], p["val_accuracy"], color="tab:orange" if p.get("reused") else "tab:blue",
+                   zorder=3, s=18)
+        ax.annotate(p["name"], (p["finished_at"], p["val_accuracy"]), fontsize=7, xytext=(4, -10),
+                    textcoords="offset points")
+    if any(p.get("reused") for p in done):
+        ax.scatter([], [], color="tab:orange", s=18, label="reused from an earlier search (at 0 s)")
+    ax.axvline(limit, color="grey", linestyle="--", label="time limit")
+    _finish(fig, ax, path, "seconds since the start", ylabel="validation accuracy", title=title)
+
+
 def plot_few_shot(table: list[dict], dataset: str, path) -> bool:
     """Test accuracy against training images per class (log scale), one line per method."""
     from matplotlib.figure import Figure

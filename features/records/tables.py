@@ -16,7 +16,7 @@ from .runs import RunFiles
 
 log = logging.getLogger(__name__)
 
-METHOD_ORDER = ("frozen-features", "frozen-in-graph", "finetune", "scratch", "ensemble")
+METHOD_ORDER = ("frozen-features", "frozen-in-graph", "finetune", "scratch", "ensemble", "best")
 CURVE = "learning-curve"  # benchmarks/course.py's rows of logistic regression on K images per class
 
 
@@ -116,6 +116,8 @@ def label(row: dict) -> str:
         return f"scratch ({row.get('backbone')})"
     if row.get("method") == "ensemble":
         return f"ensemble ({row.get('head')})"
+    if row.get("method") == "best":
+        return f"best.py ({row.get('head')})"
     if row.get("method") == "finetune" and row.get("unfreeze") == "all":
         recipe = [s for s, on in (("cosine", row.get("schedule") == "cosine"),
                                   ("AdamW", bool(row.get("weight_decay"))),

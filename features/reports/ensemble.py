@@ -114,16 +114,21 @@ def select(members: list[Member], max_members: int | None = None, *, replacement
     chosen, repeats included.
     """
     _, labels, probas = aligned(members, "val")
+    return _select(labels, probas, max_members, replacement=replacement)
+
+
+def _select(labels: np.ndarray, probas: list[np.ndarray], max_members: int | None, *, replacement: bool) -> list[int]:
     key = _fitness(labels, probas)
-    chosen = [max(range(len(members)), key=lambda i: key([i]))]
+    n = len(probas)
+    chosen = [max(range(n), key=lambda i: key([i]))]
     if replacement:
         prefixes = [list(chosen)]
         for _ in range((max_members or WEIGHTED_ROUNDS) - 1):
-            chosen.append(max(range(len(members)), key=lambda i: key(chosen + [i])))
+            chosen.append(max(range(n), key=lambda i: key(chosen + [i])))
             prefixes.append(list(chosen))
         return max(prefixes, key=lambda p: (key(p), -len(p)))
-    while len(chosen) < (max_members or len(members)):
-        rest = [i for i in range(len(members)) if i not in chosen]
+    while len(chosen) < (max_members or n):
+        rest = [i for i in range(n) if i not in chosen]
         if not rest:
             break
         best = max(rest, key=lambda i: key(chosen + [i]))
@@ -131,6 +136,27 @@ def select(members: list[Member], max_members: int | None = None, *, replacement
             break
         chosen.append(best)
     return chosen
+
+
+def heldout_accuracy(members: list[Member], max_members: int | None = None, *, replacement: bool = False,
+                     folds: int = 2, seed: int = 0) -> float:
+    """The validation accuracy of the selection itself, each validation image scored by members chosen
+    without it: the images split into ``folds`` stratified folds, the members chosen (:func:`select`'s rule)
+    on the other folds, the fold scored on their average. The accuracy of the set chosen on all of them is
+    optimistic (it was chosen on those very images); this one is not, so it can be compared with a single
+    run's validation accuracy."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    _, labels, probas = aligned(members, "val")
+    least = np.bincount(labels).min(initial=0) if len(labels) else 0
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed) if least >= folds else \
+        KFold(min(folds, len(labels)), shuffle=True, random_state=seed)
+    right = 0
+    for fit, held in splitter.split(np.zeros(len(labels)), labels):
+        chosen = _select(labels[fit], [p[fit] for p in probas], max_members, replacement=replacement)
+        average = np.mean([probas[i][held] for i in chosen], axis=0)
+        right += int(np.sum(average.argmax(axis=1) == labels[held]))
+    return right / len(labels)
 
 
 def _photo_root(run_dir) -> str | None:
@@ -192,6 +218,9 @@ def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None 
             "head": " + ".join(members[i].label + (f" x{n}" if n > 1 else "") for i, n in counts.items()),
             **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
             "val_accuracy": metrics.accuracy(val_labels, np.mean(val_probas, axis=0)),
+            # the selection's own validation accuracy, each image scored by a set chosen without it
+            "val_accuracy_heldout": None if selection == "all" or len(val_labels) < 2 else heldout_accuracy(
+                members, max_members, replacement=selection == "weighted"),
             "selection": selection, "members": [str(m.run_dir) for m in picked],  # repeats: the weights
             "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
             "run_dir": str(run.final),
