@@ -59,16 +59,14 @@ def _listing(source: DataSource) -> dict:
 
 
 def check_search_data(source: DataSource) -> None:
-    """Two classes or more, each with photos to train on and to choose on.
+    """Each class with photos to train on and to choose on, and test photos to score (a listing has two
+    classes or more).
 
     Raises:
-        UsageError: one class, or a class without two training photos and one validation photo.
+        UsageError: a class without two training photos and one validation photo, or no test photo.
     """
     import numpy as np
 
-    if len(source.class_names) < 2:
-        raise UsageError(f"{source.name}: one class ({source.class_names[0] if source.class_names else 'none'}); "
-                         "a classifier needs two or more")
     for split, least in (("train", 2), ("val", 1)):
         counts = np.bincount(source.labels[source.rows(split)], minlength=len(source.class_names))
         few = [f"{name} {n}" for name, n in zip(source.class_names, counts) if n < least]
@@ -76,6 +74,9 @@ def check_search_data(source: DataSource) -> None:
             raise UsageError(f"{source.name}: too few {split} photos in {', '.join(few)} (at least {least} a class "
                              f"are needed to choose on validation); add photos, or give a larger {split} "
                              "fraction with {split}")
+    if not len(source.rows("test")):
+        raise UsageError(f"{source.name}: no test photos to score the candidates on; add photos, or give a larger "
+                         "test fraction with {split}")
 
 
 class _Search:
@@ -303,8 +304,8 @@ def best(source: DataSource, *, time_limit: float, out_dir="runs", embeddings_di
         ensemble), ``skipped`` and ``leaderboard`` (rows).
 
     Raises:
-        UsageError: a time limit too short for the first step (the message says how long it needs here),
-            one class, or too few photos a class to choose on validation.
+        UsageError: a time limit too short for the first step (the message says how long it needs here), or
+            too few photos a class to choose on validation.
     """
     from .. import validate
     from ..device import gpu_present

@@ -31,8 +31,6 @@ import time
 from features.cli import common
 from features.cli.common import HelpFormatter, add_common_flags, add_data_flags, load_data, print_json, program
 
-STARTED = time.monotonic()  # the budget counts from the command's start: imports and listing included
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=program("best.py"), description=__doc__, formatter_class=HelpFormatter)
@@ -49,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _best_from_flags(args) -> None:
+def _best_from_flags(args, started: float) -> None:
     from features.budget import best, parse_duration
     from features.budget.board import board_text
     from features.budget.clock import say_seconds
@@ -57,7 +55,7 @@ def _best_from_flags(args) -> None:
     limit = parse_duration(args.time_limit)
     source, _ = load_data(args)
     result = best(source, time_limit=limit, out_dir=args.out, embeddings_dir=args.embeddings,
-                  backbones=args.backbones, started=STARTED, progress=not args.quiet)
+                  backbones=args.backbones, started=started, progress=not args.quiet)
     print(board_text(result["leaderboard"]))
     print(f"chosen on validation: {result['chosen']} (val {result['val_accuracy']:.4f}, test "
           f"{result['accuracy']:.4f}) in {say_seconds(result['seconds'])} of {say_seconds(limit)}\n"
@@ -71,7 +69,8 @@ def _best_from_flags(args) -> None:
 
 
 def main(argv=None) -> int:
-    return common.main(build_parser, _best_from_flags, argv)
+    started = time.monotonic()  # the budget counts from here: TensorFlow's import and the listing included
+    return common.main(build_parser, lambda args: _best_from_flags(args, started), argv)
 
 
 if __name__ == "__main__":
