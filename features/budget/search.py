@@ -317,7 +317,7 @@ def best(source: DataSource, *, time_limit: float, out_dir="runs", embeddings_di
     names = list(backbones or [n for n, s in REGISTRY.items() if s.offline_weights])
     for name in names:
         if name not in REGISTRY:
-            raise UsageError(f"{{backbones}} {name}: not a backbone; see extract.py --list-backbones")
+            raise UsageError(f"{{backbones}} {name}: not a backbone; the backbones: {', '.join(REGISTRY)}")
     if FIRST not in names:
         names.insert(0, FIRST)
     check_output_folder(out_dir)
