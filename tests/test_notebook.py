@@ -25,7 +25,7 @@ def test_notebook_runs_and_answers_from_measured_numbers(tmp_path):
                     "SCRATCH_EPOCHS": 1, "UNFREEZE": "5", "SMALL_CNN_EPOCHS": 2, "SMALL_CNN_PATIENCE": 1,
                     "BATCH_SIZE": 4, "OUT": str(tmp_path / "runs"),
                     "EMBEDDINGS": str(tmp_path / "emb"), "CATS_DOGS_RESULTS": str(tmp_path / "runs"),
-                    "COURSE_RESULTS": str(tmp_path / "runs")})
+                    "COURSE_RESULTS": str(tmp_path / "runs"), "BEST_RESULTS": [str(tmp_path / "runs")]})
     executed = nbformat.read(out, as_version=4)
     text = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("text", ""))
                      for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
@@ -39,4 +39,5 @@ def test_notebook_runs_and_answers_from_measured_numbers(tmp_path):
     images = sum("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", []))
     assert images >= 6  # samples, time to accuracy, accuracy vs time, validation curves, confusion, embedding map
     assert "No course benchmark in" in text  # the notebook's own runs hold no learning curve
+    assert "No best.py search in" in text  # ... and no best.py search
     assert list((tmp_path / "runs").glob("embedding_map_*.png"))
