@@ -199,3 +199,22 @@ def test_fine_tuning_takes_the_most_views_that_fit(tmp_path, monkeypatch):
     search.clock.limit = 10 + 15 + costs[2] / 2  # room for none
     search.views_step()
     assert asked == [8, 4] and "skipped efficientnet_lite0 views x2 finetune" in said[-1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_best_run_so_far_and_writes_no_leaderboard(searched, monkeypatch, capsys):
+    from features.budget import search
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search._Search, "views_step", interrupted)
+    boards = set((searched.root / "runs").glob("*-best"))
+    code = best.main(["--data-dir", str(searched.root / "photos"), "--time-limit", str(LIMIT), "--backbones",
+                      "efficientnet_lite0", "--out", str(searched.root / "runs"), "--embeddings",
+                      str(searched.root / "emb"), "-q"])
+    out, err = capsys.readouterr()
+    assert code == 130 and "interrupted; the steps that finished are run folders" in err
+    named = out.split("stopped: the best model so far is ", 1)[1].split(" (", 1)[0]
+    assert (Path(named) / "metrics.json").is_file()
+    assert set((searched.root / "runs").glob("*-best")) == boards

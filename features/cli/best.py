@@ -70,7 +70,9 @@ def _best_from_flags(args, started: float) -> None:
 
 def main(argv=None) -> int:
     started = time.monotonic()  # the budget counts from here: TensorFlow's import and the listing included
-    return common.main(build_parser, lambda args: _best_from_flags(args, started), argv)
+    return common.main(build_parser, lambda args: _best_from_flags(args, started), argv,
+                       interrupted="interrupted; the steps that finished are run folders (the line above names the "
+                                   "best so far), and best.py run again reuses them")
 
 
 if __name__ == "__main__":

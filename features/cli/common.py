@@ -204,11 +204,15 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") else c for c in text)
 
 
-def run(job, prog: str, flag=None) -> int:
+INTERRUPTED = "interrupted; nothing was written under a final name"
+
+
+def run(job, prog: str, flag=None, *, interrupted: str = INTERRUPTED) -> int:
     """Call ``job()``; a :class:`ToolkitError` becomes one line on stderr and exit code 2.
 
     Args:
         flag: renders the error's parameters (see :func:`flag_renderer`).
+        interrupted: what Ctrl-C left, said after ``prog``.
     """
     try:
         job()
@@ -220,7 +224,7 @@ def run(job, prog: str, flag=None) -> int:
         print(f"{prog}: error: {one_line(exc.render(flag))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing was written under a final name", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
     except Exception as exc:  # a full disk, in whatever words and error type the writing library has
         if not is_disk_full(exc):
@@ -240,7 +244,7 @@ def print_json(obj) -> None:
     print(json.dumps(obj, sort_keys=True))
 
 
-def main(build_parser, job, argv=None) -> int:
+def main(build_parser, job, argv=None, *, interrupted: str = INTERRUPTED) -> int:
     """A script's ``main``: parse ``argv``, set up logging, run ``job(args)`` with :func:`run`."""
     for stream in (sys.stdout, sys.stderr):
         # A path given in bytes that are not UTF-8 is printed escaped (\udcff), as Python writes it,
@@ -250,4 +254,4 @@ def main(build_parser, job, argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args)
-    return run(lambda: job(args), parser.prog, flag_renderer(parser))
+    return run(lambda: job(args), parser.prog, flag_renderer(parser), interrupted=interrupted)
