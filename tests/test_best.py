@@ -60,12 +60,14 @@ def test_durations_are_read_in_seconds_minutes_and_hours():
 
 
 def test_the_choice_goes_by_validation_only():
-    def candidate(name, val, test):
+    def candidate(name, val, test, loss=None):
         return Candidate(name=name, method="m", backbone="b", run_dir=name, val_accuracy=val, test_accuracy=test,
-                         seconds=1.0)
+                         seconds=1.0, val_loss=loss)
 
     found = [candidate("a", 0.90, 0.99), candidate("b", 0.95, 0.80), candidate("c", 0.95, 0.85)]
     assert choose(found).name == "b"  # the best on validation, the first of a tie; test accuracy plays no part
+    found = [candidate("a", 0.95, 0.99, 0.3), candidate("b", 0.95, 0.80, 0.2), candidate("c", 0.90, 0.85, 0.1)]
+    assert choose(found).name == "b"  # of a tie of accuracy, the lower validation log loss
 
 
 @pytest.mark.slow
@@ -193,19 +195,21 @@ def test_fine_tuning_takes_the_most_views_that_fit(tmp_path, monkeypatch):
     monkeypatch.setattr(search, "train_step", lambda name, settings, **kw: asked.append(settings["views"]))
     costs = {k: sum(search.views_seconds("efficientnet_lite0", k)) for k in (8, 4, 2)}
     assert costs[8] > costs[4] > costs[2]
-    search.views_step()
+    search.views_step(set())
     search.clock.limit = 10 + 15 + (costs[8] + costs[4]) / 2 + 5  # room for 4 views, not 8
-    search.views_step()
+    search.views_step(set())
     search.clock.limit = 10 + 15 + costs[2] / 2  # room for none
-    search.views_step()
+    search.views_step(set())
     assert asked == [8, 4] and "skipped efficientnet_lite0 views x2 finetune" in said[-1]
+    search.clock.limit = 3600
+    assert search.views_step({"efficientnet_lite0"}) is None and asked == [8, 4]  # fine-tuned already
 
 
 @pytest.mark.slow
 def test_ctrl_c_names_the_best_run_so_far_and_writes_no_leaderboard(searched, monkeypatch, capsys):
     from features.budget import search
 
-    def interrupted(self):
+    def interrupted(self, done):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(search._Search, "views_step", interrupted)

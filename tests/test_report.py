@@ -52,6 +52,21 @@ def test_a_dataset_shows_its_newest_ensemble_only(tmp_path):
     assert "How high: chosen on validation accuracy, ensemble (toy finetune) on toy (val 0.9800)" in text
 
 
+def test_a_dataset_shows_the_newest_best_py_search_of_each_time_limit(tmp_path):
+    out_dir = tmp_path / "runs"
+    runs.append_result(out_dir, _row("finetune", "dense128", 0.95, 100.0, per_epoch=10.0))
+    for head, limit, accuracy in (("5 min 00 s: toy logreg", 300, 0.91), ("5 min 00 s: toy finetune", 300, 0.94),
+                                  ("15 min 00 s: toy finetune", 900, 0.95)):
+        runs.append_result(out_dir, {**_row("best", head, accuracy, limit - 10.0), "val_accuracy": accuracy,
+                                     "time_limit": limit})
+    md = tmp_path / "R.md"
+    assert report.main(["--results", str(out_dir), "--out", str(md), "--plots-dir", str(tmp_path / "p"),
+                        "--map", "none"]) == 0
+    text = md.read_text()
+    assert "| best.py (5 min 00 s: toy finetune) |" in text and "| best.py (15 min 00 s: toy finetune) |" in text
+    assert "toy logreg" not in text  # the older search of the same limit
+
+
 def test_empty_table_exits_2(tmp_path, capsys):
     assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")]) == 2
     assert "holds no results" in capsys.readouterr().err and not (tmp_path / "R.md").exists()

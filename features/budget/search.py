@@ -9,7 +9,7 @@ here, run where their estimate fits in what is left and skipped (saying so) wher
 4. the two best backbones' caches side by side;
 5. an SVM on the best cache;
 6. fine-tuning the best backbone's last layers on cached augmented views (:data:`VIEWS_RECIPE`), stopped
-   at its best epoch when the clock says so;
+   at its best epoch when the clock says so; then the next backbone's, while one fits;
 7. the whole-network recipe (:data:`RECIPE`), where a GPU or the budget allows it;
 8. an ensemble of what was trained, chosen on validation with replacement (Caruana et al., 2004), compared
    with the others on its held-out validation accuracy (each image scored by a set chosen without it).
@@ -32,7 +32,7 @@ from ..errors import UsageError
 from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.runs import RunFiles
-from .board import Candidate, Journal, board_rows, choose, write_board
+from .board import Candidate, Journal, board_rows, choose, rank, write_board
 from .clock import EPOCH_SHARE, TRAIN_SHARE, Clock, network_rate, say_seconds
 
 log = logging.getLogger(__name__)
@@ -221,9 +221,9 @@ class _Search:
                                              finished_at=self.clock.elapsed(), note=note), step,
                           complete=not stopped)
 
-    def views_step(self) -> Candidate | None:
-        """The best backbone on validation with the most views that fit (else the next backbone)."""
-        ranked = [c.backbone for c in sorted(self.frozen.values(), key=lambda c: -(c.val_accuracy or 0.0))]
+    def views_step(self, done: set) -> Candidate | None:
+        """The best backbone on validation not in ``done`` with the most views that fit (else the next one)."""
+        ranked = [c.backbone for c in rank(self.frozen.values()) if c.backbone not in done]
         for name in ranked:
             for views in VIEWS:
                 reused = self.reused({"step": "finetune", "backbone": name, **VIEWS_RECIPE, "views": views})
@@ -235,12 +235,13 @@ class _Search:
                 if sum(estimate) + OVERHEAD <= self.clock.left() - END:
                     return self.train_step(name, {**VIEWS_RECIPE, "views": views},
                                            what=f"{name} views x{views} finetune", estimate=estimate)
-        self.fits(f"{ranked[0]} views x{VIEWS[-1]} finetune", sum(self.views_seconds(ranked[0], VIEWS[-1])) +
-                  OVERHEAD)  # it does not fit: said so
+        if ranked:  # none fits: said so
+            self.fits(f"{ranked[0]} views x{VIEWS[-1]} finetune",
+                      sum(self.views_seconds(ranked[0], VIEWS[-1])) + OVERHEAD)
         return None
 
     def recipe_step(self) -> Candidate | None:
-        best = max(self.frozen.values(), key=lambda c: c.val_accuracy or 0.0)
+        best = rank(self.frozen.values())[0]
         rate = self.rate(best.backbone)
         training = RECIPE["epochs"] * TRAIN_SHARE * self.n["train"] / rate
         scoring = 2 * (self.n["val"] + self.n["test"]) / rate  # flipped
@@ -264,6 +265,7 @@ class _Search:
         # compared on the selection's held-out validation accuracy: the chosen set's own is optimistic
         return self.found(Candidate.from_row(what, {**row, "val_accuracy": row["val_accuracy_heldout"]},
                                              seconds=time.monotonic() - start, finished_at=self.clock.elapsed(),
+                                             val_loss=row["val_log_loss_heldout"],
                                              note=f"val held out; {row['val_accuracy']:.4f} on the images it "
                                                   "was chosen on"), None)
 
@@ -278,12 +280,14 @@ class _Search:
                 found = self.frozen_step(name, keep=keep)
                 if found is not None:
                     self.frozen[name] = found
-        ranked = sorted(self.frozen.values(), key=lambda c: -(c.val_accuracy or 0.0))
+        ranked = rank(self.frozen.values())
         self.frozen_step(ranked[0].backbone, tta="flip", keep=keep)
         if len(ranked) > 1:
             self.concat_step([ranked[0].backbone, ranked[1].backbone], keep=keep)
         self.head_step(ranked[0].backbone, "svm", keep=keep)
-        self.views_step()
+        tuned: set = set()  # fine-tune the best backbones in turn while one fits: the ensemble takes them all
+        while (found := self.views_step(tuned)) is not None:
+            tuned.add(found.backbone)
         self.recipe_step()
         self.ensemble_step()
 

@@ -80,13 +80,16 @@ def _per_class_ok(value) -> bool:
 def latest_rows(rows: list[dict]) -> list[dict]:
     """The newest row of each (dataset, backbone, image size, method and its settings, head, training
     images per class), in a stable order; learning-curve rows are left out (see :func:`curve_rows`).
-    A dataset has one ensemble, its newest: an older one averages runs the table has since replaced."""
+    A dataset has one ensemble, its newest: an older one averages runs the table has since replaced; and one
+    best.py row a time limit, its newest search's."""
     latest: dict[tuple, dict] = {}
     for row in rows:
         if row.get("method") == CURVE:
             continue
         if row.get("method") == "ensemble":
             key = (row.get("dataset"), "ensemble", row.get("train_per_class"))
+        elif row.get("method") == "best":  # best.py's newest search of each time limit
+            key = (row.get("dataset"), "best", row.get("time_limit"))
         else:
             key = (row.get("dataset"), str(row.get("backbone")), str(row.get("image_size")), label(row),
                    str(row.get("head")), row.get("train_per_class"))

@@ -97,8 +97,7 @@ def _fitness(labels: np.ndarray, probas: list[np.ndarray]):
 
     def key(chosen):
         p = np.mean([probas[i] for i in chosen], axis=0)
-        loss = -np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1)))
-        return metrics.accuracy(labels, p), -loss
+        return metrics.accuracy(labels, p), -log_loss(labels, p)
 
     return key
 
@@ -138,25 +137,29 @@ def _select(labels: np.ndarray, probas: list[np.ndarray], max_members: int | Non
     return chosen
 
 
-def heldout_accuracy(members: list[Member], max_members: int | None = None, *, replacement: bool = False,
-                     folds: int = 2, seed: int = 0) -> float:
-    """The validation accuracy of the selection itself, each validation image scored by members chosen
-    without it: the images split into ``folds`` stratified folds, the members chosen (:func:`select`'s rule)
-    on the other folds, the fold scored on their average. The accuracy of the set chosen on all of them is
-    optimistic (it was chosen on those very images); this one is not, so it can be compared with a single
-    run's validation accuracy."""
+def heldout_scores(members: list[Member], max_members: int | None = None, *, replacement: bool = False,
+                   folds: int = 2, seed: int = 0) -> tuple[float, float]:
+    """(accuracy, log loss) of the selection itself on validation, each validation image scored by members
+    chosen without it: the images split into ``folds`` stratified folds, the members chosen (:func:`select`'s
+    rule) on the other folds, the fold scored on their average. The figures of the set chosen on all of them
+    are optimistic (it was chosen on those very images); these are not, so they can be compared with a single
+    run's validation figures."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     _, labels, probas = aligned(members, "val")
     least = np.bincount(labels).min(initial=0) if len(labels) else 0
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed) if least >= folds else \
         KFold(min(folds, len(labels)), shuffle=True, random_state=seed)
-    right = 0
+    average = np.zeros_like(probas[0])
     for fit, held in splitter.split(np.zeros(len(labels)), labels):
         chosen = _select(labels[fit], [p[fit] for p in probas], max_members, replacement=replacement)
-        average = np.mean([probas[i][held] for i in chosen], axis=0)
-        right += int(np.sum(average.argmax(axis=1) == labels[held]))
-    return right / len(labels)
+        average[held] = np.mean([probas[i][held] for i in chosen], axis=0)
+    return metrics.accuracy(labels, average), log_loss(labels, average)
+
+
+def log_loss(labels: np.ndarray, proba: np.ndarray) -> float:
+    """The mean negative log probability of the true class (clipped at 1e-12)."""
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, 1))))
 
 
 def _photo_root(run_dir) -> str | None:
@@ -206,6 +209,10 @@ def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None 
         _, vy, (vp,) = aligned([m], "val")
         report.append({"run_dir": str(m.run_dir), "label": m.label, "chosen": m in picked,
                        "val_accuracy": metrics.accuracy(vy, vp), "test_accuracy": metrics.accuracy(y, p)})
+    heldout = {}
+    if selection != "all" and len(val_labels) >= 2:
+        accuracy, loss = heldout_scores(members, max_members, replacement=selection == "weighted")
+        heldout = {"val_accuracy_heldout": accuracy, "val_log_loss_heldout": loss}
     first = picked[0].row
     seconds = sum(float(m.row.get("total_seconds") or 0.0) for m in distinct)
     check_output_folder(out_dir)
@@ -218,9 +225,8 @@ def score_ensemble(run_dirs, selection: str = "all", *, max_members: int | None 
             "head": " + ".join(members[i].label + (f" x{n}" if n > 1 else "") for i, n in counts.items()),
             **{k: scores[k] for k in metrics.SUMMARY_KEYS}, "per_class": scores["per_class"],
             "val_accuracy": metrics.accuracy(val_labels, np.mean(val_probas, axis=0)),
-            # the selection's own validation accuracy, each image scored by a set chosen without it
-            "val_accuracy_heldout": None if selection == "all" or len(val_labels) < 2 else heldout_accuracy(
-                members, max_members, replacement=selection == "weighted"),
+            # the selection's own validation figures, each image scored by a set chosen without it
+            **heldout,
             "selection": selection, "members": [str(m.run_dir) for m in picked],  # repeats: the weights
             "train_seconds": seconds, "total_seconds": seconds, "n_test": int(len(ids)),
             "run_dir": str(run.final),
