@@ -156,10 +156,11 @@ class _Search:
 
         step = {"step": "frozen", "backbone": name, "tta": tta, "head": head}
         what = f"{name}{' flip' if tta == 'flip' else ''} {head}"
-        reused = self.reused(step)
-        if reused is not None:
-            self.caches[(name, tta)] = RunFiles(reused.run_dir).read_metrics()["features"][0]
-            return reused
+        earlier = self.journal.find(step)
+        cache = RunFiles(earlier.run_dir).read_metrics().get("features", [None])[0] if earlier else None
+        if earlier is not None and cache and Path(cache).is_file():  # its cache is still there for the next steps
+            self.caches[(name, tta)] = cache
+            return self.found(earlier, step)
         estimate = self.extract_seconds(name, tta) + self.head_estimate()
         if not first and not self.fits(what, estimate, keep=keep):
             return None
