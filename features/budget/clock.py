@@ -69,8 +69,9 @@ class Clock:
 
 def network_rate(backbone, *, batch: int = 32) -> float:
     """Images a second through ``backbone`` (a resolved :class:`~features.models.registry.Backbone`) on this
-    machine: a batch of ``batch`` random images at its size, the faster of two timings after an untimed one
-    (the first call builds the graph). Its own weights do not change the time, so it is built without them."""
+    machine: a batch of ``batch`` random images at its size, the fastest of three timings after two untimed ones
+    (the first call builds the graph, the next still warms up). Its own weights do not change the time, so it is
+    built without them."""
     import numpy as np
 
     from ..models import create_backbone
@@ -78,9 +79,10 @@ def network_rate(backbone, *, batch: int = 32) -> float:
     network = create_backbone(backbone.name, weights="none", image_size=backbone.image_size)
     x = np.random.default_rng(0).uniform(0, 255, (batch, backbone.image_size, backbone.image_size, 3))
     x = x.astype("float32")
-    network.predict(x, verbose=0)
-    timings = []
     for _ in range(2):
+        network.predict(x, verbose=0)
+    timings = []
+    for _ in range(3):
         start = time.perf_counter()
         network.predict(x, verbose=0)
         timings.append(time.perf_counter() - start)

@@ -274,9 +274,9 @@ class _Search:
     def run(self) -> None:
         first = self.frozen_step(FIRST, first=True)
         self.frozen[FIRST] = first
-        # fine-tuning on views is kept room for where it fits in most of what is left
-        fine = self.views_seconds(FIRST, VIEWS[-1])
-        keep = sum(fine) + OVERHEAD if sum(fine) + OVERHEAD < 0.7 * (self.clock.left() - END) else 0.0
+        # fine-tuning is where the points are: where it fits, the frozen steps get only what it leaves
+        fine = sum(self.views_seconds(FIRST, VIEWS[-1])) + OVERHEAD
+        keep = fine if fine <= self.clock.left() - END else 0.0
         for name in self.backbones:
             if name != FIRST:
                 found = self.frozen_step(name, keep=keep)
