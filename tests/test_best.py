@@ -222,3 +222,19 @@ def test_ctrl_c_names_the_best_run_so_far_and_writes_no_leaderboard(searched, mo
     named = out.split("stopped: the best model so far is ", 1)[1].split(" (", 1)[0]
     assert (Path(named) / "metrics.json").is_file()
     assert set((searched.root / "runs").glob("*-best")) == boards
+
+
+def test_a_backbone_whose_weights_cannot_be_had_is_skipped_and_the_search_goes_on(tmp_path, monkeypatch):
+    from features.errors import WeightsUnavailableError
+
+    search, said = _planner(tmp_path, limit=3600)
+    search.backbones = ["efficientnet_lite0", "vgg19"]
+    first = Candidate(name="efficientnet_lite0 logreg", method="frozen-features", backbone="efficientnet_lite0",
+                      run_dir="r", val_accuracy=0.9, test_accuracy=0.9, seconds=1.0)
+    monkeypatch.setattr(search, "frozen_step", lambda name, **kw: first if name == "efficientnet_lite0" else
+                        (_ for _ in ()).throw(WeightsUnavailableError("vgg19: ImageNet weights cannot be downloaded")))
+    for step in ("concat_step", "head_step", "views_step", "recipe_step", "ensemble_step"):
+        monkeypatch.setattr(search, step, lambda *a, **kw: None)
+    search.run()
+    assert "vgg19 logreg" in search.skipped and list(search.frozen) == ["efficientnet_lite0"]
+    assert any("skipped vgg19 logreg: vgg19: ImageNet weights cannot be downloaded" in line for line in said)

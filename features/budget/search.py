@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ..data import DataSource, check_source
-from ..errors import UsageError
+from ..errors import UsageError, WeightsUnavailableError
 from ..outputs import check_output_folder
 from ..records import metrics, runs
 from ..records.runs import RunFiles
@@ -279,7 +279,12 @@ class _Search:
         keep = fine if fine <= self.clock.left() - END else 0.0
         for name in self.backbones:
             if name != FIRST:
-                found = self.frozen_step(name, keep=keep)
+                try:
+                    found = self.frozen_step(name, keep=keep)
+                except WeightsUnavailableError as exc:  # offline, say: the others go on
+                    self.skipped.append(f"{name} logreg")
+                    self.say(f"[{say_seconds(self.clock.elapsed()):>10s}] skipped {name} logreg: {exc}")
+                    continue
                 if found is not None:
                     self.frozen[name] = found
         ranked = rank(self.frozen.values())
