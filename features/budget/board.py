@@ -56,7 +56,7 @@ class Candidate:
 def validation_loss(run_dir) -> float | None:
     """The log loss of a run folder's validation probabilities (None without them)."""
     from ..errors import UsageError
-    from ..reports.ensemble import log_loss
+    from ..records.metrics import log_loss
 
     try:
         _, splits = RunFiles(run_dir).read_probabilities()

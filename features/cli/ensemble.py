@@ -26,9 +26,11 @@ from features.cli.common import HelpFormatter, add_common_flags, print_json, pro
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from features.reports.ensemble import SELECTIONS
+
     p = argparse.ArgumentParser(prog=program("ensemble.py"), description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders of classify.py or finetune.py")
-    p.add_argument("--select", default="all", choices=("all", "val", "weighted"),
+    p.add_argument("--select", default="all", choices=SELECTIONS,
                    help="all: every run given; val: greedy selection on the validation split; weighted: the same "
                         "with replacement (Caruana et al., 2004): a run chosen k times weighs k")
     p.add_argument("--max-members", type=int, metavar="N", help="with --select val: at most N runs")

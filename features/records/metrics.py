@@ -27,6 +27,12 @@ def accuracy(y_true, proba) -> float:
     return float(np.mean(np.argmax(proba, axis=1) == np.asarray(y_true)))
 
 
+def log_loss(y_true, proba) -> float:
+    """The mean negative log probability of the true class (clipped at 1e-12): what ensembles are chosen by."""
+    proba = np.asarray(proba)
+    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y_true)), y_true], 1e-12, 1))))
+
+
 def score(y_true, proba, class_names) -> dict:
     """Metrics of predicted probabilities against true labels.
 

@@ -97,7 +97,7 @@ def _fitness(labels: np.ndarray, probas: list[np.ndarray]):
 
     def key(chosen):
         p = np.mean([probas[i] for i in chosen], axis=0)
-        return metrics.accuracy(labels, p), -log_loss(labels, p)
+        return metrics.accuracy(labels, p), -metrics.log_loss(labels, p)
 
     return key
 
@@ -154,12 +154,7 @@ def heldout_scores(members: list[Member], max_members: int | None = None, *, rep
     for fit, held in splitter.split(np.zeros(len(labels)), labels):
         chosen = _select(labels[fit], [p[fit] for p in probas], max_members, replacement=replacement)
         average[held] = np.mean([probas[i][held] for i in chosen], axis=0)
-    return metrics.accuracy(labels, average), log_loss(labels, average)
-
-
-def log_loss(labels: np.ndarray, proba: np.ndarray) -> float:
-    """The mean negative log probability of the true class (clipped at 1e-12)."""
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(labels)), labels], 1e-12, 1))))
+    return metrics.accuracy(labels, average), metrics.log_loss(labels, average)
 
 
 def _photo_root(run_dir) -> str | None:
