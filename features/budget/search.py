@@ -179,28 +179,25 @@ class _Search:
                                              finished_at=self.clock.elapsed()), step)
 
     def concat_step(self, names: list[str], *, keep: float) -> Candidate | None:
-        from ..heads.classify import classify
-
-        step = {"step": "concat", "backbones": names, "head": "logreg"}
-        what = " + ".join(names) + " logreg"
-        reused = self.reused(step)
-        if reused is not None or not self.fits(what, self.head_estimate(len(names)), keep=keep):
-            return reused
-        start = time.monotonic()
-        row = classify([self.caches[(n, "none")] for n in names], "logreg", out_dir=self.out_dir)
-        return self.found(Candidate.from_row(what, row, seconds=time.monotonic() - start,
-                                             finished_at=self.clock.elapsed()), step)
+        return self._head_step(" + ".join(names) + " logreg", {"step": "concat", "backbones": names, "head": "logreg"},
+                               [self.caches[(n, "none")] for n in names], head="logreg",
+                               estimate=self.head_estimate(len(names)), keep=keep)
 
     def head_step(self, name: str, head: str, *, keep: float) -> Candidate | None:
+        return self._head_step(f"{name} {head}", {"step": "frozen", "backbone": name, "tta": "none", "head": head},
+                               [self.caches[(name, "none")]], head=head,
+                               estimate=SVM_SHARE * self.head_estimate(), keep=keep)
+
+    def _head_step(self, what: str, step: dict, paths: list, *, head: str, estimate: float,
+                   keep: float) -> Candidate | None:
+        """A head on caches already made, unless an earlier search made it or it does not fit."""
         from ..heads.classify import classify
 
-        step = {"step": "frozen", "backbone": name, "tta": "none", "head": head}
-        what = f"{name} {head}"
         reused = self.reused(step)
-        if reused is not None or not self.fits(what, SVM_SHARE * self.head_estimate(), keep=keep):
+        if reused is not None or not self.fits(what, estimate, keep=keep):
             return reused
         start = time.monotonic()
-        row = classify([self.caches[(name, "none")]], head, out_dir=self.out_dir)
+        row = classify(paths, head, out_dir=self.out_dir)
         return self.found(Candidate.from_row(what, row, seconds=time.monotonic() - start,
                                              finished_at=self.clock.elapsed()), step)
 
